@@ -1,0 +1,147 @@
+/*
+ * The one config loader: YAML (libyaml) into typed structures, with every
+ * error of a file reported as "file:line:column: message".  The parent
+ * loads; children receive only their part, packed with config_pack() and
+ * sent as a memfd.
+ */
+#ifndef IMAPGW_CONFIG_H
+#define IMAPGW_CONFIG_H
+
+#include <netinet/in.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "buf.h"
+#include "imapgw.h"
+
+struct cfg_pos {
+	int line, col; /* 1-based; 0 for built-in values */
+};
+
+struct cfg_addr {
+	struct sockaddr_storage ss;
+	socklen_t len;
+	char text[80]; /* "127.0.0.1:143" or "[::1]:143" */
+};
+
+enum { LISTEN_TLS_NONE = 0, LISTEN_TLS_IMPLICIT };
+
+struct cfg_listen {
+	struct cfg_addr addr;
+	int tls;
+	struct cfg_pos pos;
+};
+
+struct cfg_cidr {
+	int family; /* AF_INET, AF_INET6, or AF_UNSPEC for "any" */
+	uint8_t addr[16];
+	int prefix;
+	char text[64];
+};
+
+enum { BALANCE_ROUND_ROBIN = 0, BALANCE_LEAST_CONN };
+enum { SRV_TLS_NONE = 0, SRV_TLS_STARTTLS, SRV_TLS_IMPLICIT };
+
+struct cfg_member {
+	char *host; /* as written: "mail.example.org:143" */
+	struct cfg_addr addr; /* resolved by the parent at load */
+	uint32_t weight;
+	struct cfg_pos pos;
+};
+
+struct cfg_server {
+	char *name;
+	int balance;
+	int tls;
+	uint64_t connect_timeout_ms; /* default 10s */
+	struct cfg_member *members;
+	size_t nmembers;
+	struct cfg_pos pos;
+};
+
+enum {
+	ACT_ALLOW = 0,
+	ACT_STRIP,
+	ACT_LOCK,
+	ACT_DENY,
+	ACT_DROP,
+	ACT_BLOCK,
+	ACT_TAG
+};
+
+struct cfg_general {
+	uint64_t max_email_size;  /* default 50M */
+	int oversize;		  /* ACT_*, default deny */
+	uint64_t max_line_length; /* default 64K */
+};
+
+struct cfg_action {
+	char *name;
+	char *inherit; /* NULL for built-ins */
+	int builtin;
+	struct cfg_general general;
+	char *deny_message;
+	struct cfg_pos pos;
+};
+
+enum { DISP_ALLOW = 0, DISP_DENY, DISP_DENY_RESET };
+
+struct cfg_policy {
+	char *name;
+	struct cfg_listen *listen;
+	size_t nlisten;
+	struct cfg_cidr *from;
+	size_t nfrom;
+	char *to;   /* server pool name */
+	int server; /* index into config.servers */
+	int disposition;
+	char *action; /* action name */
+	int actionidx; /* index into config.actions */
+	uint64_t idle_timeout_ms; /* default 30m */
+	struct cfg_pos pos;
+};
+
+/* Bounds shared by the loader and config_unpack(). */
+#define CONFIG_MAX_ITEMS 1024 /* servers, members, actions, policies, ... */
+#define CONFIG_MAX_STR 65535  /* bytes in any string value */
+
+struct config {
+	char *file; /* path, or "<built-in>"; "<packed>" when unpacked */
+	int role;   /* ROLE_PARENT when loaded, else the role it was packed for */
+	uint32_t generation;
+	char *user;
+	char *chroot;
+	char *state_dir;
+	int workers[ROLE_MAX]; /* resolved counts; "auto" = online CPUs */
+	int log_target;	       /* enum log_target */
+	int log_format;	       /* enum log_format */
+	int log_level;	       /* LOG_* */
+	char *control_socket;
+	struct cfg_server *servers;
+	size_t nservers;
+	struct cfg_action *actions; /* built-ins first */
+	size_t nactions;
+	struct cfg_policy *policies;
+	size_t npolicies;
+};
+
+/* Load and validate.  On any error returns NULL and appends one line per
+ * error ("file:line:column: message\n") to errs. */
+struct config *config_load(const char *path, struct buf *errs);
+struct config *config_load_mem(const char *name, const char *text,
+    size_t len, struct buf *errs);
+void config_free(struct config *);
+
+/* The built-in default configuration (etc/imapgwd.yaml, embedded). */
+extern const char config_default_yaml[];
+extern const size_t config_default_yaml_len;
+
+/* Pack the part of cfg that role needs; unpack it in the child.  Unpack
+ * bounds-checks everything and returns NULL on a malformed blob. */
+int config_pack(const struct config *, enum imapgw_role, struct buf *);
+struct config *config_unpack(const void *, size_t);
+
+int action_from_name(const char *); /* ACT_* or -1 */
+const char *action_name(int);
+
+#endif

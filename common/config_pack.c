@@ -1,0 +1,571 @@
+/*
+ * config_pack/config_unpack: the part of the configuration a child role
+ * needs, as a flat little-endian blob (buf.h builders and readers).
+ *
+ *	header:   u32 magic, u32 version, u32 role, u32 generation,
+ *		  u32 log target, u32 log format, u32 log level
+ *	netd:	  servers, actions, policies
+ *	scand:	  actions
+ *	tlsd:	  nothing more
+ *
+ * Socket addresses travel as u8 family (4 or 6), the address bytes and a
+ * u16 port, never as raw struct bytes.  Unpack trusts nothing: every count,
+ * string, enum and index is checked, and the blob must end exactly where
+ * the last field does.
+ */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <syslog.h>
+
+#include "config.h"
+#include "log.h"
+#include "util.h"
+
+#define PACK_MAGIC 0x46434749 /* "IGCF" */
+#define PACK_VERSION 1
+
+/* Smallest encodings, to refuse a count the blob cannot hold. */
+#define PACK_MIN_SERVER 33
+#define PACK_MIN_MEMBER 24
+#define PACK_MIN_ACTION 31
+#define PACK_MIN_POLICY 91
+#define PACK_MIN_LISTEN 19
+#define PACK_MIN_CIDR 21
+
+/*
+ * Packing.
+ */
+
+static int
+pack_pos(struct buf *b, const struct cfg_pos *pos)
+{
+	if (buf_add_u32(b, (uint32_t)pos->line) == -1 ||
+	    buf_add_u32(b, (uint32_t)pos->col) == -1)
+		return -1;
+	return 0;
+}
+
+static int
+pack_addr(struct buf *b, const struct cfg_addr *a)
+{
+	const struct sockaddr_in *sin = (const struct sockaddr_in *)&a->ss;
+	const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)&a->ss;
+
+	switch (a->ss.ss_family) {
+	case AF_INET:
+		if (buf_add_u8(b, 4) == -1 ||
+		    buf_add(b, &sin->sin_addr, 4) == -1)
+			return -1;
+		return buf_add_u16(b, ntohs(sin->sin_port));
+	case AF_INET6:
+		if (buf_add_u8(b, 6) == -1 ||
+		    buf_add(b, &sin6->sin6_addr, 16) == -1)
+			return -1;
+		return buf_add_u16(b, ntohs(sin6->sin6_port));
+	default:
+		return -1;
+	}
+}
+
+static int
+pack_member(struct buf *b, const struct cfg_member *m)
+{
+	if (buf_add_str(b, m->host) == -1 || pack_addr(b, &m->addr) == -1 ||
+	    buf_add_u32(b, m->weight) == -1 || pack_pos(b, &m->pos) == -1)
+		return -1;
+	return 0;
+}
+
+static int
+pack_server(struct buf *b, const struct cfg_server *s)
+{
+	size_t i;
+
+	if (buf_add_str(b, s->name) == -1 ||
+	    buf_add_u32(b, (uint32_t)s->balance) == -1 ||
+	    buf_add_u32(b, (uint32_t)s->tls) == -1 ||
+	    buf_add_u64(b, s->connect_timeout_ms) == -1 ||
+	    pack_pos(b, &s->pos) == -1 ||
+	    buf_add_u32(b, (uint32_t)s->nmembers) == -1)
+		return -1;
+	for (i = 0; i < s->nmembers; i++)
+		if (pack_member(b, &s->members[i]) == -1)
+			return -1;
+	return 0;
+}
+
+static int
+pack_action(struct buf *b, const struct cfg_action *a)
+{
+	if (buf_add_str(b, a->name) == -1 ||
+	    buf_add_u8(b, a->builtin ? 1 : 0) == -1 ||
+	    buf_add_u64(b, a->general.max_email_size) == -1 ||
+	    buf_add_u32(b, (uint32_t)a->general.oversize) == -1 ||
+	    buf_add_u64(b, a->general.max_line_length) == -1 ||
+	    buf_add_str(b, a->deny_message) == -1)
+		return -1;
+	return 0;
+}
+
+static int
+pack_listen(struct buf *b, const struct cfg_listen *l)
+{
+	if (pack_addr(b, &l->addr) == -1 ||
+	    buf_add_u32(b, (uint32_t)l->tls) == -1 ||
+	    pack_pos(b, &l->pos) == -1)
+		return -1;
+	return 0;
+}
+
+static int
+pack_cidr(struct buf *b, const struct cfg_cidr *c)
+{
+	uint8_t fam;
+
+	switch (c->family) {
+	case AF_UNSPEC:
+		fam = 0;
+		break;
+	case AF_INET:
+		fam = 4;
+		break;
+	case AF_INET6:
+		fam = 6;
+		break;
+	default:
+		return -1;
+	}
+	if (buf_add_u8(b, fam) == -1 || buf_add(b, c->addr, 16) == -1 ||
+	    buf_add_u32(b, (uint32_t)c->prefix) == -1)
+		return -1;
+	return 0;
+}
+
+static int
+pack_policy(struct buf *b, const struct cfg_policy *p)
+{
+	size_t i;
+
+	if (buf_add_str(b, p->name) == -1 ||
+	    buf_add_u32(b, (uint32_t)p->nlisten) == -1)
+		return -1;
+	for (i = 0; i < p->nlisten; i++)
+		if (pack_listen(b, &p->listen[i]) == -1)
+			return -1;
+	if (buf_add_u32(b, (uint32_t)p->nfrom) == -1)
+		return -1;
+	for (i = 0; i < p->nfrom; i++)
+		if (pack_cidr(b, &p->from[i]) == -1)
+			return -1;
+	if (buf_add_str(b, p->to) == -1 ||
+	    buf_add_u32(b, (uint32_t)p->server) == -1 ||
+	    buf_add_u32(b, (uint32_t)p->disposition) == -1 ||
+	    buf_add_str(b, p->action) == -1 ||
+	    buf_add_u32(b, (uint32_t)p->actionidx) == -1 ||
+	    buf_add_u64(b, p->idle_timeout_ms) == -1 ||
+	    pack_pos(b, &p->pos) == -1)
+		return -1;
+	return 0;
+}
+
+static int
+pack_servers(struct buf *b, const struct config *cfg)
+{
+	size_t i;
+
+	if (buf_add_u32(b, (uint32_t)cfg->nservers) == -1)
+		return -1;
+	for (i = 0; i < cfg->nservers; i++)
+		if (pack_server(b, &cfg->servers[i]) == -1)
+			return -1;
+	return 0;
+}
+
+static int
+pack_actions(struct buf *b, const struct config *cfg)
+{
+	size_t i;
+
+	if (buf_add_u32(b, (uint32_t)cfg->nactions) == -1)
+		return -1;
+	for (i = 0; i < cfg->nactions; i++)
+		if (pack_action(b, &cfg->actions[i]) == -1)
+			return -1;
+	return 0;
+}
+
+static int
+pack_policies(struct buf *b, const struct config *cfg)
+{
+	size_t i;
+
+	if (buf_add_u32(b, (uint32_t)cfg->npolicies) == -1)
+		return -1;
+	for (i = 0; i < cfg->npolicies; i++)
+		if (pack_policy(b, &cfg->policies[i]) == -1)
+			return -1;
+	return 0;
+}
+
+int
+config_pack(const struct config *cfg, enum imapgw_role role, struct buf *b)
+{
+	if (role != ROLE_NETD && role != ROLE_SCAND && role != ROLE_TLSD)
+		return -1;
+	if (cfg->nservers > CONFIG_MAX_ITEMS ||
+	    cfg->nactions > CONFIG_MAX_ITEMS ||
+	    cfg->npolicies > CONFIG_MAX_ITEMS)
+		return -1;
+	if (buf_add_u32(b, PACK_MAGIC) == -1 ||
+	    buf_add_u32(b, PACK_VERSION) == -1 ||
+	    buf_add_u32(b, (uint32_t)role) == -1 ||
+	    buf_add_u32(b, cfg->generation) == -1 ||
+	    buf_add_u32(b, (uint32_t)cfg->log_target) == -1 ||
+	    buf_add_u32(b, (uint32_t)cfg->log_format) == -1 ||
+	    buf_add_u32(b, (uint32_t)cfg->log_level) == -1)
+		return -1;
+	if (role == ROLE_NETD && pack_servers(b, cfg) == -1)
+		return -1;
+	if ((role == ROLE_NETD || role == ROLE_SCAND) &&
+	    pack_actions(b, cfg) == -1)
+		return -1;
+	if (role == ROLE_NETD && pack_policies(b, cfg) == -1)
+		return -1;
+	return 0;
+}
+
+/*
+ * Unpacking.  Every function returns -1 (and leaves r->err set) on the
+ * first thing that is wrong.
+ */
+
+static int
+unpack_fail(struct reader *r)
+{
+	r->err = 1;
+	return -1;
+}
+
+/* A count of items of at least min bytes each that the rest can hold. */
+static int
+unpack_count(struct reader *r, size_t min, size_t *n)
+{
+	uint32_t v = rd_u32(r);
+
+	if (r->err || v > CONFIG_MAX_ITEMS || v > r->left / min)
+		return unpack_fail(r);
+	*n = v;
+	return 0;
+}
+
+/* An enum value 0..max. */
+static int
+unpack_enum(struct reader *r, uint32_t max, int *out)
+{
+	uint32_t v = rd_u32(r);
+
+	if (r->err || v > max)
+		return unpack_fail(r);
+	*out = (int)v;
+	return 0;
+}
+
+/* A non-empty string. */
+static int
+unpack_name(struct reader *r, char **out)
+{
+	if ((*out = rd_str(r, CONFIG_MAX_STR)) == NULL)
+		return -1;
+	if ((*out)[0] == '\0')
+		return unpack_fail(r);
+	return 0;
+}
+
+static int
+unpack_pos(struct reader *r, struct cfg_pos *pos)
+{
+	uint32_t line = rd_u32(r), col = rd_u32(r);
+
+	if (r->err || line > INT32_MAX || col > INT32_MAX)
+		return unpack_fail(r);
+	pos->line = (int)line;
+	pos->col = (int)col;
+	return 0;
+}
+
+static int
+unpack_addr(struct reader *r, struct cfg_addr *a)
+{
+	struct sockaddr_in *sin = (struct sockaddr_in *)&a->ss;
+	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&a->ss;
+	uint8_t fam = rd_u8(r);
+	uint16_t port;
+
+	memset(a, 0, sizeof(*a));
+	if (fam == 4) {
+		sin->sin_family = AF_INET;
+		rd_data(r, &sin->sin_addr, 4);
+		a->len = sizeof(*sin);
+	} else if (fam == 6) {
+		sin6->sin6_family = AF_INET6;
+		rd_data(r, &sin6->sin6_addr, 16);
+		a->len = sizeof(*sin6);
+	} else
+		return unpack_fail(r);
+	port = rd_u16(r);
+	if (r->err || port == 0)
+		return unpack_fail(r);
+	if (fam == 4)
+		sin->sin_port = htons(port);
+	else
+		sin6->sin6_port = htons(port);
+	addr_text((struct sockaddr *)&a->ss, a->text, sizeof(a->text));
+	return 0;
+}
+
+static int
+unpack_member(struct reader *r, struct cfg_member *m)
+{
+	if (unpack_name(r, &m->host) == -1 || unpack_addr(r, &m->addr) == -1)
+		return -1;
+	m->weight = rd_u32(r);
+	if (r->err || m->weight < 1 || m->weight > 100)
+		return unpack_fail(r);
+	return unpack_pos(r, &m->pos);
+}
+
+static int
+unpack_server(struct reader *r, struct cfg_server *s)
+{
+	size_t i, n;
+
+	if (unpack_name(r, &s->name) == -1 ||
+	    unpack_enum(r, BALANCE_LEAST_CONN, &s->balance) == -1 ||
+	    unpack_enum(r, SRV_TLS_IMPLICIT, &s->tls) == -1)
+		return -1;
+	s->connect_timeout_ms = rd_u64(r);
+	if (r->err || s->connect_timeout_ms == 0)
+		return unpack_fail(r);
+	if (unpack_pos(r, &s->pos) == -1 ||
+	    unpack_count(r, PACK_MIN_MEMBER, &n) == -1)
+		return -1;
+	if (n == 0 || (s->members = calloc(n, sizeof(*s->members))) == NULL)
+		return unpack_fail(r);
+	for (i = 0; i < n; i++, s->nmembers++)
+		if (unpack_member(r, &s->members[i]) == -1)
+			return -1;
+	return 0;
+}
+
+static int
+unpack_action(struct reader *r, struct cfg_action *a)
+{
+	struct cfg_general *g = &a->general;
+	uint8_t builtin;
+
+	if (unpack_name(r, &a->name) == -1)
+		return -1;
+	builtin = rd_u8(r);
+	g->max_email_size = rd_u64(r);
+	if (builtin > 1 || unpack_enum(r, ACT_TAG, &g->oversize) == -1)
+		return unpack_fail(r);
+	a->builtin = builtin;
+	g->max_line_length = rd_u64(r);
+	if (r->err || g->max_email_size == 0 || g->max_line_length == 0)
+		return unpack_fail(r);
+	return unpack_name(r, &a->deny_message);
+}
+
+static int
+unpack_listen(struct reader *r, struct cfg_listen *l)
+{
+	if (unpack_addr(r, &l->addr) == -1 ||
+	    unpack_enum(r, LISTEN_TLS_IMPLICIT, &l->tls) == -1)
+		return -1;
+	return unpack_pos(r, &l->pos);
+}
+
+static int
+unpack_cidr(struct reader *r, struct cfg_cidr *c)
+{
+	char ntop[INET6_ADDRSTRLEN];
+	uint8_t fam = rd_u8(r);
+	int max;
+
+	rd_data(r, c->addr, sizeof(c->addr));
+	c->prefix = (int)rd_u32(r);
+	if (r->err)
+		return -1;
+	if (fam == 0 && c->prefix == 0) {
+		c->family = AF_UNSPEC;
+		memset(c->addr, 0, sizeof(c->addr));
+		snprintf(c->text, sizeof(c->text), "any");
+		return 0;
+	}
+	if (fam != 4 && fam != 6)
+		return unpack_fail(r);
+	c->family = fam == 4 ? AF_INET : AF_INET6;
+	max = fam == 4 ? 32 : 128;
+	if (c->prefix < 0 || c->prefix > max)
+		return unpack_fail(r);
+	inet_ntop(c->family, c->addr, ntop, sizeof(ntop));
+	snprintf(c->text, sizeof(c->text), "%s/%d", ntop, c->prefix);
+	return 0;
+}
+
+static int
+unpack_listens(struct reader *r, struct cfg_policy *p)
+{
+	size_t i, n;
+
+	if (unpack_count(r, PACK_MIN_LISTEN, &n) == -1)
+		return -1;
+	if (n == 0 || (p->listen = calloc(n, sizeof(*p->listen))) == NULL)
+		return unpack_fail(r);
+	for (i = 0; i < n; i++, p->nlisten++)
+		if (unpack_listen(r, &p->listen[i]) == -1)
+			return -1;
+	return 0;
+}
+
+static int
+unpack_froms(struct reader *r, struct cfg_policy *p)
+{
+	size_t i, n;
+
+	if (unpack_count(r, PACK_MIN_CIDR, &n) == -1)
+		return -1;
+	if (n == 0 || (p->from = calloc(n, sizeof(*p->from))) == NULL)
+		return unpack_fail(r);
+	for (i = 0; i < n; i++, p->nfrom++)
+		if (unpack_cidr(r, &p->from[i]) == -1)
+			return -1;
+	return 0;
+}
+
+/* An index 0..n-1. */
+static int
+unpack_index(struct reader *r, size_t n, int *out)
+{
+	uint32_t v = rd_u32(r);
+
+	if (r->err || v >= n)
+		return unpack_fail(r);
+	*out = (int)v;
+	return 0;
+}
+
+static int
+unpack_policy(struct reader *r, const struct config *cfg,
+    struct cfg_policy *p)
+{
+	if (unpack_name(r, &p->name) == -1 || unpack_listens(r, p) == -1 ||
+	    unpack_froms(r, p) == -1 || unpack_name(r, &p->to) == -1 ||
+	    unpack_index(r, cfg->nservers, &p->server) == -1 ||
+	    unpack_enum(r, DISP_DENY_RESET, &p->disposition) == -1 ||
+	    unpack_name(r, &p->action) == -1 ||
+	    unpack_index(r, cfg->nactions, &p->actionidx) == -1)
+		return -1;
+	/* The names and the indices must agree. */
+	if (strcmp(cfg->servers[p->server].name, p->to) != 0 ||
+	    strcmp(cfg->actions[p->actionidx].name, p->action) != 0)
+		return unpack_fail(r);
+	p->idle_timeout_ms = rd_u64(r);
+	if (r->err || p->idle_timeout_ms < 1000)
+		return unpack_fail(r);
+	return unpack_pos(r, &p->pos);
+}
+
+static int
+unpack_servers(struct reader *r, struct config *cfg)
+{
+	size_t i, n;
+
+	if (unpack_count(r, PACK_MIN_SERVER, &n) == -1)
+		return -1;
+	if (n && (cfg->servers = calloc(n, sizeof(*cfg->servers))) == NULL)
+		return unpack_fail(r);
+	for (i = 0; i < n; i++, cfg->nservers++)
+		if (unpack_server(r, &cfg->servers[i]) == -1)
+			return -1;
+	return 0;
+}
+
+static int
+unpack_actions(struct reader *r, struct config *cfg)
+{
+	size_t i, n;
+
+	if (unpack_count(r, PACK_MIN_ACTION, &n) == -1)
+		return -1;
+	if (n && (cfg->actions = calloc(n, sizeof(*cfg->actions))) == NULL)
+		return unpack_fail(r);
+	for (i = 0; i < n; i++, cfg->nactions++)
+		if (unpack_action(r, &cfg->actions[i]) == -1)
+			return -1;
+	return 0;
+}
+
+static int
+unpack_policies(struct reader *r, struct config *cfg)
+{
+	size_t i, n;
+
+	if (unpack_count(r, PACK_MIN_POLICY, &n) == -1)
+		return -1;
+	if (n && (cfg->policies = calloc(n, sizeof(*cfg->policies))) == NULL)
+		return unpack_fail(r);
+	for (i = 0; i < n; i++, cfg->npolicies++)
+		if (unpack_policy(r, cfg, &cfg->policies[i]) == -1)
+			return -1;
+	return 0;
+}
+
+static int
+unpack_header(struct reader *r, struct config *cfg)
+{
+	uint32_t magic = rd_u32(r), version = rd_u32(r);
+
+	if (r->err || magic != PACK_MAGIC || version != PACK_VERSION)
+		return unpack_fail(r);
+	if (unpack_enum(r, ROLE_TLSD, &cfg->role) == -1 ||
+	    cfg->role == ROLE_PARENT)
+		return unpack_fail(r);
+	cfg->generation = rd_u32(r);
+	if (unpack_enum(r, LOGT_STDERR, &cfg->log_target) == -1 ||
+	    unpack_enum(r, LOGF_JSON, &cfg->log_format) == -1 ||
+	    unpack_enum(r, LOG_DEBUG, &cfg->log_level) == -1 ||
+	    cfg->log_level < LOG_ERR)
+		return unpack_fail(r);
+	return 0;
+}
+
+struct config *
+config_unpack(const void *data, size_t len)
+{
+	struct config *cfg;
+	struct reader r;
+
+	if (data == NULL || (cfg = calloc(1, sizeof(*cfg))) == NULL)
+		return NULL;
+	rd_init(&r, data, len);
+	if ((cfg->file = strdup("<packed>")) == NULL)
+		r.err = 1;
+	if (!r.err && unpack_header(&r, cfg) == 0) {
+		if (cfg->role == ROLE_NETD)
+			unpack_servers(&r, cfg);
+		if (cfg->role == ROLE_NETD || cfg->role == ROLE_SCAND)
+			unpack_actions(&r, cfg);
+		if (cfg->role == ROLE_NETD)
+			unpack_policies(&r, cfg);
+	}
+	if (rd_end(&r) != 0) {
+		config_free(cfg);
+		return NULL;
+	}
+	return cfg;
+}

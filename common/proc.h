@@ -1,0 +1,85 @@
+/*
+ * The process framework every role uses the same way: libevent-driven imsg
+ * channels, the child bootstrap (receive config and fds from the parent,
+ * then enter the sandbox), and role/type names.
+ */
+#ifndef IMAPGW_PROC_H
+#define IMAPGW_PROC_H
+
+#include <sys/types.h>
+
+#include <event2/event.h>
+
+#include "config.h"
+#include "imsg.h"
+
+struct proc_chan;
+typedef void (*proc_dispatch_cb)(struct proc_chan *, struct imsg *);
+typedef void (*proc_closed_cb)(struct proc_chan *);
+
+struct proc_chan {
+	struct imsgbuf ib;
+	struct event *ev;
+	short events;
+	char name[32]; /* "parent", "scand-1", ... for logs */
+	int role, instance;
+	proc_dispatch_cb dispatch;
+	proc_closed_cb closed;
+	void *arg;
+	int dead;
+};
+
+struct proc_chan *proc_chan_new(struct event_base *, int fd, int fdpass,
+    const char *name, proc_dispatch_cb, proc_closed_cb, void *arg);
+void proc_chan_free(struct proc_chan *);
+int proc_compose(struct proc_chan *, uint32_t type, uint32_t peerid, int fd,
+    const void *data, size_t len);
+/* Log why a frame is rejected and close the channel. */
+void proc_chan_fail(struct proc_chan *, const char *why, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* Child side. */
+struct child_env {
+	enum imapgw_role role;
+	int instance;
+	struct event_base *base;
+	struct proc_chan *parent;
+	struct config *cfg;
+	char *root;
+	uid_t uid;
+	gid_t gid;
+};
+
+/* Read a packed config from the memfd of an IMSG_CFG frame. */
+struct config *proc_recv_config(struct imsg *, enum imapgw_role);
+/* Blocking startup: hand frames from the parent to early_cb until
+ * IMSG_START, then enter the sandbox.  env->cfg must be set by then.
+ * Exits the process on any failure: a child never runs unsandboxed. */
+void proc_child_start(struct child_env *, void (*early_cb)(struct child_env *,
+    struct imsg *));
+/* IMSG_CFG: replace env->cfg (fatal if unusable). */
+void proc_child_set_config(struct child_env *, struct imsg *);
+/* Frames any child may get from the parent at any time (IMSG_CFG through
+ * proc_child_set_config, test hooks); 1 if handled. */
+int proc_child_common(struct child_env *, struct imsg *);
+
+/* Build the memfd the parent sends with IMSG_CFG. -1 on failure. */
+int proc_config_memfd(const struct config *, enum imapgw_role);
+
+/* Peer channels (netd <-> scand, netd <-> tlsd), handed out by the
+ * parent with IMSG_PEER.  A newer channel to the same peer replaces the
+ * older one (the peer was respawned). */
+struct proc_peers {
+	struct proc_chan *chan[ROLE_MAX][IMAPGW_MAX_INSTANCES];
+	proc_dispatch_cb dispatch; /* frames other than HELLO */
+};
+
+void proc_peer_add(struct child_env *, struct proc_peers *, struct imsg *);
+/* HELLO handling shared by all roles; 1 if the frame was consumed. */
+int proc_peer_common(struct proc_chan *, struct imsg *);
+
+/* worker.c: main loop of scand and tlsd. */
+int proc_worker_main(enum imapgw_role, int instance, int debug, int verbose,
+    proc_dispatch_cb peer_frame);
+
+#endif

@@ -1,0 +1,23 @@
+/* Small parsers and helpers shared by the config loader and the roles. */
+#ifndef IMAPGW_UTIL_H
+#define IMAPGW_UTIL_H
+
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "config.h"
+
+/* "50M", "64K", "1G", "1024": bytes.  -1 on syntax or overflow. */
+int parse_size(const char *, uint64_t *);
+/* "30m", "10s", "2h", "1d", "500ms": milliseconds.  A bare number is
+ * seconds.  -1 on error. */
+int parse_duration(const char *, uint64_t *);
+/* "127.0.0.1:143", "[::1]:143": numeric only.  -1 on error. */
+int parse_addr(const char *, struct cfg_addr *);
+/* "10.0.0.0/8", "::1", "192.0.2.1", "any".  -1 on error. */
+int parse_cidr(const char *, struct cfg_cidr *);
+int cidr_match(const struct cfg_cidr *, const struct sockaddr *);
+/* Text form of a socket address into out ("[::1]:143"). */
+void addr_text(const struct sockaddr *, char *out, size_t outlen);
+
+#endif

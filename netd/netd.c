@@ -1,0 +1,257 @@
+/*
+ * netd: the network process.  It receives its config and listening
+ * sockets from the parent, enters its sandbox, and runs the sessions.
+ */
+#include <sys/socket.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "netd.h"
+#include "parent.h"
+
+struct netd *netd_env;
+
+void
+netd_cfg_unref(struct netd_cfg *nc)
+{
+	if (nc == NULL || --nc->refs > 0)
+		return;
+	config_free(nc->cfg);
+	free(nc);
+}
+
+static struct netd_cfg *
+netd_cfg_new(struct config *cfg)
+{
+	struct netd_cfg *nc;
+
+	if ((nc = calloc(1, sizeof(*nc))) == NULL)
+		fatal("calloc");
+	nc->cfg = cfg;
+	nc->refs = 1;
+	return nc;
+}
+
+static void
+listener_accept(evutil_socket_t lfd, short ev, void *arg)
+{
+	struct netd_listener *l = arg;
+	struct sockaddr_storage ss;
+	socklen_t len;
+	int fd, i;
+
+	/* Bounded, so one busy listener cannot starve the rest. */
+	for (i = 0; i < 64; i++) {
+		len = sizeof(ss);
+		fd = accept4(lfd, (struct sockaddr *)&ss, &len,
+		    SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd == -1) {
+			if (errno != EAGAIN && errno != EWOULDBLOCK &&
+			    errno != ECONNABORTED && errno != EINTR)
+				log_warn("accept on %s", l->addr);
+			return;
+		}
+		session_accept(netd_env, l, fd, (struct sockaddr *)&ss, len);
+	}
+}
+
+static void
+listeners_free(struct netd_listener *l)
+{
+	struct netd_listener *next;
+
+	for (; l; l = next) {
+		next = l->next;
+		if (l->ev)
+			event_free(l->ev);
+		close(l->fd);
+		netd_cfg_unref(l->nc);
+		free(l);
+	}
+}
+
+static void
+listener_add(struct netd *n, struct imsg *imsg)
+{
+	struct netd_listener *l;
+	struct reader rd;
+	char *addr;
+	uint32_t policy;
+
+	imsg_reader(imsg, &rd);
+	policy = rd_u32(&rd);
+	addr = rd_str(&rd, 79);
+	if (rd_end(&rd) == -1 || imsg->fd == -1 || n->pending == NULL ||
+	    policy >= n->pending->cfg->npolicies)
+		fatalx("bad LISTENER frame from parent");
+	if ((l = calloc(1, sizeof(*l))) == NULL)
+		fatal("calloc");
+	l->fd = imsg->fd;
+	imsg->fd = -1;
+	l->policy = (int)policy;
+	snprintf(l->addr, sizeof(l->addr), "%s", addr);
+	free(addr);
+	l->nc = n->pending;
+	l->nc->refs++;
+	l->next = n->newlisteners;
+	n->newlisteners = l;
+}
+
+/* The new generation is complete: new sessions use it from now on. */
+static void
+listeners_switch(struct netd *n, struct imsg *imsg)
+{
+	struct netd_listener *l;
+	uint32_t gen;
+
+	if (imsg->datalen != sizeof(gen) || n->pending == NULL)
+		fatalx("bad LISTENERS_END frame from parent");
+	memcpy(&gen, imsg->data, sizeof(gen));
+	listeners_free(n->listeners);
+	n->listeners = n->newlisteners;
+	n->newlisteners = NULL;
+	for (l = n->listeners; l; l = l->next) {
+		l->ev = event_new(n->env.base, l->fd, EV_READ | EV_PERSIST,
+		    listener_accept, l);
+		if (l->ev == NULL || event_add(l->ev, NULL) == -1)
+			fatalx("cannot watch listener %s", l->addr);
+	}
+	if (n->cur) {
+		n->cur->current = 0;
+		netd_cfg_unref(n->cur);
+	}
+	n->cur = n->pending;
+	n->cur->current = 1;
+	n->env.cfg = n->cur->cfg; /* borrowed */
+	n->pending = NULL;
+	log_debug("using config generation %u", gen);
+	proc_compose(n->env.parent, IMSG_CFG_APPLIED, 0, -1, &gen,
+	    sizeof(gen));
+}
+
+static void
+netd_new_config(struct netd *n, struct imsg *imsg)
+{
+	struct config *cfg;
+
+	if ((cfg = proc_recv_config(imsg, ROLE_NETD)) == NULL)
+		fatalx("unusable config from parent");
+	if (n->pending)
+		netd_cfg_unref(n->pending);
+	listeners_free(n->newlisteners);
+	n->newlisteners = NULL;
+	n->pending = netd_cfg_new(cfg);
+	if (n->env.cfg == NULL)
+		n->env.cfg = cfg; /* borrowed, for the startup checks */
+	log_init(cfg->log_target, cfg->log_format, cfg->log_level, "netd");
+}
+
+static void
+netd_status(struct netd *n, struct imsg *imsg)
+{
+	struct buf b;
+	uint32_t id;
+
+	if (imsg->datalen != sizeof(id))
+		fatalx("bad STATUS_REQ frame from parent");
+	memcpy(&id, imsg->data, sizeof(id));
+	buf_init(&b, 0);
+	buf_add_u32(&b, id);
+	buf_add_u32(&b, n->nsessions);
+	buf_add_u64(&b, n->total);
+	proc_compose(n->env.parent, IMSG_STATUS, 0, -1, buf_head(&b),
+	    buf_used(&b));
+	buf_free(&b);
+}
+
+/* Frames from the parent, before and after START. */
+static int
+netd_parent_frame(struct netd *n, struct imsg *imsg)
+{
+	switch (imsg->hdr.type) {
+	case IMSG_CFG:
+		netd_new_config(n, imsg);
+		return 1;
+	case IMSG_LISTENER:
+		listener_add(n, imsg);
+		return 1;
+	case IMSG_LISTENERS_END:
+		listeners_switch(n, imsg);
+		return 1;
+	case IMSG_PEER:
+		proc_peer_add(&n->env, &n->peers, imsg);
+		return 1;
+	}
+	return 0;
+}
+
+static void
+netd_early(struct child_env *env, struct imsg *imsg)
+{
+	if (!netd_parent_frame(netd_env, imsg))
+		fatalx("unexpected %s from parent during startup",
+		    imsg_type_name(imsg->hdr.type));
+}
+
+static void
+netd_dispatch_parent(struct proc_chan *c, struct imsg *imsg)
+{
+	struct netd *n = netd_env;
+
+	if (netd_parent_frame(n, imsg))
+		return;
+	if (imsg->hdr.type == IMSG_STATUS_REQ) {
+		netd_status(n, imsg);
+		return;
+	}
+	if (proc_child_common(&n->env, imsg))
+		return;
+	proc_chan_fail(c, "unexpected %s from parent",
+	    imsg_type_name(imsg->hdr.type));
+}
+
+static void
+netd_parent_closed(struct proc_chan *c)
+{
+	log_debug("parent channel closed; stopping");
+	event_base_loopbreak(netd_env->env.base);
+}
+
+static void
+netd_dispatch_peer(struct proc_chan *c, struct imsg *imsg)
+{
+	if (proc_peer_common(c, imsg))
+		return;
+	proc_chan_fail(c, "unexpected %s from peer",
+	    imsg_type_name(imsg->hdr.type));
+}
+
+int
+netd_main(int instance, int debug, int verbose)
+{
+	static struct netd n;
+
+	log_init(debug ? LOGT_STDERR : LOGT_SYSLOG, LOGF_TEXT,
+	    verbose ? LOG_DEBUG : LOG_INFO, "netd");
+	netd_env = &n;
+	n.env.role = ROLE_NETD;
+	n.env.instance = instance;
+	n.peers.dispatch = netd_dispatch_peer;
+	if ((n.env.base = event_base_new()) == NULL)
+		fatalx("event_base_new");
+	n.env.parent = proc_chan_new(n.env.base, IMAPGW_PARENT_FD, 1,
+	    "parent", netd_dispatch_parent, netd_parent_closed, &n);
+	if (n.env.parent == NULL)
+		fatal("parent channel");
+	proc_child_start(&n.env, netd_early);
+	if (n.cur == NULL)
+		fatalx("no listeners from parent before START");
+	event_base_dispatch(n.env.base);
+	session_close_all(&n, "shutdown");
+	return 0;
+}

@@ -1,0 +1,874 @@
+/*
+ * The parent process: loads and validates the config, opens listeners,
+ * starts and respawns the children, hands each only what it needs, and
+ * reloads on SIGHUP.  It never parses network input.
+ */
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <netinet/in.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "parent.h"
+#include "sandbox.h"
+
+#define DEFAULT_CONFIG "/etc/imapgw/imapgwd.yaml"
+#define RESPAWN_QUICK 10   /* a child dying sooner than this is "quick" */
+#define RESPAWN_MAX_DELAY 60
+
+struct parent *parent_env;
+
+static void child_spawn(struct parent *, struct child *);
+
+static void
+usage(void)
+{
+	fprintf(stderr, "usage: imapgwd [-dnv] [-f file]\n");
+	exit(1);
+}
+
+struct config *
+parent_load_config(const char *path, int debug, int verbose, struct buf *errs)
+{
+	struct config *cfg;
+
+	if (path)
+		cfg = config_load(path, errs);
+	else
+		cfg = config_load_mem("<built-in>", config_default_yaml,
+		    config_default_yaml_len, errs);
+	if (cfg == NULL)
+		return NULL;
+	/* -d: everything logs to stderr, whatever the file says. */
+	if (debug)
+		cfg->log_target = LOGT_STDERR;
+	if (verbose)
+		cfg->log_level = LOG_DEBUG;
+	return cfg;
+}
+
+static void
+print_errors(struct buf *errs)
+{
+	buf_add_u8(errs, '\0');
+	fputs((char *)buf_head(errs), stderr);
+}
+
+const char *
+child_root(struct parent *p, enum imapgw_role role)
+{
+	return role == ROLE_SCAND ? p->scand_root : p->cfg->chroot;
+}
+
+/*
+ * The children's root must be root-owned and not writable by anyone else,
+ * or a child could plant files in its own jail.
+ */
+static int
+check_root_dir(const char *dir, int create)
+{
+	struct stat st;
+
+	if (stat(dir, &st) == -1) {
+		if (errno != ENOENT || !create) {
+			log_warn("%s", dir);
+			return -1;
+		}
+		if (mkdir(dir, 0755) == -1) {
+			log_warn("cannot create %s", dir);
+			return -1;
+		}
+		if (stat(dir, &st) == -1)
+			return -1;
+		log_info("created directory %s", dir);
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		log_warnx("%s is not a directory", dir);
+		return -1;
+	}
+	if (st.st_uid != 0 || (st.st_mode & 022)) {
+		log_warnx("%s must be owned by root and not writable by group "
+			  "or others (chown root %s; chmod 755 %s)",
+		    dir, dir, dir);
+		return -1;
+	}
+	return 0;
+}
+
+/* scand gets its own root with a private tmp that only it may write. */
+static int
+prepare_dirs(struct parent *p)
+{
+	char tmp[PATH_MAX];
+	struct stat st;
+
+	if (check_root_dir(p->cfg->chroot, 1) == -1 ||
+	    check_root_dir(p->cfg->state_dir, 1) == -1)
+		return -1;
+	if (snprintf(p->scand_root, sizeof(p->scand_root), "%s/scand",
+		p->cfg->state_dir) >= (int)sizeof(p->scand_root) ||
+	    snprintf(tmp, sizeof(tmp), "%s/tmp", p->scand_root) >=
+		(int)sizeof(tmp)) {
+		log_warnx("state_dir path too long");
+		return -1;
+	}
+	if (check_root_dir(p->scand_root, 1) == -1)
+		return -1;
+	if (mkdir(tmp, 0700) == -1 && errno != EEXIST) {
+		log_warn("cannot create %s", tmp);
+		return -1;
+	}
+	if (lstat(tmp, &st) == -1 || !S_ISDIR(st.st_mode)) {
+		log_warnx("%s is not a directory", tmp);
+		return -1;
+	}
+	if (chown(tmp, p->uid, p->gid) == -1 || chmod(tmp, 0700) == -1) {
+		log_warn("cannot give %s to uid %u", tmp, (unsigned)p->uid);
+		return -1;
+	}
+	return 0;
+}
+
+static int
+lookup_user(struct parent *p, const char *user)
+{
+	struct passwd *pw;
+
+	if ((pw = getpwnam(user)) == NULL) {
+		log_warnx("user '%s' does not exist; create it, e.g. "
+			  "useradd -r -s /usr/sbin/nologin -d /nonexistent %s",
+		    user, user);
+		return -1;
+	}
+	if (pw->pw_uid == 0 || pw->pw_gid == 0) {
+		log_warnx("user '%s' must not have uid or gid 0", user);
+		return -1;
+	}
+	p->uid = pw->pw_uid;
+	p->gid = pw->pw_gid;
+	return 0;
+}
+
+/* Listeners */
+
+static int
+listener_open(const struct cfg_listen *l)
+{
+	int fd, on = 1;
+
+	fd = socket(l->addr.ss.ss_family,
+	    SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd == -1) {
+		log_warn("listen %s: socket", l->addr.text);
+		return -1;
+	}
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
+	if (l->addr.ss.ss_family == AF_INET6)
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof(on));
+	if (bind(fd, (const struct sockaddr *)&l->addr.ss, l->addr.len) ==
+		-1 ||
+	    listen(fd, 512) == -1) {
+		log_warn("listen %s", l->addr.text);
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+/*
+ * Build the listener set for cfg, reusing the sockets of addresses that
+ * are already open so a reload never drops a listening port in use.
+ */
+static int
+listeners_update(struct parent *p, struct config *cfg)
+{
+	struct listener *nl, *old;
+	size_t n = 0, i, j, k, total = 0;
+	int fd;
+
+	for (i = 0; i < cfg->npolicies; i++)
+		total += cfg->policies[i].nlisten;
+	if ((nl = calloc(total ? total : 1, sizeof(*nl))) == NULL)
+		return -1;
+	for (i = 0; i < cfg->npolicies; i++) {
+		for (j = 0; j < cfg->policies[i].nlisten; j++) {
+			const struct cfg_listen *l =
+			    &cfg->policies[i].listen[j];
+
+			fd = -1;
+			for (k = 0; k < p->nlisteners; k++)
+				if (strcmp(p->listeners[k].addr,
+					l->addr.text) == 0)
+					fd = p->listeners[k].fd;
+			if (fd == -1 && (fd = listener_open(l)) == -1)
+				goto fail;
+			snprintf(nl[n].addr, sizeof(nl[n].addr), "%s",
+			    l->addr.text);
+			nl[n].fd = fd;
+			nl[n].policy = (int)i;
+			n++;
+		}
+	}
+	old = p->listeners;
+	for (k = 0; k < p->nlisteners; k++) {
+		for (i = 0; i < n; i++)
+			if (nl[i].fd == old[k].fd)
+				break;
+		if (i == n) {
+			log_info("closing listener %s", old[k].addr);
+			close(old[k].fd);
+		}
+	}
+	free(old);
+	p->listeners = nl;
+	p->nlisteners = n;
+	return 0;
+fail:
+	/* Close only what this attempt opened. */
+	for (i = 0; i < n; i++) {
+		for (k = 0; k < p->nlisteners; k++)
+			if (p->listeners[k].fd == nl[i].fd)
+				break;
+		if (k == p->nlisteners)
+			close(nl[i].fd);
+	}
+	free(nl);
+	return -1;
+}
+
+/* Sending to children */
+
+static int
+child_alive(const struct child *c)
+{
+	return c->pid > 0 && c->chan != NULL && !c->chan->dead;
+}
+
+static void
+child_send_config(struct parent *p, struct child *c)
+{
+	int fd;
+
+	if ((fd = proc_config_memfd(p->cfg, c->role)) == -1) {
+		log_warn("cannot pack config for %s", c->chan->name);
+		return;
+	}
+	proc_compose(c->chan, IMSG_CFG, 0, fd, NULL, 0);
+}
+
+static void
+child_send_listeners(struct parent *p, struct child *c)
+{
+	struct buf b;
+	size_t i;
+	int fd;
+
+	for (i = 0; i < p->nlisteners; i++) {
+		if ((fd = fcntl(p->listeners[i].fd, F_DUPFD_CLOEXEC, 0)) ==
+		    -1) {
+			log_warn("dup listener");
+			continue;
+		}
+		buf_init(&b, 0);
+		buf_add_u32(&b, (uint32_t)p->listeners[i].policy);
+		buf_add_str(&b, p->listeners[i].addr);
+		proc_compose(c->chan, IMSG_LISTENER, 0, fd, buf_head(&b),
+		    buf_used(&b));
+		buf_free(&b);
+	}
+	proc_compose(c->chan, IMSG_LISTENERS_END, 0, -1, &p->cfg->generation,
+	    sizeof(p->cfg->generation));
+}
+
+/* A socketpair between two children, one end to each. */
+static void
+connect_peers(struct child *a, struct child *b)
+{
+	uint32_t ida[2], idb[2];
+	int sp[2];
+
+	if (!child_alive(a) || !child_alive(b))
+		return;
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0,
+		sp) == -1) {
+		log_warn("socketpair for %s and %s", a->chan->name,
+		    b->chan->name);
+		return;
+	}
+	ida[0] = (uint32_t)b->role;
+	ida[1] = (uint32_t)b->instance;
+	idb[0] = (uint32_t)a->role;
+	idb[1] = (uint32_t)a->instance;
+	proc_compose(a->chan, IMSG_PEER, 0, sp[0], ida, sizeof(ida));
+	proc_compose(b->chan, IMSG_PEER, 0, sp[1], idb, sizeof(idb));
+}
+
+/* netd talks to every scand and every tlsd. */
+static void
+child_connect_peers(struct parent *p, struct child *c)
+{
+	int role, i;
+
+	for (role = ROLE_NETD; role < ROLE_MAX; role++) {
+		if (role == (int)c->role)
+			continue;
+		if (c->role != ROLE_NETD && role != ROLE_NETD)
+			continue;
+		for (i = 0; i < p->cfg->workers[role]; i++)
+			connect_peers(c, &p->children[role][i]);
+	}
+}
+
+static void
+child_send_start(struct parent *p, struct child *c)
+{
+	struct buf b;
+
+	buf_init(&b, 0);
+	buf_add_str(&b, child_root(p, c->role));
+	buf_add_u32(&b, (uint32_t)p->uid);
+	buf_add_u32(&b, (uint32_t)p->gid);
+	proc_compose(c->chan, IMSG_START, 0, -1, buf_head(&b), buf_used(&b));
+	buf_free(&b);
+}
+
+/* Frames from children */
+
+static void
+parent_dispatch_child(struct proc_chan *ch, struct imsg *imsg)
+{
+	struct child *c = ch->arg;
+	struct parent *p = parent_env;
+	struct reader rd;
+
+	switch (imsg->hdr.type) {
+	case IMSG_READY:
+		if (imsg->datalen != 0) {
+			proc_chan_fail(ch, "READY with payload");
+			return;
+		}
+		c->ready = 1;
+		log_debug("%s pid %ld ready", ch->name, (long)c->pid);
+		break;
+	case IMSG_STATUS:
+		imsg_reader(imsg, &rd);
+		rd_u32(&rd);
+		c->sessions = rd_u32(&rd);
+		c->total = rd_u64(&rd);
+		if (rd_end(&rd) == -1) {
+			proc_chan_fail(ch, "bad STATUS frame");
+			return;
+		}
+		control_status_reply(p, c, imsg);
+		break;
+	case IMSG_CFG_APPLIED:
+		if (imsg->datalen != sizeof(uint32_t)) {
+			proc_chan_fail(ch, "bad CFG_APPLIED frame");
+			return;
+		}
+		break;
+	default:
+		proc_chan_fail(ch, "unexpected %s from child",
+		    imsg_type_name(imsg->hdr.type));
+	}
+}
+
+static void
+parent_child_closed(struct proc_chan *ch)
+{
+	struct child *c = ch->arg;
+
+	/* A child whose channel is gone is of no use; the SIGCHLD path
+	 * logs and respawns it. */
+	if (c->pid > 0 && !parent_env->stopping) {
+		log_debug("%s pid %ld: channel closed; terminating it",
+		    ch->name, (long)c->pid);
+		kill(c->pid, SIGKILL);
+	}
+	control_child_gone(parent_env, c);
+	proc_chan_free(ch);
+	c->chan = NULL;
+}
+
+static void
+child_exec(struct parent *p, struct child *c, int chanfd, int reportfd)
+{
+	char inst[16];
+	char *argv[8];
+	int a, b, n = 0;
+	sigset_t set;
+
+	/* Move the two fds above 4 first, so dup2 cannot clobber them. */
+	if ((a = fcntl(chanfd, F_DUPFD, 10)) == -1 ||
+	    (b = fcntl(reportfd, F_DUPFD, 10)) == -1 ||
+	    dup2(a, IMAPGW_PARENT_FD) == -1 || dup2(b, IMAPGW_REPORT_FD) == -1)
+		_exit(1);
+	close(a);
+	close(b);
+	/* Children stop when the parent closes their channel; terminal
+	 * signals are the parent's to handle. */
+	signal(SIGINT, SIG_IGN);
+	signal(SIGHUP, SIG_IGN);
+	signal(SIGPIPE, SIG_IGN);
+	signal(SIGTERM, SIG_DFL);
+	signal(SIGCHLD, SIG_DFL);
+	sigemptyset(&set);
+	sigprocmask(SIG_SETMASK, &set, NULL);
+	snprintf(inst, sizeof(inst), "%d", c->instance);
+	argv[n++] = "imapgwd";
+	argv[n++] = "-P";
+	argv[n++] = (char *)role_name(c->role);
+	argv[n++] = "-I";
+	argv[n++] = inst;
+	if (p->cfg->log_target == LOGT_STDERR)
+		argv[n++] = "-d";
+	if (p->verbose)
+		argv[n++] = "-v";
+	argv[n] = NULL;
+	execv(p->exe, argv);
+	_exit(127);
+}
+
+static void
+child_spawn(struct parent *p, struct child *c)
+{
+	char name[32];
+	int sp[2], rp[2];
+	pid_t pid;
+
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0,
+		sp) == -1)
+		fatal("socketpair");
+	if (pipe2(rp, O_CLOEXEC | O_NONBLOCK) == -1)
+		fatal("pipe2");
+	switch ((pid = fork())) {
+	case -1:
+		fatal("fork");
+	case 0:
+		child_exec(p, c, sp[1], rp[1]);
+		_exit(127);
+	}
+	close(sp[1]);
+	close(rp[1]);
+	snprintf(name, sizeof(name), "%s-%d", role_name(c->role), c->instance);
+	c->chan = proc_chan_new(p->base, sp[0], 1, name,
+	    parent_dispatch_child, parent_child_closed, c);
+	if (c->chan == NULL)
+		fatal("channel for %s", name);
+	c->chan->role = c->role;
+	c->chan->instance = c->instance;
+	c->pid = pid;
+	c->reportfd = rp[0];
+	c->started = time(NULL);
+	c->ready = 0;
+	c->sessions = 0;
+	c->total = 0;
+	log_info("started %s pid %ld", name, (long)pid);
+	child_send_config(p, c);
+	child_connect_peers(p, c);
+	if (c->role == ROLE_NETD)
+		child_send_listeners(p, c);
+	child_send_start(p, c);
+}
+
+static void
+respawn_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	struct child *c = arg;
+
+	if (!parent_env->stopping && c->pid == 0 &&
+	    c->instance < parent_env->cfg->workers[c->role])
+		child_spawn(parent_env, c);
+}
+
+static const char *
+signal_name(int sig)
+{
+	static char buf[16];
+	const char *s = sigabbrev_np(sig);
+
+	if (s) {
+		snprintf(buf, sizeof(buf), "SIG%s", s);
+		return buf;
+	}
+	snprintf(buf, sizeof(buf), "%d", sig);
+	return buf;
+}
+
+static void
+child_reaped(struct parent *p, struct child *c, int status)
+{
+	char pid[16], name[32], sysname[64] = "unknown";
+	struct timeval tv = { 0, 0 };
+	time_t lived = time(NULL) - c->started;
+	int nr, delay;
+
+	snprintf(pid, sizeof(pid), "%ld", (long)c->pid);
+	snprintf(name, sizeof(name), "%s-%d", role_name(c->role), c->instance);
+	if (WIFSIGNALED(status) && WTERMSIG(status) == SIGSYS) {
+		if (read(c->reportfd, &nr, sizeof(nr)) == sizeof(nr))
+			snprintf(sysname, sizeof(sysname), "%s",
+			    sandbox_syscall_name(nr));
+		log_event(LOG_ERR, "sandbox violation", "role",
+		    role_name(c->role), "instance", name, "pid", pid,
+		    "syscall", sysname, NULL);
+	}
+	if (WIFSIGNALED(status))
+		log_event(p->stopping ? LOG_INFO : LOG_WARNING, "child died",
+		    "role", role_name(c->role), "instance", name, "pid", pid,
+		    "signal", signal_name(WTERMSIG(status)), NULL);
+	else if (!p->stopping || WEXITSTATUS(status) != 0) {
+		char code[16];
+
+		snprintf(code, sizeof(code), "%d", WEXITSTATUS(status));
+		log_event(p->stopping ? LOG_INFO : LOG_WARNING, "child exited",
+		    "role", role_name(c->role), "instance", name, "pid", pid,
+		    "status", code, NULL);
+	}
+	close(c->reportfd);
+	c->reportfd = -1;
+	c->pid = 0;
+	if (c->chan) {
+		c->chan->dead = 1;
+		control_child_gone(p, c);
+		proc_chan_free(c->chan);
+		c->chan = NULL;
+	}
+	if (p->stopping)
+		return;
+	/* Back off when a child keeps dying right after start. */
+	if (lived < RESPAWN_QUICK)
+		c->quickdeaths++;
+	else
+		c->quickdeaths = 0;
+	delay = c->quickdeaths ? 1 << (c->quickdeaths - 1) : 0;
+	if (delay > RESPAWN_MAX_DELAY)
+		delay = RESPAWN_MAX_DELAY;
+	tv.tv_sec = delay;
+	log_info("respawning %s in %d s", name, delay);
+	evtimer_add(c->respawn, &tv);
+}
+
+static struct child *
+child_by_pid(struct parent *p, pid_t pid)
+{
+	int r, i;
+
+	for (r = ROLE_NETD; r < ROLE_MAX; r++)
+		for (i = 0; i < IMAPGW_MAX_INSTANCES; i++)
+			if (p->children[r][i].pid == pid)
+				return &p->children[r][i];
+	return NULL;
+}
+
+static void
+reap_children(struct parent *p)
+{
+	struct child *c;
+	pid_t pid;
+	int status;
+
+	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+		if (!WIFEXITED(status) && !WIFSIGNALED(status))
+			continue;
+		if ((c = child_by_pid(p, pid)) != NULL)
+			child_reaped(p, c, status);
+	}
+}
+
+static int
+children_running(struct parent *p)
+{
+	int r, i, n = 0;
+
+	for (r = ROLE_NETD; r < ROLE_MAX; r++)
+		for (i = 0; i < IMAPGW_MAX_INSTANCES; i++)
+			if (p->children[r][i].pid > 0)
+				n++;
+	return n;
+}
+
+/* Shutdown: close every channel (children exit on EOF), wait a little,
+ * then kill what is left. */
+static void
+stop_timeout_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	struct parent *p = arg;
+	int r, i;
+
+	reap_children(p);
+	for (r = ROLE_NETD; r < ROLE_MAX; r++)
+		for (i = 0; i < IMAPGW_MAX_INSTANCES; i++)
+			if (p->children[r][i].pid > 0) {
+				log_warnx("%s-%d pid %ld did not stop; killing",
+				    role_name(r), i,
+				    (long)p->children[r][i].pid);
+				kill(p->children[r][i].pid, SIGKILL);
+			}
+	event_base_loopexit(p->base, NULL);
+}
+
+static void
+parent_stop(struct parent *p, int sig)
+{
+	struct timeval tv = { 5, 0 };
+	struct child *c;
+	int r, i;
+
+	if (p->stopping)
+		return;
+	p->stopping = 1;
+	log_info("%s: stopping", signal_name(sig));
+	for (r = ROLE_NETD; r < ROLE_MAX; r++) {
+		for (i = 0; i < IMAPGW_MAX_INSTANCES; i++) {
+			c = &p->children[r][i];
+			evtimer_del(c->respawn);
+			if (c->chan) {
+				c->chan->dead = 1;
+				control_child_gone(p, c);
+				proc_chan_free(c->chan);
+				c->chan = NULL;
+			}
+		}
+	}
+	control_cleanup(p);
+	if (children_running(p) == 0) {
+		event_base_loopexit(p->base, NULL);
+		return;
+	}
+	p->stopev = evtimer_new(p->base, stop_timeout_cb, p);
+	evtimer_add(p->stopev, &tv);
+}
+
+/* Settings that shape the processes themselves need a restart. */
+static void
+reload_keep(struct config *old, struct config *new)
+{
+	int r;
+
+#define KEEP_STR(f)                                                         \
+	if (strcmp(old->f, new->f) != 0) {                                  \
+		log_warnx("reload: changing '" #f "' needs a restart; "     \
+			  "keeping '%s'",                                   \
+		    old->f);                                                \
+		free(new->f);                                               \
+		new->f = strdup(old->f);                                    \
+	}
+	KEEP_STR(user)
+	KEEP_STR(chroot)
+	KEEP_STR(state_dir)
+	KEEP_STR(control_socket)
+#undef KEEP_STR
+	for (r = ROLE_NETD; r < ROLE_MAX; r++) {
+		if (old->workers[r] != new->workers[r]) {
+			log_warnx("reload: changing workers.%s needs a "
+				  "restart; keeping %d",
+			    role_name(r), old->workers[r]);
+			new->workers[r] = old->workers[r];
+		}
+	}
+}
+
+void
+parent_reload(struct parent *p)
+{
+	struct config *cfg, *old = p->cfg;
+	struct child *c;
+	struct buf errs;
+	char *line, *save = NULL;
+	int r, i;
+
+	log_info("reloading configuration from %s",
+	    p->cfgpath ? p->cfgpath : "<built-in>");
+	buf_init(&errs, 0);
+	cfg = parent_load_config(p->cfgpath, p->debug, p->verbose, &errs);
+	if (cfg == NULL) {
+		buf_add_u8(&errs, '\0');
+		for (line = strtok_r((char *)buf_head(&errs), "\n", &save);
+		     line; line = strtok_r(NULL, "\n", &save))
+			log_warnx("reload: %s", line);
+		log_warnx("reload failed; keeping the running configuration "
+			  "(generation %u)",
+		    old->generation);
+		buf_free(&errs);
+		return;
+	}
+	buf_free(&errs);
+	reload_keep(old, cfg);
+	if (listeners_update(p, cfg) == -1) {
+		log_warnx("reload failed: cannot open listeners; keeping the "
+			  "running configuration");
+		config_free(cfg);
+		return;
+	}
+	cfg->generation = old->generation + 1;
+	p->cfg = cfg;
+	log_init(cfg->log_target, cfg->log_format, cfg->log_level, "parent");
+	for (r = ROLE_NETD; r < ROLE_MAX; r++) {
+		for (i = 0; i < cfg->workers[r]; i++) {
+			c = &p->children[r][i];
+			if (!child_alive(c))
+				continue;
+			child_send_config(p, c);
+			if (r == ROLE_NETD)
+				child_send_listeners(p, c);
+		}
+	}
+	config_free(old);
+	log_info("configuration reloaded (generation %u)", cfg->generation);
+}
+
+static void
+signal_cb(evutil_socket_t sig, short ev, void *arg)
+{
+	struct parent *p = arg;
+
+	switch (sig) {
+	case SIGTERM:
+	case SIGINT:
+		parent_stop(p, (int)sig);
+		break;
+	case SIGHUP:
+		if (!p->stopping)
+			parent_reload(p);
+		break;
+	case SIGCHLD:
+		reap_children(p);
+		if (p->stopping && children_running(p) == 0)
+			event_base_loopexit(p->base, NULL);
+		break;
+	}
+}
+
+static void
+start_children(struct parent *p)
+{
+	/* scand and tlsd first, so each netd gets its peers at start. */
+	static const int order[] = { ROLE_SCAND, ROLE_TLSD, ROLE_NETD };
+	struct child *c;
+	size_t k;
+	int i;
+
+	for (k = 0; k < sizeof(order) / sizeof(order[0]); k++) {
+		for (i = 0; i < IMAPGW_MAX_INSTANCES; i++) {
+			c = &p->children[order[k]][i];
+			c->role = order[k];
+			c->instance = i;
+			c->reportfd = -1;
+			c->respawn = evtimer_new(p->base, respawn_cb, c);
+			if (i < p->cfg->workers[order[k]])
+				child_spawn(p, c);
+		}
+	}
+}
+
+static int
+parent_setup(struct parent *p)
+{
+	ssize_t n;
+
+	if ((n = readlink("/proc/self/exe", p->exe, sizeof(p->exe) - 1)) <= 0)
+		fatal("cannot find my own binary (/proc/self/exe)");
+	p->exe[n] = '\0';
+	if (lookup_user(p, p->cfg->user) == -1 || prepare_dirs(p) == -1)
+		return -1;
+	if (listeners_update(p, p->cfg) == -1)
+		return -1;
+	if (control_init(p) == -1)
+		return -1;
+	return 0;
+}
+
+int
+parent_main(int argc, char **argv)
+{
+	static const int sigs[] = { SIGTERM, SIGINT, SIGHUP, SIGCHLD };
+	struct parent p;
+	struct buf errs;
+	int ch, checkonly = 0;
+	size_t i;
+
+	memset(&p, 0, sizeof(p));
+	parent_env = &p;
+	while ((ch = getopt(argc, argv, "df:nv")) != -1) {
+		switch (ch) {
+		case 'd':
+			p.debug = 1;
+			break;
+		case 'f':
+			p.cfgpath = optarg;
+			break;
+		case 'n':
+			checkonly = 1;
+			break;
+		case 'v':
+			p.verbose = 1;
+			break;
+		default:
+			usage();
+		}
+	}
+	if (optind != argc)
+		usage();
+	log_init(LOGT_STDERR, LOGF_TEXT, p.verbose ? LOG_DEBUG : LOG_INFO,
+	    "parent");
+	if (p.cfgpath == NULL && access(DEFAULT_CONFIG, F_OK) == 0)
+		p.cfgpath = DEFAULT_CONFIG;
+	buf_init(&errs, 0);
+	p.cfg = parent_load_config(p.cfgpath, p.debug, p.verbose, &errs);
+	if (p.cfg == NULL) {
+		print_errors(&errs);
+		buf_free(&errs);
+		return 1;
+	}
+	buf_free(&errs);
+	if (checkonly) {
+		printf("configuration OK\n");
+		config_free(p.cfg);
+		return 0;
+	}
+	if (geteuid() != 0) {
+		fprintf(stderr, "imapgwd: must be started as root: it opens "
+				"listeners and then runs its children as user "
+				"'%s' in %s\n",
+		    p.cfg->user, p.cfg->chroot);
+		return 1;
+	}
+	if (!p.debug && daemon(0, 0) == -1)
+		fatal("daemon");
+	log_init(p.cfg->log_target, p.cfg->log_format, p.cfg->log_level,
+	    "parent");
+	if (p.cfgpath == NULL)
+		log_info("no %s: using the built-in default configuration",
+		    DEFAULT_CONFIG);
+	signal(SIGPIPE, SIG_IGN);
+	p.started = time(NULL);
+	p.cfg->generation = 1;
+	if ((p.base = event_base_new()) == NULL)
+		fatalx("event_base_new");
+	if (parent_setup(&p) == -1)
+		fatalx("cannot start; see the messages above");
+	for (i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
+		p.sigev[i] = evsignal_new(p.base, sigs[i], signal_cb, &p);
+		evsignal_add(p.sigev[i], NULL);
+	}
+	log_info("imapgwd %s starting: config %s, %d netd, %d scand, %d tlsd",
+	    IMAPGW_VERSION, p.cfgpath ? p.cfgpath : "<built-in>",
+	    p.cfg->workers[ROLE_NETD], p.cfg->workers[ROLE_SCAND],
+	    p.cfg->workers[ROLE_TLSD]);
+	start_children(&p);
+	event_base_dispatch(p.base);
+	log_info("stopped");
+	return 0;
+}
