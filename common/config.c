@@ -13,7 +13,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/un.h>
 #include <syslog.h>
 #include <unistd.h>
@@ -28,19 +27,19 @@
 #define CFG_MAX_ERRORS 1000
 #define CFG_NBUILTIN 2
 
-#define CFG_DENY_MESSAGE                                        \
+#define CFG_DENY_MESSAGE                                           \
 	"This message was blocked by the IMAP security gateway.\n" \
 	"Reason: %(reason)%\n"
 
 static const char *const cfg_builtin_names[CFG_NBUILTIN] = {
-	"IMAP-Server.Standard",
-	"IMAP-Client.Standard",
+    "IMAP-Server.Standard",
+    "IMAP-Client.Standard",
 };
 
 static const struct cfg_general cfg_general_default = {
-	.max_email_size = 50 * 1024 * 1024,
-	.oversize = ACT_DENY,
-	.max_line_length = 64 * 1024,
+    .max_email_size = 50 * 1024 * 1024,
+    .oversize = ACT_DENY,
+    .max_line_length = 64 * 1024,
 };
 
 /* The YAML tree: scalars, sequences, mappings (kids: key, value, ...). */
@@ -89,7 +88,7 @@ struct cfg_state {
 	struct cfg_aaux *aaux;
 	struct cfg_paux *paux;
 	char label[96]; /* "server 'x'", "policy 'y'" */
-	size_t *stack;	/* inheritance path while resolving */
+	size_t *stack; /* inheritance path while resolving */
 	size_t nstack;
 };
 
@@ -105,60 +104,60 @@ struct cfg_enum {
 };
 
 static const struct cfg_enum cfg_log_targets[] = {
-	{ "syslog", LOGT_SYSLOG },
-	{ "stderr", LOGT_STDERR },
-	{ NULL, 0 },
+    {"syslog", LOGT_SYSLOG},
+    {"stderr", LOGT_STDERR},
+    {NULL, 0},
 };
 static const struct cfg_enum cfg_log_formats[] = {
-	{ "text", LOGF_TEXT },
-	{ "json", LOGF_JSON },
-	{ NULL, 0 },
+    {"text", LOGF_TEXT},
+    {"json", LOGF_JSON},
+    {NULL, 0},
 };
 static const struct cfg_enum cfg_log_levels[] = {
-	{ "error", LOG_ERR },
-	{ "warning", LOG_WARNING },
-	{ "notice", LOG_NOTICE },
-	{ "info", LOG_INFO },
-	{ "debug", LOG_DEBUG },
-	{ NULL, 0 },
+    {"error", LOG_ERR},
+    {"warning", LOG_WARNING},
+    {"notice", LOG_NOTICE},
+    {"info", LOG_INFO},
+    {"debug", LOG_DEBUG},
+    {NULL, 0},
 };
 static const struct cfg_enum cfg_balances[] = {
-	{ "round-robin", BALANCE_ROUND_ROBIN },
-	{ "least-connection", BALANCE_LEAST_CONN },
-	{ NULL, 0 },
+    {"round-robin", BALANCE_ROUND_ROBIN},
+    {"least-connection", BALANCE_LEAST_CONN},
+    {NULL, 0},
 };
 static const struct cfg_enum cfg_srv_tls[] = {
-	{ "none", SRV_TLS_NONE },
-	{ "starttls", SRV_TLS_STARTTLS },
-	{ "implicit", SRV_TLS_IMPLICIT },
-	{ NULL, 0 },
+    {"none", SRV_TLS_NONE},
+    {"starttls", SRV_TLS_STARTTLS},
+    {"implicit", SRV_TLS_IMPLICIT},
+    {NULL, 0},
 };
 static const struct cfg_enum cfg_listen_tls[] = {
-	{ "none", LISTEN_TLS_NONE },
-	{ "implicit", LISTEN_TLS_IMPLICIT },
-	{ NULL, 0 },
+    {"none", LISTEN_TLS_NONE},
+    {"implicit", LISTEN_TLS_IMPLICIT},
+    {NULL, 0},
 };
 static const struct cfg_enum cfg_oversize[] = {
-	{ "allow", ACT_ALLOW },
-	{ "deny", ACT_DENY },
-	{ "drop", ACT_DROP },
-	{ NULL, 0 },
+    {"allow", ACT_ALLOW},
+    {"deny", ACT_DENY},
+    {"drop", ACT_DROP},
+    {NULL, 0},
 };
 static const struct cfg_enum cfg_dispositions[] = {
-	{ "allow", DISP_ALLOW },
-	{ "deny", DISP_DENY },
-	{ "deny-reset", DISP_DENY_RESET },
-	{ NULL, 0 },
+    {"allow", DISP_ALLOW},
+    {"deny", DISP_DENY},
+    {"deny-reset", DISP_DENY_RESET},
+    {NULL, 0},
 };
 
 static const char *const cfg_action_names[] = {
-	[ACT_ALLOW] = "allow",
-	[ACT_STRIP] = "strip",
-	[ACT_LOCK] = "lock",
-	[ACT_DENY] = "deny",
-	[ACT_DROP] = "drop",
-	[ACT_BLOCK] = "block",
-	[ACT_TAG] = "tag",
+    [ACT_ALLOW] = "allow",
+    [ACT_STRIP] = "strip",
+    [ACT_LOCK] = "lock",
+    [ACT_DENY] = "deny",
+    [ACT_DROP] = "drop",
+    [ACT_BLOCK] = "block",
+    [ACT_TAG] = "tag",
 };
 #define CFG_NACTNAMES (sizeof(cfg_action_names) / sizeof(cfg_action_names[0]))
 
@@ -191,9 +190,8 @@ cfg_oom(struct cfg_state *st)
 	st->oom = 1;
 }
 
-static void
-cfg_err(struct cfg_state *st, struct cfg_pos pos, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+static void cfg_err(struct cfg_state *st, struct cfg_pos pos, const char *fmt,
+    ...) __attribute__((format(printf, 3, 4)));
 
 static void
 cfg_err(struct cfg_state *st, struct cfg_pos pos, const char *fmt, ...)
@@ -257,13 +255,14 @@ cfg_err_flush(struct cfg_state *st, struct buf *errs)
 	for (i = 0; i < st->nerrs; i++) {
 		e = &st->errs[i];
 		if (errs != NULL)
-			buf_printf(errs, "%s:%d:%d: %s\n", st->file, e->pos.line,
-			    e->pos.col, e->msg);
+			buf_printf(errs, "%s:%d:%d: %s\n", st->file,
+			    e->pos.line, e->pos.col, e->msg);
 		free(e->msg);
 	}
 	if (errs != NULL && st->dropped)
-		buf_printf(errs, "%s:0:0: too many errors, %zu more not shown\n",
-		    st->file, st->dropped);
+		buf_printf(errs,
+		    "%s:0:0: too many errors, %zu more not shown\n", st->file,
+		    st->dropped);
 	if (errs != NULL && st->oom)
 		buf_printf(errs, "%s:0:0: out of memory\n", st->file);
 	free(st->errs);
@@ -329,8 +328,8 @@ yn_null(const struct ynode *n)
 	if (n->type != YN_SCALAR || !n->plain)
 		return 0;
 	return n->str[0] == '\0' || strcmp(n->str, "~") == 0 ||
-	    strcmp(n->str, "null") == 0 || strcmp(n->str, "Null") == 0 ||
-	    strcmp(n->str, "NULL") == 0;
+	       strcmp(n->str, "null") == 0 || strcmp(n->str, "Null") == 0 ||
+	       strcmp(n->str, "NULL") == 0;
 }
 
 struct ybuild {
@@ -449,7 +448,7 @@ yb_event(struct cfg_state *st, struct ybuild *b, yaml_event_t *ev)
 static struct cfg_pos
 cfg_offset_pos(const char *text, size_t len, size_t off)
 {
-	struct cfg_pos pos = { 1, 1 };
+	struct cfg_pos pos = {1, 1};
 	size_t i;
 
 	for (i = 0; i < off && i < len; i++) {
@@ -463,8 +462,7 @@ cfg_offset_pos(const char *text, size_t len, size_t off)
 }
 
 static void
-cfg_syntax(struct cfg_state *st, yaml_parser_t *p, const char *text,
-    size_t len)
+cfg_syntax(struct cfg_state *st, yaml_parser_t *p, const char *text, size_t len)
 {
 	struct cfg_pos pos;
 
@@ -483,8 +481,8 @@ cfg_syntax(struct cfg_state *st, yaml_parser_t *p, const char *text,
 		    p->problem ? p->problem : "?", p->context,
 		    p->context_mark.line + 1);
 	else
-		cfg_err(st, pos, "syntax error: %s",
-		    p->problem ? p->problem : "?");
+		cfg_err(
+		    st, pos, "syntax error: %s", p->problem ? p->problem : "?");
 }
 
 /* Parse text into a tree.  NULL if there is nothing to walk. */
@@ -535,8 +533,7 @@ cfg_strdup(struct cfg_state *st, const char *s)
 
 /* Key i of a mapping: a non-empty string, not seen before in it. */
 static int
-cfg_key_ok(struct cfg_state *st, struct ynode *map, size_t i,
-    const char *sect)
+cfg_key_ok(struct cfg_state *st, struct ynode *map, size_t i, const char *sect)
 {
 	struct ynode *k = map->kids[i], *o;
 	size_t j;
@@ -575,6 +572,11 @@ cfg_walk(struct cfg_state *st, struct ynode *map, const char *sect,
 	unsigned seen = 0;
 	size_t i, j;
 
+	if (map->nkids / 2 > CONFIG_MAX_ITEMS) {
+		cfg_err(st, map->pos, "too many keys in %s (at most %d)", sect,
+		    CONFIG_MAX_ITEMS);
+		return;
+	}
 	for (i = 0; map->type == YN_MAP && i + 1 < map->nkids; i += 2) {
 		k = map->kids[i];
 		v = map->kids[i + 1];
@@ -623,8 +625,7 @@ cfg_str(struct cfg_state *st, struct ynode *k, struct ynode *v)
 }
 
 static void
-cfg_set_str(struct cfg_state *st, struct ynode *k, struct ynode *v,
-    char **dst)
+cfg_set_str(struct cfg_state *st, struct ynode *k, struct ynode *v, char **dst)
 {
 	const char *s;
 	char *d;
@@ -636,8 +637,7 @@ cfg_set_str(struct cfg_state *st, struct ynode *k, struct ynode *v,
 }
 
 static void
-cfg_set_path(struct cfg_state *st, struct ynode *k, struct ynode *v,
-    char **dst)
+cfg_set_path(struct cfg_state *st, struct ynode *k, struct ynode *v, char **dst)
 {
 	const char *s;
 
@@ -689,24 +689,23 @@ cfg_enum(struct cfg_state *st, struct ynode *k, struct ynode *v,
 }
 
 static int
-cfg_size(struct cfg_state *st, struct ynode *k, struct ynode *v,
-    uint64_t *out)
+cfg_size(struct cfg_state *st, struct ynode *k, struct ynode *v, uint64_t *out)
 {
 	if (v->type != YN_SCALAR) {
 		cfg_err(st, v->pos, "'%.64s' must be a size", k->str);
 		return -1;
 	}
 	if (parse_size(v->str, out) == -1) {
-		cfg_err(st, v->pos, "bad size '%.64s' (use a number with K, M or G)",
-		    v->str);
+		cfg_err(st, v->pos,
+		    "bad size '%.64s' (use a number with K, M or G)", v->str);
 		return -1;
 	}
 	return 0;
 }
 
 static int
-cfg_duration(struct cfg_state *st, struct ynode *k, struct ynode *v,
-    uint64_t *out)
+cfg_duration(
+    struct cfg_state *st, struct ynode *k, struct ynode *v, uint64_t *out)
 {
 	if (v->type != YN_SCALAR) {
 		cfg_err(st, v->pos, "'%.64s' must be a duration", k->str);
@@ -743,10 +742,11 @@ static int
 cfg_int(struct cfg_state *st, struct ynode *k, struct ynode *v, long min,
     long max, long *out)
 {
-	if (v->type != YN_SCALAR || cfg_uint(v->str, out) == -1 ||
-	    *out < min || *out > max) {
-		cfg_err(st, v->pos, "'%.64s' must be an integer from %ld to %ld",
-		    k->str, min, max);
+	if (v->type != YN_SCALAR || cfg_uint(v->str, out) == -1 || *out < min ||
+	    *out > max) {
+		cfg_err(st, v->pos,
+		    "'%.64s' must be an integer from %ld to %ld", k->str, min,
+		    max);
 		return -1;
 	}
 	return 0;
@@ -783,8 +783,7 @@ cfg_k_chroot(struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
 }
 
 static void
-cfg_k_state_dir(struct cfg_state *st, struct ynode *k, struct ynode *v,
-    void *o)
+cfg_k_state_dir(struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
 {
 	cfg_set_path(st, k, v, &((struct config *)o)->state_dir);
 }
@@ -811,8 +810,9 @@ cfg_worker(struct cfg_state *st, struct ynode *k, struct ynode *v,
 	}
 	if (v->type != YN_SCALAR || cfg_uint(v->str, &n) == -1 || n < 1 ||
 	    n > IMAPGW_MAX_INSTANCES) {
-		cfg_err(st, v->pos, "'%s' must be an integer from 1 to %d or auto",
-		    k->str, IMAPGW_MAX_INSTANCES);
+		cfg_err(st, v->pos,
+		    "'%s' must be an integer from 1 to %d or auto", k->str,
+		    IMAPGW_MAX_INSTANCES);
 		return;
 	}
 	cfg->workers[role] = (int)n;
@@ -837,15 +837,14 @@ cfg_k_tlsd(struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
 }
 
 static const struct cfg_key cfg_workers_keys[] = {
-	{ "netd", cfg_k_netd, 0 },
-	{ "scand", cfg_k_scand, 0 },
-	{ "tlsd", cfg_k_tlsd, 0 },
-	{ NULL, NULL, 0 },
+    {"netd", cfg_k_netd, 0},
+    {"scand", cfg_k_scand, 0},
+    {"tlsd", cfg_k_tlsd, 0},
+    {NULL, NULL, 0},
 };
 
 static void
-cfg_k_workers(struct cfg_state *st, struct ynode *k, struct ynode *v,
-    void *o)
+cfg_k_workers(struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
 {
 	if (cfg_want_map(st, k, v))
 		cfg_walk(st, v, "workers", cfg_workers_keys, o);
@@ -870,10 +869,10 @@ cfg_k_level(struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
 }
 
 static const struct cfg_key cfg_log_keys[] = {
-	{ "target", cfg_k_target, 0 },
-	{ "format", cfg_k_format, 0 },
-	{ "level", cfg_k_level, 0 },
-	{ NULL, NULL, 0 },
+    {"target", cfg_k_target, 0},
+    {"format", cfg_k_format, 0},
+    {"level", cfg_k_level, 0},
+    {NULL, NULL, 0},
 };
 
 static void
@@ -897,13 +896,12 @@ cfg_k_socket(struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
 }
 
 static const struct cfg_key cfg_control_keys[] = {
-	{ "socket", cfg_k_socket, 0 },
-	{ NULL, NULL, 0 },
+    {"socket", cfg_k_socket, 0},
+    {NULL, NULL, 0},
 };
 
 static void
-cfg_k_control(struct cfg_state *st, struct ynode *k, struct ynode *v,
-    void *o)
+cfg_k_control(struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
 {
 	if (cfg_want_map(st, k, v))
 		cfg_walk(st, v, "control", cfg_control_keys, o);
@@ -916,8 +914,8 @@ cfg_k_control(struct cfg_state *st, struct ynode *k, struct ynode *v,
 static void
 cfg_bad_member(struct cfg_state *st, struct ynode *v)
 {
-	cfg_err(st, v->pos, "bad address '%.80s' (use host:port or [ipv6]:port)",
-	    v->str);
+	cfg_err(st, v->pos,
+	    "bad address '%.80s' (use host:port or [ipv6]:port)", v->str);
 }
 
 /* Decimal port 1..65535. */
@@ -980,8 +978,7 @@ cfg_resolve_host(struct cfg_state *st, struct ynode *v, struct cfg_addr *a)
 }
 
 static void
-cfg_k_maddress(struct cfg_state *st, struct ynode *k, struct ynode *v,
-    void *o)
+cfg_k_maddress(struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
 {
 	struct cfg_member *m = o;
 
@@ -1004,9 +1001,9 @@ cfg_k_weight(struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
 }
 
 static const struct cfg_key cfg_member_keys[] = {
-	{ "address", cfg_k_maddress, 1 },
-	{ "weight", cfg_k_weight, 0 },
-	{ NULL, NULL, 0 },
+    {"address", cfg_k_maddress, 1},
+    {"weight", cfg_k_weight, 0},
+    {NULL, NULL, 0},
 };
 
 static void
@@ -1024,7 +1021,8 @@ cfg_member(struct cfg_state *st, struct ynode *k, struct ynode *item,
 		return;
 	}
 	if (item->type != YN_MAP) {
-		cfg_err(st, item->pos, "a member must be a string or a mapping");
+		cfg_err(
+		    st, item->pos, "a member must be a string or a mapping");
 		return;
 	}
 	snprintf(sect, sizeof(sect), "member of %s", st->label);
@@ -1032,8 +1030,7 @@ cfg_member(struct cfg_state *st, struct ynode *k, struct ynode *item,
 }
 
 static void
-cfg_k_members(struct cfg_state *st, struct ynode *k, struct ynode *v,
-    void *o)
+cfg_k_members(struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
 {
 	struct cfg_server *s = o;
 	struct ynode **items;
@@ -1062,8 +1059,7 @@ cfg_k_members(struct cfg_state *st, struct ynode *k, struct ynode *v,
 }
 
 static void
-cfg_k_balance(struct cfg_state *st, struct ynode *k, struct ynode *v,
-    void *o)
+cfg_k_balance(struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
 {
 	cfg_enum(st, k, v, cfg_balances, &((struct cfg_server *)o)->balance);
 }
@@ -1075,8 +1071,8 @@ cfg_k_srvtls(struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
 }
 
 static void
-cfg_k_connect_timeout(struct cfg_state *st, struct ynode *k, struct ynode *v,
-    void *o)
+cfg_k_connect_timeout(
+    struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
 {
 	uint64_t ms;
 
@@ -1090,11 +1086,11 @@ cfg_k_connect_timeout(struct cfg_state *st, struct ynode *k, struct ynode *v,
 }
 
 static const struct cfg_key cfg_server_keys[] = {
-	{ "balance", cfg_k_balance, 0 },
-	{ "tls", cfg_k_srvtls, 0 },
-	{ "connect_timeout", cfg_k_connect_timeout, 0 },
-	{ "members", cfg_k_members, 1 },
-	{ NULL, NULL, 0 },
+    {"balance", cfg_k_balance, 0},
+    {"tls", cfg_k_srvtls, 0},
+    {"connect_timeout", cfg_k_connect_timeout, 0},
+    {"members", cfg_k_members, 1},
+    {NULL, NULL, 0},
 };
 
 static void
@@ -1113,8 +1109,7 @@ cfg_server(struct cfg_state *st, struct ynode *k, struct ynode *v,
 }
 
 static void
-cfg_k_servers(struct cfg_state *st, struct ynode *k, struct ynode *v,
-    void *o)
+cfg_k_servers(struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
 {
 	struct config *cfg = o;
 	size_t i, n;
@@ -1143,8 +1138,7 @@ cfg_k_servers(struct cfg_state *st, struct ynode *k, struct ynode *v,
  */
 
 static void
-cfg_k_inherit(struct cfg_state *st, struct ynode *k, struct ynode *v,
-    void *o)
+cfg_k_inherit(struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
 {
 	struct cfg_aaux *x = o;
 
@@ -1153,8 +1147,8 @@ cfg_k_inherit(struct cfg_state *st, struct ynode *k, struct ynode *v,
 }
 
 static void
-cfg_k_max_email_size(struct cfg_state *st, struct ynode *k, struct ynode *v,
-    void *o)
+cfg_k_max_email_size(
+    struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
 {
 	struct cfg_aaux *x = o;
 	uint64_t n;
@@ -1170,8 +1164,7 @@ cfg_k_max_email_size(struct cfg_state *st, struct ynode *k, struct ynode *v,
 }
 
 static void
-cfg_k_oversize(struct cfg_state *st, struct ynode *k, struct ynode *v,
-    void *o)
+cfg_k_oversize(struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
 {
 	struct cfg_aaux *x = o;
 
@@ -1180,8 +1173,8 @@ cfg_k_oversize(struct cfg_state *st, struct ynode *k, struct ynode *v,
 }
 
 static void
-cfg_k_max_line_length(struct cfg_state *st, struct ynode *k, struct ynode *v,
-    void *o)
+cfg_k_max_line_length(
+    struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
 {
 	struct cfg_aaux *x = o;
 	uint64_t n;
@@ -1189,7 +1182,8 @@ cfg_k_max_line_length(struct cfg_state *st, struct ynode *k, struct ynode *v,
 	if (cfg_size(st, k, v, &n) == -1)
 		return;
 	if (n < 1024 || n > 16 * 1024 * 1024) {
-		cfg_err(st, v->pos, "max_line_length must be between 1K and 16M");
+		cfg_err(
+		    st, v->pos, "max_line_length must be between 1K and 16M");
 		return;
 	}
 	x->ov.max_line_length = n;
@@ -1197,15 +1191,14 @@ cfg_k_max_line_length(struct cfg_state *st, struct ynode *k, struct ynode *v,
 }
 
 static const struct cfg_key cfg_general_keys[] = {
-	{ "max_email_size", cfg_k_max_email_size, 0 },
-	{ "oversize", cfg_k_oversize, 0 },
-	{ "max_line_length", cfg_k_max_line_length, 0 },
-	{ NULL, NULL, 0 },
+    {"max_email_size", cfg_k_max_email_size, 0},
+    {"oversize", cfg_k_oversize, 0},
+    {"max_line_length", cfg_k_max_line_length, 0},
+    {NULL, NULL, 0},
 };
 
 static void
-cfg_k_general(struct cfg_state *st, struct ynode *k, struct ynode *v,
-    void *o)
+cfg_k_general(struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
 {
 	char sect[128];
 
@@ -1216,17 +1209,17 @@ cfg_k_general(struct cfg_state *st, struct ynode *k, struct ynode *v,
 }
 
 static void
-cfg_k_deny_message(struct cfg_state *st, struct ynode *k, struct ynode *v,
-    void *o)
+cfg_k_deny_message(
+    struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
 {
 	cfg_set_str(st, k, v, &((struct cfg_aaux *)o)->deny);
 }
 
 static const struct cfg_key cfg_action_keys[] = {
-	{ "inherit", cfg_k_inherit, 0 },
-	{ "general", cfg_k_general, 0 },
-	{ "deny_message", cfg_k_deny_message, 0 },
-	{ NULL, NULL, 0 },
+    {"inherit", cfg_k_inherit, 0},
+    {"general", cfg_k_general, 0},
+    {"deny_message", cfg_k_deny_message, 0},
+    {NULL, NULL, 0},
 };
 
 static int
@@ -1265,8 +1258,7 @@ cfg_action(struct cfg_state *st, struct ynode *k, struct ynode *v)
 }
 
 static void
-cfg_k_actions(struct cfg_state *st, struct ynode *k, struct ynode *v,
-    void *o)
+cfg_k_actions(struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
 {
 	struct config *cfg = o;
 	struct cfg_action *a;
@@ -1349,8 +1341,7 @@ cfg_listen_find(struct cfg_state *st, const struct cfg_listen *l)
 }
 
 static void
-cfg_k_laddress(struct cfg_state *st, struct ynode *k, struct ynode *v,
-    void *o)
+cfg_k_laddress(struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
 {
 	struct cfg_listen *l = o;
 	const struct cfg_listen *first;
@@ -1379,9 +1370,9 @@ cfg_k_ltls(struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
 }
 
 static const struct cfg_key cfg_listen_keys[] = {
-	{ "address", cfg_k_laddress, 1 },
-	{ "tls", cfg_k_ltls, 0 },
-	{ NULL, NULL, 0 },
+    {"address", cfg_k_laddress, 1},
+    {"tls", cfg_k_ltls, 0},
+    {NULL, NULL, 0},
 };
 
 static void
@@ -1487,8 +1478,8 @@ cfg_k_to(struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
 }
 
 static void
-cfg_k_disposition(struct cfg_state *st, struct ynode *k, struct ynode *v,
-    void *o)
+cfg_k_disposition(
+    struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
 {
 	struct cfg_pctx *c = o;
 
@@ -1496,8 +1487,7 @@ cfg_k_disposition(struct cfg_state *st, struct ynode *k, struct ynode *v,
 }
 
 static void
-cfg_k_paction(struct cfg_state *st, struct ynode *k, struct ynode *v,
-    void *o)
+cfg_k_paction(struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
 {
 	struct cfg_pctx *c = o;
 
@@ -1506,8 +1496,8 @@ cfg_k_paction(struct cfg_state *st, struct ynode *k, struct ynode *v,
 }
 
 static void
-cfg_k_idle_timeout(struct cfg_state *st, struct ynode *k, struct ynode *v,
-    void *o)
+cfg_k_idle_timeout(
+    struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
 {
 	struct cfg_pctx *c = o;
 	uint64_t ms;
@@ -1522,14 +1512,14 @@ cfg_k_idle_timeout(struct cfg_state *st, struct ynode *k, struct ynode *v,
 }
 
 static const struct cfg_key cfg_policy_keys[] = {
-	{ "name", cfg_k_pname, 1 },
-	{ "listen", cfg_k_listen, 1 },
-	{ "from", cfg_k_from, 0 },
-	{ "to", cfg_k_to, 1 },
-	{ "disposition", cfg_k_disposition, 0 },
-	{ "action", cfg_k_paction, 0 },
-	{ "idle_timeout", cfg_k_idle_timeout, 0 },
-	{ NULL, NULL, 0 },
+    {"name", cfg_k_pname, 1},
+    {"listen", cfg_k_listen, 1},
+    {"from", cfg_k_from, 0},
+    {"to", cfg_k_to, 1},
+    {"disposition", cfg_k_disposition, 0},
+    {"action", cfg_k_paction, 0},
+    {"idle_timeout", cfg_k_idle_timeout, 0},
+    {NULL, NULL, 0},
 };
 
 /* "policy 'name'" if the mapping has a usable name, else "policy #n". */
@@ -1590,8 +1580,7 @@ cfg_policy(struct cfg_state *st, struct ynode *item, size_t idx)
 }
 
 static void
-cfg_k_policies(struct cfg_state *st, struct ynode *k, struct ynode *v,
-    void *o)
+cfg_k_policies(struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
 {
 	struct config *cfg = o;
 	size_t i, n;
@@ -1622,16 +1611,16 @@ cfg_k_policies(struct cfg_state *st, struct ynode *k, struct ynode *v,
 }
 
 static const struct cfg_key cfg_top_keys[] = {
-	{ "user", cfg_k_user, 0 },
-	{ "chroot", cfg_k_chroot, 0 },
-	{ "state_dir", cfg_k_state_dir, 0 },
-	{ "workers", cfg_k_workers, 0 },
-	{ "log", cfg_k_log, 0 },
-	{ "control", cfg_k_control, 0 },
-	{ "servers", cfg_k_servers, 0 },
-	{ "actions", cfg_k_actions, 0 },
-	{ "policies", cfg_k_policies, 0 },
-	{ NULL, NULL, 0 },
+    {"user", cfg_k_user, 0},
+    {"chroot", cfg_k_chroot, 0},
+    {"state_dir", cfg_k_state_dir, 0},
+    {"workers", cfg_k_workers, 0},
+    {"log", cfg_k_log, 0},
+    {"control", cfg_k_control, 0},
+    {"servers", cfg_k_servers, 0},
+    {"actions", cfg_k_actions, 0},
+    {"policies", cfg_k_policies, 0},
+    {NULL, NULL, 0},
 };
 
 /*
@@ -1678,8 +1667,8 @@ cfg_cycle(struct cfg_state *st, size_t j)
 		    st->cfg->actions[st->stack[i]].name);
 	}
 	off = strlen(msg);
-	snprintf(msg + off, sizeof(msg) - off, "%.64s",
-	    st->cfg->actions[j].name);
+	snprintf(
+	    msg + off, sizeof(msg) - off, "%.64s", st->cfg->actions[j].name);
 	cfg_err(st, st->aaux[j].ipos, "inheritance cycle: %s", msg);
 }
 
@@ -1716,7 +1705,8 @@ cfg_act_apply(struct cfg_state *st, struct cfg_action *a,
 		a->general.oversize = x->ov.oversize;
 	if (x->set & SET_MAXLINE)
 		a->general.max_line_length = x->ov.max_line_length;
-	a->deny_message = cfg_strdup(st, x->deny ? x->deny : base->deny_message);
+	a->deny_message =
+	    cfg_strdup(st, x->deny ? x->deny : base->deny_message);
 }
 
 static int
@@ -1763,8 +1753,8 @@ cfg_resolve_actions(struct cfg_state *st)
 }
 
 static void
-cfg_resolve_policy(struct cfg_state *st, struct cfg_policy *p,
-    struct cfg_paux *x, size_t idx)
+cfg_resolve_policy(
+    struct cfg_state *st, struct cfg_policy *p, struct cfg_paux *x, size_t idx)
 {
 	char label[96];
 	ssize_t j;
@@ -1849,7 +1839,7 @@ static void
 cfg_top(struct cfg_state *st, struct ynode *root)
 {
 	if (root == NULL || yn_null(root)) {
-		cfg_err(st, root ? root->pos : (struct cfg_pos){ 1, 1 },
+		cfg_err(st, root ? root->pos : (struct cfg_pos){1, 1},
 		    "empty configuration");
 		return;
 	}
@@ -1876,8 +1866,8 @@ cfg_state_free(struct cfg_state *st)
 }
 
 struct config *
-config_load_mem(const char *name, const char *text, size_t len,
-    struct buf *errs)
+config_load_mem(
+    const char *name, const char *text, size_t len, struct buf *errs)
 {
 	struct cfg_state st;
 	struct ynode *root;
@@ -1885,10 +1875,12 @@ config_load_mem(const char *name, const char *text, size_t len,
 
 	memset(&st, 0, sizeof(st));
 	st.file = name;
+	if (text == NULL)
+		text = "";
 	if ((st.cfg = cfg_new(name)) == NULL)
 		cfg_oom(&st);
 	else if (len > CFG_MAX_FILE)
-		cfg_err(&st, (struct cfg_pos){ 0, 0 },
+		cfg_err(&st, (struct cfg_pos){0, 0},
 		    "file too large (at most %d bytes)", CFG_MAX_FILE);
 	else {
 		root = cfg_parse(&st, text, len);

@@ -240,7 +240,8 @@ config_pack(const struct config *cfg, enum imapgw_role role, struct buf *b)
 
 /*
  * Unpacking.  Every function returns -1 (and leaves r->err set) on the
- * first thing that is wrong.
+ * first thing that is wrong.  Items are counted before they are read, so
+ * that config_free() also frees a half-read one.
  */
 
 static int
@@ -355,9 +356,11 @@ unpack_server(struct reader *r, struct cfg_server *s)
 		return -1;
 	if (n == 0 || (s->members = calloc(n, sizeof(*s->members))) == NULL)
 		return unpack_fail(r);
-	for (i = 0; i < n; i++, s->nmembers++)
+	for (i = 0; i < n; i++) {
+		s->nmembers++;
 		if (unpack_member(r, &s->members[i]) == -1)
 			return -1;
+	}
 	return 0;
 }
 
@@ -426,9 +429,11 @@ unpack_listens(struct reader *r, struct cfg_policy *p)
 		return -1;
 	if (n == 0 || (p->listen = calloc(n, sizeof(*p->listen))) == NULL)
 		return unpack_fail(r);
-	for (i = 0; i < n; i++, p->nlisten++)
+	for (i = 0; i < n; i++) {
+		p->nlisten++;
 		if (unpack_listen(r, &p->listen[i]) == -1)
 			return -1;
+	}
 	return 0;
 }
 
@@ -441,9 +446,11 @@ unpack_froms(struct reader *r, struct cfg_policy *p)
 		return -1;
 	if (n == 0 || (p->from = calloc(n, sizeof(*p->from))) == NULL)
 		return unpack_fail(r);
-	for (i = 0; i < n; i++, p->nfrom++)
+	for (i = 0; i < n; i++) {
+		p->nfrom++;
 		if (unpack_cidr(r, &p->from[i]) == -1)
 			return -1;
+	}
 	return 0;
 }
 
@@ -460,8 +467,7 @@ unpack_index(struct reader *r, size_t n, int *out)
 }
 
 static int
-unpack_policy(struct reader *r, const struct config *cfg,
-    struct cfg_policy *p)
+unpack_policy(struct reader *r, const struct config *cfg, struct cfg_policy *p)
 {
 	if (unpack_name(r, &p->name) == -1 || unpack_listens(r, p) == -1 ||
 	    unpack_froms(r, p) == -1 || unpack_name(r, &p->to) == -1 ||
@@ -489,9 +495,11 @@ unpack_servers(struct reader *r, struct config *cfg)
 		return -1;
 	if (n && (cfg->servers = calloc(n, sizeof(*cfg->servers))) == NULL)
 		return unpack_fail(r);
-	for (i = 0; i < n; i++, cfg->nservers++)
+	for (i = 0; i < n; i++) {
+		cfg->nservers++;
 		if (unpack_server(r, &cfg->servers[i]) == -1)
 			return -1;
+	}
 	return 0;
 }
 
@@ -504,9 +512,11 @@ unpack_actions(struct reader *r, struct config *cfg)
 		return -1;
 	if (n && (cfg->actions = calloc(n, sizeof(*cfg->actions))) == NULL)
 		return unpack_fail(r);
-	for (i = 0; i < n; i++, cfg->nactions++)
+	for (i = 0; i < n; i++) {
+		cfg->nactions++;
 		if (unpack_action(r, &cfg->actions[i]) == -1)
 			return -1;
+	}
 	return 0;
 }
 
@@ -519,9 +529,11 @@ unpack_policies(struct reader *r, struct config *cfg)
 		return -1;
 	if (n && (cfg->policies = calloc(n, sizeof(*cfg->policies))) == NULL)
 		return unpack_fail(r);
-	for (i = 0; i < n; i++, cfg->npolicies++)
+	for (i = 0; i < n; i++) {
+		cfg->npolicies++;
 		if (unpack_policy(r, cfg, &cfg->policies[i]) == -1)
 			return -1;
+	}
 	return 0;
 }
 

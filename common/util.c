@@ -141,7 +141,7 @@ parse_addr(const char *s, struct cfg_addr *a)
 		sin6->sin6_port = htons(port);
 		a->len = sizeof(*sin6);
 	} else if (s[0] != '[' &&
-	    inet_pton(AF_INET, host, &sin->sin_addr) == 1) {
+	           inet_pton(AF_INET, host, &sin->sin_addr) == 1) {
 		sin->sin_family = AF_INET;
 		sin->sin_port = htons(port);
 		a->len = sizeof(*sin);
@@ -198,7 +198,8 @@ parse_cidr(const char *s, struct cfg_cidr *c)
 	c->prefix = max;
 	if (slash != NULL) {
 		n = util_digits(slash + 1, &v);
-		if (n <= 0 || n > 3 || slash[1 + n] != '\0' || v > (uint64_t)max)
+		if (n <= 0 || n > 3 || slash[1 + n] != '\0' ||
+		    v > (uint64_t)max)
 			return -1;
 		c->prefix = (int)v;
 	}
@@ -222,8 +223,7 @@ cidr_cmp(const uint8_t *net, const uint8_t *addr, int prefix)
 	return (net[full] & mask) == (addr[full] & mask);
 }
 
-static const uint8_t v4mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff,
-	0xff };
+static const uint8_t v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
 
 int
 cidr_match(const struct cfg_cidr *c, const struct sockaddr *sa)

@@ -16,7 +16,7 @@
 #define DEFAULT_SOCKET "/run/imapgwd.sock"
 #define CTL_TIMEOUT_MS 30000
 
-static void
+static void __attribute__((noreturn))
 usage(void)
 {
 	fprintf(stderr,

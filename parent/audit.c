@@ -42,15 +42,17 @@
 #define PTRACE_SECCOMP_GET_FILTER 0x420c
 #endif
 
-#define AUDIT_NR_MAX 512     /* system call numbers tried: 0..511 */
+#define AUDIT_NR_MAX 512 /* system call numbers tried: 0..511 */
 #define AUDIT_MAX_PROBES 256 /* argument vectors per system call */
-#define AUDIT_MAX_NOTES 64   /* comparisons remembered per run */
+#define AUDIT_MAX_NOTES 64 /* comparisons remembered per run */
 
-/* A comparison of (a loaded argument word & mask) with k. */
+/* A conditional jump on (argument word at off & mask) against k. */
 struct bpf_note {
 	uint32_t off;
 	uint32_t mask;
 	uint32_t k;
+	uint16_t op; /* BPF_JEQ, BPF_JGT, BPF_JGE, BPF_JSET */
+	int taken;
 };
 
 struct bpf_trace {
@@ -137,13 +139,15 @@ bpf_cond(const struct sock_filter *in, uint32_t a, uint32_t x)
 }
 
 static void
-bpf_note(struct bpf_trace *t, uint32_t off, uint32_t mask, uint32_t k)
+bpf_note(struct bpf_trace *t, uint32_t off, uint32_t mask,
+    const struct sock_filter *in, int taken)
 {
 	if (t == NULL || off == NO_ARG ||
 	    off < offsetof(struct seccomp_data, args) ||
 	    t->n == AUDIT_MAX_NOTES)
 		return;
-	t->note[t->n++] = (struct bpf_note){ off, mask, k };
+	t->note[t->n++] =
+	    (struct bpf_note){off, mask, in->k, BPF_OP(in->code), taken};
 }
 
 /* Loads; *aoff tracks which argument word A holds, if any. */
@@ -192,7 +196,7 @@ static int
 bpf_exec(const struct sock_filter *f, size_t n, const struct seccomp_data *d,
     uint32_t *action, struct bpf_trace *t)
 {
-	uint32_t a = 0, x = 0, mem[BPF_MEMWORDS] = { 0 };
+	uint32_t a = 0, x = 0, mem[BPF_MEMWORDS] = {0};
 	uint32_t aoff = NO_ARG, amask = UINT32_MAX;
 	const struct sock_filter *in;
 	size_t pc;
@@ -236,7 +240,7 @@ bpf_exec(const struct sock_filter *f, size_t n, const struct seccomp_data *d,
 			if ((c = bpf_cond(in, a, x)) == -1)
 				return -1;
 			if (BPF_SRC(in->code) == BPF_K)
-				bpf_note(t, aoff, amask, in->k);
+				bpf_note(t, aoff, amask, in, c);
 			if ((size_t)(c ? in->jt : in->jf) >= n - pc - 1)
 				return -1;
 			pc += c ? in->jt : in->jf;
@@ -297,37 +301,76 @@ probes_add(struct probes *p, const struct seccomp_data *d)
 }
 
 /*
- * For every comparison the program made on an argument word, try values
- * that take the other branch: the constant itself and its neighbours
- * (JEQ, JGT, JGE), the mask (bits a masked test looks at), all zeros and
- * all ones.  Each new input is run in turn, so conditions that need two
- * arguments (socket domain and type) are reached one after the other.
+ * The argument word w changed so that jump note takes its other branch.
+ * 0 if no value can (a test on no bits, a constant outside the mask).
+ */
+static int
+note_flip(const struct bpf_note *nt, uint32_t w, uint32_t *out)
+{
+	uint32_t m = nt->mask, k = nt->k, rest = w & ~m;
+
+	switch (nt->op) {
+	case BPF_JEQ:
+		if (nt->taken && m != 0)
+			*out = w ^ (m & -m); /* lowest bit tested */
+		else if (!nt->taken && (k & ~m) == 0)
+			*out = rest | k;
+		else
+			return 0;
+		return 1;
+	case BPF_JGT:
+		if (nt->taken)
+			*out = rest | (k & m); /* A <= k */
+		else if (m > k)
+			*out = rest | m; /* A at its largest */
+		else
+			return 0;
+		return 1;
+	case BPF_JGE:
+		if (nt->taken && k > 0)
+			*out = rest | ((k - 1) & m);
+		else if (!nt->taken && m >= k)
+			*out = rest | m;
+		else
+			return 0;
+		return 1;
+	case BPF_JSET:
+		if (nt->taken)
+			*out = w & ~(k & m);
+		else if ((k & m) != 0)
+			*out = w | (k & m);
+		else
+			return 0;
+		return 1;
+	}
+	return 0;
+}
+
+/*
+ * Find the inputs that take every path through the program: run each
+ * input, and for every jump it made on an argument word add the input
+ * changed to take the other branch.  Paths that need two arguments
+ * (socket domain and type) are reached one jump after the other.
  */
 static int
 probes_explore(struct probes *p, const struct sock_filter *f, size_t n)
 {
 	struct bpf_trace t;
 	struct seccomp_data d;
-	uint32_t action, v[6];
-	size_t i, j, k;
+	uint32_t action, w;
+	size_t i, j;
 
 	for (i = 0; i < p->n; i++) {
 		t.n = 0;
 		if (bpf_exec(f, n, &p->d[i], &action, &t) == -1)
 			return -1;
 		for (j = 0; j < t.n; j++) {
-			v[0] = t.note[j].k;
-			v[1] = t.note[j].k + 1;
-			v[2] = t.note[j].k - 1;
-			v[3] = t.note[j].mask;
-			v[4] = 0;
-			v[5] = UINT32_MAX;
-			for (k = 0; k < 6; k++) {
-				d = p->d[i];
-				memcpy((char *)&d + t.note[j].off, &v[k],
-				    sizeof(v[k]));
-				probes_add(p, &d);
-			}
+			d = p->d[i];
+			memcpy(&w, (char *)&d + t.note[j].off, sizeof(w));
+			if (!note_flip(&t.note[j], w, &w))
+				continue;
+			memcpy((char *)&d + t.note[j].off, &w, sizeof(w));
+			probes_add(p, &d);
 		}
 	}
 	return 0;
@@ -354,7 +397,7 @@ action_class(uint32_t action)
 }
 
 static void
-action_name(uint32_t action, char *s, size_t len)
+filter_action_name(uint32_t action, char *s, size_t len)
 {
 	uint32_t data = action & SECCOMP_RET_DATA;
 	const char *e;
@@ -393,12 +436,21 @@ action_name(uint32_t action, char *s, size_t len)
 	}
 }
 
+/* Order of outcomes in "cond(...)": by class, then by value. */
+static int
+action_before(uint32_t a, uint32_t b)
+{
+	if (action_class(a) != action_class(b))
+		return action_class(a) < action_class(b);
+	return a < b;
+}
+
 /* Describe the outcomes of f over all probes: "allow", "cond(a|b)". */
 static int
-probes_describe(const struct probes *p, const struct sock_filter *f,
-    size_t n, char *desc, size_t len)
+probes_describe(const struct probes *p, const struct sock_filter *f, size_t n,
+    char *desc, size_t len)
 {
-	uint32_t seen[8], action;
+	uint32_t seen[8] = {0}, action;
 	size_t i, j, nseen = 0;
 	char name[40];
 	int class;
@@ -408,26 +460,32 @@ probes_describe(const struct probes *p, const struct sock_filter *f,
 			return -1;
 		for (j = 0; j < nseen && seen[j] != action; j++)
 			;
-		if (j == nseen && nseen < sizeof(seen) / sizeof(seen[0]))
-			seen[nseen++] = action;
+		if (j < nseen || nseen == sizeof(seen) / sizeof(seen[0]))
+			continue;
+		/* Insert sorted, so the text does not depend on the order
+		 * the inputs were found in. */
+		for (j = nseen++; j > 0 && action_before(action, seen[j - 1]);
+		     j--)
+			seen[j] = seen[j - 1];
+		seen[j] = action;
 	}
-	action_name(seen[0], desc, len);
+	filter_action_name(seen[0], desc, len);
 	class = action_class(seen[0]);
 	if (nseen == 1)
 		return class;
 	snprintf(desc, len, "cond(");
 	for (j = 0; j < nseen; j++) {
-		action_name(seen[j], name, sizeof(name));
+		filter_action_name(seen[j], name, sizeof(name));
 		strncat(desc, name, len - strlen(desc) - 1);
-		strncat(desc, j + 1 < nseen ? "|" : ")",
-		    len - strlen(desc) - 1);
+		strncat(
+		    desc, j + 1 < nseen ? "|" : ")", len - strlen(desc) - 1);
 	}
 	return AUDIT_COND;
 }
 
 int
-audit_bpf_classify(const struct sock_filter *f, size_t n, uint32_t arch,
-    int nr, char *desc, size_t desclen)
+audit_bpf_classify(const struct sock_filter *f, size_t n, uint32_t arch, int nr,
+    char *desc, size_t desclen)
 {
 	struct probes *p;
 	int class = -1;
@@ -445,8 +503,8 @@ audit_bpf_classify(const struct sock_filter *f, size_t n, uint32_t arch,
 
 /* The first input on which the two programs disagree, or -1. */
 static int
-probes_differ(const struct probes *p, const struct sock_filter *f1,
-    size_t n1, const struct sock_filter *f2, size_t n2)
+probes_differ(const struct probes *p, const struct sock_filter *f1, size_t n1,
+    const struct sock_filter *f2, size_t n2)
 {
 	uint32_t a1, a2;
 	size_t i;
@@ -472,8 +530,8 @@ audit_line(struct audit *a, int ok, const char *what, const char *expect,
 }
 
 static void
-audit_str(struct audit *a, const char *what, const char *expect,
-    const char *live)
+audit_str(
+    struct audit *a, const char *what, const char *expect, const char *live)
 {
 	audit_line(a, strcmp(expect, live) == 0, what, expect, live);
 }
@@ -556,10 +614,10 @@ audit_identity(struct audit *a, const char *status, uid_t uid, gid_t gid)
 	audit_status_field(a, status, "Gid", "gid", e);
 	snprintf(e, sizeof(e), "%u", g);
 	audit_status_field(a, status, "Groups", "groups", e);
-	audit_status_field(a, status, "CapPrm", "cap_permitted",
-	    "0000000000000000");
-	audit_status_field(a, status, "CapEff", "cap_effective",
-	    "0000000000000000");
+	audit_status_field(
+	    a, status, "CapPrm", "cap_permitted", "0000000000000000");
+	audit_status_field(
+	    a, status, "CapEff", "cap_effective", "0000000000000000");
 	audit_status_field(a, status, "NoNewPrivs", "no_new_privs", "1");
 	audit_status_field(a, status, "Seccomp", "seccomp_mode", "2");
 	snprintf(e, sizeof(e), "%d", own_filters() + 1);
@@ -576,8 +634,8 @@ audit_root(struct audit *a, pid_t pid, const char *expect_root)
 		snprintf(expect, sizeof(expect), "%s", expect_root);
 	snprintf(path, sizeof(path), "/proc/%d/root", (int)pid);
 	if ((n = readlink(path, live, sizeof(live) - 1)) == -1)
-		snprintf(live, sizeof(live), "(unreadable: %s)",
-		    strerror(errno));
+		snprintf(
+		    live, sizeof(live), "(unreadable: %s)", strerror(errno));
 	else
 		live[n] = '\0';
 	audit_str(a, "root", expect, live);
@@ -603,8 +661,8 @@ limits_field(const char *limits, const char *name, char *val, size_t len)
 	while (p != NULL && *p != '\0') {
 		if (strncmp(p, name, strlen(name)) == 0 &&
 		    p[strlen(name)] == ' ') {
-			if (sscanf(p + strlen(name), "%31s %31s", soft,
-				hard) == 2)
+			if (sscanf(p + strlen(name), "%31s %31s", soft, hard) ==
+			    2)
 				snprintf(val, len, "%s %s", soft, hard);
 			return;
 		}
@@ -625,11 +683,11 @@ audit_limits(struct audit *a, pid_t pid, enum imapgw_role role)
 		const char *what, *proc;
 		rlim_t val;
 	} res[] = {
-		{ "rlimit_nofile", "Max open files", lim.nofile },
-		{ "rlimit_nproc", "Max processes", lim.nproc },
-		{ "rlimit_core", "Max core file size", lim.core },
-		{ "rlimit_fsize", "Max file size", lim.fsize },
-		{ "rlimit_as", "Max address space", lim.as },
+	    {"rlimit_nofile", "Max open files", lim.nofile},
+	    {"rlimit_nproc", "Max processes", lim.nproc},
+	    {"rlimit_core", "Max core file size", lim.core},
+	    {"rlimit_fsize", "Max file size", lim.fsize},
+	    {"rlimit_as", "Max address space", lim.as},
 	};
 
 	snprintf(path, sizeof(path), "/proc/%d/limits", (int)pid);
@@ -663,7 +721,7 @@ audit_seize(pid_t pid, int *sig)
 	for (;;) {
 		memset(&si, 0, sizeof(si));
 		if (waitid(P_PID, pid, &si,
-			WEXITED | WSTOPPED | __WALL | WNOWAIT) == 0)
+		        WEXITED | WSTOPPED | __WALL | WNOWAIT) == 0)
 			break;
 		if (errno != EINTR)
 			return -1;
@@ -682,8 +740,8 @@ audit_seize(pid_t pid, int *sig)
 
 /* The filter the kernel runs for pid (the last one installed). */
 static int
-audit_live_bpf(pid_t pid, struct sock_filter **f, size_t *n, char *err,
-    size_t errlen)
+audit_live_bpf(
+    pid_t pid, struct sock_filter **f, size_t *n, char *err, size_t errlen)
 {
 	long count;
 	int sig, rc = -1;
@@ -717,8 +775,8 @@ audit_live_bpf(pid_t pid, struct sock_filter **f, size_t *n, char *err,
 
 /* The filter the role's policy compiles to, for a process pid. */
 static int
-audit_policy_bpf(enum imapgw_role role, pid_t pid, struct sock_filter **f,
-    size_t *n)
+audit_policy_bpf(
+    enum imapgw_role role, pid_t pid, struct sock_filter **f, size_t *n)
 {
 	scmp_filter_ctx ctx;
 	struct stat st;
@@ -770,25 +828,26 @@ audit_one(struct audit *a, struct probes *p, const char *what,
 	    (pc = probes_describe(p, pol, pn, pd, sizeof(pd))) == -1 ||
 	    (lc = probes_describe(p, live, ln, ld, sizeof(ld))) == -1) {
 		a->diffs++;
-		buf_printf(a->out, "DIFF %-22s cannot evaluate a filter\n",
-		    what);
+		buf_printf(
+		    a->out, "DIFF %-22s cannot evaluate a filter\n", what);
 		return -1;
 	}
 	d = probes_differ(p, pol, pn, live, ln);
 	if (d == -1 && !always && (pc == AUDIT_TRAP || pc == AUDIT_KILL) &&
 	    (lc == AUDIT_TRAP || lc == AUDIT_KILL))
 		return 0; /* forbidden in both: not listed */
-	buf_printf(a->out, "%-4s syscall %-14s policy %-24s live %s\n",
+	buf_printf(a->out, "%-4s syscall %-16s policy %-24s live %s\n",
 	    d == -1 ? "ok" : "DIFF", what, pd, ld);
 	if (d != -1) {
 		a->diffs++;
 		probe_args(&p->d[d], args, sizeof(args));
-		buf_printf(a->out, "DIFF syscall %-14s first differs at %s\n",
+		buf_printf(a->out, "DIFF syscall %-16s first differs at %s\n",
 		    what, args);
 	}
 	if (p->full)
-		buf_printf(a->out, "note syscall %-14s argument probes "
-				   "truncated\n",
+		buf_printf(a->out,
+		    "note syscall %-16s argument probes "
+		    "truncated\n",
 		    what);
 	return 0;
 }
@@ -803,7 +862,7 @@ audit_syscalls(struct audit *a, const struct sock_filter *pol, size_t pn,
 
 	buf_printf(a->out, "%-4s %-22s policy %u insns, live %u insns\n",
 	    pn == ln && memcmp(pol, live, pn * sizeof(*pol)) == 0 ? "ok"
-								  : "note",
+	                                                          : "note",
 	    "seccomp_program", (unsigned int)pn, (unsigned int)ln);
 	if ((p = malloc(sizeof(*p))) == NULL) {
 		a->diffs++;
@@ -812,8 +871,8 @@ audit_syscalls(struct audit *a, const struct sock_filter *pol, size_t pn,
 	}
 	for (nr = 0; nr < AUDIT_NR_MAX; nr++) {
 		probes_init(p, arch, nr);
-		if (audit_one(a, p, sandbox_syscall_name(nr), pol, pn, live,
-			ln, 0) == -1)
+		if (audit_one(a, p, sandbox_syscall_name(nr), pol, pn, live, ln,
+		        0) == -1)
 			break;
 	}
 	/* Other ABIs: the policy kills them outright. */
@@ -836,11 +895,11 @@ audit_filter(struct audit *a, pid_t pid, enum imapgw_role role)
 	if (audit_policy_bpf(role, pid, &pol, &pn) == -1) {
 		a->diffs++;
 		buf_printf(a->out, "DIFF seccomp_program policy cannot be "
-				   "compiled\n");
+		                   "compiled\n");
 	} else if (audit_live_bpf(pid, &live, &ln, err, sizeof(err)) == -1) {
 		a->diffs++;
-		buf_printf(a->out, "DIFF seccomp_program live unreadable: %s\n",
-		    err);
+		buf_printf(
+		    a->out, "DIFF seccomp_program live unreadable: %s\n", err);
 	} else
 		audit_syscalls(a, pol, pn, live, ln);
 	free(pol);
@@ -851,7 +910,7 @@ int
 audit_child(pid_t pid, enum imapgw_role role, const char *expect_root,
     uid_t expect_uid, gid_t expect_gid, struct buf *out)
 {
-	struct audit a = { out, 0 };
+	struct audit a = {out, 0};
 	char path[64], status[8192];
 
 	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);

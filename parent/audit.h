@@ -36,10 +36,10 @@ int audit_child(pid_t, enum imapgw_role, const char *expect_root,
 enum audit_class {
 	AUDIT_ALLOW = 0,
 	AUDIT_ERRNO, /* answered with an error */
-	AUDIT_TRAP,  /* SIGSYS: the sandbox's "forbidden" */
-	AUDIT_KILL,  /* kill process or thread */
+	AUDIT_TRAP, /* SIGSYS: the sandbox's "forbidden" */
+	AUDIT_KILL, /* kill process or thread */
 	AUDIT_OTHER, /* log, trace, user notification */
-	AUDIT_COND,  /* depends on the arguments */
+	AUDIT_COND, /* depends on the arguments */
 };
 
 /*

@@ -31,7 +31,7 @@ struct parent *parent_env;
 
 static void child_spawn(struct parent *, struct child *);
 
-static void
+static void __attribute__((noreturn))
 usage(void)
 {
 	fprintf(stderr, "usage: imapgwd [-dnv] [-f file]\n");
