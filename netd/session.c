@@ -94,12 +94,18 @@ session_end(struct session *s, const char *reason)
 	    "policy", s->pol->name, "server", s->srv->name, "backend",
 	    s->mem->addr.text, "bytes_in", in, "bytes_out", out, "duration",
 	    dur, "reason", reason, NULL);
-	event_free(s->c2s.rev);
-	event_free(s->c2s.wev);
-	event_free(s->s2c.rev);
-	event_free(s->s2c.wev);
-	event_free(s->connev);
-	event_free(s->timer);
+	/* Events exist from the stage that made them; libevent's
+	 * event_free() does not take NULL. */
+	if (s->state == S_RELAY) {
+		event_free(s->c2s.rev);
+		event_free(s->c2s.wev);
+		event_free(s->s2c.rev);
+		event_free(s->s2c.wev);
+	}
+	if (s->connev)
+		event_free(s->connev);
+	if (s->timer)
+		event_free(s->timer);
 	buf_free(&s->c2s.buf);
 	buf_free(&s->s2c.buf);
 	close(s->cfd);
@@ -133,7 +139,8 @@ client_say(struct session *s, const char *msg)
 	if (buf_used(&s->s2c.buf) != 0 || !framer_at_boundary(&s->s2c.fr))
 		return;
 	r = write(s->cfd, msg, strlen(msg));
-	(void)r;
+	if (r > 0)
+		s->s2c.bytes += (uint64_t)r;
 }
 
 static void

@@ -18,13 +18,14 @@
 cd "$(dirname "$0")/.." || exit 1
 PYTHON=/usr/bin/python3
 LIB=regress/lib
+IMAPGWD=${IMAPGWD:-build/imapgwd}
 
 if [ "$(id -u)" != 0 ]; then
 	echo "demo: must run as root (starts Dovecot, imapgwd chroots)" >&2
 	exit 1
 fi
-if [ ! -x build/imapgwd ]; then
-	echo "demo: build/imapgwd missing: run make first" >&2
+if [ ! -x "$IMAPGWD" ]; then
+	echo "demo: $IMAPGWD missing: run make first" >&2
 	exit 1
 fi
 
@@ -96,7 +97,7 @@ while [ ! -s "$tmp/ready" ]; do
 done
 
 if [ -z "$why" ]; then
-	set -- build/imapgwd -d
+	set -- "$IMAPGWD" -d
 	how="its embedded default configuration"
 else
 	cat >"$tmp/imapgwd.yaml" <<EOF
@@ -121,7 +122,7 @@ policies:
     idle_timeout: 30m
 EOF
 	mkdir -p "$tmp/state"
-	set -- build/imapgwd -d -f "$tmp/imapgwd.yaml"
+	set -- "$IMAPGWD" -d -f "$tmp/imapgwd.yaml"
 	how="the generated config $tmp/imapgwd.yaml ($why)"
 fi
 

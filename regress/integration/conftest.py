@@ -10,7 +10,9 @@ IMAPGW_KEEP=1 keeps gateway directories (config, log) for inspection.
 """
 
 import os
+import re
 import sys
+import time
 
 import pytest
 
@@ -87,6 +89,22 @@ class DirectGateway:
         return True
 
 
+CRASH = re.compile(r"^.*\b(child died|sandbox violation|signal=SIG\w+|"
+                   r"AddressSanitizer|runtime error:).*$", re.M)
+
+
+def check_no_crash(gw, offset):
+    """Fail if a child of gw died (crash, kill) since log offset.
+
+    Called after every test, so that a crash a test provoked without
+    noticing (e.g. on the error path of a session) is reported."""
+    time.sleep(0.1)
+    m = CRASH.search(gw.log_since(offset))
+    if m:
+        pytest.fail("imapgwd child crashed during the test: %s" % m.group(0),
+                    pytrace=False)
+
+
 def _report_log(request, gw, offset):
     rep = getattr(request.node, "rep_call", None)
     if rep is not None and rep.failed:
@@ -115,13 +133,18 @@ def gw(gw_session, request):
     off = gw_session.log_offset()
     yield gw_session
     _report_log(request, gw_session, off)
+    if not DIRECT:
+        check_no_crash(gw_session, off)
 
 
 @pytest.fixture
 def make_gateway(dovecot, request):
     """Factory for extra gateways (stopped at the end of the test).
 
-    make_gateway(policies=[...], servers={...}, binary=...)"""
+    make_gateway(policies=[...], servers={...}, binary=...)
+
+    Set g.expect_crash = True on a gateway whose children are killed on
+    purpose; otherwise any child death fails the test at teardown."""
     made = []
 
     def make(policies=None, servers=None, binary=None, start=True, **kw):
@@ -138,6 +161,14 @@ def make_gateway(dovecot, request):
         return g
 
     yield make
+    crashed = []
     for g in made:
         _report_log(request, g, 0)
+        if g.proc is not None and not getattr(g, "expect_crash", False):
+            m = CRASH.search(g.log_text())
+            if m:
+                crashed.append(m.group(0))
         g.stop()
+    if crashed:
+        pytest.fail("imapgwd child crashed during the test: %s" % crashed,
+                    pytrace=False)

@@ -63,6 +63,7 @@ def test_status_lists_children(gw):
 
 def test_violation_logged_and_child_respawned(make_gateway):
     g = make_gateway(binary=IMAPGWD_HOOKS)
+    g.expect_crash = True       # the hook kills a netd on purpose
     before = set(g.pids_of("netd"))
     assert len(before) == 2, (g.roles(), g.log_tail())
     off = g.log_offset()
@@ -98,3 +99,13 @@ def test_violation_logged_and_child_respawned(make_gateway):
         finally:
             c.logout()
     assert g.alive()
+
+
+def test_violation_hook_absent_from_production_build(gw):
+    """test-violate exists only in build/test/imapgwd-hooks."""
+    before = gw.pids_of("netd")
+    r = gw.ctl("test-violate", "netd")
+    assert r.returncode != 0, r.stdout + r.stderr
+    time.sleep(0.3)
+    assert gw.pids_of("netd") == before
+    assert "sandbox violation" not in gw.log_text()

@@ -30,7 +30,11 @@ def test_session_start_and_end_lines(gw, dovecot):
     c.login("logger", "secret")
     c.command("SELECT INBOX")
     c.command("NOOP")
-    c.logout()
+    st, _ = c.command("LOGOUT")
+    assert b"OK" in st
+    c.settimeout(10)
+    assert c.read_to_eof() == b""
+    c.close()
 
     end = time.time() + 10
     while time.time() < end:
@@ -49,6 +53,8 @@ def test_session_start_and_end_lines(gw, dovecot):
     assert re.search(r"\b(dovecot|127\.0\.0\.1:%d)\b" % dovecot.port, e), e
     bi, bo = BYTES_IN.search(e), BYTES_OUT.search(e)
     assert bi and bo, e
-    assert int(bi.group(1)) > 0 and int(bo.group(1)) > 0, e
+    # client-side byte counts, exactly
+    assert int(bi.group(1)) == c.nsent, (c.nsent, e)
+    assert int(bo.group(1)) == c.nrecv, (c.nrecv, e)
     assert re.search(r"\bduration=\S+", e), e
     assert re.search(r"\breason=\S+", e), e

@@ -122,6 +122,7 @@ log_path = {dir}/dovecot.log
 info_log_path = {dir}/dovecot.log
 debug_log_path = {dir}/dovecot.log
 auth_verbose = yes
+auth_failure_delay = 0
 auth_mechanisms = plain login
 disable_plaintext_auth = no
 login_trusted_networks = 127.0.0.0/8

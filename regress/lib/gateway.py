@@ -22,9 +22,12 @@ import time
 from dovecot import die_with_parent, ensure_system_user, is_listening
 
 TOP = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-IMAPGWD = os.path.join(TOP, "build", "imapgwd")
-IMAPGWD_HOOKS = os.path.join(TOP, "build", "test", "imapgwd-hooks")
-IMAPGWCTL = os.path.join(TOP, "build", "imapgwctl")
+# Overridable to test other builds (e.g. an installed imapgwd).
+IMAPGWD = os.environ.get("IMAPGWD", os.path.join(TOP, "build", "imapgwd"))
+IMAPGWD_HOOKS = os.environ.get(
+    "IMAPGWD_HOOKS", os.path.join(TOP, "build", "test", "imapgwd-hooks"))
+IMAPGWCTL = os.environ.get("IMAPGWCTL",
+                           os.path.join(TOP, "build", "imapgwctl"))
 GW_USER = "_imapgw"
 
 ROLES = ("netd", "scand", "tlsd")
@@ -180,7 +183,7 @@ class Gateway:
                 raise RuntimeError("imapgwd exited with %s:\n%s" %
                                    (self.proc.returncode, self.log_tail()))
             if all(is_listening(p) for p in ports):
-                self.wait_workers(timeout=max(1, end - time.time()))
+                self.wait_workers(timeout=min(5, max(1, end - time.time())))
                 return self
             time.sleep(0.05)
         self.stop()

@@ -36,6 +36,8 @@ class RawIMAP:
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.f = self.sock.makefile("rb", buffering=1 << 16)
         self.ntag = 0
+        self.nsent = 0          # bytes written to the server
+        self.nrecv = 0          # bytes read from the server
         self.greeting = self.read_response() if greeting else None
 
     @property
@@ -53,6 +55,7 @@ class RawIMAP:
 
     def send(self, data):
         self.sock.sendall(data)
+        self.nsent += len(data)
 
     def tag(self):
         self.ntag += 1
@@ -60,6 +63,7 @@ class RawIMAP:
 
     def readline(self):
         line = self.f.readline(1 << 20)
+        self.nrecv += len(line)
         if not line:
             raise EOFError("connection closed by peer")
         return line
@@ -75,6 +79,7 @@ class RawIMAP:
                 n = s[s.rindex(b"{") + 1:-1].rstrip(b"+")
                 if n.isdigit():
                     lit = self.f.read(int(n))
+                    self.nrecv += len(lit)
                     if len(lit) != int(n):
                         raise EOFError("short literal")
                     r.literals.append(lit)
@@ -142,6 +147,12 @@ class RawIMAP:
                 out[int(toks[toks.index(b"UID") + 1])] = r.literals[0]
         return out
 
+    def read_to_eof(self):
+        """Everything the server still sends until it closes."""
+        data = self.f.read()
+        self.nrecv += len(data)
+        return data
+
     def logout(self):
         try:
             self.command("LOGOUT", check=False)
@@ -152,7 +163,11 @@ class RawIMAP:
 
 def expect_closed_without_data(port, timeout=10):
     """Connect and read: returns 'eof', 'reset' or the bytes received."""
-    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    try:
+        s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    except ConnectionResetError:
+        # the RST arrived before connect() returned
+        return ("reset", b"")
     try:
         data = b""
         end = time.time() + timeout
