@@ -43,6 +43,9 @@ enum imsg_type {
 	IMSG_CFG_APPLIED, /* u32 generation */
 	/* peer <-> peer */
 	IMSG_HELLO,	/* u32 role, u32 instance */
+	/* netd <-> scand: see scan.h */
+	IMSG_SCAN_REQ,
+	IMSG_SCAN_RES,
 	/* imapgwctl <-> parent (control socket) */
 	IMSG_CTL_STATUS,
 	IMSG_CTL_AUDIT,

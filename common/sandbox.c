@@ -242,6 +242,8 @@ static const struct sc_rule sc_netd[] = {
 	ALLOW(accept4),
 	ALLOW(memfd_create),
 	ALLOW(ftruncate),
+	/* Spooled literals (whole messages) go out from their memfd. */
+	ALLOW(sendfile),
 };
 
 /*

@@ -368,6 +368,12 @@ framer_cont(struct framer *f, int accepted)
 	f->state = f->left > 0 ? FRAMER_S_LITERAL : FRAMER_S_LINE;
 }
 
+uint64_t
+framer_literal_left(const struct framer *f)
+{
+	return f->state == FRAMER_S_LITERAL ? f->left : 0;
+}
+
 const char *
 framer_prefix(const struct framer *f, size_t *len)
 {

@@ -119,4 +119,7 @@ void framer_cont(struct framer *, int accepted);
  */
 const char *framer_prefix(const struct framer *, size_t *len);
 
+/* Payload bytes still to come of the literal being skipped, else 0. */
+uint64_t framer_literal_left(const struct framer *);
+
 #endif

@@ -1,14 +1,16 @@
 /*
- * A session: one client, one backend connection, relayed both ways
- * through the IMAP framer.  Each direction has one bounded buffer; a full
- * buffer stops reading from its source, so a slow reader slows the other
- * side down instead of growing memory.
+ * Sessions: accept, policy checks, backend connect, and the I/O of both
+ * directions.  Bytes from each peer are framed (netd/framer.c) and
+ * assembled into logical lines (netd/stream.c); the IMAP engine
+ * (netd/imap.c) decides what each line becomes and queues it for the
+ * other peer.  Input is bounded per direction and a full output queue
+ * stops reading from its source, so a slow reader slows the other side
+ * down instead of growing memory.
  */
 #include <sys/socket.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 
-#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,10 +19,9 @@
 #include <unistd.h>
 
 #include "log.h"
-#include "netd.h"
+#include "session.h"
 #include "util.h"
 
-#define HALF_BUF (256 * 1024) /* per direction */
 #define BYE_UNAVAILABLE "* BYE [UNAVAILABLE] Server unavailable\r\n"
 #define BYE_IDLE "* BYE Idle timeout, closing connection\r\n"
 #define BYE_CLIENT_ERR "* BYE Protocol error: "
@@ -28,86 +29,81 @@
 
 enum { S_CONNECTING, S_RELAY };
 
-struct session;
+static void sink_flush(struct sink *);
+static int dir_literal(struct dir *, uint64_t);
+static int dir_process(struct dir *);
+static void dir_update(struct dir *);
 
-struct half {
-	struct session *s;
-	const char *name; /* where the bytes come from */
-	int src, dst;
-	struct buf buf;	 /* accepted bytes, then held ones at the tail */
-	size_t held;	 /* read but not yet accepted by the framer */
-	struct framer fr;
-	struct event *rev, *wev;
-	int rev_on, wev_on;
-	int eof;
-	uint64_t bytes;
-};
-
-struct session {
-	struct session *next, *prev;
-	struct netd *n;
-	uint64_t id;
-	struct netd_cfg *nc;
-	const struct cfg_policy *pol;
-	const struct cfg_server *srv;
-	const struct cfg_member *mem;
-	int cfd, sfd;
-	char client[80];
-	struct half c2s, s2c;
-	struct event *connev;
-	struct event *timer;
-	struct timespec start;
-	time_t last;
-	int state;
-	int logout;
-	int kick; /* c2s may continue after a server continuation */
-	char heldtag[64];
-};
-
-static int half_flush(struct half *);
-
-static time_t
+/* Milliseconds on the monotonic clock. */
+static uint64_t
 now_mono(void)
 {
 	struct timespec ts;
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec;
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
 static void
+dir_free(struct dir *d)
+{
+	if (d->rev)
+		event_free(d->rev);
+	lineasm_reset(&d->la);
+	buf_free(&d->la.text);
+	buf_free(&d->in);
+}
+
+static void
+sink_free(struct sink *k)
+{
+	if (k->wev)
+		event_free(k->wev);
+	outq_clear(&k->q);
+}
+
+static void
+session_free_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	free(arg);
+}
+
+/*
+ * End a session: log, close, release everything.  The struct itself is
+ * freed from the event loop, so callers up the stack may still test
+ * s->ending and unwind.
+ */
+void
 session_end(struct session *s, const char *reason)
 {
+	struct timeval zero = { 0, 0 };
 	struct netd *n = s->n;
 	struct timespec now;
 	char id[24], in[24], out[24], dur[32];
 	double secs;
 
+	if (s->ending)
+		return;
+	s->ending = 1;
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	secs = (double)(now.tv_sec - s->start.tv_sec) +
 	    (double)(now.tv_nsec - s->start.tv_nsec) / 1e9;
 	snprintf(id, sizeof(id), "%llu", (unsigned long long)s->id);
-	snprintf(in, sizeof(in), "%llu", (unsigned long long)s->c2s.bytes);
-	snprintf(out, sizeof(out), "%llu", (unsigned long long)s->s2c.bytes);
+	snprintf(in, sizeof(in), "%llu", (unsigned long long)s->c.bytes);
+	snprintf(out, sizeof(out), "%llu", (unsigned long long)s->to_c.bytes);
 	snprintf(dur, sizeof(dur), "%.3f", secs);
 	log_event(LOG_INFO, "session end", "id", id, "client", s->client,
 	    "policy", s->pol->name, "server", s->srv->name, "backend",
 	    s->mem->addr.text, "bytes_in", in, "bytes_out", out, "duration",
 	    dur, "reason", reason, NULL);
-	/* Events exist from the stage that made them; libevent's
-	 * event_free() does not take NULL. */
-	if (s->state == S_RELAY) {
-		event_free(s->c2s.rev);
-		event_free(s->c2s.wev);
-		event_free(s->s2c.rev);
-		event_free(s->s2c.wev);
-	}
+	dir_free(&s->c);
+	dir_free(&s->sv);
+	sink_free(&s->to_c);
+	sink_free(&s->to_s);
 	if (s->connev)
 		event_free(s->connev);
 	if (s->timer)
 		event_free(s->timer);
-	buf_free(&s->c2s.buf);
-	buf_free(&s->s2c.buf);
 	close(s->cfd);
 	if (s->sfd != -1)
 		close(s->sfd);
@@ -119,7 +115,9 @@ session_end(struct session *s, const char *reason)
 		s->next->prev = s->prev;
 	n->nsessions--;
 	netd_cfg_unref(s->nc);
-	free(s);
+	if (event_base_once(n->env.base, -1, EV_TIMEOUT, session_free_cb, s,
+		&zero) == -1)
+		log_warnx("session %s: leaking its memory", id);
 }
 
 void
@@ -135,12 +133,13 @@ client_say(struct session *s, const char *msg)
 {
 	ssize_t r;
 
-	/* Only at a line boundary: never inside a literal being relayed. */
-	if (buf_used(&s->s2c.buf) != 0 || !framer_at_boundary(&s->s2c.fr))
+	/* Only between responses: never inside one being relayed. */
+	if (!outq_empty(&s->to_c.q) ||
+	    (s->state == S_RELAY && !framer_at_boundary(&s->sv.fr)))
 		return;
 	r = write(s->cfd, msg, strlen(msg));
 	if (r > 0)
-		s->s2c.bytes += (uint64_t)r;
+		s->to_c.bytes += (uint64_t)r;
 }
 
 static void
@@ -153,229 +152,309 @@ ev_set(struct event *ev, int *on, int want)
 	*on = want;
 }
 
-static void
-half_update(struct half *h)
+static struct sink *
+dir_sink(struct dir *d)
 {
-	ev_set(h->rev, &h->rev_on,
-	    !h->eof && buf_room(&h->buf) > 0 && h->s->state == S_RELAY);
-	ev_set(h->wev, &h->wev_on, buf_used(&h->buf) > h->held);
+	return d == &d->s->c ? &d->s->to_s : &d->s->to_c;
 }
 
 static int
-half_error(struct half *h, const char *what, int err)
+dir_paused(struct dir *d)
 {
-	char reason[128];
-
-	snprintf(reason, sizeof(reason), "%s %s: %s", h->name, what,
-	    strerror(err));
-	session_end(h->s, reason);
-	return -1;
+	return dir_sink(d)->q.bytes > SINK_HIGH || imap_paused(d->s, d);
 }
 
 static void
-protocol_error(struct half *h)
+dir_update(struct dir *d)
 {
-	struct session *s = h->s;
-	char reason[200];
+	if (d->s->state != S_RELAY)
+		return;
+	ev_set(d->rev, &d->rev_on,
+	    !d->eof && buf_room(&d->in) > 0 && !dir_paused(d));
+}
 
-	snprintf(reason, sizeof(reason), "%s protocol error: %s", h->name,
-	    h->fr.err);
-	if (h == &s->c2s) {
-		char line[200];
+static void
+protocol_error(struct dir *d)
+{
+	struct session *s = d->s;
+	char reason[200], line[200];
 
+	snprintf(reason, sizeof(reason), "%s protocol error: %s", d->name,
+	    d->fr.err);
+	if (d == &s->c) {
 		snprintf(line, sizeof(line), "%s%s\r\n", BYE_CLIENT_ERR,
-		    h->fr.err);
+		    d->fr.err);
 		client_say(s, line);
 	} else
 		client_say(s, BYE_SERVER_ERR);
 	log_event(LOG_WARNING, "anomaly", "client", s->client, "policy",
-	    s->pol->name, "from", h->name, "error", h->fr.err, NULL);
+	    s->pol->name, "from", d->name, "error", d->fr.err, NULL);
 	session_end(s, reason);
 }
 
-/* Run the framer over the bytes not yet accepted, then send. */
 static int
-half_scan(struct half *h)
+session_errno(struct session *s, const char *what, int err)
 {
-	struct session *s = h->s;
+	char reason[160];
+
+	snprintf(reason, sizeof(reason), "%s: %s", what, strerror(err));
+	session_end(s, reason);
+	return -1;
+}
+
+/* The framer released a held literal; the assembly follows it. */
+void
+session_cont(struct session *s, int accepted)
+{
+	uint64_t n;
+
+	framer_cont(&s->c.fr, accepted);
+	s->wait_cont = 0;
+	if (accepted && (n = framer_literal_left(&s->c.fr)) > 0)
+		dir_literal(&s->c, n);
+}
+
+/* Open a literal the way the engine wants it. */
+static int
+dir_literal(struct dir *d, uint64_t n)
+{
+	enum lit_mode mode = imap_literal_mode(d->s, d, n);
+
+	if (lineasm_literal(&d->la, n, mode) == -1)
+		return session_errno(d->s, "spool", errno);
+	/* Streaming: what precedes the payload goes first. */
+	if (d->la.lit_stream)
+		outq_line(&dir_sink(d)->q, &d->la);
+	return 0;
+}
+
+/*
+ * Payload of a streamed literal: straight to the peer when nothing is
+ * queued before it (no copy), else behind the queue.
+ */
+static ssize_t
+dir_stream(struct dir *d, const uint8_t *p, size_t k)
+{
+	struct sink *out = dir_sink(d);
+	ssize_t w = 0;
+
+	d->la.lit_left -= k;
+	if (outq_empty(&out->q)) {
+		w = write(out->dst, p, k);
+		if (w == -1 && errno != EAGAIN && errno != EINTR)
+			return -1;
+		if (w < 0)
+			w = 0;
+		out->bytes += (uint64_t)w;
+	}
+	outq_bytes(&out->q, p + w, k - (size_t)w);
+	return 0;
+}
+
+/*
+ * Feed assembled input through the framer and the engine until it is
+ * used up or the engine pauses this direction.
+ */
+static int
+dir_process(struct dir *d)
+{
+	struct session *s = d->s;
+	const uint8_t *p, *lf;
+	uint64_t lit;
+	size_t n, k;
 	ssize_t r;
 
-	if (h->held > 0) {
-		r = framer_scan(&h->fr, buf_head(&h->buf) + buf_used(&h->buf) -
-			h->held, h->held);
-		if (r < 0) {
-			protocol_error(h);
+	while ((n = buf_used(&d->in)) > 0 && !dir_paused(d)) {
+		p = buf_head(&d->in);
+		if (d->la.lit_left > 0) {
+			k = n < d->la.lit_left ? n : (size_t)d->la.lit_left;
+			if (framer_scan(&d->fr, p, k) != (ssize_t)k) {
+				protocol_error(d);
+				return -1;
+			}
+			if (d->la.lit_stream)
+				r = dir_stream(d, p, k);
+			else
+				r = lineasm_payload(&d->la, p, k);
+			if (r == -1)
+				return session_errno(s, "literal", errno);
+			buf_consume(&d->in, k);
+			continue;
+		}
+		lf = memchr(p, '\n', n);
+		k = lf ? (size_t)(lf - p) + 1 : n;
+		if ((r = framer_scan(&d->fr, p, k)) < 0) {
+			protocol_error(d);
 			return -1;
 		}
-		h->held -= (size_t)r;
-		if (h == &s->c2s && framer_waiting(&h->fr)) {
-			size_t len;
-			const char *p = framer_prefix(&h->fr, &len);
-			size_t t = strcspn(p, " ");
-
-			if (t >= sizeof(s->heldtag))
-				t = sizeof(s->heldtag) - 1;
-			memcpy(s->heldtag, p, t);
-			s->heldtag[t] = '\0';
+		if (buf_add(&d->la.text, p, (size_t)r) == -1)
+			return session_errno(s, "line too long", errno);
+		buf_consume(&d->in, (size_t)r);
+		if (framer_waiting(&d->fr)) {
+			if (imap_sync_literal(s, d) == -1)
+				return -1;
+		} else if ((lit = framer_literal_left(&d->fr)) > 0) {
+			if (dir_literal(d, lit) == -1)
+				return -1;
+		} else if (d->fr.lines != d->lines_seen) {
+			d->lines_seen = d->fr.lines;
+			if (imap_line(s, d) == -1)
+				return -1;
 		}
-	}
-	if (half_flush(h) == -1)
-		return -1;
-	if (h == &s->s2c && s->kick) {
-		s->kick = 0;
-		return half_scan(&s->c2s);
 	}
 	return 0;
 }
 
+/* A source is done when its input is used up after EOF. */
 static int
-half_finish(struct half *h)
+dir_finish(struct dir *d)
 {
-	struct session *s = h->s;
+	struct session *s = d->s;
 
-	if (!h->eof || buf_used(&h->buf) > h->held)
+	if (!d->eof || buf_used(&d->in) > 0 || !outq_empty(&dir_sink(d)->q))
 		return 0;
-	if (h == &s->s2c) {
+	if (d == &s->sv) {
 		session_end(s, s->logout ? "logout" : "server closed");
 		return -1;
 	}
-	/* Client done sending: pass the half-close on, keep the answers
-	 * coming until the server closes. */
-	shutdown(s->sfd, SHUT_WR);
-	if (s->s2c.eof) {
+	/* Client done sending: pass the half-close on and keep the
+	 * server's answers coming until it closes. */
+	if (!s->to_s.shut) {
+		shutdown(s->sfd, SHUT_WR);
+		s->to_s.shut = 1;
+	}
+	if (s->sv.eof) {
 		session_end(s, "client closed");
 		return -1;
 	}
 	return 0;
 }
 
-static int
-half_flush(struct half *h)
+/* Run everything that may have become possible, in both directions. */
+void
+session_kick(struct session *s)
 {
-	size_t len = buf_used(&h->buf) - h->held;
-	ssize_t r;
-
-	if (len > 0) {
-		r = write(h->dst, buf_head(&h->buf), len);
-		if (r == -1 && errno != EAGAIN && errno != EINTR)
-			return half_error(h, h == &h->s->c2s ?
-				"data to server" : "data to client", errno);
-		if (r > 0) {
-			buf_consume(&h->buf, (size_t)r);
-			h->s->last = now_mono();
-		}
-	}
-	if (half_finish(h) == -1)
-		return -1;
-	half_update(h);
-	return 0;
+	if (s->ending || s->state != S_RELAY)
+		return;
+	if (dir_process(&s->c) == -1 || dir_process(&s->sv) == -1)
+		return;
+	sink_flush(&s->to_s);
 }
 
 static void
-half_read_cb(evutil_socket_t fd, short ev, void *arg)
+sink_flush(struct sink *k)
 {
-	struct half *h = arg;
-	size_t want = buf_room(&h->buf);
+	struct session *s = k->s;
+	struct dir *src = k == &s->to_s ? &s->c : &s->sv;
+	uint64_t queued;
+	ssize_t r;
+
+	for (;;) {
+		r = outq_write(&k->q, k->dst);
+		if (r == -1) {
+			session_errno(s, k == &s->to_c ? "write to client" :
+							   "write to server",
+			    errno);
+			return;
+		}
+		if (r > 0) {
+			k->bytes += (uint64_t)r;
+			s->last = now_mono();
+		}
+		/* Room again: the source may go on, and what it queues is
+		 * written in the same turn. */
+		if (buf_used(&src->in) == 0 || dir_paused(src))
+			break;
+		queued = k->q.bytes;
+		if (dir_process(src) == -1)
+			return;
+		if (k->q.bytes == queued)
+			break;
+	}
+	ev_set(k->wev, &k->wev_on,
+	    k->q.head != NULL && k->q.head->kind != OQ_HOLD);
+	if (dir_finish(src) == -1)
+		return;
+	if (k == &s->to_s && !s->ending)
+		sink_flush(&s->to_c);
+	if (!s->ending) {
+		dir_update(&s->c);
+		dir_update(&s->sv);
+	}
+}
+
+static void
+sink_write_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	sink_flush(arg);
+}
+
+static void
+dir_read_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	struct dir *d = arg;
+	struct session *s = d->s;
+	size_t want = buf_room(&d->in);
 	ssize_t r;
 
 	if (want == 0) {
-		half_update(h);
+		dir_update(d);
 		return;
 	}
-	r = buf_read_fd(&h->buf, h->src, want);
+	r = buf_read_fd(&d->in, d->src, want);
 	if (r == -1) {
 		if (errno == EAGAIN || errno == EINTR)
 			return;
-		half_error(h, "read", errno);
+		session_errno(s, d == &s->c ? "read from client" :
+					      "read from server",
+		    errno);
 		return;
 	}
 	if (r == 0) {
-		h->eof = 1;
-		/* Bytes the framer still holds never complete; drop them. */
-		h->buf.len -= h->held;
-		h->held = 0;
-		half_flush(h);
-		return;
+		d->eof = 1;
+		ev_set(d->rev, &d->rev_on, 0);
+	} else {
+		d->bytes += (uint64_t)r;
+		s->last = now_mono();
 	}
-	h->bytes += (uint64_t)r;
-	h->held += (size_t)r;
-	h->s->last = now_mono();
-	half_scan(h);
+	if (dir_process(d) == -1)
+		return;
+	if (d->eof && buf_used(&d->in) == 0) {
+		/* A line cut off by EOF never completes; drop it. */
+		lineasm_reset(&d->la);
+	}
+	sink_flush(&s->to_s); /* and then to_c */
 }
 
 static void
-half_write_cb(evutil_socket_t fd, short ev, void *arg)
+dir_init(struct session *s, struct dir *d, const char *name, int src,
+    enum framer_dir fdir)
 {
-	struct half *h = arg;
-
-	if (half_flush(h) == 0 && h == &h->s->s2c && h->s->kick) {
-		h->s->kick = 0;
-		half_scan(&h->s->c2s);
-	}
-}
-
-/* Client lines: note LOGOUT, log the command word (never arguments). */
-static void
-client_line(void *arg, const char *prefix, size_t len, int truncated)
-{
-	struct session *s = arg;
-	char tag[64], cmd[32];
-
-	if (sscanf(prefix, "%63s %31s", tag, cmd) != 2)
-		return;
-	if (strcasecmp(cmd, "LOGOUT") == 0)
-		s->logout = 1;
-	if (log_getlevel() >= LOG_DEBUG)
-		log_debug("session %llu: client command %s %s",
-		    (unsigned long long)s->id, tag, cmd);
-}
-
-/*
- * Server lines: the answer to a held synchronizing literal decides
- * whether the client's next bytes are payload ("+") or a new command
- * (the tagged response).
- */
-static void
-server_line(void *arg, const char *prefix, size_t len, int truncated)
-{
-	struct session *s = arg;
-	size_t t;
-
-	if (!framer_waiting(&s->c2s.fr))
-		return;
-	if (prefix[0] == '+') {
-		framer_cont(&s->c2s.fr, 1);
-		s->kick = 1;
-		return;
-	}
-	t = strlen(s->heldtag);
-	if (t && strncmp(prefix, s->heldtag, t) == 0 && prefix[t] == ' ') {
-		framer_cont(&s->c2s.fr, 0);
-		s->kick = 1;
-	}
+	d->s = s;
+	d->name = name;
+	d->src = src;
+	buf_init(&d->in, DIR_IN_MAX);
+	lineasm_init(&d->la);
+	/* Literal limits belong to the engine (oversize handling); the
+	 * framer keeps the framing straight and lines bounded. */
+	framer_init(&d->fr, fdir, s->act->general.max_line_length,
+	    UINT64_MAX);
+	d->fr.arg = s;
+	d->rev = event_new(s->n->env.base, src, EV_READ | EV_PERSIST,
+	    dir_read_cb, d);
+	if (d->rev == NULL)
+		fatalx("event_new");
 }
 
 static void
-half_init(struct session *s, struct half *h, const char *name, int src,
-    int dst, enum framer_dir dir)
+sink_init(struct session *s, struct sink *k, int dst)
 {
-	const struct cfg_action *act =
-	    &s->nc->cfg->actions[s->pol->actionidx];
-
-	h->s = s;
-	h->name = name;
-	h->src = src;
-	h->dst = dst;
-	buf_init(&h->buf, HALF_BUF);
-	/* Literal limits belong to the IMAP engine (scanning issue); the
-	 * relay only keeps framing straight. */
-	framer_init(&h->fr, dir, act->general.max_line_length, UINT64_MAX);
-	h->fr.arg = s;
-	h->rev = event_new(s->n->env.base, src, EV_READ | EV_PERSIST,
-	    half_read_cb, h);
-	h->wev = event_new(s->n->env.base, dst, EV_WRITE | EV_PERSIST,
-	    half_write_cb, h);
-	if (h->rev == NULL || h->wev == NULL)
+	k->s = s;
+	k->dst = dst;
+	outq_init(&k->q);
+	k->wev = event_new(s->n->env.base, dst, EV_WRITE | EV_PERSIST,
+	    sink_write_cb, k);
+	if (k->wev == NULL)
 		fatalx("event_new");
 }
 
@@ -384,7 +463,7 @@ session_timer_cb(evutil_socket_t fd, short ev, void *arg)
 {
 	struct session *s = arg;
 	struct timeval tv;
-	time_t idle;
+	uint64_t idle;
 
 	if (s->state == S_CONNECTING) {
 		log_event(LOG_WARNING, "backend unavailable", "client",
@@ -395,15 +474,14 @@ session_timer_cb(evutil_socket_t fd, short ev, void *arg)
 		return;
 	}
 	idle = now_mono() - s->last;
-	if ((uint64_t)idle * 1000 >= s->pol->idle_timeout_ms) {
+	if (idle >= s->pol->idle_timeout_ms) {
 		client_say(s, BYE_IDLE);
 		session_end(s, "idle timeout");
 		return;
 	}
-	tv.tv_sec = (time_t)(s->pol->idle_timeout_ms / 1000) - idle;
-	if (tv.tv_sec < 1)
-		tv.tv_sec = 1;
-	tv.tv_usec = 0;
+	idle = s->pol->idle_timeout_ms - idle;
+	tv.tv_sec = (time_t)(idle / 1000);
+	tv.tv_usec = (suseconds_t)(idle % 1000) * 1000;
 	evtimer_add(s->timer, &tv);
 }
 
@@ -415,18 +493,19 @@ session_relay(struct session *s)
 
 	s->state = S_RELAY;
 	setsockopt(s->sfd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
-	half_init(s, &s->c2s, "client", s->cfd, s->sfd, FRAMER_CLIENT);
-	half_init(s, &s->s2c, "server", s->sfd, s->cfd, FRAMER_SERVER);
-	s->c2s.fr.on_line = client_line;
-	s->c2s.fr.hold_sync = 1;
-	s->s2c.fr.on_line = server_line;
+	dir_init(s, &s->c, "client", s->cfd, FRAMER_CLIENT);
+	dir_init(s, &s->sv, "server", s->sfd, FRAMER_SERVER);
+	sink_init(s, &s->to_c, s->cfd);
+	sink_init(s, &s->to_s, s->sfd);
+	s->c.fr.on_line = imap_client_line_cb;
+	s->c.fr.hold_sync = 1;
 	s->last = now_mono();
 	evtimer_del(s->timer);
 	tv.tv_sec = (time_t)(s->pol->idle_timeout_ms / 1000);
 	tv.tv_usec = (suseconds_t)(s->pol->idle_timeout_ms % 1000) * 1000;
 	evtimer_add(s->timer, &tv);
-	half_update(&s->c2s);
-	half_update(&s->s2c);
+	dir_update(&s->c);
+	dir_update(&s->sv);
 }
 
 static void
@@ -481,6 +560,9 @@ session_connect(struct session *s)
 	struct timeval tv;
 	int fd;
 
+	s->timer = evtimer_new(s->n->env.base, session_timer_cb, s);
+	if (s->timer == NULL)
+		fatalx("event_new");
 	fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
 	    0);
 	if (fd == -1)
@@ -488,8 +570,7 @@ session_connect(struct session *s)
 	s->sfd = fd;
 	s->connev = event_new(s->n->env.base, fd, EV_WRITE,
 	    session_connected_cb, s);
-	s->timer = evtimer_new(s->n->env.base, session_timer_cb, s);
-	if (s->connev == NULL || s->timer == NULL)
+	if (s->connev == NULL)
 		fatalx("event_new");
 	tv.tv_sec = (time_t)(s->srv->connect_timeout_ms / 1000);
 	tv.tv_usec = (suseconds_t)(s->srv->connect_timeout_ms % 1000) * 1000;
@@ -535,6 +616,7 @@ session_accept(struct netd *n, struct netd_listener *l, int fd,
 	s->nc = l->nc;
 	s->nc->refs++;
 	s->pol = pol;
+	s->act = &l->nc->cfg->actions[pol->actionidx];
 	s->srv = &l->nc->cfg->servers[pol->server];
 	s->mem = &s->srv->members[0]; /* balancing: a later issue */
 	s->cfd = fd;

@@ -1,0 +1,84 @@
+/*
+ * A session and its two directions, shared by session.c (connections,
+ * I/O, lifecycle) and imap.c (the IMAP engine that decides what each
+ * complete line becomes).
+ */
+#ifndef IMAPGW_SESSION_H
+#define IMAPGW_SESSION_H
+
+#include <time.h>
+
+#include "netd.h"
+#include "stream.h"
+
+#define DIR_IN_MAX (256 * 1024)	     /* read, not yet processed */
+#define SINK_HIGH (1024 * 1024)	     /* stop reading the source above this */
+
+struct session;
+
+/* Bytes from one peer, assembled into logical lines. */
+struct dir {
+	struct session *s;
+	const char *name; /* "client" or "server" */
+	int src;
+	struct buf in;
+	struct framer fr;
+	struct lineasm la;
+	uint64_t lines_seen;
+	struct event *rev;
+	int rev_on;
+	int eof;
+	uint64_t bytes;
+};
+
+/* Bytes to one peer. */
+struct sink {
+	struct session *s;
+	int dst;
+	struct outq q;
+	struct event *wev;
+	int wev_on;
+	int shut;
+	uint64_t bytes;
+};
+
+struct session {
+	struct session *next, *prev;
+	struct netd *n;
+	uint64_t id;
+	struct netd_cfg *nc;
+	const struct cfg_policy *pol;
+	const struct cfg_action *act;
+	const struct cfg_server *srv;
+	const struct cfg_member *mem;
+	int cfd, sfd;
+	char client[80];
+	struct dir c, sv;	 /* from the client, from the server */
+	struct sink to_c, to_s; /* to the client, to the server */
+	struct event *connev;
+	struct event *timer;
+	struct timespec start;
+	uint64_t last; /* ms, monotonic: last byte in or out */
+	int state;
+	int ending; /* session_end ran: callers unwind */
+
+	/* IMAP engine state (imap.c) */
+	int wait_cont;	   /* client line held at a sync literal */
+	char heldtag[64];
+	int logout;
+};
+
+/* session.c */
+void session_end(struct session *, const char *reason);
+/* Continue a held client literal: accepted (server said "+") or not. */
+void session_cont(struct session *, int accepted);
+void session_kick(struct session *); /* re-run processing and output */
+
+/* imap.c: the engine.  Each returns -1 when the session ended. */
+int imap_line(struct session *, struct dir *);
+int imap_sync_literal(struct session *, struct dir *);
+int imap_paused(struct session *, struct dir *);
+enum lit_mode imap_literal_mode(struct session *, struct dir *, uint64_t);
+void imap_client_line_cb(void *, const char *, size_t, int);
+
+#endif

@@ -1,0 +1,355 @@
+/*
+ * Line assembly and output queues.  See stream.h.
+ */
+#include <sys/mman.h>
+#include <sys/sendfile.h>
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "stream.h"
+
+void
+lineasm_init(struct lineasm *la)
+{
+	memset(la, 0, sizeof(*la));
+	buf_init(&la->text, LINE_TEXT_CAP);
+}
+
+void
+lineasm_reset(struct lineasm *la)
+{
+	size_t i;
+
+	for (i = 0; i < la->nspools; i++)
+		if (la->spools[i].fd != -1)
+			close(la->spools[i].fd);
+	la->nspools = 0;
+	la->lit_left = 0;
+	la->lit_spooled = 0;
+	la->lit_stream = 0;
+	la->streamed = 0;
+	buf_reset(&la->text);
+	/* An idle session should not keep a large buffer. */
+	if (la->text.cap > 64 * 1024)
+		buf_free(&la->text), buf_init(&la->text, LINE_TEXT_CAP);
+}
+
+int
+lineasm_literal(struct lineasm *la, uint64_t n, enum lit_mode mode)
+{
+	struct spool *sp;
+
+	la->lit_left = n;
+	la->lit_spooled = 0;
+	la->lit_stream = 0;
+	la->lit_start = buf_used(&la->text);
+	/* Small literals stay inline whatever was asked: cheaper. */
+	if (n <= LINE_INLINE_MAX && n <= buf_room(&la->text) &&
+	    buf_used(&la->text) + n <= LINE_TEXT_CAP / 2)
+		return buf_reserve(&la->text, (size_t)n);
+	if (mode == LIT_STREAM) {
+		la->lit_stream = 1;
+		la->streamed = 1;
+		return 0;
+	}
+	if (la->nspools == LINE_MAX_SPOOLS) {
+		errno = E2BIG;
+		return -1;
+	}
+	sp = &la->spools[la->nspools];
+	sp->fd = memfd_create("imapgw-literal", MFD_CLOEXEC |
+	    MFD_ALLOW_SEALING);
+	if (sp->fd == -1)
+		return -1;
+	sp->at = buf_used(&la->text);
+	sp->len = n;
+	la->nspools++;
+	la->lit_spooled = 1;
+	return 0;
+}
+
+int
+lineasm_payload(struct lineasm *la, const uint8_t *p, size_t n)
+{
+	struct spool *sp;
+	ssize_t w;
+
+	if (n > la->lit_left) {
+		errno = EINVAL;
+		return -1;
+	}
+	if (!la->lit_spooled) {
+		if (buf_add(&la->text, p, n) == -1)
+			return -1;
+		la->lit_left -= n;
+		return 0;
+	}
+	sp = &la->spools[la->nspools - 1];
+	while (n > 0) {
+		w = write(sp->fd, p, n);
+		if (w == -1 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return -1;
+		p += w;
+		n -= (size_t)w;
+		la->lit_left -= (uint64_t)w;
+	}
+	return 0;
+}
+
+void
+outq_init(struct outq *q)
+{
+	q->head = NULL;
+	q->tail = &q->head;
+	q->bytes = 0;
+	q->holds = 0;
+}
+
+static void
+oq_free(struct oq_ent *e)
+{
+	buf_free(&e->b);
+	if (e->fd != -1)
+		close(e->fd);
+	free(e);
+}
+
+void
+outq_clear(struct outq *q)
+{
+	struct oq_ent *e;
+
+	while ((e = q->head) != NULL) {
+		q->head = e->next;
+		oq_free(e);
+	}
+	outq_init(q);
+}
+
+int
+outq_empty(const struct outq *q)
+{
+	return q->head == NULL;
+}
+
+static struct oq_ent *
+oq_new(int kind)
+{
+	struct oq_ent *e;
+
+	if ((e = calloc(1, sizeof(*e))) == NULL)
+		fatal("calloc");
+	e->kind = kind;
+	e->fd = -1;
+	buf_init(&e->b, 0);
+	return e;
+}
+
+static void
+oq_append(struct outq *q, struct oq_ent *e)
+{
+	*q->tail = e;
+	q->tail = &e->next;
+}
+
+static void
+oq_insert(struct outq *q, struct oq_ent *after, struct oq_ent *e)
+{
+	e->next = after->next;
+	after->next = e;
+	if (q->tail == &after->next)
+		q->tail = &e->next;
+}
+
+void
+outq_bytes(struct outq *q, const void *p, size_t n)
+{
+	struct oq_ent *e;
+
+	if (n == 0)
+		return;
+	/* Small writes join the last buffer when it is not a hold. */
+	if (q->head != NULL) {
+		e = (struct oq_ent *)((char *)q->tail -
+		    offsetof(struct oq_ent, next));
+		if (e->kind == OQ_BUF && buf_used(&e->b) < 64 * 1024) {
+			if (buf_add(&e->b, p, n) == -1)
+				fatal("outq");
+			q->bytes += n;
+			return;
+		}
+	}
+	e = oq_new(OQ_BUF);
+	if (buf_add(&e->b, p, n) == -1)
+		fatal("outq");
+	q->bytes += n;
+	oq_append(q, e);
+}
+
+void
+outq_buf(struct outq *q, struct buf *b)
+{
+	struct oq_ent *e;
+
+	if (buf_used(b) == 0)
+		return;
+	e = oq_new(OQ_BUF);
+	e->b = *b;
+	buf_init(b, b->max);
+	q->bytes += buf_used(&e->b);
+	oq_append(q, e);
+}
+
+void
+outq_fd(struct outq *q, int fd, off_t off, uint64_t len)
+{
+	struct oq_ent *e = oq_new(OQ_FD);
+
+	e->fd = fd;
+	e->off = off;
+	e->len = len;
+	q->bytes += len;
+	oq_append(q, e);
+}
+
+struct oq_ent *
+outq_hold(struct outq *q)
+{
+	struct oq_ent *e = oq_new(OQ_HOLD);
+
+	q->holds++;
+	oq_append(q, e);
+	return e;
+}
+
+struct oq_ent *
+outq_after_bytes(struct outq *q, struct oq_ent *after, const void *p,
+    size_t n)
+{
+	struct oq_ent *e = oq_new(OQ_BUF);
+
+	if (buf_add(&e->b, p, n) == -1)
+		fatal("outq");
+	q->bytes += n;
+	oq_insert(q, after, e);
+	return e;
+}
+
+struct oq_ent *
+outq_after_fd(struct outq *q, struct oq_ent *after, int fd, off_t off,
+    uint64_t len)
+{
+	struct oq_ent *e = oq_new(OQ_FD);
+
+	e->fd = fd;
+	e->off = off;
+	e->len = len;
+	q->bytes += len;
+	oq_insert(q, after, e);
+	return e;
+}
+
+void
+outq_release(struct outq *q, struct oq_ent *hold)
+{
+	struct oq_ent **pp;
+
+	for (pp = &q->head; *pp; pp = &(*pp)->next) {
+		if (*pp != hold)
+			continue;
+		*pp = hold->next;
+		if (q->tail == &hold->next)
+			q->tail = pp;
+		q->holds--;
+		oq_free(hold);
+		return;
+	}
+}
+
+static void
+oq_pop(struct outq *q)
+{
+	struct oq_ent *e = q->head;
+
+	q->head = e->next;
+	if (q->head == NULL)
+		q->tail = &q->head;
+	oq_free(e);
+}
+
+ssize_t
+outq_write(struct outq *q, int dst)
+{
+	struct oq_ent *e;
+	ssize_t n, total = 0;
+
+	while ((e = q->head) != NULL) {
+		if (e->kind == OQ_HOLD)
+			break;
+		if (e->kind == OQ_BUF) {
+			if (buf_used(&e->b) == 0) {
+				oq_pop(q);
+				continue;
+			}
+			n = write(dst, buf_head(&e->b), buf_used(&e->b));
+		} else {
+			if (e->len == 0) {
+				oq_pop(q);
+				continue;
+			}
+			n = sendfile(dst, e->fd, &e->off,
+			    e->len > (1 << 30) ? (1 << 30) : (size_t)e->len);
+		}
+		if (n == -1) {
+			if (errno == EAGAIN || errno == EINTR)
+				break;
+			return -1;
+		}
+		if (n == 0) {
+			/* A spool shorter than promised: never send a
+			 * truncated message as if it were whole. */
+			errno = EIO;
+			return -1;
+		}
+		if (e->kind == OQ_BUF)
+			buf_consume(&e->b, (size_t)n);
+		else
+			e->len -= (uint64_t)n;
+		q->bytes -= (uint64_t)n;
+		total += n;
+	}
+	return total;
+}
+
+void
+outq_line(struct outq *q, struct lineasm *la)
+{
+	size_t i, from = 0;
+	struct spool *sp;
+
+	if (la->nspools == 0) {
+		/* Small lines join the queue's last buffer: fewer writes. */
+		if (buf_used(&la->text) < 4096) {
+			outq_bytes(q, buf_head(&la->text), buf_used(&la->text));
+			buf_reset(&la->text);
+		} else
+			outq_buf(q, &la->text);
+		return;
+	}
+	for (i = 0; i < la->nspools; i++) {
+		sp = &la->spools[i];
+		outq_bytes(q, buf_head(&la->text) + from, sp->at - from);
+		outq_fd(q, sp->fd, 0, sp->len);
+		sp->fd = -1;
+		from = sp->at;
+	}
+	outq_bytes(q, buf_head(&la->text) + from, buf_used(&la->text) - from);
+	la->nspools = 0;
+	buf_reset(&la->text);
+}

@@ -1,0 +1,84 @@
+/*
+ * The two building blocks of a relay direction: the assembly of one
+ * logical IMAP line (its text, small literals inline, large literals
+ * spooled to memfds) and an output queue of byte buffers, file ranges and
+ * holds (a place where later output must wait, e.g. for a scan verdict).
+ */
+#ifndef IMAPGW_STREAM_H
+#define IMAPGW_STREAM_H
+
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "buf.h"
+
+#define LINE_INLINE_MAX (16 * 1024) /* larger literals are spooled */
+#define LINE_TEXT_CAP (8 * 1024 * 1024)
+#define LINE_MAX_SPOOLS 64
+
+struct spool {
+	size_t at;    /* offset in text where the payload would start */
+	uint64_t len; /* payload bytes */
+	int fd;	      /* memfd holding them */
+};
+
+struct lineasm {
+	struct buf text;
+	struct spool spools[LINE_MAX_SPOOLS];
+	size_t nspools;
+	uint64_t lit_left; /* payload still expected for the open literal */
+	int lit_spooled;   /* the open literal goes to the last spool */
+	int lit_stream;	   /* the open literal is passed on as it comes */
+	size_t lit_start;  /* text offset of an inline literal's payload */
+	int streamed;	   /* parts of this line were already sent on */
+};
+
+void lineasm_init(struct lineasm *);
+void lineasm_reset(struct lineasm *); /* closes spools */
+/* A literal of n bytes begins after what text holds now: kept inline,
+ * spooled to a memfd, or streamed (the caller passes the payload on as it
+ * comes, after sending the text so far). */
+enum lit_mode { LIT_INLINE, LIT_SPOOL, LIT_STREAM };
+int lineasm_literal(struct lineasm *, uint64_t n, enum lit_mode);
+/* Payload bytes of the open literal. -1 on error (errno). */
+int lineasm_payload(struct lineasm *, const uint8_t *, size_t);
+
+enum oq_kind { OQ_BUF, OQ_FD, OQ_HOLD };
+
+struct oq_ent {
+	struct oq_ent *next;
+	int kind;
+	struct buf b;
+	int fd;
+	off_t off;
+	uint64_t len;
+};
+
+struct outq {
+	struct oq_ent *head, **tail;
+	uint64_t bytes; /* queued, for backpressure */
+	unsigned holds;
+};
+
+void outq_init(struct outq *);
+void outq_clear(struct outq *);
+int outq_empty(const struct outq *);
+void outq_bytes(struct outq *, const void *, size_t);
+void outq_buf(struct outq *, struct buf *); /* takes b's storage */
+void outq_fd(struct outq *, int fd, off_t off, uint64_t len); /* owns fd */
+struct oq_ent *outq_hold(struct outq *);
+/* Turn a hold into nothing (its replacement was queued with
+ * outq_insert_after) and let the queue flow again. */
+void outq_release(struct outq *, struct oq_ent *);
+/* Queue entries right after a hold, in order; returns the last one. */
+struct oq_ent *outq_after_bytes(struct outq *, struct oq_ent *,
+    const void *, size_t);
+struct oq_ent *outq_after_fd(struct outq *, struct oq_ent *, int fd,
+    off_t off, uint64_t len);
+/* Write to dst.  Returns bytes written (>= 0), -1 on error (errno);
+ * stops at a hold or when dst would block. */
+ssize_t outq_write(struct outq *, int dst);
+/* Queue the assembled line unchanged (text with spools spliced in). */
+void outq_line(struct outq *, struct lineasm *);
+
+#endif
