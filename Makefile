@@ -132,3 +132,31 @@ clean:
 	rm -rf $(B)
 
 .PHONY: all deps unit unit-asan check demo bench format install clean
+
+# ---- fuzz: libFuzzer harnesses for netd/imap_parse.c (regress/fuzz) ----
+#   make fuzz-smoke   each harness FUZZ_SMOKE_TIME seconds (default 10),
+#                     ASan/UBSan; fails on any crash or broken invariant
+#   make fuzz         each harness FUZZ_TIME seconds (default 600)
+FUZZ_CC		?= clang
+FUZZ_TIME	?= 600
+FUZZ_SMOKE_TIME	?= 10
+FUZZ_CFLAGS	= -std=gnu11 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer \
+		  -fsanitize=fuzzer,address,undefined \
+		  -fno-sanitize-recover=undefined -Wall -Wextra -Inetd
+FUZZ_BIN	= $(B)/fuzz/fuzz_command $(B)/fuzz/fuzz_response
+
+$(B)/fuzz/fuzz_%: regress/fuzz/fuzz_%.c regress/fuzz/fuzz_common.h \
+		  netd/imap_parse.c netd/imap_parse.h
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< netd/imap_parse.c
+
+fuzz-build: $(FUZZ_BIN)
+
+fuzz-smoke: $(FUZZ_BIN)
+	FUZZ_TIME=$(FUZZ_SMOKE_TIME) sh regress/fuzz/run.sh $(FUZZ_BIN)
+
+fuzz: $(FUZZ_BIN)
+	FUZZ_TIME=$(FUZZ_TIME) sh regress/fuzz/run.sh $(FUZZ_BIN)
+
+.PHONY: fuzz fuzz-smoke fuzz-build
+# ---- end fuzz ----

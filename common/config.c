@@ -42,6 +42,20 @@ static const struct cfg_general cfg_general_default = {
     .max_line_length = 64 * 1024,
 };
 
+/* ClamAV's own defaults for the limits (clamd.conf(5)). */
+#define CFG_AV_DATABASE "/var/lib/clamav"
+static const struct cfg_antivirus cfg_antivirus_default = {
+    .enabled = 1,
+    .database = NULL, /* CFG_AV_DATABASE, allocated */
+    .on_virus = ACT_STRIP,
+    .on_error = ACT_DENY,
+    .max_scan_size = 100 * 1024 * 1024,
+    .max_file_size = 25 * 1024 * 1024,
+    .max_recursion = 17,
+    .max_files = 10000,
+    .max_scan_time_ms = 120 * 1000,
+};
+
 /* The YAML tree: scalars, sequences, mappings (kids: key, value, ...). */
 enum { YN_BAD = 0, YN_SCALAR, YN_SEQ, YN_MAP };
 
@@ -62,12 +76,25 @@ struct cfg_error {
 
 /* Per action: what the file set, to apply on top of the inherited values. */
 enum { SET_MAXSIZE = 1, SET_OVERSIZE = 2, SET_MAXLINE = 4 };
+enum {
+	AVSET_ENABLED = 0x01,
+	AVSET_DATABASE = 0x02,
+	AVSET_ON_VIRUS = 0x04,
+	AVSET_ON_ERROR = 0x08,
+	AVSET_SCANSIZE = 0x10,
+	AVSET_FILESIZE = 0x20,
+	AVSET_RECURSION = 0x40,
+	AVSET_FILES = 0x80,
+	AVSET_TIME = 0x100,
+};
 enum { ARES_NEW = 0, ARES_ACTIVE, ARES_DONE };
 
 struct cfg_aaux {
 	struct cfg_action *act;
 	unsigned set;
 	struct cfg_general ov;
+	unsigned avset;
+	struct cfg_antivirus av; /* av.database owned here until applied */
 	char *deny;
 	struct cfg_pos ipos;
 	int state;
@@ -138,6 +165,20 @@ static const struct cfg_enum cfg_listen_tls[] = {
     {NULL, 0},
 };
 static const struct cfg_enum cfg_oversize[] = {
+    {"allow", ACT_ALLOW},
+    {"deny", ACT_DENY},
+    {"drop", ACT_DROP},
+    {NULL, 0},
+};
+static const struct cfg_enum cfg_on_virus[] = {
+    {"allow", ACT_ALLOW},
+    {"strip", ACT_STRIP},
+    {"deny", ACT_DENY},
+    {"drop", ACT_DROP},
+    {NULL, 0},
+};
+/* "lock" comes with the locking issue. */
+static const struct cfg_enum cfg_on_error[] = {
     {"allow", ACT_ALLOW},
     {"deny", ACT_DENY},
     {"drop", ACT_DROP},
@@ -752,6 +793,30 @@ cfg_int(struct cfg_state *st, struct ynode *k, struct ynode *v, long min,
 	return 0;
 }
 
+/* YAML 1.1 and 1.2 spellings of a boolean. */
+static int
+cfg_bool(struct cfg_state *st, struct ynode *k, struct ynode *v, int *out)
+{
+	static const char *const yes[] = {"true", "True", "TRUE", "yes", "Yes",
+	    "YES", "on", "On", "ON", NULL};
+	static const char *const no[] = {"false", "False", "FALSE", "no", "No",
+	    "NO", "off", "Off", "OFF", NULL};
+	size_t i;
+
+	for (i = 0; v->type == YN_SCALAR && yes[i] != NULL; i++) {
+		if (strcmp(v->str, yes[i]) == 0) {
+			*out = 1;
+			return 0;
+		}
+		if (strcmp(v->str, no[i]) == 0) {
+			*out = 0;
+			return 0;
+		}
+	}
+	cfg_err(st, v->pos, "'%.64s' must be true or false", k->str);
+	return -1;
+}
+
 /* A sequence, or one item standing for a sequence of one. */
 static size_t
 cfg_items(struct ynode *v, struct ynode ***items)
@@ -1215,9 +1280,160 @@ cfg_k_deny_message(
 	cfg_set_str(st, k, v, &((struct cfg_aaux *)o)->deny);
 }
 
+/*
+ * antivirus: { enabled, database, on_virus, on_error, max_scan_size,
+ * max_file_size, max_recursion, max_files, max_scan_time }.
+ */
+
+static void
+cfg_k_av_enabled(
+    struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
+{
+	struct cfg_aaux *x = o;
+
+	if (cfg_bool(st, k, v, &x->av.enabled) == 0)
+		x->avset |= AVSET_ENABLED;
+}
+
+static void
+cfg_k_av_database(
+    struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
+{
+	struct cfg_aaux *x = o;
+
+	cfg_set_path(st, k, v, &x->av.database);
+	if (x->av.database != NULL)
+		x->avset |= AVSET_DATABASE;
+}
+
+static void
+cfg_k_av_on_virus(
+    struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
+{
+	struct cfg_aaux *x = o;
+
+	if (cfg_enum(st, k, v, cfg_on_virus, &x->av.on_virus) == 0)
+		x->avset |= AVSET_ON_VIRUS;
+}
+
+static void
+cfg_k_av_on_error(
+    struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
+{
+	struct cfg_aaux *x = o;
+
+	if (cfg_enum(st, k, v, cfg_on_error, &x->av.on_error) == 0)
+		x->avset |= AVSET_ON_ERROR;
+}
+
+/* A size limit of libclamav: 1K to 4000M (it counts in 32 bits). */
+static int
+cfg_av_size(
+    struct cfg_state *st, struct ynode *k, struct ynode *v, uint64_t *out)
+{
+	uint64_t n;
+
+	if (cfg_size(st, k, v, &n) == -1)
+		return -1;
+	if (n < 1024 || n > CFG_AV_MAX_SIZE) {
+		cfg_err(st, v->pos, "%s must be between 1K and 4000M", k->str);
+		return -1;
+	}
+	*out = n;
+	return 0;
+}
+
+static void
+cfg_k_av_scan_size(
+    struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
+{
+	struct cfg_aaux *x = o;
+
+	if (cfg_av_size(st, k, v, &x->av.max_scan_size) == 0)
+		x->avset |= AVSET_SCANSIZE;
+}
+
+static void
+cfg_k_av_file_size(
+    struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
+{
+	struct cfg_aaux *x = o;
+
+	if (cfg_av_size(st, k, v, &x->av.max_file_size) == 0)
+		x->avset |= AVSET_FILESIZE;
+}
+
+static void
+cfg_k_av_recursion(
+    struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
+{
+	struct cfg_aaux *x = o;
+	long n;
+
+	if (cfg_int(st, k, v, 1, CFG_AV_MAX_RECURSION, &n) == 0) {
+		x->av.max_recursion = (uint32_t)n;
+		x->avset |= AVSET_RECURSION;
+	}
+}
+
+static void
+cfg_k_av_files(struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
+{
+	struct cfg_aaux *x = o;
+	long n;
+
+	if (cfg_int(st, k, v, 1, CFG_AV_MAX_FILES, &n) == 0) {
+		x->av.max_files = (uint32_t)n;
+		x->avset |= AVSET_FILES;
+	}
+}
+
+static void
+cfg_k_av_scan_time(
+    struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
+{
+	struct cfg_aaux *x = o;
+	uint64_t ms;
+
+	if (cfg_duration(st, k, v, &ms) == -1)
+		return;
+	if (ms == 0 || ms > CFG_AV_MAX_TIME_MS) {
+		cfg_err(
+		    st, v->pos, "max_scan_time must be between 1ms and 24h");
+		return;
+	}
+	x->av.max_scan_time_ms = ms;
+	x->avset |= AVSET_TIME;
+}
+
+static const struct cfg_key cfg_antivirus_keys[] = {
+    {"enabled", cfg_k_av_enabled, 0},
+    {"database", cfg_k_av_database, 0},
+    {"on_virus", cfg_k_av_on_virus, 0},
+    {"on_error", cfg_k_av_on_error, 0},
+    {"max_scan_size", cfg_k_av_scan_size, 0},
+    {"max_file_size", cfg_k_av_file_size, 0},
+    {"max_recursion", cfg_k_av_recursion, 0},
+    {"max_files", cfg_k_av_files, 0},
+    {"max_scan_time", cfg_k_av_scan_time, 0},
+    {NULL, NULL, 0},
+};
+
+static void
+cfg_k_antivirus(struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
+{
+	char sect[128];
+
+	if (!cfg_want_map(st, k, v))
+		return;
+	snprintf(sect, sizeof(sect), "antivirus of %s", st->label);
+	cfg_walk(st, v, sect, cfg_antivirus_keys, o);
+}
+
 static const struct cfg_key cfg_action_keys[] = {
     {"inherit", cfg_k_inherit, 0},
     {"general", cfg_k_general, 0},
+    {"antivirus", cfg_k_antivirus, 0},
     {"deny_message", cfg_k_deny_message, 0},
     {NULL, NULL, 0},
 };
@@ -1695,6 +1911,33 @@ cfg_act_base(struct cfg_state *st, size_t i)
 }
 
 static void
+cfg_av_apply(struct cfg_state *st, struct cfg_antivirus *av,
+    const struct cfg_aaux *x, const struct cfg_antivirus *base)
+{
+	const struct cfg_antivirus *o = &x->av;
+
+	*av = *base;
+	if (x->avset & AVSET_ENABLED)
+		av->enabled = o->enabled;
+	if (x->avset & AVSET_ON_VIRUS)
+		av->on_virus = o->on_virus;
+	if (x->avset & AVSET_ON_ERROR)
+		av->on_error = o->on_error;
+	if (x->avset & AVSET_SCANSIZE)
+		av->max_scan_size = o->max_scan_size;
+	if (x->avset & AVSET_FILESIZE)
+		av->max_file_size = o->max_file_size;
+	if (x->avset & AVSET_RECURSION)
+		av->max_recursion = o->max_recursion;
+	if (x->avset & AVSET_FILES)
+		av->max_files = o->max_files;
+	if (x->avset & AVSET_TIME)
+		av->max_scan_time_ms = o->max_scan_time_ms;
+	av->database = cfg_strdup(
+	    st, x->avset & AVSET_DATABASE ? o->database : base->database);
+}
+
+static void
 cfg_act_apply(struct cfg_state *st, struct cfg_action *a,
     const struct cfg_aaux *x, const struct cfg_action *base)
 {
@@ -1705,6 +1948,7 @@ cfg_act_apply(struct cfg_state *st, struct cfg_action *a,
 		a->general.oversize = x->ov.oversize;
 	if (x->set & SET_MAXLINE)
 		a->general.max_line_length = x->ov.max_line_length;
+	cfg_av_apply(st, &a->antivirus, x, &base->antivirus);
 	a->deny_message =
 	    cfg_strdup(st, x->deny ? x->deny : base->deny_message);
 }
@@ -1773,6 +2017,8 @@ cfg_resolve_policy(
 		if ((j = cfg_action_find(st->cfg, p->action)) == -1)
 			cfg_err(st, x->action, "%s: no action named '%.64s'",
 			    label, p->action);
+		else
+			st->cfg->actions[j].used = 1;
 		p->actionidx = (int)j;
 	}
 }
@@ -1796,7 +2042,9 @@ cfg_builtin(struct cfg_action *a, const char *name)
 {
 	a->builtin = 1;
 	a->general = cfg_general_default;
+	a->antivirus = cfg_antivirus_default;
 	if ((a->name = strdup(name)) == NULL ||
+	    (a->antivirus.database = strdup(CFG_AV_DATABASE)) == NULL ||
 	    (a->deny_message = strdup(CFG_DENY_MESSAGE)) == NULL)
 		return -1;
 	return 0;
@@ -1858,8 +2106,10 @@ cfg_state_free(struct cfg_state *st)
 {
 	size_t i;
 
-	for (i = 0; st->aaux != NULL && i < st->cfg->nactions; i++)
+	for (i = 0; st->aaux != NULL && i < st->cfg->nactions; i++) {
 		free(st->aaux[i].deny);
+		free(st->aaux[i].av.database);
+	}
 	free(st->aaux);
 	free(st->paux);
 	free(st->stack);
@@ -1979,6 +2229,7 @@ cfg_free_actions(struct config *c)
 	for (i = 0; i < c->nactions; i++) {
 		free(c->actions[i].name);
 		free(c->actions[i].inherit);
+		free(c->actions[i].antivirus.database);
 		free(c->actions[i].deny_message);
 	}
 	free(c->actions);

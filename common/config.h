@@ -54,6 +54,7 @@ struct cfg_server {
 	int balance;
 	int tls;
 	uint64_t connect_timeout_ms; /* default 10s */
+	int send_id; /* upstream ID with x-originating-*, default on */
 	struct cfg_member *members;
 	size_t nmembers;
 	struct cfg_pos pos;
@@ -75,11 +76,31 @@ struct cfg_general {
 	uint64_t max_line_length; /* default 64K */
 };
 
+/* Bounds of the antivirus limits (ClamAV takes 32-bit sizes). */
+#define CFG_AV_MAX_SIZE (4000ULL * 1024 * 1024)
+#define CFG_AV_MAX_RECURSION 100
+#define CFG_AV_MAX_FILES 1000000
+#define CFG_AV_MAX_TIME_MS (24ULL * 60 * 60 * 1000)
+
+struct cfg_antivirus {
+	int enabled; /* default on for the built-ins */
+	char *database; /* directory, default /var/lib/clamav */
+	int on_virus; /* ACT_ALLOW, _STRIP, _DENY, _DROP */
+	int on_error; /* ACT_ALLOW, _DENY, _DROP */
+	uint64_t max_scan_size; /* default 100M */
+	uint64_t max_file_size; /* default 25M */
+	uint32_t max_recursion; /* default 17 */
+	uint32_t max_files; /* default 10000 */
+	uint64_t max_scan_time_ms; /* default 120s */
+};
+
 struct cfg_action {
 	char *name;
 	char *inherit; /* NULL for built-ins */
 	int builtin;
+	int used; /* a policy refers to it: scand loads its engines */
 	struct cfg_general general;
+	struct cfg_antivirus antivirus;
 	char *deny_message;
 	struct cfg_pos pos;
 };

@@ -6,6 +6,8 @@
  *		  u32 log target, u32 log format, u32 log level
  *	netd:	  servers, actions, policies
  *	scand:	  actions
+ *
+ * An action is: name, builtin, used, general, antivirus, deny message.
  *	tlsd:	  nothing more
  *
  * Socket addresses travel as u8 family (4 or 6), the address bytes and a
@@ -26,12 +28,12 @@
 #include "util.h"
 
 #define PACK_MAGIC 0x46434749 /* "IGCF" */
-#define PACK_VERSION 1
+#define PACK_VERSION 2
 
 /* Smallest encodings, to refuse a count the blob cannot hold. */
 #define PACK_MIN_SERVER 33
 #define PACK_MIN_MEMBER 24
-#define PACK_MIN_ACTION 31
+#define PACK_MIN_ACTION 78
 #define PACK_MIN_POLICY 91
 #define PACK_MIN_LISTEN 19
 #define PACK_MIN_CIDR 21
@@ -99,13 +101,31 @@ pack_server(struct buf *b, const struct cfg_server *s)
 }
 
 static int
+pack_antivirus(struct buf *b, const struct cfg_antivirus *av)
+{
+	if (buf_add_u8(b, av->enabled ? 1 : 0) == -1 ||
+	    buf_add_str(b, av->database) == -1 ||
+	    buf_add_u32(b, (uint32_t)av->on_virus) == -1 ||
+	    buf_add_u32(b, (uint32_t)av->on_error) == -1 ||
+	    buf_add_u64(b, av->max_scan_size) == -1 ||
+	    buf_add_u64(b, av->max_file_size) == -1 ||
+	    buf_add_u32(b, av->max_recursion) == -1 ||
+	    buf_add_u32(b, av->max_files) == -1 ||
+	    buf_add_u64(b, av->max_scan_time_ms) == -1)
+		return -1;
+	return 0;
+}
+
+static int
 pack_action(struct buf *b, const struct cfg_action *a)
 {
 	if (buf_add_str(b, a->name) == -1 ||
 	    buf_add_u8(b, a->builtin ? 1 : 0) == -1 ||
+	    buf_add_u8(b, a->used ? 1 : 0) == -1 ||
 	    buf_add_u64(b, a->general.max_email_size) == -1 ||
 	    buf_add_u32(b, (uint32_t)a->general.oversize) == -1 ||
 	    buf_add_u64(b, a->general.max_line_length) == -1 ||
+	    pack_antivirus(b, &a->antivirus) == -1 ||
 	    buf_add_str(b, a->deny_message) == -1)
 		return -1;
 	return 0;
@@ -364,22 +384,64 @@ unpack_server(struct reader *r, struct cfg_server *s)
 	return 0;
 }
 
+/* An action the loader accepts for a key (cfg_on_virus, cfg_on_error). */
+static int
+unpack_act(struct reader *r, int allow_strip, int *out)
+{
+	if (unpack_enum(r, ACT_TAG, out) == -1)
+		return -1;
+	if (*out == ACT_ALLOW || *out == ACT_DENY || *out == ACT_DROP ||
+	    (allow_strip && *out == ACT_STRIP))
+		return 0;
+	return unpack_fail(r);
+}
+
+static int
+unpack_antivirus(struct reader *r, struct cfg_antivirus *av)
+{
+	uint8_t enabled = rd_u8(r);
+
+	if (enabled > 1 || unpack_name(r, &av->database) == -1 ||
+	    av->database[0] != '/' || unpack_act(r, 1, &av->on_virus) == -1 ||
+	    unpack_act(r, 0, &av->on_error) == -1)
+		return unpack_fail(r);
+	av->enabled = enabled;
+	av->max_scan_size = rd_u64(r);
+	av->max_file_size = rd_u64(r);
+	av->max_recursion = rd_u32(r);
+	av->max_files = rd_u32(r);
+	av->max_scan_time_ms = rd_u64(r);
+	if (r->err || av->max_scan_size < 1024 ||
+	    av->max_scan_size > CFG_AV_MAX_SIZE || av->max_file_size < 1024 ||
+	    av->max_file_size > CFG_AV_MAX_SIZE || av->max_recursion < 1 ||
+	    av->max_recursion > CFG_AV_MAX_RECURSION || av->max_files < 1 ||
+	    av->max_files > CFG_AV_MAX_FILES || av->max_scan_time_ms == 0 ||
+	    av->max_scan_time_ms > CFG_AV_MAX_TIME_MS)
+		return unpack_fail(r);
+	return 0;
+}
+
 static int
 unpack_action(struct reader *r, struct cfg_action *a)
 {
 	struct cfg_general *g = &a->general;
-	uint8_t builtin;
+	uint8_t builtin, used;
 
 	if (unpack_name(r, &a->name) == -1)
 		return -1;
 	builtin = rd_u8(r);
+	used = rd_u8(r);
 	g->max_email_size = rd_u64(r);
-	if (builtin > 1 || unpack_enum(r, ACT_TAG, &g->oversize) == -1)
+	if (builtin > 1 || used > 1 ||
+	    unpack_enum(r, ACT_TAG, &g->oversize) == -1)
 		return unpack_fail(r);
 	a->builtin = builtin;
+	a->used = used;
 	g->max_line_length = rd_u64(r);
 	if (r->err || g->max_email_size == 0 || g->max_line_length == 0)
 		return unpack_fail(r);
+	if (unpack_antivirus(r, &a->antivirus) == -1)
+		return -1;
 	return unpack_name(r, &a->deny_message);
 }
 

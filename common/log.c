@@ -87,6 +87,18 @@ json_str(struct buf *b, const char *s)
 	buf_add_u8(b, '"');
 }
 
+static int
+json_reserved(const char *k)
+{
+	static const char *keys[] = { "time", "level", "role", "pid", "msg" };
+	size_t i;
+
+	for (i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+		if (strcmp(k, keys[i]) == 0)
+			return 1;
+	return 0;
+}
+
 /* A text value is quoted when it would not read back as one token. */
 static void
 text_value(struct buf *b, const char *s)
@@ -204,7 +216,12 @@ log_event(int pri, const char *event, ...)
 			v = "";
 		if (lg.format == LOGF_JSON) {
 			buf_add_u8(&line, ',');
-			json_str(&line, k);
+			/* Keep object keys unique: an event's own role or
+			 * pid (the child it is about) is not the logger's. */
+			if (json_reserved(k))
+				buf_printf(&line, "\"event_%s\"", k);
+			else
+				json_str(&line, k);
 			buf_add_u8(&line, ':');
 			json_str(&line, v);
 		} else {

@@ -379,6 +379,8 @@ proc_peer_closed(struct proc_chan *c)
 	    peers->chan[c->role][c->instance] == c)
 		peers->chan[c->role][c->instance] = NULL;
 	log_debug("peer %s gone", c->name);
+	if (peers->gone)
+		peers->gone(c);
 	proc_chan_free(c);
 }
 
@@ -407,6 +409,8 @@ proc_peer_add(struct child_env *env, struct proc_peers *peers,
 	c->role = (int)role;
 	c->instance = (int)inst;
 	if ((old = peers->chan[role][inst]) != NULL) {
+		if (peers->gone)
+			peers->gone(old);
 		old->arg = NULL;
 		old->closed = NULL;
 		old->dead = 1;

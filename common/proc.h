@@ -72,6 +72,7 @@ int proc_config_memfd(const struct config *, enum imapgw_role);
 struct proc_peers {
 	struct proc_chan *chan[ROLE_MAX][IMAPGW_MAX_INSTANCES];
 	proc_dispatch_cb dispatch; /* frames other than HELLO */
+	proc_closed_cb gone;	   /* optional: a peer channel closed */
 };
 
 void proc_peer_add(struct child_env *, struct proc_peers *, struct imsg *);
@@ -81,5 +82,24 @@ int proc_peer_common(struct proc_chan *, struct imsg *);
 /* worker.c: main loop of scand and tlsd. */
 int proc_worker_main(enum imapgw_role, int instance, int debug, int verbose,
     proc_dispatch_cb peer_frame);
+
+/*
+ * The same, with hooks for a role that must load things before it is
+ * sandboxed (scand: signature databases, charset converters).
+ *  pre_sandbox  runs unsandboxed, as root, each time a config arrives
+ *               before IMSG_START (normally once); env->cfg is the new
+ *               config.  It must be idempotent.
+ *  sandboxed    runs once, right after the sandbox is entered, before
+ *               the first frame from a peer is read.
+ * Either may be NULL.  A hook that returns -1 has logged why; the worker
+ * then exits with status 1 and never serves a peer.
+ */
+struct proc_worker_hooks {
+	int (*pre_sandbox)(struct child_env *);
+	int (*sandboxed)(struct child_env *);
+};
+
+int proc_worker_main_hooks(enum imapgw_role, int instance, int debug,
+    int verbose, proc_dispatch_cb peer_frame, const struct proc_worker_hooks *);
 
 #endif

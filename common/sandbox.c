@@ -242,8 +242,10 @@ static const struct sc_rule sc_netd[] = {
 	ALLOW(accept4),
 	ALLOW(memfd_create),
 	ALLOW(ftruncate),
-	/* Spooled literals (whole messages) go out from their memfd. */
+	/* Spooled literals (whole messages) go out from their memfd, and
+	 * a copy of it goes to scand. */
 	ALLOW(sendfile),
+	ALLOW(dup),
 };
 
 /*
@@ -262,6 +264,12 @@ static const struct sc_rule sc_scand[] = {
 	ALLOW(rename),
 	/* libclamav removes its temporary directories with readdir(). */
 	ALLOW(getdents64),
+	/*
+	 * libclamav's cli_rmdirs() chmods each temporary directory to 0700
+	 * before emptying it.  Only scand's own /tmp is writable to it
+	 * (the rest of its root is root's), so this changes nothing else.
+	 */
+	ALLOW(chmod),
 	ALLOW(memfd_create),
 	ALLOW(ftruncate),
 };

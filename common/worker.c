@@ -10,6 +10,7 @@
 
 static struct child_env worker_env;
 static struct proc_peers worker_peers;
+static const struct proc_worker_hooks *worker_hooks;
 
 static void
 worker_parent_frame(struct proc_chan *c, struct imsg *imsg)
@@ -24,10 +25,17 @@ worker_parent_frame(struct proc_chan *c, struct imsg *imsg)
 	    imsg_type_name(imsg->hdr.type));
 }
 
+/* Before START: still root and unconfined. */
 static void
 worker_early(struct child_env *env, struct imsg *imsg)
 {
+	uint32_t type = imsg->hdr.type;
+
 	worker_parent_frame(env->parent, imsg);
+	if (type == IMSG_CFG && worker_hooks != NULL &&
+	    worker_hooks->pre_sandbox != NULL &&
+	    worker_hooks->pre_sandbox(env) == -1)
+		fatalx("cannot prepare %s; exiting", role_name(env->role));
 }
 
 static void
@@ -40,6 +48,15 @@ worker_parent_closed(struct proc_chan *c)
 int
 proc_worker_main(enum imapgw_role role, int instance, int debug, int verbose,
     proc_dispatch_cb peer_frame)
+{
+	return proc_worker_main_hooks(
+	    role, instance, debug, verbose, peer_frame, NULL);
+}
+
+int
+proc_worker_main_hooks(enum imapgw_role role, int instance, int debug,
+    int verbose, proc_dispatch_cb peer_frame,
+    const struct proc_worker_hooks *hooks)
 {
 	struct child_env *env = &worker_env;
 
@@ -54,7 +71,13 @@ proc_worker_main(enum imapgw_role role, int instance, int debug, int verbose,
 	    worker_parent_frame, worker_parent_closed, env);
 	if (env->parent == NULL)
 		fatal("parent channel");
+	worker_hooks = hooks;
 	proc_child_start(env, worker_early);
+	/* Peer frames wait in their channels until the loop runs. */
+	if (hooks != NULL && hooks->sandboxed != NULL &&
+	    hooks->sandboxed(env) == -1)
+		fatalx(
+		    "%s cannot work in its sandbox; exiting", role_name(role));
 	event_base_dispatch(env->base);
 	return 0;
 }

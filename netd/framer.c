@@ -369,6 +369,12 @@ framer_cont(struct framer *f, int accepted)
 }
 
 uint64_t
+framer_held_size(const struct framer *f)
+{
+	return f->state == FRAMER_S_WAIT ? f->left : 0;
+}
+
+uint64_t
 framer_literal_left(const struct framer *f)
 {
 	return f->state == FRAMER_S_LITERAL ? f->left : 0;

@@ -121,5 +121,7 @@ const char *framer_prefix(const struct framer *, size_t *len);
 
 /* Payload bytes still to come of the literal being skipped, else 0. */
 uint64_t framer_literal_left(const struct framer *);
+/* Size of the literal a held line announced (framer_waiting()). */
+uint64_t framer_held_size(const struct framer *);
 
 #endif

@@ -13,6 +13,7 @@
 #include "log.h"
 #include "netd.h"
 #include "parent.h"
+#include "scanreq.h"
 
 struct netd *netd_env;
 
@@ -227,8 +228,20 @@ netd_dispatch_peer(struct proc_chan *c, struct imsg *imsg)
 {
 	if (proc_peer_common(c, imsg))
 		return;
+	if (c->role == ROLE_SCAND) {
+		scan_peer_frame(netd_env, c, imsg);
+		return;
+	}
 	proc_chan_fail(c, "unexpected %s from peer",
 	    imsg_type_name(imsg->hdr.type));
+}
+
+/* Scans pending on a scanner that went away fail (never pass). */
+static void
+netd_peer_gone(struct proc_chan *c)
+{
+	if (c->role == ROLE_SCAND)
+		scan_peer_gone(netd_env, c);
 }
 
 int
@@ -242,6 +255,7 @@ netd_main(int instance, int debug, int verbose)
 	n.env.role = ROLE_NETD;
 	n.env.instance = instance;
 	n.peers.dispatch = netd_dispatch_peer;
+	n.peers.gone = netd_peer_gone;
 	if ((n.env.base = event_base_new()) == NULL)
 		fatalx("event_base_new");
 	n.env.parent = proc_chan_new(n.env.base, IMAPGW_PARENT_FD, 1,

@@ -10,6 +10,7 @@
 #include <sys/socket.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <arpa/inet.h>
 
 #include <errno.h>
 #include <stdio.h>
@@ -96,6 +97,7 @@ session_end(struct session *s, const char *reason)
 	    "policy", s->pol->name, "server", s->srv->name, "backend",
 	    s->mem->addr.text, "bytes_in", in, "bytes_out", out, "duration",
 	    dur, "reason", reason, NULL);
+	msg_session_end(s);
 	dir_free(&s->c);
 	dir_free(&s->sv);
 	sink_free(&s->to_c);
@@ -104,6 +106,8 @@ session_end(struct session *s, const char *reason)
 		event_free(s->connev);
 	if (s->timer)
 		event_free(s->timer);
+	if (s->kickev)
+		event_free(s->kickev);
 	close(s->cfd);
 	if (s->sfd != -1)
 		close(s->sfd);
@@ -173,10 +177,9 @@ dir_update(struct dir *d)
 	    !d->eof && buf_room(&d->in) > 0 && !dir_paused(d));
 }
 
-static void
-protocol_error(struct dir *d)
+void
+session_protocol_error(struct session *s, struct dir *d)
 {
-	struct session *s = d->s;
 	char reason[200], line[200];
 
 	snprintf(reason, sizeof(reason), "%s protocol error: %s", d->name,
@@ -269,7 +272,7 @@ dir_process(struct dir *d)
 		if (d->la.lit_left > 0) {
 			k = n < d->la.lit_left ? n : (size_t)d->la.lit_left;
 			if (framer_scan(&d->fr, p, k) != (ssize_t)k) {
-				protocol_error(d);
+				session_protocol_error(s, d);
 				return -1;
 			}
 			if (d->la.lit_stream)
@@ -284,7 +287,7 @@ dir_process(struct dir *d)
 		lf = memchr(p, '\n', n);
 		k = lf ? (size_t)(lf - p) + 1 : n;
 		if ((r = framer_scan(&d->fr, p, k)) < 0) {
-			protocol_error(d);
+			session_protocol_error(s, d);
 			return -1;
 		}
 		if (buf_add(&d->la.text, p, (size_t)r) == -1)
@@ -314,7 +317,11 @@ dir_finish(struct dir *d)
 	if (!d->eof || buf_used(&d->in) > 0 || !outq_empty(&dir_sink(d)->q))
 		return 0;
 	if (d == &s->sv) {
-		session_end(s, s->logout ? "logout" : "server closed");
+		/* Who ended it: a LOGOUT, the client's close (the server
+		 * only followed), or the server. */
+		session_end(s, s->logout ? "logout" :
+			s->c.eof	     ? "client closed" :
+					       "server closed");
 		return -1;
 	}
 	/* Client done sending: pass the half-close on and keep the
@@ -324,21 +331,33 @@ dir_finish(struct dir *d)
 		s->to_s.shut = 1;
 	}
 	if (s->sv.eof) {
-		session_end(s, "client closed");
+		session_end(s, s->logout ? "logout" : "client closed");
 		return -1;
 	}
 	return 0;
 }
 
 /* Run everything that may have become possible, in both directions. */
-void
-session_kick(struct session *s)
+static void
+session_kick_cb(evutil_socket_t fd, short ev, void *arg)
 {
+	struct session *s = arg;
+
 	if (s->ending || s->state != S_RELAY)
+		return;
+	if (msg_ready(s) == -1)
 		return;
 	if (dir_process(&s->c) == -1 || dir_process(&s->sv) == -1)
 		return;
 	sink_flush(&s->to_s);
+}
+
+/* From the event loop, never nested in the caller's processing. */
+void
+session_kick(struct session *s)
+{
+	if (!s->ending && s->kickev)
+		event_active(s->kickev, EV_TIMEOUT, 0);
 }
 
 static void
@@ -497,6 +516,9 @@ session_relay(struct session *s)
 	dir_init(s, &s->sv, "server", s->sfd, FRAMER_SERVER);
 	sink_init(s, &s->to_c, s->cfd);
 	sink_init(s, &s->to_s, s->sfd);
+	s->kickev = event_new(s->n->env.base, -1, 0, session_kick_cb, s);
+	if (s->kickev == NULL)
+		fatalx("event_new");
 	s->c.fr.on_line = imap_client_line_cb;
 	s->c.fr.hold_sync = 1;
 	s->last = now_mono();
@@ -526,6 +548,27 @@ session_connected_cb(evutil_socket_t fd, short ev, void *arg)
 		return;
 	}
 	session_relay(s);
+}
+
+/* Address and port apart, for the upstream ID; v4-mapped shown as v4. */
+static void
+addr_split(const struct sockaddr *sa, char *ip, size_t iplen, char *port,
+    size_t portlen)
+{
+	const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)sa;
+	const struct sockaddr_in *s4 = (const struct sockaddr_in *)sa;
+
+	if (sa->sa_family == AF_INET) {
+		inet_ntop(AF_INET, &s4->sin_addr, ip, (socklen_t)iplen);
+		snprintf(port, portlen, "%u", ntohs(s4->sin_port));
+	} else if (IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr)) {
+		inet_ntop(AF_INET, &s6->sin6_addr.s6_addr[12], ip,
+		    (socklen_t)iplen);
+		snprintf(port, portlen, "%u", ntohs(s6->sin6_port));
+	} else {
+		inet_ntop(AF_INET6, &s6->sin6_addr, ip, (socklen_t)iplen);
+		snprintf(port, portlen, "%u", ntohs(s6->sin6_port));
+	}
 }
 
 static int
@@ -623,6 +666,8 @@ session_accept(struct netd *n, struct netd_listener *l, int fd,
 	s->sfd = -1;
 	s->state = S_CONNECTING;
 	snprintf(s->client, sizeof(s->client), "%s", client);
+	addr_split(sa, s->client_ip, sizeof(s->client_ip), s->client_port,
+	    sizeof(s->client_port));
 	clock_gettime(CLOCK_MONOTONIC, &s->start);
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
 	s->next = n->sessions;

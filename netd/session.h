@@ -57,15 +57,34 @@ struct session {
 	struct sink to_c, to_s; /* to the client, to the server */
 	struct event *connev;
 	struct event *timer;
+	struct event *kickev;
 	struct timespec start;
 	uint64_t last; /* ms, monotonic: last byte in or out */
 	int state;
 	int ending; /* session_end ran: callers unwind */
 
+	char client_ip[64], client_port[8];
+
 	/* IMAP engine state (imap.c) */
 	int wait_cont;	   /* client line held at a sync literal */
 	char heldtag[64];
 	int logout;
+	int greeted;	     /* the server's greeting was handled */
+	int authed;	     /* the client is authenticated */
+	int srv_literalplus; /* server capabilities */
+	int srv_id;
+	char user[128];	     /* from LOGIN/AUTHENTICATE, once known */
+	char pending_user[128];
+	char auth_tag[64];   /* LOGIN or AUTHENTICATE awaiting its answer */
+	char sasl_mech[32];  /* AUTHENTICATE exchange in progress */
+	int sasl_step;
+	char idle_tag[64];
+	char own_tag[32];    /* our own upstream command in flight */
+	unsigned own_seq;
+	int refused;	     /* a client command answered by the gateway */
+	struct fetch_job *fjobs;  /* responses waiting for verdicts */
+	struct append_job *ajob;  /* the upload being judged or sent */
+	int append_line;	  /* the client line is an APPEND we took */
 };
 
 /* session.c */
@@ -73,6 +92,21 @@ void session_end(struct session *, const char *reason);
 /* Continue a held client literal: accepted (server said "+") or not. */
 void session_cont(struct session *, int accepted);
 void session_kick(struct session *); /* re-run processing and output */
+/* End the session for the framer/parser error in d->fr.err. */
+void session_protocol_error(struct session *, struct dir *);
+
+/* imap_msg.c: messages that cross (FETCH scanning, APPEND). */
+struct imap_resp;
+struct imap_cmd;
+enum lit_mode msg_literal_mode(struct session *, struct dir *, uint64_t);
+int msg_append_sync(struct session *, struct dir *);
+int msg_fetch(struct session *, struct lineasm *, struct imap_resp *);
+int msg_append(struct session *, struct lineasm *, struct imap_cmd *);
+int msg_server_answer(struct session *, struct lineasm *, struct imap_resp *);
+int msg_paused(struct session *, struct dir *);
+void msg_session_end(struct session *);
+int msg_ready(struct session *); /* finish jobs judged meanwhile */
+int line_is_append(const struct lineasm *);
 
 /* imap.c: the engine.  Each returns -1 when the session ended. */
 int imap_line(struct session *, struct dir *);

@@ -31,6 +31,8 @@ lineasm_reset(struct lineasm *la)
 	la->lit_left = 0;
 	la->lit_spooled = 0;
 	la->lit_stream = 0;
+	la->lit_discard = 0;
+	la->discarded = 0;
 	la->streamed = 0;
 	buf_reset(&la->text);
 	/* An idle session should not keep a large buffer. */
@@ -47,6 +49,22 @@ lineasm_literal(struct lineasm *la, uint64_t n, enum lit_mode mode)
 	la->lit_spooled = 0;
 	la->lit_stream = 0;
 	la->lit_start = buf_used(&la->text);
+	la->lit_discard = 0;
+	if (mode == LIT_DISCARD) {
+		/* Recorded like a spool without a file, so the line still
+		 * parses; whoever asked for it replaces that literal. */
+		if (la->nspools == LINE_MAX_SPOOLS) {
+			errno = E2BIG;
+			return -1;
+		}
+		sp = &la->spools[la->nspools++];
+		sp->fd = -1;
+		sp->at = buf_used(&la->text);
+		sp->len = n;
+		la->lit_discard = 1;
+		la->discarded = 1;
+		return 0;
+	}
 	/* Small literals stay inline whatever was asked: cheaper. */
 	if (n <= LINE_INLINE_MAX && n <= buf_room(&la->text) &&
 	    buf_used(&la->text) + n <= LINE_TEXT_CAP / 2)
@@ -81,6 +99,10 @@ lineasm_payload(struct lineasm *la, const uint8_t *p, size_t n)
 	if (n > la->lit_left) {
 		errno = EINVAL;
 		return -1;
+	}
+	if (la->lit_discard) {
+		la->lit_left -= n;
+		return 0;
 	}
 	if (!la->lit_spooled) {
 		if (buf_add(&la->text, p, n) == -1)
@@ -352,4 +374,30 @@ outq_line(struct outq *q, struct lineasm *la)
 	outq_bytes(q, buf_head(&la->text) + from, buf_used(&la->text) - from);
 	la->nspools = 0;
 	buf_reset(&la->text);
+}
+
+void
+lineasm_move(struct lineasm *dst, struct lineasm *src)
+{
+	*dst = *src;
+	memset(src, 0, sizeof(*src));
+	buf_init(&src->text, LINE_TEXT_CAP);
+}
+
+int
+lineasm_memfd(const struct lineasm *la, size_t off, uint64_t len)
+{
+	int fd;
+
+	if (off > buf_used(&la->text) || len > buf_used(&la->text) - off)
+		return -1;
+	fd = memfd_create("imapgw-message", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (fd == -1)
+		return -1;
+	if (len > 0 && write(fd, buf_head(&la->text) + off, (size_t)len) !=
+	    (ssize_t)len) {
+		close(fd);
+		return -1;
+	}
+	return fd;
 }

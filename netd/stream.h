@@ -29,6 +29,8 @@ struct lineasm {
 	uint64_t lit_left; /* payload still expected for the open literal */
 	int lit_spooled;   /* the open literal goes to the last spool */
 	int lit_stream;	   /* the open literal is passed on as it comes */
+	int lit_discard;   /* the open literal is read and dropped */
+	int discarded;	   /* some literal of this line was dropped */
 	size_t lit_start;  /* text offset of an inline literal's payload */
 	int streamed;	   /* parts of this line were already sent on */
 };
@@ -38,10 +40,15 @@ void lineasm_reset(struct lineasm *); /* closes spools */
 /* A literal of n bytes begins after what text holds now: kept inline,
  * spooled to a memfd, or streamed (the caller passes the payload on as it
  * comes, after sending the text so far). */
-enum lit_mode { LIT_INLINE, LIT_SPOOL, LIT_STREAM };
+enum lit_mode { LIT_INLINE, LIT_SPOOL, LIT_STREAM, LIT_DISCARD };
 int lineasm_literal(struct lineasm *, uint64_t n, enum lit_mode);
 /* Payload bytes of the open literal. -1 on error (errno). */
 int lineasm_payload(struct lineasm *, const uint8_t *, size_t);
+
+/* Take src's line (text and spools) into dst; src is empty after. */
+void lineasm_move(struct lineasm *dst, struct lineasm *src);
+/* A new memfd holding len bytes of the text at off (an inline literal). */
+int lineasm_memfd(const struct lineasm *, size_t off, uint64_t len);
 
 enum oq_kind { OQ_BUF, OQ_FD, OQ_HOLD };
 

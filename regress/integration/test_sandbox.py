@@ -15,7 +15,13 @@ pytestmark = pytest.mark.gateway
 
 
 def _check_child(gw, pid, role, audit_out):
+    # A child loads what it needs (scand: signatures) before it drops
+    # privileges; the seccomp filter is the last step.  Wait for it.
+    end = time.time() + 15
     st = proc_status(pid)
+    while st.get("Seccomp") != "2" and time.time() < end:
+        time.sleep(0.05)
+        st = proc_status(pid)
     for k in ("Uid", "Gid"):
         ids = st[k].split()
         assert "0" not in ids, "%s %d runs with %s %s" % (role, pid, k, ids)

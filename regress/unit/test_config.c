@@ -73,6 +73,19 @@ ncpu(void)
 	return n > 64 ? 64 : (int)n;
 }
 
+/* The antivirus defaults of the built-in actions. */
+static void
+check_av_defaults(const struct cfg_antivirus *av)
+{
+	CHECK(av->enabled == 1);
+	CHECK(strcmp(av->database, "/var/lib/clamav") == 0);
+	CHECK(av->on_virus == ACT_STRIP && av->on_error == ACT_DENY);
+	CHECK(av->max_scan_size == 100 * 1024 * 1024);
+	CHECK(av->max_file_size == 25 * 1024 * 1024);
+	CHECK(av->max_recursion == 17 && av->max_files == 10000);
+	CHECK(av->max_scan_time_ms == 120 * 1000);
+}
+
 static void
 test_default(void)
 {
@@ -124,6 +137,12 @@ test_default(void)
 	CHECK(cfg->policies[0].disposition == DISP_ALLOW);
 	CHECK(cfg->policies[0].idle_timeout_ms == 30 * 60 * 1000);
 	CHECK(cfg->policies[0].actionidx >= 0);
+	/* The default's own action: antivirus on, ClamAV's limits. */
+	if (cfg->policies[0].actionidx >= 0) {
+		check_av_defaults(
+		    &cfg->actions[cfg->policies[0].actionidx].antivirus);
+		CHECK(cfg->actions[cfg->policies[0].actionidx].used);
+	}
 	config_free(cfg);
 }
 
@@ -148,6 +167,10 @@ test_minimal(void)
 	CHECK(a->general.oversize == ACT_DENY);
 	CHECK(a->general.max_line_length == 64 * 1024);
 	CHECK(strstr(a->deny_message, "%(reason)%") != NULL);
+	check_av_defaults(&cfg->actions[0].antivirus);
+	check_av_defaults(&cfg->actions[1].antivirus);
+	/* No policy refers to them: scand loads no engine for them. */
+	CHECK(!cfg->actions[0].used && !cfg->actions[1].used);
 	config_free(cfg);
 }
 
@@ -176,9 +199,19 @@ static const char full_yaml[] =
     "  parent:\n"
     "    inherit: IMAP-Client.Standard\n"
     "    general: { max_email_size: 10M, max_line_length: 1k }\n"
+    "    antivirus:\n"
+    "      database: /srv/clamav\n"
+    "      on_virus: deny\n"
+    "      on_error: drop\n"
+    "      max_scan_size: 4000M\n"
+    "      max_file_size: 1K\n"
+    "      max_recursion: 100\n"
+    "      max_files: 1\n"
+    "      max_scan_time: 1ms\n"
     "    deny_message: \"no: %(reason)%\"\n"
     "  plain:\n"
     "    general: { oversize: allow }\n"
+    "    antivirus: { enabled: false, on_virus: allow, on_error: allow }\n"
     "policies:\n"
     "  - name: one\n"
     "    listen: 127.0.0.1:1143\n"
@@ -241,13 +274,34 @@ test_full(void)
 	CHECK(a->general.oversize == ACT_DROP);
 	CHECK(a->general.max_line_length == 1024);
 	CHECK(strcmp(a->deny_message, "no: %(reason)%") == 0);
+	/* antivirus inherited through two levels */
+	CHECK(a->antivirus.enabled == 1);
+	CHECK(strcmp(a->antivirus.database, "/srv/clamav") == 0);
+	CHECK(a->antivirus.on_virus == ACT_DENY);
+	CHECK(a->antivirus.on_error == ACT_DROP);
+	CHECK(a->antivirus.max_scan_size == 4000ULL * 1024 * 1024);
+	CHECK(a->antivirus.max_file_size == 1024);
+	CHECK(a->antivirus.max_recursion == 100);
+	CHECK(a->antivirus.max_files == 1);
+	CHECK(a->antivirus.max_scan_time_ms == 1);
+	CHECK(a->used);
 	a = &cfg->actions[3];
 	CHECK(strcmp(a->name, "parent") == 0);
 	CHECK(a->general.oversize == ACT_DENY);
+	CHECK(a->antivirus.on_virus == ACT_DENY && !a->used);
 	a = &cfg->actions[4];
 	CHECK(a->inherit == NULL && a->general.oversize == ACT_ALLOW);
 	CHECK(a->general.max_email_size == 50 * 1024 * 1024);
 	CHECK(strcmp(a->deny_message, cfg->actions[0].deny_message) == 0);
+	/* Only the keys it sets differ from IMAP-Server.Standard. */
+	CHECK(a->antivirus.enabled == 0);
+	CHECK(a->antivirus.on_virus == ACT_ALLOW);
+	CHECK(a->antivirus.on_error == ACT_ALLOW);
+	CHECK(strcmp(a->antivirus.database, "/var/lib/clamav") == 0);
+	CHECK(a->antivirus.max_files == 10000 && !a->used);
+	check_av_defaults(&cfg->actions[1].antivirus);
+	/* Policy one uses the default action, two uses child. */
+	CHECK(cfg->actions[0].used && !cfg->actions[1].used);
 
 	CHECK(cfg->npolicies == 2);
 	p = &cfg->policies[0];
@@ -255,7 +309,7 @@ test_full(void)
 	CHECK(strcmp(p->action, "IMAP-Server.Standard") == 0);
 	CHECK(p->nlisten == 1 && p->listen[0].tls == LISTEN_TLS_NONE);
 	CHECK(p->nfrom == 1 && p->from[0].family == AF_UNSPEC);
-	CHECK(p->pos.line == 29 && p->pos.col == 5);
+	CHECK(p->pos.line == 39 && p->pos.col == 5);
 	p = &cfg->policies[1];
 	CHECK(p->server == 0 && p->actionidx == 2);
 	CHECK(p->disposition == DISP_DENY_RESET);
@@ -387,12 +441,52 @@ static const struct {
      "      oversize: strip\n"
      "      max_line_length: 100\n"
      "      scan_limit: 1M\n"
-     "    antivirus: {enabled: true}\n",
+     "    antivirus: {enabled: true}\n"
+     "    apt_blocker: {enabled: true}\n",
         "t.yaml:4:23: bad size '10Q' (use a number with K, M or G)\n"
         "t.yaml:5:17: oversize must be allow, deny or drop\n"
         "t.yaml:6:24: max_line_length must be between 1K and 16M\n"
         "t.yaml:7:7: unknown key 'scan_limit' in general of action 'a'\n"
-        "t.yaml:8:5: unknown key 'antivirus' in action 'a'\n"},
+        "t.yaml:9:5: unknown key 'apt_blocker' in action 'a'\n"},
+    {"actions:\n"
+     "  a:\n"
+     "    antivirus:\n"
+     "      enabled: maybe\n"
+     "      database: var/lib/clamav\n"
+     "      on_virus: lock\n"
+     "      on_error: strip\n"
+     "      max_scan_size: 100\n"
+     "      max_file_size: 4001M\n"
+     "      max_recursion: 0\n"
+     "      max_files: 1000001\n"
+     "      max_scan_time: 0s\n"
+     "      scan_mail: yes\n"
+     "      enabled: true\n",
+        "t.yaml:4:16: 'enabled' must be true or false\n"
+        "t.yaml:5:17: 'database' must be an absolute path\n"
+        "t.yaml:6:17: on_virus must be allow, strip, deny or drop\n"
+        "t.yaml:7:17: on_error must be allow, deny or drop\n"
+        "t.yaml:8:22: max_scan_size must be between 1K and 4000M\n"
+        "t.yaml:9:22: max_file_size must be between 1K and 4000M\n"
+        "t.yaml:10:22: 'max_recursion' must be an integer from 1 to 100\n"
+        "t.yaml:11:18: 'max_files' must be an integer from 1 to 1000000\n"
+        "t.yaml:12:22: max_scan_time must be between 1ms and 24h\n"
+        "t.yaml:13:7: unknown key 'scan_mail' in antivirus of action 'a'\n"
+        "t.yaml:14:7: duplicate key 'enabled' in antivirus of action 'a' "
+        "(first at line 4)\n"},
+    {"actions:\n"
+     "  a: {antivirus: [x]}\n"
+     "  b: {antivirus: {database: \"\", max_scan_time: 25h, "
+     "max_scan_size: 1X}}\n"
+     "  c: {antivirus: {enabled: [true], on_virus: [strip], "
+     "max_files: -1}}\n",
+        "t.yaml:2:18: 'antivirus' must be a mapping\n"
+        "t.yaml:3:29: 'database' must not be empty\n"
+        "t.yaml:3:48: max_scan_time must be between 1ms and 24h\n"
+        "t.yaml:3:68: bad size '1X' (use a number with K, M or G)\n"
+        "t.yaml:4:28: 'enabled' must be true or false\n"
+        "t.yaml:4:46: 'on_virus' must be a string\n"
+        "t.yaml:4:66: 'max_files' must be an integer from 1 to 1000000\n"},
     {"actions:\n"
      "  a:\n"
      "    general: 5\n"
@@ -904,6 +998,19 @@ check_servers(const struct config *a, const struct config *b)
 }
 
 static void
+check_av(const struct cfg_antivirus *x, const struct cfg_antivirus *y)
+{
+	CHECK(x->enabled == y->enabled);
+	CHECK(strcmp(x->database, y->database) == 0);
+	CHECK(x->on_virus == y->on_virus && x->on_error == y->on_error);
+	CHECK(x->max_scan_size == y->max_scan_size);
+	CHECK(x->max_file_size == y->max_file_size);
+	CHECK(x->max_recursion == y->max_recursion);
+	CHECK(x->max_files == y->max_files);
+	CHECK(x->max_scan_time_ms == y->max_scan_time_ms);
+}
+
+static void
 check_actions(const struct config *a, const struct config *b)
 {
 	size_t i;
@@ -914,6 +1021,8 @@ check_actions(const struct config *a, const struct config *b)
 		CHECK(a->actions[i].builtin == b->actions[i].builtin);
 		CHECK(memcmp(&a->actions[i].general, &b->actions[i].general,
 		          sizeof(a->actions[i].general)) == 0);
+		CHECK(a->actions[i].used == b->actions[i].used);
+		check_av(&a->actions[i].antivirus, &b->actions[i].antivirus);
 		CHECK(strcmp(a->actions[i].deny_message,
 		          b->actions[i].deny_message) == 0);
 	}

@@ -1,0 +1,999 @@
+/*
+ * Messages that cross the gateway.
+ *
+ * FETCH: a whole-message item (BODY[], BODY.PEEK[], RFC822, BINARY[]) is
+ * spooled while it arrives, the response waits in the client's queue
+ * behind a hold, scand judges the message, and the response goes out
+ * with the sanitized literal at its exact new length, RFC822.SIZE,
+ * BODYSTRUCTURE, BODY and BINARY.SIZE[] of the same response describing
+ * the sanitized message.  A clean message goes out byte for byte.
+ *
+ * APPEND: the gateway answers the client's continuations itself, spools
+ * each message up to max_email_size, has it judged, and only then sends
+ * the command upstream: with "{n+}" when the server offers LITERAL+, else
+ * one literal at a time after each of the server's continuations.  A
+ * rejected upload gets a tagged NO and nothing reaches the server.
+ *
+ * A scan that fails (no scanner, scanner died, timeout, garbage) is never
+ * taken as clean: the action's on_error applies.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "imap_parse.h"
+#include "log.h"
+#include "scanreq.h"
+#include "session.h"
+
+#define FETCH_MAX_PARTS 8
+#define FETCH_MAX_EDITS 32
+#define SESSION_MAX_FETCH_JOBS 4 /* responses waiting for verdicts */
+
+struct fetch_job;
+
+struct fetch_part {
+	struct fetch_job *job;
+	struct scan_req *req;
+	int done;
+	int oversize; /* discarded for its size */
+	struct scan_result res;
+	struct imap_span val;
+};
+
+struct fetch_job {
+	struct fetch_job *next;
+	struct session *s;
+	struct lineasm la;
+	struct oq_ent *hold;
+	uint32_t msgno;
+	unsigned nparts, pending;
+	struct fetch_part part[FETCH_MAX_PARTS];
+	int has_size, has_bs, has_body;
+	struct imap_span size_val, bs_val, body_val;
+	unsigned nbinsize;
+	struct imap_span binsize_val[4];
+};
+
+struct append_msg {
+	struct append_job *job;
+	struct scan_req *req;
+	int done;
+	struct scan_result res;
+	size_t mark_off, mark_len; /* "{n}\r\n" */
+	int spool;		   /* index, or -1 inline */
+	size_t data;		   /* inline payload offset */
+	uint64_t len;
+	unsigned flags;
+};
+
+struct append_job {
+	struct session *s;
+	struct lineasm la;
+	char tag[64];
+	unsigned nmsg, pending;
+	struct append_msg msg[IMAP_MAX_APPEND];
+	int sending;	 /* upstream, one literal per continuation */
+	int forwarded;	 /* judged and handed on */
+	unsigned next;	 /* next literal to send after "+" */
+	size_t textpos;	 /* text sent so far */
+};
+
+/* An edit of an assembled line: [off, off + len) becomes bytes, or the
+ * fd range, or both (bytes first). */
+struct edit {
+	size_t off, len;
+	char *bytes;
+	size_t blen;
+	int fd; /* -1: none; not owned */
+	uint64_t foff, flen;
+};
+
+static int
+av_on(const struct session *s)
+{
+	return s->act->antivirus.enabled;
+}
+
+static void
+msg_kick(struct session *s)
+{
+	session_kick(s);
+}
+
+/* Item names */
+
+/* The token before " {n}" at the end of text: the FETCH item name. */
+static int
+item_before_literal(const struct buf *t, char *name, size_t namelen)
+{
+	const char *p = (const char *)buf_head(t);
+	size_t n = buf_used(t), end, start;
+
+	while (n > 0 && (p[n - 1] == '\n' || p[n - 1] == '\r'))
+		n--;
+	if (n == 0 || p[n - 1] != '}')
+		return -1;
+	while (n > 0 && p[n - 1] != '{')
+		n--;
+	if (n == 0)
+		return -1;
+	n--; /* at '{' */
+	if (n > 0 && p[n - 1] == '~')
+		n--;
+	if (n == 0 || p[n - 1] != ' ')
+		return -1;
+	end = --n;
+	start = end;
+	while (start > 0 && p[start - 1] != ' ' && p[start - 1] != '(')
+		start--;
+	if (end - start >= namelen)
+		return -1;
+	memcpy(name, p + start, end - start);
+	name[end - start] = '\0';
+	return 0;
+}
+
+static int
+is_fetch_line(const struct buf *t)
+{
+	const char *p = (const char *)buf_head(t);
+	size_t n = buf_used(t), i = 2;
+
+	if (n < 10 || p[0] != '*' || p[1] != ' ')
+		return 0;
+	while (i < n && isdigit((unsigned char)p[i]))
+		i++;
+	return i > 2 && i + 7 <= n && strncasecmp(p + i, " FETCH (", 8) == 0;
+}
+
+/* BODY[], BODY.PEEK[] (answered as BODY[]), RFC822, BINARY[]: no
+ * section, no partial. */
+static int
+whole_message_name(const char *name)
+{
+	return strcasecmp(name, "BODY[]") == 0 ||
+	    strcasecmp(name, "RFC822") == 0 ||
+	    strcasecmp(name, "BINARY[]") == 0;
+}
+
+static int
+whole_message_item(const struct imap_item *it)
+{
+	const struct imap_fatt *a = &it->att;
+
+	if (a->kind == IMAP_FA_RFC822)
+		return 1;
+	if (a->kind != IMAP_FA_BODY_SECTION && a->kind != IMAP_FA_BINARY)
+		return 0;
+	return a->has_section && a->sect.npart == 0 &&
+	    a->sect.text == IMAP_SECT_NONE && !a->has_partial;
+}
+
+int
+line_is_append(const struct lineasm *la)
+{
+	char tag[64], verb[16];
+
+	if (sscanf((const char *)buf_head(&la->text), "%63s %15[A-Za-z]", tag,
+		verb) != 2)
+		return 0;
+	return strcasecmp(verb, "APPEND") == 0 ||
+	    strcasecmp(verb, "REPLACE") == 0;
+}
+
+enum lit_mode
+msg_literal_mode(struct session *s, struct dir *d, uint64_t n)
+{
+	char name[64];
+
+	if (d == &s->c) {
+		if (!s->append_line && !d->la.streamed &&
+		    line_is_append(&d->la))
+			s->append_line = 1;
+		if (!s->append_line)
+			return LIT_STREAM;
+		if (n > s->act->general.max_email_size)
+			return LIT_DISCARD;
+		return LIT_SPOOL;
+	}
+	if (!is_fetch_line(&d->la.text) ||
+	    item_before_literal(&d->la.text, name, sizeof(name)) == -1 ||
+	    !whole_message_name(name))
+		return LIT_STREAM;
+	if (n > s->act->general.max_email_size) {
+		if (s->act->general.oversize == ACT_ALLOW) {
+			log_event(LOG_NOTICE, "oversize", "client", s->client,
+			    "user", s->user, "action", "allow", "note",
+			    "passed unscanned", NULL);
+			return LIT_STREAM;
+		}
+		return LIT_DISCARD;
+	}
+	return av_on(s) ? LIT_SPOOL : LIT_STREAM;
+}
+
+/* Edits and emission */
+
+static int
+edit_cmp(const void *a, const void *b)
+{
+	const struct edit *x = a, *y = b;
+
+	return x->off < y->off ? -1 : x->off > y->off;
+}
+
+static struct oq_ent *
+emit_text(struct outq *q, struct oq_ent *after, const struct lineasm *la,
+    size_t from, size_t to)
+{
+	if (to > from)
+		after = outq_after_bytes(q, after, buf_head(&la->text) + from,
+		    to - from);
+	return after;
+}
+
+/*
+ * Queue the line with its edits after a hold, spooled literals spliced in
+ * where they belong; a spool whose marker an edit replaces is dropped.
+ */
+static void
+emit_edits(struct outq *q, struct oq_ent *after, struct lineasm *la,
+    struct edit *ed, size_t ned)
+{
+	size_t pos = 0, i = 0, k = 0, end = buf_used(&la->text);
+	struct spool *sp;
+
+	qsort(ed, ned, sizeof(*ed), edit_cmp);
+	for (;;) {
+		sp = k < la->nspools ? &la->spools[k] : NULL;
+		if (sp && (i == ned || sp->at <= ed[i].off)) {
+			after = emit_text(q, after, la, pos, sp->at);
+			pos = sp->at;
+			if (sp->fd != -1) {
+				after = outq_after_fd(q, after, sp->fd, 0,
+				    sp->len);
+				sp->fd = -1;
+			}
+			k++;
+			continue;
+		}
+		if (i == ned)
+			break;
+		after = emit_text(q, after, la, pos, ed[i].off);
+		if (ed[i].blen)
+			after = outq_after_bytes(q, after, ed[i].bytes,
+			    ed[i].blen);
+		if (ed[i].fd != -1 && ed[i].flen)
+			after = outq_after_fd(q, after, dup(ed[i].fd),
+			    (off_t)ed[i].foff, ed[i].flen);
+		pos = ed[i].off + ed[i].len;
+		/* Spools inside the replaced span belong to it. */
+		while (k < la->nspools && la->spools[k].at <= pos)
+			k++;
+		i++;
+	}
+	emit_text(q, after, la, pos, end);
+}
+
+static void
+edit_add(struct edit *ed, size_t *ned, struct imap_span sp, char *bytes,
+    size_t blen, int fd, uint64_t foff, uint64_t flen)
+{
+	if (*ned == FETCH_MAX_EDITS) {
+		free(bytes);
+		return;
+	}
+	ed[*ned].off = sp.off;
+	ed[*ned].len = sp.len;
+	ed[*ned].bytes = bytes;
+	ed[*ned].blen = blen;
+	ed[*ned].fd = fd;
+	ed[*ned].foff = foff;
+	ed[*ned].flen = flen;
+	(*ned)++;
+}
+
+static char *
+xprintf(size_t *len, const char *fmt, ...)
+{
+	va_list ap;
+	char *s;
+	int n;
+
+	va_start(ap, fmt);
+	n = vasprintf(&s, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		fatal("vasprintf");
+	*len = (size_t)n;
+	return s;
+}
+
+static char *
+fd_string(int fd, uint64_t off, uint64_t len, size_t *outlen)
+{
+	char *s;
+
+	if ((s = malloc(len + 1)) == NULL)
+		fatal("malloc");
+	if (len && pread(fd, s, len, (off_t)off) != (ssize_t)len) {
+		free(s);
+		return NULL;
+	}
+	s[len] = '\0';
+	*outlen = len;
+	return s;
+}
+
+/*
+ * netd's own deny message, for when scand could not produce one (scan
+ * error with on_error deny, oversize deny).  Plain, deterministic, and its
+ * BODYSTRUCTURE is computed here.
+ */
+struct denymsg {
+	char *msg;
+	size_t len;
+	unsigned lines;
+};
+
+static void
+deny_make(struct session *s, const char *reason, struct denymsg *dm)
+{
+	const char *tmpl = s->act->deny_message ? s->act->deny_message : "";
+	struct buf b;
+	const char *p;
+
+	buf_init(&b, 0);
+	buf_printf(&b, "Subject: [imapgw] message withheld\r\n"
+		       "MIME-Version: 1.0\r\n"
+		       "Content-Type: text/plain; charset=utf-8\r\n"
+		       "Content-Transfer-Encoding: 8bit\r\n\r\n");
+	for (p = tmpl; *p; p++) {
+		if (strncmp(p, "%(reason)%", 10) == 0) {
+			buf_printf(&b, "%s", reason);
+			p += 9;
+		} else if (*p == '\n' && (p == tmpl || p[-1] != '\r'))
+			buf_printf(&b, "\r\n");
+		else if (strncmp(p, "%(", 2) == 0 && strstr(p, ")%")) {
+			p = strstr(p, ")%") + 1; /* unknown here: empty */
+		} else
+			buf_add_u8(&b, (uint8_t)*p);
+	}
+	if (buf_used(&b) < 2 || memcmp(buf_tail(&b) - 2, "\r\n", 2) != 0)
+		buf_printf(&b, "\r\n");
+	dm->len = buf_used(&b);
+	dm->msg = malloc(dm->len);
+	if (dm->msg == NULL)
+		fatal("malloc");
+	memcpy(dm->msg, buf_head(&b), dm->len);
+	buf_free(&b);
+	dm->lines = 0;
+	p = (const char *)memmem(dm->msg, dm->len, "\r\n\r\n", 4) + 4;
+	for (; p < dm->msg + dm->len; p++)
+		if (*p == '\n')
+			dm->lines++;
+}
+
+static size_t
+deny_body_octets(const struct denymsg *dm)
+{
+	const char *p = (const char *)memmem(dm->msg, dm->len, "\r\n\r\n", 4) + 4;
+
+	return dm->len - (size_t)(p - dm->msg);
+}
+
+/* FETCH */
+
+static void
+fetch_job_free(struct fetch_job *j)
+{
+	struct fetch_job **pp;
+	unsigned i;
+
+	for (pp = &j->s->fjobs; *pp; pp = &(*pp)->next)
+		if (*pp == j) {
+			*pp = j->next;
+			break;
+		}
+	for (i = 0; i < j->nparts; i++) {
+		scan_cancel(j->part[i].req);
+		if (j->part[i].res.fd != -1)
+			close(j->part[i].res.fd);
+	}
+	lineasm_reset(&j->la);
+	buf_free(&j->la.text);
+	free(j);
+}
+
+/* The verdict for one part, after on_error and oversize are applied:
+ * CLEAN, CHANGED (res.fd) or DENY (netd's own deny message) or DROP. */
+enum { PV_CLEAN, PV_CHANGED, PV_DENY, PV_DROP };
+
+static int
+part_verdict(struct session *s, struct fetch_part *p, char *why,
+    size_t whylen)
+{
+	const struct cfg_antivirus *av = &s->act->antivirus;
+	int act;
+
+	if (p->oversize) {
+		snprintf(why, whylen, "message larger than %llu bytes",
+		    (unsigned long long)s->act->general.max_email_size);
+		return s->act->general.oversize == ACT_DROP ? PV_DROP :
+							      PV_DENY;
+	}
+	switch (p->res.verdict) {
+	case SCAN_CLEAN:
+		return PV_CLEAN;
+	case SCAN_CHANGED:
+		return PV_CHANGED;
+	case SCAN_DROP:
+		snprintf(why, whylen, "%s", p->res.reason);
+		return PV_DROP;
+	default:
+		break;
+	}
+	act = av->on_error;
+	snprintf(why, whylen, "could not be scanned: %s", p->res.reason);
+	log_event(LOG_WARNING, "scan error", "client", s->client, "user",
+	    s->user, "error", p->res.reason, "action", action_name(act),
+	    NULL);
+	if (act == ACT_ALLOW)
+		return PV_CLEAN;
+	return act == ACT_DROP ? PV_DROP : PV_DENY;
+}
+
+static void
+fetch_emit(struct fetch_job *j)
+{
+	struct session *s = j->s;
+	struct edit ed[FETCH_MAX_EDITS];
+	struct denymsg dm = { NULL, 0, 0 };
+	struct fetch_part *p, *first = NULL;
+	char why[SCAN_MAX_REASON + 64];
+	size_t ned = 0, blen;
+	uint64_t newsize = 0;
+	unsigned i;
+	int v, firstv = PV_CLEAN;
+	char *b;
+
+	for (i = 0; i < j->nparts; i++) {
+		p = &j->part[i];
+		v = part_verdict(s, p, why, sizeof(why));
+		if (v == PV_DROP) {
+			log_event(LOG_NOTICE, "message dropped", "client",
+			    s->client, "user", s->user, "reason", why, NULL);
+			session_end(s, "dropped by policy");
+			return;
+		}
+		if (v == PV_CLEAN)
+			continue;
+		if (v == PV_DENY && dm.msg == NULL)
+			deny_make(s, why, &dm);
+		if (v == PV_CHANGED)
+			newsize = p->res.msg_len;
+		else
+			newsize = dm.len;
+		b = xprintf(&blen, "{%llu}\r\n", (unsigned long long)newsize);
+		if (v == PV_CHANGED)
+			edit_add(ed, &ned, p->val, b, blen, p->res.fd,
+			    p->res.msg_off, p->res.msg_len);
+		else {
+			b = realloc(b, blen + dm.len);
+			memcpy(b + blen, dm.msg, dm.len);
+			edit_add(ed, &ned, p->val, b, blen + dm.len, -1, 0, 0);
+		}
+		if (first == NULL) {
+			first = p;
+			firstv = v;
+		}
+	}
+	if (first != NULL) {
+		if (j->has_size) {
+			b = xprintf(&blen, "%llu", (unsigned long long)newsize);
+			edit_add(ed, &ned, j->size_val, b, blen, -1, 0, 0);
+		}
+		for (i = 0; i < j->nbinsize; i++) {
+			b = xprintf(&blen, "%llu", (unsigned long long)newsize);
+			edit_add(ed, &ned, j->binsize_val[i], b, blen, -1, 0,
+			    0);
+		}
+		if (j->has_bs) {
+			if (firstv == PV_CHANGED)
+				b = fd_string(first->res.fd, first->res.bs_off,
+				    first->res.bs_len, &blen);
+			else
+				b = xprintf(&blen,
+				    "(\"TEXT\" \"PLAIN\" (\"CHARSET\" "
+				    "\"utf-8\") NIL NIL \"8BIT\" %zu %u NIL "
+				    "NIL NIL NIL)",
+				    deny_body_octets(&dm), dm.lines);
+			if (b)
+				edit_add(ed, &ned, j->bs_val, b, blen, -1, 0,
+				    0);
+		}
+		if (j->has_body) {
+			if (firstv == PV_CHANGED)
+				b = fd_string(first->res.fd,
+				    first->res.body_off, first->res.body_len,
+				    &blen);
+			else
+				b = xprintf(&blen,
+				    "(\"TEXT\" \"PLAIN\" (\"CHARSET\" "
+				    "\"utf-8\") NIL NIL \"8BIT\" %zu %u)",
+				    deny_body_octets(&dm), dm.lines);
+			if (b)
+				edit_add(ed, &ned, j->body_val, b, blen, -1, 0,
+				    0);
+		}
+	}
+	emit_edits(&s->to_c.q, j->hold, &j->la, ed, ned);
+	for (i = 0; i < ned; i++)
+		free(ed[i].bytes);
+	free(dm.msg);
+	outq_release(&s->to_c.q, j->hold);
+	fetch_job_free(j);
+	msg_kick(s);
+}
+
+static void
+fetch_verdict(void *arg, struct scan_result *res)
+{
+	struct fetch_part *p = arg;
+	struct fetch_job *j = p->job;
+
+	p->req = NULL;
+	p->res = *res;
+	p->done = 1;
+	if (--j->pending == 0)
+		fetch_emit(j);
+}
+
+static int
+part_fd(struct fetch_job *j, const struct imap_str *str)
+{
+	if (str->spool >= 0)
+		return dup(j->la.spools[str->spool].fd);
+	return lineasm_memfd(&j->la, str->data, str->len);
+}
+
+/*
+ * A complete FETCH response.  Returns 1 if it was taken for judging, 0 if
+ * it goes out as it is.
+ */
+int
+msg_fetch(struct session *s, struct lineasm *la, struct imap_resp *r)
+{
+	struct fetch_job *j;
+	struct fetch_part *p;
+	const struct imap_item *it;
+	unsigned i, n = 0;
+	int fd, discarded;
+
+	for (i = 0; i < r->fetch.nitem; i++) {
+		it = &r->fetch.item[i];
+		if (!whole_message_item(it) || it->str.kind != IMAP_STR_LITERAL)
+			continue;
+		discarded = it->str.spool >= 0 &&
+		    la->spools[it->str.spool].fd == -1;
+		if (discarded || (av_on(s) && it->str.spool >= 0) ||
+		    (av_on(s) && it->str.len > 0))
+			n++;
+	}
+	if (n == 0)
+		return 0;
+	if ((j = calloc(1, sizeof(*j))) == NULL)
+		fatal("calloc");
+	j->s = s;
+	j->msgno = r->num;
+	for (i = 0; i < r->fetch.nitem; i++) {
+		it = &r->fetch.item[i];
+		switch (it->att.kind) {
+		case IMAP_FA_RFC822_SIZE:
+			j->has_size = 1;
+			j->size_val = it->val;
+			continue;
+		case IMAP_FA_BODYSTRUCTURE:
+			j->has_bs = 1;
+			j->bs_val = it->val;
+			continue;
+		case IMAP_FA_BODY:
+			j->has_body = 1;
+			j->body_val = it->val;
+			continue;
+		case IMAP_FA_BINARY_SIZE:
+			if (it->att.sect.npart == 0 && j->nbinsize < 4)
+				j->binsize_val[j->nbinsize++] = it->val;
+			continue;
+		default:
+			break;
+		}
+		if (!whole_message_item(it) || it->str.kind != IMAP_STR_LITERAL ||
+		    j->nparts == FETCH_MAX_PARTS)
+			continue;
+		p = &j->part[j->nparts++];
+		p->job = j;
+		p->val = it->val;
+		p->res.fd = -1;
+		p->oversize = it->str.spool >= 0 &&
+		    la->spools[it->str.spool].fd == -1;
+	}
+	lineasm_move(&j->la, la);
+	j->next = s->fjobs;
+	s->fjobs = j;
+	j->hold = outq_hold(&s->to_c.q);
+	/* Count first: a verdict may arrive inside scan_submit(). */
+	j->pending = j->nparts + 1;
+	for (i = 0; i < j->nparts; i++) {
+		p = &j->part[i];
+		if (p->oversize || !av_on(s)) {
+			p->done = 1;
+			p->res.verdict = SCAN_CLEAN;
+			j->pending--;
+			continue;
+		}
+		it = NULL;
+		for (n = 0; n < r->fetch.nitem; n++)
+			if (r->fetch.item[n].val.off == p->val.off)
+				it = &r->fetch.item[n];
+		fd = it ? part_fd(j, &it->str) : -1;
+		if (fd == -1) {
+			p->done = 1;
+			p->res.verdict = SCAN_ERROR;
+			snprintf(p->res.reason, sizeof(p->res.reason),
+			    "cannot pass the message to the scanner: %s",
+			    strerror(errno));
+			j->pending--;
+			continue;
+		}
+		p->req = scan_submit(s->n, fd, it->str.len, SCAN_FETCH,
+		    s->pol->actionidx, s->user, s->client, fetch_verdict, p);
+	}
+	/* Judged already (nothing to scan): finish from the event loop. */
+	if (--j->pending == 0)
+		session_kick(s);
+	return 1;
+}
+
+/* APPEND */
+
+static void
+append_job_free(struct session *s)
+{
+	struct append_job *j = s->ajob;
+	unsigned i;
+
+	if (j == NULL)
+		return;
+	for (i = 0; i < j->nmsg; i++) {
+		scan_cancel(j->msg[i].req);
+		if (j->msg[i].res.fd != -1)
+			close(j->msg[i].res.fd);
+	}
+	lineasm_reset(&j->la);
+	buf_free(&j->la.text);
+	free(j);
+	s->ajob = NULL;
+}
+
+static void
+append_refuse(struct session *s, const char *tag, const char *code,
+    const char *why)
+{
+	char *line;
+	size_t len;
+
+	line = xprintf(&len, "%s NO %s%s\r\n", tag, code, why);
+	outq_bytes(&s->to_c.q, line, len);
+	free(line);
+}
+
+/* Send text up to and including the next literal's marker, in the form
+ * the server takes. */
+static void
+append_send_marker(struct append_job *j, struct append_msg *m, int plus)
+{
+	struct session *s = j->s;
+	char mark[48];
+	int n;
+
+	outq_bytes(&s->to_s.q, buf_head(&j->la.text) + j->textpos,
+	    m->mark_off - j->textpos);
+	n = snprintf(mark, sizeof(mark), "%s{%llu%s}\r\n",
+	    (m->flags & IMAP_LIT_BINARY) ? "~" : "",
+	    (unsigned long long)m->len, plus ? "+" : "");
+	outq_bytes(&s->to_s.q, mark, (size_t)n);
+	j->textpos = m->mark_off + m->mark_len;
+}
+
+static void
+append_send_payload(struct append_job *j, struct append_msg *m)
+{
+	struct session *s = j->s;
+
+	if (m->spool >= 0) {
+		outq_fd(&s->to_s.q, j->la.spools[m->spool].fd, 0, m->len);
+		j->la.spools[m->spool].fd = -1;
+		return;
+	}
+	outq_bytes(&s->to_s.q, buf_head(&j->la.text) + m->data, m->len);
+	j->textpos = m->data + m->len;
+}
+
+static void
+append_send_rest(struct append_job *j)
+{
+	struct session *s = j->s;
+
+	outq_bytes(&s->to_s.q, buf_head(&j->la.text) + j->textpos,
+	    buf_used(&j->la.text) - j->textpos);
+	append_job_free(s);
+}
+
+/*
+ * Everything judged clean: upstream it goes.  With LITERAL+ in one piece;
+ * without, the first marker now and each payload after a "+".
+ */
+static void
+append_forward(struct append_job *j)
+{
+	struct session *s = j->s;
+	unsigned i;
+
+	j->textpos = 0;
+	if (s->srv_literalplus) {
+		for (i = 0; i < j->nmsg; i++) {
+			append_send_marker(j, &j->msg[i], 1);
+			append_send_payload(j, &j->msg[i]);
+		}
+		append_send_rest(j);
+		return;
+	}
+	j->sending = 1;
+	j->next = 0;
+	append_send_marker(j, &j->msg[0], 0);
+}
+
+static void
+append_done(struct append_job *j)
+{
+	struct session *s = j->s;
+	const struct cfg_antivirus *av = &s->act->antivirus;
+	struct append_msg *m;
+	char why[SCAN_MAX_REASON + 64];
+	unsigned i;
+
+	j->forwarded = 1;
+	for (i = 0; i < j->nmsg; i++) {
+		m = &j->msg[i];
+		switch (m->res.verdict) {
+		case SCAN_CLEAN:
+			continue;
+		case SCAN_ERROR:
+			log_event(LOG_WARNING, "scan error", "client",
+			    s->client, "user", s->user, "error",
+			    m->res.reason, "action",
+			    action_name(av->on_error), NULL);
+			if (av->on_error == ACT_ALLOW)
+				continue;
+			snprintf(why, sizeof(why),
+			    "Message could not be scanned (%s)",
+			    m->res.reason);
+			if (av->on_error == ACT_DROP)
+				goto drop;
+			break;
+		case SCAN_DROP:
+			snprintf(why, sizeof(why), "%s", m->res.reason);
+			goto drop;
+		default: /* REJECT; CHANGED is not an answer to uploads */
+			snprintf(why, sizeof(why), "Message rejected: %s",
+			    m->res.reason[0] ? m->res.reason : "by policy");
+			break;
+		}
+		log_event(LOG_NOTICE, "upload rejected", "client", s->client,
+		    "user", s->user, "reason", why, NULL);
+		append_refuse(s, j->tag, "", why);
+		append_job_free(s);
+		msg_kick(s);
+		return;
+	}
+	append_forward(j);
+	msg_kick(s);
+	return;
+drop:
+	log_event(LOG_NOTICE, "upload dropped", "client", s->client, "user",
+	    s->user, "reason", why, NULL);
+	session_end(s, "dropped by policy");
+}
+
+static void
+append_verdict(void *arg, struct scan_result *res)
+{
+	struct append_msg *m = arg;
+	struct append_job *j = m->job;
+
+	m->req = NULL;
+	m->res = *res;
+	m->done = 1;
+	if (--j->pending == 0)
+		append_done(j);
+}
+
+/*
+ * A complete APPEND whose literals the gateway took.  Returns 1 when the
+ * line was handled (judged, refused), 0 to forward it as it is.
+ */
+int
+msg_append(struct session *s, struct lineasm *la, struct imap_cmd *c)
+{
+	struct append_job *j;
+	struct append_msg *m;
+	const struct imap_str *d;
+	char tag[64];
+	unsigned i;
+	int fd;
+
+	if (!s->append_line)
+		return 0;
+	s->append_line = 0;
+	snprintf(tag, sizeof(tag), "%.*s", (int)c->tag.len,
+	    (const char *)buf_head(&la->text) + c->tag.off);
+	if (la->discarded) {
+		append_refuse(s, tag, "[TOOBIG] ", "Message too large");
+		log_event(LOG_NOTICE, "upload rejected", "client", s->client,
+		    "user", s->user, "reason", "too large", NULL);
+		return 1;
+	}
+	if ((j = calloc(1, sizeof(*j))) == NULL)
+		fatal("calloc");
+	j->s = s;
+	snprintf(j->tag, sizeof(j->tag), "%s", tag);
+	for (i = 0; i < c->nmsg; i++) {
+		d = &c->msg[i].data;
+		m = &j->msg[j->nmsg++];
+		m->job = j;
+		m->res.fd = -1;
+		m->spool = d->spool;
+		m->len = d->len;
+		m->flags = d->flags;
+		m->mark_off = d->tok.off;
+		m->mark_len = d->spool >= 0 ? d->tok.len : d->data - d->tok.off;
+		m->data = d->data;
+	}
+	lineasm_move(&j->la, la);
+	s->ajob = j;
+	j->pending = j->nmsg + 1;
+	for (i = 0; i < j->nmsg; i++) {
+		m = &j->msg[i];
+		if (!av_on(s)) {
+			m->res.verdict = SCAN_CLEAN;
+			j->pending--;
+			continue;
+		}
+		fd = m->spool >= 0 ? dup(j->la.spools[m->spool].fd) :
+				     lineasm_memfd(&j->la, m->data, m->len);
+		if (fd == -1) {
+			m->res.verdict = SCAN_ERROR;
+			snprintf(m->res.reason, sizeof(m->res.reason),
+			    "cannot pass the message to the scanner");
+			j->pending--;
+			continue;
+		}
+		m->req = scan_submit(s->n, fd, m->len, SCAN_APPEND,
+		    s->pol->actionidx, s->user, s->client, append_verdict, m);
+	}
+	if (--j->pending == 0)
+		session_kick(s);
+	return 1;
+}
+
+/*
+ * A client APPEND line ends in a synchronizing literal: the gateway
+ * answers the continuation itself, or refuses a message that is too
+ * large before the client sends it.  Returns 1 if handled.
+ */
+int
+msg_append_sync(struct session *s, struct dir *d)
+{
+	uint64_t n = framer_held_size(&d->fr);
+	char tag[64];
+
+	if (!d->la.streamed && !s->append_line && !line_is_append(&d->la))
+		return 0;
+	s->append_line = 1;
+	if (n > s->act->general.max_email_size) {
+		sscanf((const char *)buf_head(&d->la.text), "%63s", tag);
+		append_refuse(s, tag, "[TOOBIG] ", "Message too large");
+		log_event(LOG_NOTICE, "upload rejected", "client", s->client,
+		    "user", s->user, "reason", "too large", NULL);
+		/* The client sends no payload: the command ends here. */
+		framer_cont(&d->fr, 0);
+		d->lines_seen = d->fr.lines;
+		lineasm_reset(&d->la);
+		s->append_line = 0;
+		return 1;
+	}
+	outq_bytes(&s->to_c.q, "+ Ready for literal data\r\n", 26);
+	session_cont(s, 1);
+	return 1;
+}
+
+/*
+ * Server answers that belong to the gateway's own upstream APPEND: a "+"
+ * for the next literal, or the tagged answer that ends it early.
+ * Returns 1 if the line was swallowed.
+ */
+int
+msg_server_answer(struct session *s, struct lineasm *la, struct imap_resp *r)
+{
+	struct append_job *j = s->ajob;
+	struct append_msg *m;
+
+	if (j == NULL || !j->sending)
+		return 0;
+	if (r->kind == IMAP_RESP_CONT) {
+		m = &j->msg[j->next++];
+		append_send_payload(j, m);
+		if (j->next == j->nmsg)
+			append_send_rest(j);
+		else
+			append_send_marker(j, &j->msg[j->next], 0);
+		msg_kick(s);
+		return 1;
+	}
+	if (r->kind == IMAP_RESP_TAGGED && r->tag.len == strlen(j->tag) &&
+	    memcmp(buf_head(&la->text) + r->tag.off, j->tag, r->tag.len) ==
+		0) {
+		/* Refused before all literals went: the client hears it. */
+		append_job_free(s);
+		msg_kick(s);
+	}
+	return 0;
+}
+
+/* Jobs whose verdicts were all known at submission. */
+int
+msg_ready(struct session *s)
+{
+	struct fetch_job *j, *next;
+
+	for (j = s->fjobs; j; j = next) {
+		next = j->next;
+		if (j->pending == 0) {
+			fetch_emit(j);
+			if (s->ending)
+				return -1;
+		}
+	}
+	if (s->ajob && s->ajob->pending == 0 && !s->ajob->sending &&
+	    !s->ajob->forwarded) {
+		append_done(s->ajob);
+		if (s->ending)
+			return -1;
+	}
+	return 0;
+}
+
+int
+msg_paused(struct session *s, struct dir *d)
+{
+	if (d == &s->c)
+		return s->ajob != NULL;
+	/* Judge a few responses at a time; later ones wait in the
+	 * socket, so memory stays bounded. */
+	return s->to_c.q.holds >= SESSION_MAX_FETCH_JOBS;
+}
+
+void
+msg_session_end(struct session *s)
+{
+	while (s->fjobs)
+		fetch_job_free(s->fjobs);
+	append_job_free(s);
+}

@@ -1,0 +1,239 @@
+/*
+ * Scan requests from netd to scand.  See scanreq.h and common/scan.h.
+ */
+#include <sys/stat.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "netd.h"
+#include "scanreq.h"
+
+/* Longest a verdict may take beyond the action's own scan time limit. */
+#define SCAN_GRACE_MS 30000
+
+struct scan_req {
+	struct scan_req *next, *prev;
+	struct netd *n;
+	uint64_t id;
+	struct proc_chan *chan;
+	struct event *timer;
+	scan_cb cb;
+	void *arg; /* NULL once cancelled */
+	const char *why; /* set: fail with this at the next turn */
+};
+
+static struct scan_req *reqs;
+static uint64_t nextid;
+static unsigned rr;
+
+static void
+req_unlink(struct scan_req *r)
+{
+	if (r->prev)
+		r->prev->next = r->next;
+	else
+		reqs = r->next;
+	if (r->next)
+		r->next->prev = r->prev;
+	if (r->timer)
+		event_free(r->timer);
+}
+
+static void
+req_finish(struct scan_req *r, struct scan_result *res)
+{
+	req_unlink(r);
+	if (r->arg)
+		r->cb(r->arg, res);
+	else if (res->fd != -1)
+		close(res->fd);
+	free(r);
+}
+
+static void
+req_error(struct scan_req *r, const char *why)
+{
+	struct scan_result res;
+
+	memset(&res, 0, sizeof(res));
+	res.verdict = SCAN_ERROR;
+	res.fd = -1;
+	snprintf(res.reason, sizeof(res.reason), "%s", why);
+	req_finish(r, &res);
+}
+
+static void
+req_timeout(evutil_socket_t fd, short ev, void *arg)
+{
+	struct scan_req *r = arg;
+
+	req_error(r, r->why ? r->why : "scan timed out");
+}
+
+/* Fail from the event loop, never inside scan_submit(): callers need
+ * not be reentrant. */
+static void
+req_later(struct scan_req *r, const char *why)
+{
+	struct timeval zero = { 0, 0 };
+
+	r->why = why;
+	evtimer_add(r->timer, &zero);
+}
+
+/* Round robin over the scand workers that are connected. */
+static struct proc_chan *
+pick_scand(struct netd *n)
+{
+	unsigned i, k;
+	struct proc_chan *c;
+
+	for (i = 0; i < IMAPGW_MAX_INSTANCES; i++) {
+		k = (rr + i) % IMAPGW_MAX_INSTANCES;
+		c = n->peers.chan[ROLE_SCAND][k];
+		if (c != NULL && !c->dead) {
+			rr = k + 1;
+			return c;
+		}
+	}
+	return NULL;
+}
+
+struct scan_req *
+scan_submit(struct netd *n, int fd, uint64_t size, int kind, int action,
+    const char *user, const char *client, scan_cb cb, void *arg)
+{
+	const struct cfg_action *act = &n->cur->cfg->actions[action];
+	struct scan_req *r;
+	struct timeval tv;
+	struct buf b;
+	uint64_t ms;
+
+	if ((r = calloc(1, sizeof(*r))) == NULL)
+		fatal("calloc");
+	r->n = n;
+	r->id = ++nextid;
+	r->cb = cb;
+	r->arg = arg;
+	r->next = reqs;
+	if (reqs)
+		reqs->prev = r;
+	reqs = r;
+	r->timer = evtimer_new(n->env.base, req_timeout, r);
+	if (r->timer == NULL)
+		fatalx("evtimer_new");
+	if ((r->chan = pick_scand(n)) == NULL) {
+		close(fd);
+		req_later(r, "no scanner available");
+		return r;
+	}
+	buf_init(&b, 0);
+	buf_add_u64(&b, r->id);
+	buf_add_u32(&b, (uint32_t)kind);
+	buf_add_u32(&b, (uint32_t)action);
+	buf_add_str(&b, user);
+	buf_add_str(&b, client);
+	buf_add_u64(&b, size);
+	if (proc_compose(r->chan, IMSG_SCAN_REQ, 0, fd, buf_head(&b),
+		buf_used(&b)) == -1) {
+		buf_free(&b);
+		r->chan = NULL;
+		req_later(r, "cannot reach the scanner");
+		return r;
+	}
+	buf_free(&b);
+	ms = act->antivirus.max_scan_time_ms + SCAN_GRACE_MS;
+	tv.tv_sec = (time_t)(ms / 1000);
+	tv.tv_usec = (suseconds_t)(ms % 1000) * 1000;
+	evtimer_add(r->timer, &tv);
+	return r;
+}
+
+void
+scan_cancel(struct scan_req *r)
+{
+	if (r)
+		r->arg = NULL;
+}
+
+/* The result fd must hold what the frame says it holds. */
+static int
+result_check(struct scan_result *res, const struct imsg *imsg)
+{
+	struct stat st;
+	uint64_t size;
+
+	if (res->verdict != SCAN_CHANGED)
+		return imsg->fd == -1 ? 0 : -1;
+	if (imsg->fd == -1 || fstat(imsg->fd, &st) == -1 || st.st_size < 0)
+		return -1;
+	size = (uint64_t)st.st_size;
+	if (res->msg_off > size || res->msg_len > size - res->msg_off ||
+	    res->bs_off > size || res->bs_len > size - res->bs_off ||
+	    res->body_off > size || res->body_len > size - res->body_off ||
+	    res->bs_len > 1024 * 1024 || res->body_len > 1024 * 1024)
+		return -1;
+	return 0;
+}
+
+void
+scan_peer_frame(struct netd *n, struct proc_chan *c, struct imsg *imsg)
+{
+	struct scan_result res;
+	struct scan_req *r;
+	struct reader rd;
+	uint64_t id;
+	char *reason;
+
+	if (imsg->hdr.type != IMSG_SCAN_RES || c->role != ROLE_SCAND) {
+		proc_chan_fail(c, "unexpected %s from peer",
+		    imsg_type_name(imsg->hdr.type));
+		return;
+	}
+	memset(&res, 0, sizeof(res));
+	res.fd = -1;
+	imsg_reader(imsg, &rd);
+	id = rd_u64(&rd);
+	res.verdict = (int)rd_u32(&rd);
+	res.action = (int)rd_u32(&rd);
+	reason = rd_str(&rd, SCAN_MAX_REASON - 1);
+	res.msg_off = rd_u64(&rd);
+	res.msg_len = rd_u64(&rd);
+	res.bs_off = rd_u64(&rd);
+	res.bs_len = rd_u64(&rd);
+	res.body_off = rd_u64(&rd);
+	res.body_len = rd_u64(&rd);
+	for (r = reqs; r; r = r->next)
+		if (r->id == id && r->chan == c)
+			break;
+	if (rd_end(&rd) == -1 || reason == NULL || r == NULL ||
+	    res.verdict < SCAN_CLEAN || res.verdict > SCAN_ERROR ||
+	    result_check(&res, imsg) == -1) {
+		free(reason);
+		/* A scanner that answers garbage is not trusted again. */
+		proc_chan_fail(c, "malformed SCAN_RES");
+		return;
+	}
+	snprintf(res.reason, sizeof(res.reason), "%s", reason);
+	free(reason);
+	res.fd = imsg->fd;
+	imsg->fd = -1;
+	req_finish(r, &res);
+}
+
+void
+scan_peer_gone(struct netd *n, struct proc_chan *c)
+{
+	struct scan_req *r, *next;
+
+	for (r = reqs; r; r = next) {
+		next = r->next;
+		if (r->chan == c)
+			req_error(r, "scanner went away");
+	}
+}

@@ -1,0 +1,43 @@
+/*
+ * netd's side of the scan contract (common/scan.h): send a message to a
+ * scand worker, get its verdict back through a callback.  A verdict is
+ * always delivered exactly once: from scand, or as SCAN_ERROR when scand
+ * is unavailable, dies, answers garbage or takes too long.
+ */
+#ifndef IMAPGW_SCANREQ_H
+#define IMAPGW_SCANREQ_H
+
+#include <stdint.h>
+
+#include "proc.h"
+#include "scan.h"
+
+struct netd;
+
+struct scan_result {
+	int verdict; /* SCAN_* */
+	int action;  /* ACT_* applied by scand */
+	char reason[SCAN_MAX_REASON];
+	int fd;	     /* CHANGED: the result memfd (owned by the callee) */
+	uint64_t msg_off, msg_len;
+	uint64_t bs_off, bs_len;
+	uint64_t body_off, body_len;
+};
+
+typedef void (*scan_cb)(void *arg, struct scan_result *);
+
+struct scan_req;
+
+/* Takes ownership of fd (the message).  The callback always runs later,
+ * from the event loop.  Returns a handle for scan_cancel(). */
+struct scan_req *scan_submit(struct netd *, int fd, uint64_t size,
+    int kind, int action, const char *user, const char *client, scan_cb,
+    void *arg);
+/* The requester went away: the verdict will be dropped. */
+void scan_cancel(struct scan_req *);
+
+/* Frames from a scand peer and its loss. */
+void scan_peer_frame(struct netd *, struct proc_chan *, struct imsg *);
+void scan_peer_gone(struct netd *, struct proc_chan *);
+
+#endif

@@ -1,0 +1,1462 @@
+/*
+ * scand's pipeline (scand/): the MIME structure, BODYSTRUCTURE, libclamav
+ * scans with a signature database the test writes (EICAR as .ndb,
+ * clamav-testfiles members as .hdb), the actions and their rewrites, the
+ * request checks, and a child that scans inside scand's real sandbox.
+ * Needs root (the sandbox) and /usr/share/clamav-testfiles.
+ */
+#include <sys/types.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <glib.h>
+
+#include "../../scand/scand.h"
+#include "config.h"
+#include "imapgw.h"
+#include "log.h"
+#include "sandbox.h"
+#include "test.h"
+
+#define NOBODY 65534
+#define TESTFILES "/usr/share/clamav-testfiles"
+#define EICAR_NAME "Eicar-Test-Signature.UNOFFICIAL"
+#define CLAMEXE_NAME "ClamAV-Test-File-exe.UNOFFICIAL"
+
+static char top[64]; /* the test's directory */
+static char dbdir[PATH_MAX]; /* signatures */
+static char tmpdir[PATH_MAX]; /* libclamav's temp files */
+static struct config *cfg;
+static char eicar[69];
+
+/* Actions of the test config, by index. */
+enum {
+	A_STRIP = 2, /* after the two built-ins */
+	A_DENY,
+	A_DROP,
+	A_ALLOW,
+	A_SMALL_DENY,
+	A_SMALL_ALLOW,
+	A_SMALL_DROP,
+	A_SLOW_DENY,
+	A_SLOW_ALLOW,
+	A_SLOW_DROP,
+	A_OFF,
+};
+
+/* ---- setup ---- */
+
+static void
+die(const char *what)
+{
+	perror(what);
+	exit(2);
+}
+
+static void
+write_file(const char *path, const void *data, size_t len)
+{
+	int fd;
+
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	if (fd == -1 || write(fd, data, len) != (ssize_t)len)
+		die(path);
+	close(fd);
+}
+
+static void *
+read_file(const char *path, size_t *len)
+{
+	gchar *data;
+	gsize n;
+
+	if (!g_file_get_contents(path, &data, &n, NULL))
+		die(path);
+	*len = n;
+	return data;
+}
+
+/* An .hdb line for a file: md5:size:name. */
+static void
+hdb_line(struct buf *b, const char *file, const char *name)
+{
+	char path[PATH_MAX];
+	gchar *md5;
+	size_t len;
+	void *d;
+
+	snprintf(path, sizeof(path), "%s/%s", TESTFILES, file);
+	d = read_file(path, &len);
+	md5 = g_compute_checksum_for_data(G_CHECKSUM_MD5, d, len);
+	buf_printf(b, "%s:%zu:%s\n", md5, len, name);
+	g_free(md5);
+	g_free(d);
+}
+
+static void
+make_db(void)
+{
+	struct buf b;
+	size_t i;
+
+	/* Built at run time, so that this binary is not itself EICAR. */
+	snprintf(eicar, sizeof(eicar), "%s%s",
+	    "X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-",
+	    "ANTIVIRUS-TEST-FILE!$H+H*");
+	buf_init(&b, 0);
+	buf_printf(&b, "Eicar-Test-Signature:0:*:");
+	for (i = 0; i < strlen(eicar); i++)
+		buf_printf(&b, "%02x", (unsigned char)eicar[i]);
+	buf_printf(&b, "\n");
+	snprintf(dbdir, sizeof(dbdir), "%s/db", top);
+	if (mkdir(dbdir, 0755) == -1)
+		die(dbdir);
+	snprintf(tmpdir, sizeof(tmpdir), "%s/db/test.ndb", top);
+	write_file(tmpdir, b.data, b.len);
+	buf_reset(&b);
+	/* clam.exe only: clam.zip is found by unpacking it. */
+	hdb_line(&b, "clam.exe", "ClamAV-Test-File-exe");
+	hdb_line(&b, "clam.pdf", "ClamAV-Test-File-pdf");
+	snprintf(tmpdir, sizeof(tmpdir), "%s/db/test.hdb", top);
+	write_file(tmpdir, b.data, b.len);
+	buf_free(&b);
+	snprintf(tmpdir, sizeof(tmpdir), "%s/tmp", top);
+	if (mkdir(tmpdir, 0700) == -1)
+		die(tmpdir);
+}
+
+static const char *const action_yaml =
+    "    strip: { antivirus: { database: %s } }\n"
+    "    deny: { antivirus: { database: %s, on_virus: deny } }\n"
+    "    drop: { antivirus: { database: %s, on_virus: drop } }\n"
+    "    allow: { antivirus: { database: %s, on_virus: allow } }\n"
+    "    small-deny: { inherit: strip, general: { max_email_size: 1K } }\n"
+    "    small-allow: { inherit: strip,\n"
+    "                   general: { max_email_size: 1K, oversize: allow } }\n"
+    "    small-drop: { inherit: strip,\n"
+    "                  general: { max_email_size: 1K, oversize: drop } }\n"
+    "    slow-deny: { inherit: strip,\n"
+    "                 antivirus: { max_scan_time: 1ms } }\n"
+    "    slow-allow: { inherit: slow-deny, antivirus: { on_error: allow } }\n"
+    "    slow-drop: { inherit: slow-deny, antivirus: { on_error: drop } }\n"
+    "    off: { antivirus: { enabled: false } }\n";
+
+static void
+make_config(void)
+{
+	struct buf y, e;
+	size_t i;
+
+	buf_init(&y, 0);
+	buf_init(&e, 0);
+	buf_printf(&y, "servers: { s: { members: [\"127.0.0.1:143\"] } }\n");
+	buf_printf(&y, "actions:\n");
+	buf_printf(&y, action_yaml, dbdir, dbdir, dbdir, dbdir);
+	buf_printf(&y, "policies:\n");
+	for (i = A_STRIP; i <= A_OFF; i++)
+		buf_printf(&y,
+		    "  - { name: p%zu, listen: \"127.0.0.1:%zu\", to: s, "
+		    "action: %s }\n",
+		    i, 20000 + i,
+		    (const char *[]){"", "", "strip", "deny", "drop", "allow",
+		        "small-deny", "small-allow", "small-drop", "slow-deny",
+		        "slow-allow", "slow-drop", "off"}[i]);
+	cfg = config_load_mem("test.yaml", (char *)y.data, y.len, &e);
+	if (cfg == NULL) {
+		buf_add_u8(&e, 0);
+		fprintf(stderr, "%s\n%s", (char *)y.data, (char *)e.data);
+		exit(2);
+	}
+	buf_free(&y);
+	buf_free(&e);
+}
+
+static void
+cleanup(void)
+{
+	char cmd[PATH_MAX + 16];
+
+	if (top[0] != '\0') {
+		snprintf(cmd, sizeof(cmd), "rm -rf %s", top);
+		if (system(cmd) != 0)
+			fprintf(stderr, "cannot remove %s\n", top);
+	}
+}
+
+/* ---- messages ---- */
+
+static void
+b64(struct buf *b, const void *data, size_t len)
+{
+	static const char t[] =
+	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	const uint8_t *p = data;
+	size_t i, col = 0;
+	uint32_t v;
+
+	for (i = 0; i < len; i += 3) {
+		v = (uint32_t)p[i] << 16;
+		if (i + 1 < len)
+			v |= (uint32_t)p[i + 1] << 8;
+		if (i + 2 < len)
+			v |= p[i + 2];
+		buf_add_u8(b, (uint8_t)t[v >> 18 & 63]);
+		buf_add_u8(b, (uint8_t)t[v >> 12 & 63]);
+		buf_add_u8(b, i + 1 < len ? (uint8_t)t[v >> 6 & 63] : '=');
+		buf_add_u8(b, i + 2 < len ? (uint8_t)t[v & 63] : '=');
+		if ((col += 4) == 76) {
+			buf_add(b, "\r\n", 2);
+			col = 0;
+		}
+	}
+	if (col)
+		buf_add(b, "\r\n", 2);
+}
+
+static const char hdrs[] =
+    "Date: Mon, 7 Feb 1994 21:52:25 -0800\r\n"
+    "From: Fred Foobar <foobar@Blurdybloop.example>\r\n"
+    "Subject: afternoon meeting\r\n"
+    "To: mooch@owatagu.siam.edu.example\r\n"
+    "Cc: \"Some One\" <one@example.org>,\r\n"
+    " two@example.org\r\n"
+    "Message-Id: <B27397-0100000@Blurdybloop.example>\r\n"
+    "In-Reply-To: <prev@example.org>\r\n"
+    "References: <first@example.org> <prev@example.org>\r\n"
+    "X-Mailer: test\r\n"
+    "Received: from somewhere\r\n";
+
+/* A multipart/mixed with a text part and an attachment. */
+static void
+msg_attach(struct buf *b, const char *name, const void *data, size_t len)
+{
+	buf_printf(b, "%sMIME-Version: 1.0\r\n", hdrs);
+	buf_printf(b, "Content-Type: multipart/mixed; boundary=\"=-b1\"\r\n"
+	              "\r\n"
+	              "This is a multi-part message in MIME format.\r\n"
+	              "--=-b1\r\n"
+	              "Content-Type: text/plain; charset=us-ascii\r\n"
+	              "\r\n"
+	              "Hello Joe, do you think we can meet at 3:30?\r\n"
+	              "--=-b1\r\n");
+	buf_printf(b,
+	    "Content-Type: application/octet-stream; name=\"%s\"\r\n"
+	    "Content-Transfer-Encoding: base64\r\n"
+	    "Content-Disposition: attachment; filename=\"%s\"\r\n\r\n",
+	    name, name);
+	b64(b, data, len);
+	buf_printf(b, "--=-b1\r\n"
+	              "Content-Type: text/html; charset=utf-8\r\n"
+	              "Content-Transfer-Encoding: quoted-printable\r\n"
+	              "\r\n"
+	              "<p>caf=C3=A9</p>\r\n"
+	              "--=-b1--\r\n"
+	              "epilogue\r\n");
+}
+
+static void
+msg_plain(struct buf *b, const char *body)
+{
+	buf_printf(b, "%s\r\n%s\r\n", hdrs, body);
+}
+
+/* ---- checks on results ---- */
+
+/* A well-formed IMAP body: balanced lists of NIL, numbers, strings and
+ * literals, nothing after the outer list. */
+static int
+imap_wellformed(const char *s, size_t len)
+{
+	size_t i = 0, n;
+	int depth = 0;
+	char *e;
+
+	while (i < len) {
+		char c = s[i];
+
+		if (c == '(') {
+			depth++;
+			i++;
+		} else if (c == ')') {
+			if (--depth < 0)
+				return 0;
+			i++;
+			if (depth == 0 && i != len)
+				return 0;
+		} else if (c == ' ')
+			i++;
+		else if (c == '"') {
+			for (i++; i < len && s[i] != '"'; i++)
+				if (s[i] == '\\')
+					i++;
+			if (i++ >= len)
+				return 0;
+		} else if (c == '{') {
+			n = strtoul(s + i + 1, &e, 10);
+			if (e[0] != '}' || e[1] != '\r' || e[2] != '\n')
+				return 0;
+			i = (size_t)(e + 3 - s) + n;
+		} else if (strncmp(s + i, "NIL", 3) == 0)
+			i += 3;
+		else if (c >= '0' && c <= '9')
+			while (i < len && s[i] >= '0' && s[i] <= '9')
+				i++;
+		else
+			return 0;
+	}
+	return depth == 0 && len > 0;
+}
+
+struct result {
+	uint8_t *all;
+	size_t size;
+	char *msg, *bs, *body;
+	size_t msg_len;
+};
+
+/* Read and check a CHANGED result fd: sealed, offsets in range. */
+static int
+result_read(const struct scan_res *res, struct result *r)
+{
+	struct stat st;
+	int seals;
+
+	memset(r, 0, sizeof(*r));
+	if (res->fd == -1 || fstat(res->fd, &st) == -1)
+		return -1;
+	seals = fcntl(res->fd, F_GET_SEALS);
+	if ((seals &
+	        (F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL)) !=
+	    (F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL))
+		return -1;
+	r->size = (size_t)st.st_size;
+	if (res->msg_off != 0 || res->bs_off != res->msg_len ||
+	    res->body_off != res->bs_off + res->bs_len ||
+	    res->body_off + res->body_len != r->size)
+		return -1;
+	r->all = malloc(r->size + 1);
+	if (pread(res->fd, r->all, r->size, 0) != (ssize_t)r->size)
+		return -1;
+	r->msg = strndup((char *)r->all, res->msg_len);
+	r->msg_len = res->msg_len;
+	r->bs = strndup((char *)r->all + res->bs_off, res->bs_len);
+	r->body = strndup((char *)r->all + res->body_off, res->body_len);
+	return 0;
+}
+
+static void
+result_free(struct result *r)
+{
+	free(r->all);
+	free(r->msg);
+	free(r->bs);
+	free(r->body);
+}
+
+static void
+scan(int action, int kind, const struct buf *m, struct scan_res *res)
+{
+	scan_message(&cfg->actions[action], kind, "joe", "192.0.2.1:1234",
+	    m->data, m->len, res);
+}
+
+/* ---- cases ---- */
+
+static void
+test_structure(void)
+{
+	struct mime_msg m;
+	struct buf b;
+	char sec[64], fn[256];
+	const struct mime_part *p;
+
+	buf_init(&b, 0);
+	msg_attach(&b, "a.bin", "hello", 5);
+	CHECK(mime_parse(&m, b.data, b.len) == 0);
+	CHECK(m.root->kind == MIME_MULTIPART && m.root->nchild == 3);
+	CHECK(strcmp(m.eol, "\r\n") == 0);
+	p = m.root->children->next;
+	mime_section(p, sec, sizeof(sec));
+	CHECK(strcmp(sec, "2") == 0);
+	mime_filename(&m, p, fn, sizeof(fn));
+	CHECK(strcmp(fn, "a.bin") == 0);
+	/* The part runs from its first header to the CRLF before the
+	 * boundary. */
+	CHECK(
+	    strncmp((char *)b.data + p->hdr_off, "Content-Type: app", 17) == 0);
+	CHECK(strncmp((char *)b.data + p->body_end, "\r\n--=-b1\r\n", 10) == 0);
+	p = m.root->children;
+	CHECK(p->body_end - p->body_off == 44 && mime_lines(&m, p) == 0);
+	mime_free(&m);
+
+	/* A single part: its body is part 1. */
+	buf_reset(&b);
+	msg_plain(&b, "hi");
+	CHECK(mime_parse(&m, b.data, b.len) == 0);
+	CHECK(m.root->kind == MIME_LEAF && m.nparts == 1);
+	mime_section(m.root, sec, sizeof(sec));
+	CHECK(strcmp(sec, "1") == 0);
+	mime_free(&m);
+
+	/* RFC 2047 and RFC 2231 file names, decoded by GMime. */
+	buf_reset(&b);
+	buf_printf(&b, "Content-Type: application/x; name=\"=?UTF-8?B?"
+	               "w6l0w6kuZXhl?=\"\r\n\r\nx\r\n");
+	CHECK(mime_parse(&m, b.data, b.len) == 0);
+	mime_filename(&m, m.root, fn, sizeof(fn));
+	CHECK(strcmp(fn, "\xc3\xa9t\xc3\xa9.exe") == 0);
+	mime_free(&m);
+	buf_reset(&b);
+	buf_printf(&b, "Content-Disposition: attachment;\r\n"
+	               " filename*=iso-8859-1''%%E9t%%E9%%0D.exe\r\n"
+	               "\r\nx\r\n");
+	CHECK(mime_parse(&m, b.data, b.len) == 0);
+	mime_filename(&m, m.root, fn, sizeof(fn));
+	CHECK(strcmp(fn, "\xc3\xa9t\xc3\xa9?.exe") == 0);
+	mime_free(&m);
+	buf_free(&b);
+}
+
+static void
+test_bodystructure(void)
+{
+	struct mime_msg m;
+	struct buf b, o;
+
+	buf_init(&b, 0);
+	buf_init(&o, 0);
+	msg_attach(&b, "a.bin", "hello", 5);
+	CHECK(mime_parse(&m, b.data, b.len) == 0);
+	CHECK(bs_write(&m, 1, &o) == 0);
+	buf_add_u8(&o, 0);
+	/* As Dovecot 2.3 answers for this message. */
+	CHECK(strcmp((char *)o.data,
+	          "((\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL "
+	          "\"7bit\" 44 0 NIL NIL NIL NIL)(\"application\" "
+	          "\"octet-stream\" (\"name\" \"a.bin\") NIL NIL \"base64\" 8 "
+	          "NIL (\"attachment\" (\"filename\" \"a.bin\")) NIL NIL)"
+	          "(\"text\" \"html\" (\"charset\" \"utf-8\") NIL NIL "
+	          "\"quoted-printable\" 16 0 NIL NIL NIL NIL) \"mixed\" "
+	          "(\"boundary\" \"=-b1\") NIL NIL NIL)") == 0);
+	buf_reset(&o);
+	CHECK(bs_write(&m, 0, &o) == 0);
+	buf_add_u8(&o, 0);
+	CHECK(strcmp((char *)o.data,
+	          "((\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL "
+	          "\"7bit\" 44 0)(\"application\" \"octet-stream\" (\"name\" "
+	          "\"a.bin\") NIL NIL \"base64\" 8)(\"text\" \"html\" "
+	          "(\"charset\" \"utf-8\") NIL NIL \"quoted-printable\" 16 0) "
+	          "\"mixed\")") == 0);
+	mime_free(&m);
+	buf_free(&b);
+	buf_free(&o);
+}
+
+/* Messages and what Dovecot 2.3.19 answers for their BODYSTRUCTURE
+ * (captured by appending them to a real Dovecot; \n is CRLF). */
+static const struct {
+	const char *msg, *bs;
+} bs_cases[] = {
+    /* 05-rfc822-single.eml */
+    {"Date: Mon, 7 Feb 1994 21:52:25 -0800\n"
+	"From: Fred Foobar <foobar@Blurdybloop.example>\n"
+	"Subject: afternoon meeting\n"
+	"To: mooch@owatagu.siam.edu.example\n"
+	"Message-Id: <B27397-0100000@Blurdybloop.example>\n"
+	"MIME-Version: 1.0\n"
+	"Content-Type: multipart/mixed; boundary=\"b\"\n"
+	"\n"
+	"--b\n"
+	"Content-Type: message/rfc822\n"
+	"Content-Disposition: attachment; filename=\"fwd.eml\"\n"
+	"\n"
+	"From: Pete(A nice \\) chap) <pete(his account)@silly.test(his "
+	"host)>\n"
+	"To:A Group(Some people)\n"
+	"     :Chris Jones <c@(Chris's host.)public.example>,\n"
+	"         joe@example.org,\n"
+	"  John <jdoe@one.test> (my dear friend); (the end of the group)\n"
+	"Cc:(Empty list)(start)Hidden recipients  :(nobody(that I know)) "
+	" ;\n"
+	"Date: Thu,\n"
+	"      13\n"
+	"        Feb\n"
+	"          1969\n"
+	"      23:32\n"
+	"               -0330 (Newfoundland Time)\n"
+	"Message-ID:              <testabcd.1234@silly.test>\n"
+	"Subject: folded\n"
+	"\tsubject  with   spaces\n"
+	"\n"
+	"Testing.\n"
+	"--b--\n",
+	"((\"message\" \"rfc822\" NIL NIL NIL \"7bit\" 519 (\"Thu,  "
+	"    13        Feb          1969      23:32               -0330 "
+	"(Newfoundland Time)\" {26}\r\nfolded subject with spaces ((\"Pete\" "
+	"NIL \"pete\" \"silly.test\")) ((\"Pete\" NIL \"pete\" \"silly.test\")) "
+	"((\"Pete\" NIL \"pete\" \"silly.test\")) ((NIL NIL \"A Group\" "
+	"NIL)(\"Chris Jones\" NIL \"c\" \"public.example\")(NIL NIL "
+	"\"joe\" \"example.org\")(\"John\" NIL \"jdoe\" \"one.test\")(NIL "
+	"NIL NIL NIL)) ((NIL NIL \"Hidden recipients\" NIL)(NIL NIL "
+	"NIL NIL)) NIL NIL \"<testabcd.1234@silly.test>\") (\"text\" "
+	"\"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 8 0 NIL "
+	"NIL NIL NIL) 16 NIL (\"attachment\" (\"filename\" \"fwd.eml\")) "
+	"NIL NIL) \"mixed\" (\"boundary\" \"b\") NIL NIL NIL)"},
+    /* 06-digest.eml */
+    {"Date: Mon, 7 Feb 1994 21:52:25 -0800\n"
+	"From: Fred Foobar <foobar@Blurdybloop.example>\n"
+	"Subject: afternoon meeting\n"
+	"To: mooch@owatagu.siam.edu.example\n"
+	"Message-Id: <B27397-0100000@Blurdybloop.example>\n"
+	"MIME-Version: 1.0\n"
+	"Content-Type: multipart/digest; boundary=\"d\"\n"
+	"\n"
+	"--d\n"
+	"\n"
+	"From: a@b.test\n"
+	"Subject: one\n"
+	"\n"
+	"first\n"
+	"--d\n"
+	"\n"
+	"From: c@d.test\n"
+	"Subject: two\n"
+	"\n"
+	"second\n"
+	"--d\n"
+	"Content-Type: text/plain\n"
+	"\n"
+	"not a message\n"
+	"--d--\n",
+	"((\"message\" \"rfc822\" NIL NIL NIL \"7bit\" 37 (NIL \"one\" "
+	"((NIL NIL \"a\" \"b.test\")) ((NIL NIL \"a\" \"b.test\")) ((NIL "
+	"NIL \"a\" \"b.test\")) NIL NIL NIL NIL NIL) (\"text\" \"plain\" "
+	"(\"charset\" \"us-ascii\") NIL NIL \"7bit\" 5 0 NIL NIL NIL "
+	"NIL) 3 NIL NIL NIL NIL)(\"message\" \"rfc822\" NIL NIL NIL "
+	"\"7bit\" 38 (NIL \"two\" ((NIL NIL \"c\" \"d.test\")) ((NIL "
+	"NIL \"c\" \"d.test\")) ((NIL NIL \"c\" \"d.test\")) NIL NIL "
+	"NIL NIL NIL) (\"text\" \"plain\" (\"charset\" \"us-ascii\") "
+	"NIL NIL \"7bit\" 6 0 NIL NIL NIL NIL) 3 NIL NIL NIL NIL)(\"text\" "
+	"\"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 13 0 "
+	"NIL NIL NIL NIL) \"digest\" (\"boundary\" \"d\") NIL NIL NIL)"},
+    /* 07-rfc2231.eml */
+    {"Date: Mon, 7 Feb 1994 21:52:25 -0800\n"
+	"From: Fred Foobar <foobar@Blurdybloop.example>\n"
+	"Subject: afternoon meeting\n"
+	"To: mooch@owatagu.siam.edu.example\n"
+	"Message-Id: <B27397-0100000@Blurdybloop.example>\n"
+	"MIME-Version: 1.0\n"
+	"Content-Type: multipart/mixed; boundary=\"b\"\n"
+	"\n"
+	"--b\n"
+	"Content-Type: application/octet-stream;\n"
+	" name*0*=utf-8''%E2%82%AC%20rates;\n"
+	" name*1=\".txt\"\n"
+	"Content-Disposition: attachment;\n"
+	" filename*0*=utf-8''%E2%82%AC%20rates;\n"
+	" filename*1=\".txt\"\n"
+	"\n"
+	"x\n"
+	"--b\n"
+	"Content-Type: application/octet-stream; name=\"=?UTF-8?B?w6l0w6kuZXhl?=\"\n"
+	"Content-Disposition: attachment; filename*=iso-8859-1''%E9t%E9.exe\n"
+	"\n"
+	"y\n"
+	"--b\n"
+	"Content-Type: application/octet-stream; name*1=\"b\"; name*3=\"d\"; "
+	"name*0=\"a\"\n"
+	"\n"
+	"z\n"
+	"--b--\n",
+	"((\"application\" \"octet-stream\" (\"name*\" \"utf-8''%E2%82%AC%20rates.txt\") "
+	"NIL NIL \"7bit\" 1 NIL (\"attachment\" (\"filename*\" \"utf-8''%E2%82%AC%20rates.txt\")) "
+	"NIL NIL)(\"application\" \"octet-stream\" (\"name\" \"=?UTF-8?B?w6l0w6kuZXhl?=\") "
+	"NIL NIL \"7bit\" 1 NIL (\"attachment\" (\"filename*\" \"iso-8859-1''%E9t%E9.exe\")) "
+	"NIL NIL)(\"application\" \"octet-stream\" (\"name*0\" \"a\" "
+	"\"name*1\" \"b\" \"name*3\" \"d\") NIL NIL \"7bit\" 1 NIL NIL "
+	"NIL NIL) \"mixed\" (\"boundary\" \"b\") NIL NIL NIL)"},
+    /* 15-prefix.eml */
+    {"Date: Mon, 7 Feb 1994 21:52:25 -0800\n"
+	"From: Fred Foobar <foobar@Blurdybloop.example>\n"
+	"Subject: afternoon meeting\n"
+	"To: mooch@owatagu.siam.edu.example\n"
+	"Message-Id: <B27397-0100000@Blurdybloop.example>\n"
+	"MIME-Version: 1.0\n"
+	"Content-Type: multipart/mixed; boundary=\"b\"\n"
+	"\n"
+	"--b\n"
+	"Content-Type: text/plain\n"
+	"\n"
+	"one\n"
+	"--bx\n"
+	"not a boundary?\n"
+	"--b\n"
+	"Content-Type: multipart/mixed; boundary=\"bb\"\n"
+	"\n"
+	"--bb\n"
+	"Content-Type: text/plain\n"
+	"\n"
+	"inner\n"
+	"--bb--\n"
+	"--b--\n",
+	"((\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" "
+	"3 0 NIL NIL NIL NIL)(\"text\" \"plain\" (\"charset\" \"us-ascii\") "
+	"NIL NIL \"7bit\" 0 0 NIL NIL NIL NIL)((\"text\" \"plain\" (\"charset\" "
+	"\"us-ascii\") NIL NIL \"7bit\" 5 0 NIL NIL NIL NIL) \"mixed\" "
+	"(\"boundary\" \"bb\") NIL NIL NIL) \"mixed\" (\"boundary\" "
+	"\"b\") NIL NIL NIL)"},
+    /* 23-rfc822-b64.eml */
+    {"Date: Mon, 7 Feb 1994 21:52:25 -0800\n"
+	"From: Fred Foobar <foobar@Blurdybloop.example>\n"
+	"Subject: afternoon meeting\n"
+	"To: mooch@owatagu.siam.edu.example\n"
+	"Message-Id: <B27397-0100000@Blurdybloop.example>\n"
+	"MIME-Version: 1.0\n"
+	"Content-Type: multipart/mixed; boundary=\"b\"\n"
+	"\n"
+	"--b\n"
+	"Content-Type: message/rfc822\n"
+	"Content-Transfer-Encoding: base64\n"
+	"\n"
+	"RnJvbTogYUBiLmMKClRleHQK\n"
+	"--b--\n",
+	"((\"message\" \"rfc822\" NIL NIL NIL \"base64\" 26 (NIL NIL "
+	"NIL NIL NIL NIL NIL NIL NIL NIL) (\"text\" \"plain\" (\"charset\" "
+	"\"us-ascii\") NIL NIL \"7bit\" 0 0 NIL NIL NIL NIL) 1 NIL NIL "
+	"NIL NIL) \"mixed\" (\"boundary\" \"b\") NIL NIL NIL)"},
+    /* a06-prefix-nest.eml */
+    {"From: a@b.test\n"
+	"Subject: x\n"
+	"MIME-Version: 1.0\n"
+	"Content-Type: multipart/mixed; boundary=\"bb\"\n"
+	"\n"
+	"--bb\n"
+	"Content-Type: multipart/alternative; boundary=\"b\"\n"
+	"\n"
+	"--b\n"
+	"Content-Type: text/plain\n"
+	"\n"
+	"inner\n"
+	"--bb\n"
+	"Content-Type: text/plain\n"
+	"\n"
+	"outer2\n"
+	"--bb--\n",
+	"(((\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" "
+	"5 0 NIL NIL NIL NIL) \"alternative\" (\"boundary\" \"b\") NIL "
+	"NIL NIL)(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL "
+	"NIL \"7bit\" 6 0 NIL NIL NIL NIL) \"mixed\" (\"boundary\" \"bb\") "
+	"NIL NIL NIL)"},
+    /* a14-mp-no-bnd.eml */
+    {"From: a@b.test\n"
+	"Subject: x\n"
+	"MIME-Version: 1.0\n"
+	"Content-Type: multipart/mixed\n"
+	"\n"
+	"--b\n"
+	"Content-Type: text/plain\n"
+	"\n"
+	"x\n"
+	"--b--\n",
+	"((\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" "
+	"0 0 NIL NIL NIL NIL) \"mixed\" NIL NIL NIL NIL)"},
+    /* c05.eml */
+    {"From: a@b.test\n"
+	"MIME-Version: 1.0\n"
+	"Content-Type: text/plain garbage\n"
+	"\n"
+	"x\n",
+	"(\"\" \"\" NIL NIL NIL \"7bit\" 3 NIL NIL NIL NIL)"},
+    /* a09-addrs.eml */
+    {"From: \"John Q. Public\" <jqp@x.test>\n"
+	"To: Undisclosed recipients: ;\n"
+	"Cc: a@b.test, , c@d.test\n"
+	"Bcc: <>\n"
+	"Reply-To: x@y.test (comment) , z@w.test\n"
+	"Sender: John Q. Public <j@x.test>\n"
+	"Subject: =?utf-8?q?caf=C3=A9?=\ttab  and trailing  \n"
+	"Message-ID:\n"
+	" <folded@x.test>\n"
+	"In-Reply-To: <a@x.test> <b@x.test>\n"
+	"Date: Tue, 1 Jul 2003 10:52:37 +0200 (CEST)\n"
+	"MIME-Version: 1.0\n"
+	"Content-Type: multipart/mixed; boundary=b\n"
+	"\n"
+	"--b\n"
+	"Content-Type: message/rfc822\n"
+	"\n"
+	"From: \"John Q. Public\" <jqp@x.test>\n"
+	"To: Undisclosed recipients: ;\n"
+	"Cc: a@b.test, , c@d.test\n"
+	"Bcc: <>\n"
+	"Reply-To: x@y.test (comment) , z@w.test\n"
+	"Sender: John Q. Public <j@x.test>\n"
+	"Subject: =?utf-8?q?caf=C3=A9?=\ttab  and trailing  \n"
+	"Message-ID:\n"
+	" <folded@x.test>\n"
+	"In-Reply-To: <a@x.test> <b@x.test>\n"
+	"Date: Tue, 1 Jul 2003 10:52:37 +0200 (CEST)\n"
+	"\n"
+	"x\n"
+	"--b\n"
+	"Content-Type: message/rfc822\n"
+	"\n"
+	"From: =?iso-8859-1?q?J=F6rg?= <j@x.test>, \"quoted \\\"esc\\\"\" "
+	"<q@x.test>\n"
+	"To: group: a@b.test, \"n\" <c@d.test>; , after@x.test\n"
+	"Cc: @r1,@r2:x@y.test, <@r3:z@w.test>\n"
+	"Subject: \"quoted subject\"\n"
+	"Message-ID: no angle\n"
+	"Date: garbage\n"
+	"\n"
+	"y\n"
+	"--b--\n",
+	"((\"message\" \"rfc822\" NIL NIL NIL \"7bit\" 346 (\"Tue, 1 "
+	"Jul 2003 10:52:37 +0200 (CEST)\" {38}\r\n=?utf-8?q?caf=C3=A9?= "
+	"tab and trailing ((\"John Q. Public\" NIL \"jqp\" \"x.test\")) "
+	"((\"John Q. Public\" NIL \"j\" \"x.test\")) ((\"comment\" NIL "
+	"\"x\" \"y.test\")(NIL NIL \"z\" \"w.test\")) ((NIL NIL \"Undisclosed "
+	"recipients\" NIL)(NIL NIL NIL NIL)) ((NIL NIL \"a\" \"b.test\")(NIL "
+	"NIL \"MISSING_MAILBOX\" \"MISSING_DOMAIN\")(NIL NIL \"c\" \"d.test\")) "
+	"((NIL NIL \"MISSING_MAILBOX\" \"MISSING_DOMAIN\")) \"<a@x.test> "
+	"<b@x.test>\" \" <folded@x.test>\") (\"text\" \"plain\" (\"charset\" "
+	"\"us-ascii\") NIL NIL \"7bit\" 1 0 NIL NIL NIL NIL) 12 NIL "
+	"NIL NIL NIL)(\"message\" \"rfc822\" NIL NIL NIL \"7bit\" 229 "
+	"(\"garbage\" {16}\r\n\"quoted subject\" ((\"=?iso-8859-1?q?J=F6rg?=\" "
+	"NIL \"j\" \"x.test\")({12}\r\nquoted \"esc\" NIL \"q\" \"x.test\")) "
+	"((\"=?iso-8859-1?q?J=F6rg?=\" NIL \"j\" \"x.test\")({12}\r\nquoted "
+	"\"esc\" NIL \"q\" \"x.test\")) ((\"=?iso-8859-1?q?J=F6rg?=\" "
+	"NIL \"j\" \"x.test\")({12}\r\nquoted \"esc\" NIL \"q\" \"x.test\")) "
+	"((NIL NIL \"group\" NIL)(NIL NIL \"a\" \"b.test\")(\"n\" NIL "
+	"\"c\" \"d.test\")(NIL NIL NIL NIL)(NIL NIL \"after\" \"x.test\")) "
+	"((NIL NIL \"MISSING_MAILBOX\" \"r1\")(NIL NIL \"MISSING_MAILBOX\" "
+	"\"r2\")) NIL NIL \"no angle\") (\"text\" \"plain\" (\"charset\" "
+	"\"us-ascii\") NIL NIL \"7bit\" 1 0 NIL NIL NIL NIL) 7 NIL NIL "
+	"NIL NIL) \"mixed\" (\"boundary\" \"b\") NIL NIL NIL)"},
+    /* 20-8bit-hdr.eml */
+    {"From: J\xc3" "\xb6" "rg M\xc3" "\xbc" "ller <jm@example.de>\n"
+	"Subject: Gr\xc3" "\xbc" "\xc3" "\x9f" "e aus K\xc3" "\xb6" "ln\n"
+	"To: \"\xc3" "\x9c" "n\xc3" "\xaf" "code\" <u@example.org>\n"
+	"MIME-Version: 1.0\n"
+	"Content-Type: text/plain; charset=utf-8; name=\"na\xc3" "\xaf" "ve.txt\"\n"
+	"Content-Description: \xc3" "\xa4" "\xc3" "\xb6" "\xc3" "\xbc" "\n"
+	"\n"
+	"x\n",
+	"(\"text\" \"plain\" (\"charset\" \"utf-8\" \"name\" {10}\r\nna\xc3" "\xaf" "ve.txt) "
+	"NIL {6}\r\n\xc3" "\xa4" "\xc3" "\xb6" "\xc3" "\xbc" " \"7bit\" "
+	"3 1 NIL NIL NIL NIL)"},
+};
+
+static void
+test_dovecot_cases(void)
+{
+	static const char nul[] = "MIME-Version: 1.0\r\nContent-Description: "
+				  "d\0e\r\n\r\nx\r\n";
+	struct mime_msg m;
+	struct buf b, o;
+	const char *s;
+	size_t i;
+
+	buf_init(&b, 0);
+	buf_init(&o, 0);
+	for (i = 0; i < sizeof(bs_cases) / sizeof(bs_cases[0]); i++) {
+		buf_reset(&b);
+		buf_reset(&o);
+		for (s = bs_cases[i].msg; *s != '\0'; s++)
+			if (*s == '\n')
+				buf_add(&b, "\r\n", 2);
+			else
+				buf_add_u8(&b, (uint8_t)*s);
+		CHECK(mime_parse(&m, b.data, b.len) == 0);
+		CHECK(bs_write(&m, 1, &o) == 0);
+		buf_add_u8(&o, 0);
+		CHECK(strcmp((char *)o.data, bs_cases[i].bs) == 0);
+		if (strcmp((char *)o.data, bs_cases[i].bs) != 0)
+			fprintf(stderr, "case %zu:\n got %s\nwant %s\n", i,
+			    (char *)o.data, bs_cases[i].bs);
+		mime_free(&m);
+	}
+	/* A NUL in a header value is U+FFFD, as Dovecot has it. */
+	buf_reset(&o);
+	CHECK(mime_parse(&m, nul, sizeof(nul) - 1) == 0);
+	CHECK(bs_write(&m, 0, &o) == 0);
+	buf_add_u8(&o, 0);
+	CHECK(strcmp((char *)o.data,
+		  "(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL "
+		  "{5}\r\nd\xef\xbf\xbd" "e \"7bit\" 3 1)") == 0);
+	mime_free(&m);
+	buf_free(&b);
+	buf_free(&o);
+}
+
+static void
+test_clean(void)
+{
+	struct scan_res res;
+	struct buf b;
+
+	buf_init(&b, 0);
+	msg_attach(&b, "notes.txt", "just some notes", 15);
+	scan(A_STRIP, SCAN_FETCH, &b, &res);
+	CHECK(res.verdict == SCAN_CLEAN && res.action == ACT_ALLOW);
+	CHECK(res.fd == -1 && res.reason[0] == '\0');
+	scan(A_STRIP, SCAN_APPEND, &b, &res);
+	CHECK(res.verdict == SCAN_CLEAN && res.fd == -1);
+	/* An empty message is a message too. */
+	scan_message(&cfg->actions[A_STRIP], SCAN_FETCH, "", "", "", 0, &res);
+	CHECK(res.verdict == SCAN_CLEAN);
+	buf_free(&b);
+}
+
+/* EICAR as a base64 attachment, stripped. */
+static void
+test_strip(void)
+{
+	struct scan_res res, res2;
+	struct result r, r2;
+	struct mime_msg m;
+	struct buf b;
+	const struct mime_part *p;
+	size_t head, tail;
+	char *deny;
+
+	buf_init(&b, 0);
+	msg_attach(&b, "eicar.com", eicar, strlen(eicar));
+	scan(A_STRIP, SCAN_FETCH, &b, &res);
+	CHECK(res.verdict == SCAN_CHANGED && res.action == ACT_STRIP);
+	CHECK(strcmp(res.reason,
+	          "virus " EICAR_NAME " in part 2 (eicar.com)") == 0);
+	CHECK(result_read(&res, &r) == 0);
+	if (r.msg == NULL) {
+		scan_res_clear(&res);
+		buf_free(&b);
+		return;
+	}
+	/* Everything but part 2 is byte for byte the original. */
+	CHECK(mime_parse(&m, b.data, b.len) == 0);
+	p = m.root->children->next;
+	head = p->hdr_off;
+	tail = b.len - p->body_end;
+	CHECK(r.msg_len > head + tail);
+	CHECK(memcmp(r.msg, b.data, head) == 0);
+	CHECK(
+	    memcmp(r.msg + r.msg_len - tail, b.data + p->body_end, tail) == 0);
+	mime_free(&m);
+	/* Part 2 is the deny message, naming the virus and the file. */
+	deny = strndup(r.msg + head, r.msg_len - head - tail);
+	CHECK(strncmp(deny,
+	          "Content-Type: text/plain; charset=utf-8\r\n"
+	          "Content-Transfer-Encoding: 7bit\r\n\r\n",
+	          76) == 0);
+	CHECK(strstr(deny, EICAR_NAME) != NULL);
+	CHECK(strstr(deny, "eicar.com") != NULL);
+	CHECK(strstr(deny, "\r\n") != NULL && strstr(deny, "\n\n") == NULL);
+	free(deny);
+	CHECK(strstr(r.msg, "EICAR") == NULL);
+	/* BODYSTRUCTURE and BODY describe the result. */
+	CHECK(imap_wellformed(r.bs, strlen(r.bs)));
+	CHECK(imap_wellformed(r.body, strlen(r.body)));
+	CHECK(strstr(r.bs, "\"text\" \"plain\" (\"charset\" \"utf-8\") NIL "
+	                   "NIL \"7bit\"") != NULL);
+	CHECK(strstr(r.bs, "\"boundary\" \"=-b1\"") != NULL);
+	CHECK(strstr(r.body, "\"boundary\"") == NULL);
+	/* Deterministic: the same bytes again. */
+	scan(A_STRIP, SCAN_FETCH, &b, &res2);
+	CHECK(result_read(&res2, &r2) == 0);
+	CHECK(r2.size == r.size && memcmp(r.all, r2.all, r.size) == 0);
+	result_free(&r);
+	result_free(&r2);
+	scan_res_clear(&res);
+	scan_res_clear(&res2);
+	buf_free(&b);
+}
+
+/* Some header field of the original, raw, is in s. */
+static int
+has_field(const char *s, const char *field)
+{
+	const char *p = strstr(hdrs, field), *e;
+	char line[512];
+
+	if (p == NULL)
+		return 0;
+	/* up to the end of its last line */
+	for (e = strstr(p, "\r\n"); e != NULL && (e[2] == ' ' || e[2] == '\t');
+	     e = strstr(e + 2, "\r\n"))
+		;
+	snprintf(line, sizeof(line), "%.*s", (int)(e - p + 2), p);
+	return strstr(s, line) != NULL;
+}
+
+static void
+check_deny_message(const struct result *r, const char *what)
+{
+	static const char *const kept[] = {"Date:", "From:", "Subject:", "To:",
+	    "Cc:", "Message-Id:", "In-Reply-To:", "References:", NULL};
+	size_t i;
+
+	for (i = 0; kept[i] != NULL; i++) {
+		CHECK(has_field(r->msg, kept[i]));
+		if (!has_field(r->msg, kept[i]))
+			fprintf(stderr, "deny message lost %s\n", kept[i]);
+	}
+	CHECK(strstr(r->msg, "X-Mailer:") == NULL);
+	CHECK(strstr(r->msg, "Received:") == NULL);
+	CHECK(strstr(r->msg, "MIME-Version: 1.0\r\nContent-Type: text/plain; "
+	                     "charset=utf-8\r\n") != NULL);
+	CHECK(strstr(r->msg, what) != NULL);
+	CHECK(strstr(r->msg, "EICAR") == NULL);
+	CHECK(imap_wellformed(r->bs, strlen(r->bs)));
+	CHECK(strncmp(r->bs, "(\"text\" \"plain\" (\"charset\" \"utf-8\")",
+	          35) == 0);
+}
+
+/* EICAR as the body of a single-part message: strip cannot cut it out,
+ * so the message is denied. */
+static void
+test_body_deny(void)
+{
+	struct scan_res res;
+	struct result r;
+	struct buf b;
+
+	buf_init(&b, 0);
+	msg_plain(&b, eicar);
+	scan(A_STRIP, SCAN_FETCH, &b, &res);
+	CHECK(res.verdict == SCAN_CHANGED && res.action == ACT_DENY);
+	CHECK(strcmp(res.reason, "virus " EICAR_NAME " in part 1") == 0);
+	CHECK(result_read(&res, &r) == 0);
+	if (r.msg != NULL)
+		check_deny_message(&r, "virus " EICAR_NAME " in part 1");
+	result_free(&r);
+	scan_res_clear(&res);
+	buf_free(&b);
+}
+
+static void
+test_actions(void)
+{
+	struct scan_res res;
+	struct result r;
+	struct buf b;
+
+	buf_init(&b, 0);
+	msg_attach(&b, "eicar.com", eicar, strlen(eicar));
+	scan(A_DENY, SCAN_FETCH, &b, &res);
+	CHECK(res.verdict == SCAN_CHANGED && res.action == ACT_DENY);
+	CHECK(result_read(&res, &r) == 0);
+	if (r.msg != NULL)
+		check_deny_message(&r, "in part 2 (eicar.com)");
+	result_free(&r);
+	scan_res_clear(&res);
+
+	scan(A_DROP, SCAN_FETCH, &b, &res);
+	CHECK(res.verdict == SCAN_DROP && res.action == ACT_DROP);
+	CHECK(res.fd == -1 && strstr(res.reason, EICAR_NAME) != NULL);
+	scan(A_ALLOW, SCAN_FETCH, &b, &res);
+	CHECK(res.verdict == SCAN_CLEAN && res.action == ACT_ALLOW);
+	CHECK(strstr(res.reason, EICAR_NAME) != NULL);
+
+	/* Uploads are refused, never rewritten. */
+	scan(A_STRIP, SCAN_APPEND, &b, &res);
+	CHECK(res.verdict == SCAN_REJECT && res.action == ACT_STRIP);
+	CHECK(res.fd == -1);
+	CHECK(strcmp(res.reason,
+	          "virus " EICAR_NAME " in part 2 (eicar.com)") == 0);
+	scan(A_DENY, SCAN_APPEND, &b, &res);
+	CHECK(res.verdict == SCAN_REJECT && res.action == ACT_DENY);
+	scan(A_DROP, SCAN_APPEND, &b, &res);
+	CHECK(res.verdict == SCAN_DROP);
+	scan(A_ALLOW, SCAN_APPEND, &b, &res);
+	CHECK(res.verdict == SCAN_CLEAN);
+	/* Antivirus off: nothing to find. */
+	scan(A_OFF, SCAN_FETCH, &b, &res);
+	CHECK(res.verdict == SCAN_CLEAN && res.reason[0] == '\0');
+	buf_free(&b);
+}
+
+static void
+test_oversize(void)
+{
+	struct scan_res res;
+	struct result r;
+	struct buf b;
+	char big[1200];
+
+	memset(big, 'a', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	buf_init(&b, 0);
+	msg_plain(&b, big);
+	scan(A_SMALL_DENY, SCAN_FETCH, &b, &res);
+	CHECK(res.verdict == SCAN_CHANGED && res.action == ACT_DENY);
+	CHECK(strstr(res.reason, "larger than max_email_size (1024 bytes)") !=
+	      NULL);
+	CHECK(result_read(&res, &r) == 0);
+	if (r.msg != NULL) {
+		CHECK(has_field(r.msg, "Subject:"));
+		CHECK(strstr(r.msg, "aaaa") == NULL);
+	}
+	result_free(&r);
+	scan_res_clear(&res);
+	scan(A_SMALL_DENY, SCAN_APPEND, &b, &res);
+	CHECK(res.verdict == SCAN_REJECT && res.action == ACT_DENY);
+	scan(A_SMALL_ALLOW, SCAN_FETCH, &b, &res);
+	CHECK(res.verdict == SCAN_CLEAN && res.fd == -1);
+	CHECK(strstr(res.reason, "larger") != NULL);
+	scan(A_SMALL_DROP, SCAN_FETCH, &b, &res);
+	CHECK(res.verdict == SCAN_DROP);
+	scan(A_SMALL_DROP, SCAN_APPEND, &b, &res);
+	CHECK(res.verdict == SCAN_DROP);
+	/* Exactly the limit is not over it. */
+	buf_reset(&b);
+	buf_printf(&b, "Subject: x\r\n\r\n");
+	while (b.len < 1024)
+		buf_add_u8(&b, 'b');
+	scan(A_SMALL_DENY, SCAN_FETCH, &b, &res);
+	CHECK(res.verdict == SCAN_CLEAN);
+	buf_free(&b);
+}
+
+/* A scan that cannot complete is never clean. */
+static void
+test_errors(void)
+{
+	struct scan_res res;
+	struct result r;
+	struct buf b;
+	uint8_t *data;
+	size_t i, n = 4 * 1024 * 1024;
+	uint32_t x = 1;
+
+	/* Scan time: 1ms on a large attachment. */
+	data = malloc(n);
+	for (i = 0; i < n; i++) {
+		x = x * 1103515245 + 12345;
+		data[i] = (uint8_t)(x >> 16);
+	}
+	buf_init(&b, 0);
+	msg_attach(&b, "big.bin", data, n);
+	free(data);
+	scan(A_SLOW_DENY, SCAN_FETCH, &b, &res);
+	CHECK(res.verdict == SCAN_CHANGED && res.action == ACT_DENY);
+	CHECK(strstr(res.reason, "scan error") != NULL);
+	CHECK(strstr(res.reason, "MaxScanTime") != NULL ||
+	      strstr(res.reason, "max_scan_time (1 ms) reached") != NULL);
+	CHECK(result_read(&res, &r) == 0);
+	result_free(&r);
+	scan_res_clear(&res);
+	scan(A_SLOW_DENY, SCAN_APPEND, &b, &res);
+	CHECK(res.verdict == SCAN_REJECT);
+	scan(A_SLOW_DROP, SCAN_FETCH, &b, &res);
+	CHECK(res.verdict == SCAN_DROP);
+	/* on_error allow: delivered, and the reason says it was not. */
+	scan(A_SLOW_ALLOW, SCAN_FETCH, &b, &res);
+	CHECK(res.verdict == SCAN_CLEAN && strstr(res.reason, "scan error"));
+
+	/* A temp directory libclamav cannot use: it would say "clean". */
+	buf_reset(&b);
+	msg_attach(&b, "eicar.com", eicar, strlen(eicar));
+	CHECK(
+	    av_engine_tmpdir(av_engines_find(dbdir), "/nonexistent/tmp") == 0);
+	scan(A_STRIP, SCAN_FETCH, &b, &res);
+	CHECK(res.verdict != SCAN_CLEAN);
+	CHECK(strstr(res.reason, "not writable") != NULL);
+	scan_res_clear(&res);
+	buf_reset(&b);
+	msg_plain(&b, "nothing to see");
+	scan(A_STRIP, SCAN_FETCH, &b, &res);
+	CHECK(res.verdict == SCAN_CHANGED && res.action == ACT_DENY);
+	CHECK(strstr(res.reason, "/nonexistent/tmp") != NULL);
+	scan_res_clear(&res);
+	CHECK(av_engine_tmpdir(av_engines_find(dbdir), tmpdir) == 0);
+	scan(A_STRIP, SCAN_FETCH, &b, &res);
+	CHECK(res.verdict == SCAN_CLEAN);
+
+	/* No engine for the action (no policy used it at load). */
+	scan(0, SCAN_FETCH, &b, &res);
+	CHECK(res.verdict == SCAN_CHANGED && res.action == ACT_DENY);
+	CHECK(strstr(res.reason, "no antivirus engine") != NULL);
+	scan_res_clear(&res);
+	buf_free(&b);
+}
+
+/* clam.zip holds clam.exe; only clam.exe has a signature. */
+static void
+test_testfiles(void)
+{
+	static const char *const files[] = {
+	    "clam.zip", "clam.exe", "clam.tar.gz", "clam.7z", NULL};
+	struct scan_res res;
+	struct buf b;
+	size_t i, len;
+	char path[PATH_MAX];
+	void *d;
+
+	buf_init(&b, 0);
+	for (i = 0; files[i] != NULL; i++) {
+		snprintf(path, sizeof(path), "%s/%s", TESTFILES, files[i]);
+		d = read_file(path, &len);
+		buf_reset(&b);
+		msg_attach(&b, files[i], d, len);
+		g_free(d);
+		scan(A_STRIP, SCAN_FETCH, &b, &res);
+		CHECK(res.verdict == SCAN_CHANGED && res.action == ACT_STRIP);
+		CHECK(strstr(res.reason, CLAMEXE_NAME) != NULL);
+		CHECK(strstr(res.reason, files[i]) != NULL);
+		if (strstr(res.reason, CLAMEXE_NAME) == NULL)
+			fprintf(stderr, "%s: %s %s\n", files[i],
+			    scan_verdict_name((int)res.verdict), res.reason);
+		scan_res_clear(&res);
+	}
+	buf_free(&b);
+}
+
+/* EICAR in a message/rfc822 inside a multipart: the whole attached
+ * message is replaced. */
+static void
+test_nested(void)
+{
+	struct scan_res res;
+	struct result r;
+	struct buf b;
+
+	buf_init(&b, 0);
+	buf_printf(&b,
+	    "%sMIME-Version: 1.0\r\n"
+	    "Content-Type: multipart/mixed; boundary=outer\r\n\r\n"
+	    "--outer\r\nContent-Type: text/plain\r\n\r\nsee below\r\n"
+	    "--outer\r\nContent-Type: message/rfc822\r\n\r\n"
+	    "From: x@example.org\r\nSubject: inner\r\n\r\n%s\r\n"
+	    "--outer--\r\n",
+	    hdrs, eicar);
+	scan(A_STRIP, SCAN_FETCH, &b, &res);
+	CHECK(res.verdict == SCAN_CHANGED && res.action == ACT_STRIP);
+	CHECK(strstr(res.reason, "in part 2.1") != NULL);
+	CHECK(result_read(&res, &r) == 0);
+	if (r.msg != NULL) {
+		CHECK(strstr(r.msg, "see below") != NULL);
+		CHECK(strstr(r.msg, "Subject: inner") == NULL);
+		CHECK(strstr(r.bs, "rfc822") == NULL);
+	}
+	result_free(&r);
+	scan_res_clear(&res);
+	buf_free(&b);
+}
+
+/* ---- requests ---- */
+
+static int
+memfd_with(const void *data, size_t len)
+{
+	int fd = memfd_create("req", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+
+	if (fd == -1 || write(fd, data, len) != (ssize_t)len)
+		die("memfd");
+	return fd;
+}
+
+static void
+req_frame(struct imsg *im, struct buf *p, uint64_t id, uint32_t kind,
+    uint32_t action, uint64_t size, int fd)
+{
+	buf_reset(p);
+	buf_add_u64(p, id);
+	buf_add_u32(p, kind);
+	buf_add_u32(p, action);
+	buf_add_str(p, "joe");
+	buf_add_str(p, "192.0.2.1:1234");
+	buf_add_u64(p, size);
+	memset(im, 0, sizeof(*im));
+	im->hdr.type = IMSG_SCAN_REQ;
+	im->data = p->data;
+	im->datalen = p->len;
+	im->fd = fd;
+}
+
+static void
+test_requests(void)
+{
+	struct scan_req req;
+	struct scan_res res;
+	struct imsg im;
+	struct buf p, b, out;
+	struct reader rd;
+	char *reason;
+
+	buf_init(&p, 0);
+	buf_init(&b, 0);
+	buf_init(&out, 0);
+	msg_attach(&b, "eicar.com", eicar, strlen(eicar));
+
+	/* A good one, through to the answer frame. */
+	req_frame(
+	    &im, &p, 7, SCAN_FETCH, A_STRIP, b.len, memfd_with(b.data, b.len));
+	CHECK(scan_req_read(&im, cfg, &req, &res) == 0);
+	CHECK(im.fd == -1 && req.fd != -1 && req.reqid == 7);
+	scan_request(cfg, &req, &res);
+	CHECK(res.reqid == 7 && res.verdict == SCAN_CHANGED);
+	CHECK(scan_res_write(&res, &out) == 0);
+	imsg_reader(&(struct imsg){.data = out.data, .datalen = out.len}, &rd);
+	CHECK(rd_u64(&rd) == 7 && rd_u32(&rd) == SCAN_CHANGED &&
+	      rd_u32(&rd) == ACT_STRIP);
+	reason = rd_str(&rd, SCAN_MAX_REASON);
+	CHECK(reason != NULL && strstr(reason, EICAR_NAME) != NULL);
+	free(reason);
+	CHECK(rd_u64(&rd) == 0 && rd_u64(&rd) == res.msg_len);
+	rd_u64(&rd);
+	rd_u64(&rd);
+	rd_u64(&rd);
+	rd_u64(&rd);
+	CHECK(rd_end(&rd) == 0);
+	scan_res_clear(&res);
+	scan_req_clear(&req);
+
+	/* A sealed memfd is mapped rather than copied: same verdict. */
+	req_frame(
+	    &im, &p, 8, SCAN_APPEND, A_STRIP, b.len, memfd_with(b.data, b.len));
+	CHECK(fcntl(im.fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_WRITE) == 0);
+	CHECK(scan_req_read(&im, cfg, &req, &res) == 0);
+	scan_request(cfg, &req, &res);
+	CHECK(res.reqid == 8 && res.verdict == SCAN_REJECT);
+	scan_req_clear(&req);
+
+	/* Refused: answered with SCAN_ERROR, never scanned. */
+	req_frame(&im, &p, 9, SCAN_FETCH, (uint32_t)cfg->nactions, b.len,
+	    memfd_with(b.data, b.len));
+	CHECK(scan_req_read(&im, cfg, &req, &res) == 1);
+	CHECK(res.reqid == 9 && res.verdict == SCAN_ERROR);
+	CHECK(strstr(res.reason, "no action") != NULL);
+	scan_req_clear(&req);
+	req_frame(&im, &p, 10, SCAN_FETCH, A_STRIP, b.len + 1,
+	    memfd_with(b.data, b.len));
+	CHECK(scan_req_read(&im, cfg, &req, &res) == 1);
+	CHECK(res.verdict == SCAN_ERROR && strstr(res.reason, "size"));
+	scan_req_clear(&req);
+	req_frame(&im, &p, 11, SCAN_FETCH, A_STRIP, b.len, -1);
+	CHECK(scan_req_read(&im, cfg, &req, &res) == 1);
+	CHECK(res.verdict == SCAN_ERROR && strstr(res.reason, "no message"));
+	scan_req_clear(&req);
+	req_frame(&im, &p, 12, 7, A_STRIP, b.len, memfd_with(b.data, b.len));
+	CHECK(scan_req_read(&im, cfg, &req, &res) == 1);
+	CHECK(res.verdict == SCAN_ERROR && strstr(res.reason, "kind"));
+	scan_req_clear(&req);
+	/* A pipe is not a memfd. */
+	{
+		int pp[2];
+
+		CHECK(pipe(pp) == 0);
+		close(pp[1]);
+		req_frame(&im, &p, 13, SCAN_FETCH, A_STRIP, 0, pp[0]);
+		CHECK(scan_req_read(&im, cfg, &req, &res) == 1);
+		CHECK(strstr(res.reason, "memfd") != NULL);
+		scan_req_clear(&req);
+	}
+	/* Malformed: the channel is closed. */
+	req_frame(&im, &p, 14, SCAN_FETCH, A_STRIP, b.len, -1);
+	im.datalen -= 1;
+	CHECK(scan_req_read(&im, cfg, &req, &res) == -1);
+	scan_req_clear(&req);
+	req_frame(&im, &p, 15, SCAN_FETCH, A_STRIP, b.len, -1);
+	buf_add_u8(&p, 0);
+	im.data = p.data;
+	im.datalen = p.len;
+	CHECK(scan_req_read(&im, cfg, &req, &res) == -1);
+	scan_req_clear(&req);
+	buf_free(&p);
+	buf_free(&b);
+	buf_free(&out);
+}
+
+/* ---- in scand's sandbox ---- */
+
+static void
+put(int fd, int v)
+{
+	if (write(fd, &v, sizeof(v)) != sizeof(v))
+		_exit(91);
+}
+
+/* The child: the whole request path under scand's seccomp policy. */
+static void
+kid_scan(int out)
+{
+	struct scan_req req;
+	struct scan_res res;
+	struct imsg im;
+	struct buf p, b;
+	char err[256], fn[256];
+	struct mime_msg m;
+
+	if (av_engines_ready("/tmp", err, sizeof(err)) == -1) {
+		fprintf(stderr, "sandboxed: %s\n", err);
+		put(out, -1);
+		return;
+	}
+	put(out, 1);
+	buf_init(&p, 0);
+	buf_init(&b, 0);
+	msg_attach(&b, "eicar.com", eicar, strlen(eicar));
+	req_frame(
+	    &im, &p, 1, SCAN_FETCH, A_STRIP, b.len, memfd_with(b.data, b.len));
+	if (scan_req_read(&im, cfg, &req, &res) != 0)
+		_exit(95);
+	scan_request(cfg, &req, &res);
+	put(out, (int)res.verdict);
+	put(out, res.fd != -1 && strstr(res.reason, EICAR_NAME) != NULL);
+	scan_res_clear(&res);
+	scan_req_clear(&req);
+
+	buf_reset(&b);
+	msg_attach(&b, "notes.txt", "notes", 5);
+	scan(A_STRIP, SCAN_FETCH, &b, &res);
+	put(out, (int)res.verdict);
+
+	/* a charset GMime converts with a glibc module (CP1252) */
+	buf_reset(&b);
+	buf_printf(&b, "Content-Type: application/x; name=\"=?windows-1252?Q?"
+	               "=80uro.exe?=\"\r\n\r\nx\r\n");
+	mime_parse(&m, b.data, b.len);
+	mime_filename(&m, m.root, fn, sizeof(fn));
+	put(out, strcmp(fn, "\xe2\x82\xac"
+	                    "uro.exe") == 0);
+	mime_free(&m);
+	buf_free(&p);
+	buf_free(&b);
+}
+
+static void
+kid_zip(int out, const void *zip, size_t len)
+{
+	struct scan_res res;
+	struct buf b;
+
+	buf_init(&b, 0);
+	msg_attach(&b, "clam.zip", zip, len);
+	scan(A_STRIP, SCAN_FETCH, &b, &res);
+	put(out, (int)res.verdict);
+	put(out, strstr(res.reason, CLAMEXE_NAME) != NULL);
+	buf_free(&b);
+}
+
+static int
+get(int fd)
+{
+	int v;
+
+	if (read(fd, &v, sizeof(v)) != sizeof(v))
+		return INT_MIN;
+	return v;
+}
+
+static void
+test_sandboxed(void)
+{
+	char root[PATH_MAX], t[PATH_MAX], path[PATH_MAX + 32];
+	int res[2], rep[2], status, nr, out;
+	size_t ziplen;
+	void *zip;
+	pid_t pid;
+
+	snprintf(root, sizeof(root), "%s/root", top);
+	snprintf(t, sizeof(t), "%s/root/tmp", top);
+	if (mkdir(root, 0755) == -1 || mkdir(t, 0700) == -1 ||
+	    chown(t, NOBODY, NOBODY) == -1)
+		die(root);
+	snprintf(path, sizeof(path), "%s/clam.zip", TESTFILES);
+	zip = read_file(path, &ziplen);
+	if (pipe(res) == -1 || pipe(rep) == -1)
+		die("pipe");
+	fflush(NULL);
+	if ((pid = fork()) == -1)
+		die("fork");
+	if (pid == 0) {
+		/* Out of the way of IMAPGW_REPORT_FD first. */
+		out = fcntl(res[1], F_DUPFD, 100);
+		if (out == -1 || dup2(rep[1], IMAPGW_REPORT_FD) == -1)
+			_exit(92);
+		if (sandbox_enter(ROLE_SCAND, root, NOBODY, NOBODY) == -1)
+			_exit(90);
+		kid_scan(out);
+		kid_zip(out, zip, ziplen);
+		_exit(0);
+	}
+	close(res[1]);
+	close(rep[1]);
+	CHECK(get(res[0]) == 1);
+	CHECK(get(res[0]) == SCAN_CHANGED);
+	CHECK(get(res[0]) == 1);
+	CHECK(get(res[0]) == SCAN_CLEAN);
+	CHECK(get(res[0]) == 1);
+	CHECK(get(res[0]) == SCAN_CHANGED);
+	CHECK(get(res[0]) == 1);
+	waitpid(pid, &status, 0);
+	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+		if (read(rep[0], &nr, sizeof(nr)) == sizeof(nr))
+			fprintf(stderr,
+			    "sandboxed scand killed by system "
+			    "call %s\n",
+			    sandbox_syscall_name(nr));
+		else
+			fprintf(
+			    stderr, "sandboxed child: status 0x%x\n", status);
+	}
+	close(res[0]);
+	close(rep[0]);
+	g_free(zip);
+	/* libclamav cleaned up after itself. */
+	snprintf(path, sizeof(path), "rmdir %s 2>/dev/null", t);
+	CHECK(system(path) == 0);
+}
+
+int
+main(void)
+{
+	char err[512];
+
+	if (geteuid() != 0) {
+		fprintf(stderr, "test_scan: must run as root\n");
+		return 1;
+	}
+	log_init(LOGT_STDERR, LOGF_TEXT,
+	    getenv("TEST_SCAN_DEBUG") ? LOG_DEBUG : LOG_ERR, "test_scan");
+	snprintf(top, sizeof(top), "/tmp/imapgw-scan.XXXXXX");
+	if (mkdtemp(top) == NULL || chmod(top, 0755) == -1)
+		die("mkdtemp");
+	atexit(cleanup);
+	make_db();
+	make_config();
+	mime_init();
+	CHECK(av_init() == 0);
+	CHECK(av_engines_load(cfg, err, sizeof(err)) == 0);
+	CHECK(av_engines_find(dbdir) != NULL);
+	CHECK(av_engines_find("/var/lib/clamav") == NULL);
+	CHECK(av_engines_ready(tmpdir, err, sizeof(err)) == 0);
+
+	test_structure();
+	test_bodystructure();
+	test_dovecot_cases();
+	test_clean();
+	test_strip();
+	test_body_deny();
+	test_actions();
+	test_oversize();
+	test_errors();
+	test_testfiles();
+	test_nested();
+	test_requests();
+	test_sandboxed();
+	config_free(cfg);
+	av_engines_free();
+	return test_done("test_scan");
+}

@@ -1,0 +1,199 @@
+/*
+ * scand internals, shared by its files and regress/unit/test_scan.c.
+ *
+ *   mime.c           message structure (Dovecot's rules), GMime decoding
+ *   bodystructure.c  IMAP BODY and BODYSTRUCTURE of a message
+ *   av.c             libclamav engines, limits and scans
+ *   scan.c           one request: validate, judge, rewrite, answer
+ *   scand.c          the process: startup hooks and the peer channel
+ */
+#ifndef IMAPGW_SCAND_H
+#define IMAPGW_SCAND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "buf.h"
+#include "config.h"
+#include "imsg.h"
+#include "scan.h"
+
+/*
+ * mime.c: the parts of a message, their offsets and header fields.
+ */
+
+/* Dovecot's defaults (message_parser_settings): deeper or further parts
+ * are not split, their bytes stay in the body of the part above. */
+#define MIME_MAX_DEPTH 100
+#define MIME_MAX_PARTS 10000
+#define MIME_MAX_BOUNDARY 70 /* longer boundaries are cut, as Dovecot does */
+
+struct mime_field {
+	size_t off; /* first byte of the name */
+	size_t end; /* after the line end of its last line */
+	size_t name_len; /* without blanks before the colon */
+	size_t value_off; /* after the colon and the blanks that follow */
+	size_t value_end; /* before the line end of its last line */
+};
+
+enum mime_kind { MIME_LEAF = 0, MIME_MULTIPART, MIME_MESSAGE };
+
+struct mime_part {
+	struct mime_part *parent, *children, *next, *lastchild;
+	int kind;
+	int nchild;
+	int is_mime; /* MIME-Version or Content-Type, or in a multipart */
+	int digest_child; /* in multipart/digest: default message/rfc822 */
+	size_t hdr_off; /* first header byte */
+	size_t body_off; /* first body byte, after the empty line */
+	size_t body_end; /* before the line end that precedes a boundary */
+	struct mime_field *fields;
+	size_t nfields, capfields;
+};
+
+struct mime_msg {
+	const uint8_t *data;
+	size_t len;
+	struct mime_part *root;
+	size_t nparts;
+	int limited; /* MIME_MAX_DEPTH or MIME_MAX_PARTS was reached */
+	const char *eol; /* "\r\n" or "\n": what the message uses */
+};
+
+/* Parse data (not copied: it must outlive msg).  -1 only when out of
+ * memory: every byte string is a message of some structure. */
+int mime_parse(struct mime_msg *, const void *data, size_t len);
+void mime_free(struct mime_msg *);
+/* Line feeds in the body (BODYSTRUCTURE's body-fld-lines); counted
+ * when asked, not at parse time: nested parts would count each byte
+ * once per level. */
+uint32_t mime_lines(const struct mime_msg *, const struct mime_part *);
+/* The first field of that name (case-insensitive), or NULL. */
+const struct mime_field *mime_field(
+    const struct mime_msg *, const struct mime_part *, const char *name);
+/* Its value with line ends removed, NUL-terminated; NULL if no memory. */
+char *mime_field_value(const struct mime_msg *, const struct mime_field *);
+/* The IMAP section number of a leaf ("1", "2.3"); of a multipart or
+ * message part, the number of the part ("" for the whole message). */
+void mime_section(const struct mime_part *, char *, size_t);
+/* Content-Type's type and subtype, lowercase, "text"/"plain" if none. */
+void mime_content_type(const struct mime_msg *, const struct mime_part *,
+    char *type, size_t, char *subtype, size_t);
+/* The body decoded from its Content-Transfer-Encoding (base64,
+ * quoted-printable, uuencode) through GMime's filters, in out; other
+ * encodings are copied.  -1 if no memory. */
+int mime_decode_body(
+    const struct mime_msg *, const struct mime_part *, struct buf *out);
+/* The part's file name (Content-Disposition filename, else Content-Type
+ * name), RFC 2231 and 2047 decoded by GMime, as UTF-8 without control
+ * characters; "" if none. */
+void mime_filename(
+    const struct mime_msg *, const struct mime_part *, char *, size_t);
+/* GMime's one-time setup; converters for the common mail charsets are
+ * opened now, while they can still be loaded. */
+void mime_init(void);
+
+/*
+ * bodystructure.c: RFC 3501 BODY (extended 0) and BODYSTRUCTURE
+ * (extended 1), written the way Dovecot writes them.
+ */
+int bs_write(const struct mime_msg *, int extended, struct buf *);
+/* A Content-Type field read as Dovecot reads it: type and subtype,
+ * lowercase ("" when broken), and its boundary parameter if asked
+ * (RFC 2231 pieces merged, at most MIME_MAX_BOUNDARY bytes, NULL if
+ * none or empty; to free). */
+void bs_ctype(const struct mime_msg *, const struct mime_field *,
+    char *type, size_t, char *subtype, size_t, char **boundary);
+
+/*
+ * av.c: libclamav.
+ */
+struct av_limits {
+	uint64_t max_scan_size;
+	uint64_t max_file_size;
+	uint32_t max_recursion;
+	uint32_t max_files;
+	uint64_t max_scan_time_ms;
+};
+
+enum av_status { AV_CLEAN = 0, AV_VIRUS, AV_ERROR };
+
+struct av_result {
+	int status;
+	char virus[128]; /* AV_VIRUS */
+	char error[256]; /* AV_ERROR: why the scan did not complete */
+};
+
+struct av_engine;
+
+/* cl_init and the libclamav message hook; once, before any engine. */
+int av_init(void);
+/* Load the databases of dir into a new compiled engine (bytecode in the
+ * interpreter: no executable memory).  NULL and err set on failure. */
+struct av_engine *av_engine_load(const char *dir, char *err, size_t);
+void av_engine_free(struct av_engine *);
+const char *av_engine_dir(const struct av_engine *);
+unsigned int av_engine_sigs(const struct av_engine *);
+/* Where libclamav writes its temporary files, as seen by the process. */
+int av_engine_tmpdir(struct av_engine *, const char *dir);
+/* Scan a buffer under limits.  A scan that cannot complete (engine
+ * error, a limit, a timeout, an error message from libclamav during the
+ * scan, its temp directory unusable) is AV_ERROR, never AV_CLEAN. */
+void av_scan(struct av_engine *, const struct av_limits *, const void *, size_t,
+    struct av_result *);
+/* Create and remove a file in dir: 0 if libclamav can work there. */
+int av_tmp_check(const char *dir, char *err, size_t);
+void av_limits_from(const struct cfg_antivirus *, struct av_limits *);
+
+/* The engines of a config: one per database directory of an action that
+ * has antivirus enabled and that a policy uses.  Loading is idempotent.
+ * -1 with err set if one cannot be loaded. */
+int av_engines_load(const struct config *, char *err, size_t);
+struct av_engine *av_engines_find(const char *dir);
+/* Point every engine at tmpdir, check it, and scan a test message with
+ * each: -1 with err set if scanning does not work. */
+int av_engines_ready(const char *tmpdir, char *err, size_t);
+void av_engines_free(void);
+
+/*
+ * scan.c: one IMSG_SCAN_REQ.
+ */
+struct scan_req {
+	uint64_t reqid;
+	uint32_t kind;
+	uint32_t action;
+	char *user;
+	char *client;
+	uint64_t size;
+	int fd;
+};
+
+struct scan_res {
+	uint64_t reqid;
+	uint32_t verdict;
+	uint32_t action;
+	char reason[SCAN_MAX_REASON];
+	int fd; /* sealed memfd when verdict is SCAN_CHANGED, else -1 */
+	uint64_t msg_off, msg_len;
+	uint64_t bs_off, bs_len;
+	uint64_t body_off, body_len;
+};
+
+/* Read a request frame.  0: valid.  1: readable but refused (res is
+ * a SCAN_ERROR answer with the reason).  -1: malformed, the channel
+ * must be closed.  The request owns imsg->fd from then on. */
+int scan_req_read(
+    struct imsg *, const struct config *, struct scan_req *, struct scan_res *);
+void scan_req_clear(struct scan_req *);
+/* Judge the request's message under its action and fill res. */
+void scan_request(
+    const struct config *, const struct scan_req *, struct scan_res *);
+/* The same on a message in memory (the tests, and scan_request). */
+void scan_message(const struct cfg_action *, int kind, const char *user,
+    const char *client, const void *, size_t, struct scan_res *);
+/* The IMSG_SCAN_RES payload. */
+int scan_res_write(const struct scan_res *, struct buf *);
+void scan_res_clear(struct scan_res *);
+const char *scan_verdict_name(int);
+
+#endif
