@@ -39,6 +39,19 @@ if [ ! -d /var/empty ]; then
 fi
 chown root:root /var/empty && chmod 0755 /var/empty || exit 1
 
+# The default action scans with ClamAV's databases in /var/lib/clamav.  A
+# machine without them (no freshclam here) gets the EICAR test signature,
+# so the demo shows a real verdict; the gateway refuses to pass mail as
+# scanned without any database.
+if ! ls /var/lib/clamav/*.cvd /var/lib/clamav/*.cld /var/lib/clamav/*.ndb \
+    /var/lib/clamav/*.hdb >/dev/null 2>&1; then
+	mkdir -p /var/lib/clamav || exit 1
+	"$PYTHON" -c "import sys; sys.path.insert(0, '$LIB'); import gateway; \
+gateway.write_signatures('/var/lib/clamav', 'imapgw-demo.ndb')" || exit 1
+	echo "demo: no ClamAV databases in /var/lib/clamav: wrote the EICAR" \
+	    "test signature to /var/lib/clamav/imapgw-demo.ndb"
+fi
+
 port_in_use() {
 	"$PYTHON" -c "import sys; sys.path.insert(0, '$LIB'); import dovecot; \
 sys.exit(0 if dovecot.port_in_use($1) else 1)"
@@ -136,6 +149,7 @@ imapgw demo
 Try, in another terminal:
   curl --user demo:demo imap://127.0.0.1:$gport/INBOX -X 'FETCH 1:* (FLAGS)'
   curl --user demo:demo 'imap://127.0.0.1:$gport/INBOX;UID=3'
+  curl --user demo:demo 'imap://127.0.0.1:$gport/INBOX;UID=5'   (EICAR: stripped)
   curl --user demo:demo imap://127.0.0.1:$gport/ -X 'LIST "" *'
   (or any mail client: server 127.0.0.1 port $gport, no TLS, demo/demo)
 

@@ -367,7 +367,8 @@ def fetch_all_bodies(c, mailbox="INBOX"):
 # ---- sample mail -----------------------------------------------------------
 
 def sample_messages():
-    """A few small messages for the demo, one with an attachment."""
+    """A few small messages for the demo, one with an attachment and one
+    with the EICAR test virus attached."""
     msgs = []
     date = "Mon, 01 Jan 2024 10:00:00 +0000"
     msgs.append((
@@ -401,6 +402,21 @@ def sample_messages():
         "Subject: Meeting tomorrow\r\nDate: %s\r\n"
         "Message-ID: <demo-4@example.org>\r\n\r\n"
         "10:00 in room 2.\r\n" % date).encode())
+    # The EICAR test file as an attachment: the gateway strips it.
+    eicar = base64.encodebytes(
+        b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!"
+        b"$H+H*").replace(b"\n", b"\r\n")
+    msgs.append((
+        "From: Mallory <mallory@example.org>\r\nTo: Demo <demo@example.org>\r\n"
+        "Subject: Invoice (contains the EICAR test virus)\r\nDate: %s\r\n"
+        "Message-ID: <demo-5@example.org>\r\nMIME-Version: 1.0\r\n"
+        "Content-Type: multipart/mixed; boundary=\"b2\"\r\n\r\n"
+        "--b2\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n"
+        "Please open the attached invoice.\r\n"
+        "--b2\r\nContent-Type: application/octet-stream; name=\"invoice.com\"\r\n"
+        "Content-Disposition: attachment; filename=\"invoice.com\"\r\n"
+        "Content-Transfer-Encoding: base64\r\n\r\n" % date).encode()
+        + eicar + b"--b2--\r\n")
     return msgs
 
 

@@ -77,10 +77,10 @@ EICAR = (b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!"
 TEST_ACTION = "test-scan"
 
 
-def write_signatures(sigdir):
+def write_signatures(sigdir, name="imapgw-test.ndb"):
     """A ClamAV database directory with the EICAR signature."""
     os.makedirs(sigdir, exist_ok=True)
-    with open(os.path.join(sigdir, "imapgw-test.ndb"), "w") as f:
+    with open(os.path.join(sigdir, name), "w") as f:
         f.write("Imapgw.Test.EICAR:0:*:%s\n" % EICAR.hex())
     os.chmod(sigdir, 0o755)
     return sigdir
