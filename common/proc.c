@@ -141,6 +141,12 @@ proc_chan_close(struct proc_chan *c)
 		return;
 	c->dead = 1;
 	event_del(c->ev);
+	/* A dispatch handler failed its own channel: the owner frees it
+	 * once the dispatch loop is done with it. */
+	if (c->busy) {
+		c->close_pending = 1;
+		return;
+	}
 	if (c->closed)
 		c->closed(c); /* owner frees */
 	else
@@ -209,11 +215,21 @@ proc_chan_event(evutil_socket_t fd, short what, void *arg)
 			    c->ib.err[0] ? c->ib.err : strerror(errno));
 			return;
 		}
+		c->busy++;
 		while ((r = imsg_get(&c->ib, &imsg)) == 1) {
 			c->dispatch(c, &imsg);
 			imsg_free(&imsg);
 			if (c->dead)
-				return;
+				break;
+		}
+		c->busy--;
+		if (c->dead) {
+			if (c->close_pending && !c->busy) {
+				c->close_pending = 0;
+				c->dead = 0;
+				proc_chan_close(c);
+			}
+			return;
 		}
 		if (r == -1) {
 			proc_chan_fail(c, "%s", c->ib.err);

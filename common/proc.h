@@ -27,6 +27,8 @@ struct proc_chan {
 	proc_closed_cb closed;
 	void *arg;
 	int dead;
+	int busy;	   /* inside a dispatch: closing waits for it */
+	int close_pending;
 };
 
 struct proc_chan *proc_chan_new(struct event_base *, int fd, int fdpass,

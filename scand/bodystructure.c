@@ -43,7 +43,7 @@ struct bs_data {
 struct rp {
 	const unsigned char *p, *end;
 	struct buf *comment; /* the last comment, for address names */
-	char *own;	     /* the value it reads */
+	char *own; /* the value it reads */
 };
 
 /*

@@ -93,7 +93,7 @@ mime_boundary_at(const struct mime_parser *p, size_t pos, struct mime_hit *h)
 	b = &p->bnd[h->idx];
 	h->line = pos;
 	h->close = left - 2 - b->len >= 2 && p->d[pos + 2 + b->len] == '-' &&
-		   p->d[pos + 3 + b->len] == '-';
+	           p->d[pos + 3 + b->len] == '-';
 	return 1;
 }
 

@@ -60,7 +60,6 @@ struct scan_job {
 	const uint8_t *data;
 	size_t len;
 	struct mime_msg msg;
-	int parsed;
 	struct av_engine *engine;
 	struct av_limits lim;
 	struct timespec deadline; /* max_scan_time for the whole message */
@@ -334,10 +333,10 @@ scan_decide(struct scan_job *j, int can_strip)
 			a = ACT_DENY;
 	}
 	j->action = a;
-	snprintf(j->type, sizeof(j->type), "%s",
-	    j->nvirus   ? "virus"
-	    : j->nerror ? "error"
-	                : "");
+	if (j->nvirus > 0)
+		snprintf(j->type, sizeof(j->type), "virus");
+	else if (j->nerror > 0)
+		snprintf(j->type, sizeof(j->type), "error");
 }
 
 /*
@@ -667,7 +666,10 @@ scan_strip(struct scan_job *j, struct scan_res *res)
 		return -1;
 	}
 	scan_whole(j, m.data, m.len, 0);
-	if (j->nvirus != nv || j->nerror != ne) {
+	/* A new virus: strip did not clean it.  A new error counts unless
+	 * on_error allows unscanned content anyway. */
+	if (j->nvirus != nv ||
+	    (j->nerror != ne && j->act->antivirus.on_error != ACT_ALLOW)) {
 		buf_free(&m);
 		return -1;
 	}
@@ -724,6 +726,18 @@ scan_oversize(struct scan_job *j)
 }
 
 static void
+scan_set_deadline(struct scan_job *j, uint64_t ms)
+{
+	clock_gettime(CLOCK_MONOTONIC, &j->deadline);
+	j->deadline.tv_sec += (time_t)(ms / 1000);
+	j->deadline.tv_nsec += (long)(ms % 1000) * 1000000;
+	if (j->deadline.tv_nsec >= 1000000000) {
+		j->deadline.tv_sec++;
+		j->deadline.tv_nsec -= 1000000000;
+	}
+}
+
+static void
 scan_run(struct scan_job *j)
 {
 	const struct cfg_antivirus *av = &j->act->antivirus;
@@ -737,18 +751,10 @@ scan_run(struct scan_job *j)
 		return;
 	}
 	av_limits_from(av, &j->lim);
-	clock_gettime(CLOCK_MONOTONIC, &j->deadline);
-	j->deadline.tv_sec += (time_t)(av->max_scan_time_ms / 1000);
-	j->deadline.tv_nsec += (long)(av->max_scan_time_ms % 1000) * 1000000;
-	if (j->deadline.tv_nsec >= 1000000000) {
-		j->deadline.tv_sec++;
-		j->deadline.tv_nsec -= 1000000000;
-	}
-	if ((j->engine = av_engines_find(av->database)) == NULL) {
-		scan_add_error(j, NULL,
-		    "no antivirus engine is loaded for "
-		    "this action");
-	} else {
+	scan_set_deadline(j, av->max_scan_time_ms);
+	if ((j->engine = av_engines_find(av->database)) == NULL)
+		scan_add_error(j, NULL, "no antivirus engine is loaded");
+	else {
 		scan_parts(j, j->msg.root);
 		scan_whole(j, j->data, j->len, j->nvirus > 0);
 	}

@@ -102,8 +102,8 @@ int bs_write(const struct mime_msg *, int extended, struct buf *);
  * lowercase ("" when broken), and its boundary parameter if asked
  * (RFC 2231 pieces merged, at most MIME_MAX_BOUNDARY bytes, NULL if
  * none or empty; to free). */
-void bs_ctype(const struct mime_msg *, const struct mime_field *,
-    char *type, size_t, char *subtype, size_t, char **boundary);
+void bs_ctype(const struct mime_msg *, const struct mime_field *, char *type,
+    size_t, char *subtype, size_t, char **boundary);
 
 /*
  * av.c: libclamav.

@@ -469,299 +469,337 @@ static const struct {
 } bs_cases[] = {
     /* 05-rfc822-single.eml */
     {"Date: Mon, 7 Feb 1994 21:52:25 -0800\n"
-	"From: Fred Foobar <foobar@Blurdybloop.example>\n"
-	"Subject: afternoon meeting\n"
-	"To: mooch@owatagu.siam.edu.example\n"
-	"Message-Id: <B27397-0100000@Blurdybloop.example>\n"
-	"MIME-Version: 1.0\n"
-	"Content-Type: multipart/mixed; boundary=\"b\"\n"
-	"\n"
-	"--b\n"
-	"Content-Type: message/rfc822\n"
-	"Content-Disposition: attachment; filename=\"fwd.eml\"\n"
-	"\n"
-	"From: Pete(A nice \\) chap) <pete(his account)@silly.test(his "
-	"host)>\n"
-	"To:A Group(Some people)\n"
-	"     :Chris Jones <c@(Chris's host.)public.example>,\n"
-	"         joe@example.org,\n"
-	"  John <jdoe@one.test> (my dear friend); (the end of the group)\n"
-	"Cc:(Empty list)(start)Hidden recipients  :(nobody(that I know)) "
-	" ;\n"
-	"Date: Thu,\n"
-	"      13\n"
-	"        Feb\n"
-	"          1969\n"
-	"      23:32\n"
-	"               -0330 (Newfoundland Time)\n"
-	"Message-ID:              <testabcd.1234@silly.test>\n"
-	"Subject: folded\n"
-	"\tsubject  with   spaces\n"
-	"\n"
-	"Testing.\n"
-	"--b--\n",
-	"((\"message\" \"rfc822\" NIL NIL NIL \"7bit\" 519 (\"Thu,  "
-	"    13        Feb          1969      23:32               -0330 "
-	"(Newfoundland Time)\" {26}\r\nfolded subject with spaces ((\"Pete\" "
-	"NIL \"pete\" \"silly.test\")) ((\"Pete\" NIL \"pete\" \"silly.test\")) "
-	"((\"Pete\" NIL \"pete\" \"silly.test\")) ((NIL NIL \"A Group\" "
-	"NIL)(\"Chris Jones\" NIL \"c\" \"public.example\")(NIL NIL "
-	"\"joe\" \"example.org\")(\"John\" NIL \"jdoe\" \"one.test\")(NIL "
-	"NIL NIL NIL)) ((NIL NIL \"Hidden recipients\" NIL)(NIL NIL "
-	"NIL NIL)) NIL NIL \"<testabcd.1234@silly.test>\") (\"text\" "
-	"\"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 8 0 NIL "
-	"NIL NIL NIL) 16 NIL (\"attachment\" (\"filename\" \"fwd.eml\")) "
-	"NIL NIL) \"mixed\" (\"boundary\" \"b\") NIL NIL NIL)"},
+     "From: Fred Foobar <foobar@Blurdybloop.example>\n"
+     "Subject: afternoon meeting\n"
+     "To: mooch@owatagu.siam.edu.example\n"
+     "Message-Id: <B27397-0100000@Blurdybloop.example>\n"
+     "MIME-Version: 1.0\n"
+     "Content-Type: multipart/mixed; boundary=\"b\"\n"
+     "\n"
+     "--b\n"
+     "Content-Type: message/rfc822\n"
+     "Content-Disposition: attachment; filename=\"fwd.eml\"\n"
+     "\n"
+     "From: Pete(A nice \\) chap) <pete(his account)@silly.test(his "
+     "host)>\n"
+     "To:A Group(Some people)\n"
+     "     :Chris Jones <c@(Chris's host.)public.example>,\n"
+     "         joe@example.org,\n"
+     "  John <jdoe@one.test> (my dear friend); (the end of the group)\n"
+     "Cc:(Empty list)(start)Hidden recipients  :(nobody(that I know)) "
+     " ;\n"
+     "Date: Thu,\n"
+     "      13\n"
+     "        Feb\n"
+     "          1969\n"
+     "      23:32\n"
+     "               -0330 (Newfoundland Time)\n"
+     "Message-ID:              <testabcd.1234@silly.test>\n"
+     "Subject: folded\n"
+     "\tsubject  with   spaces\n"
+     "\n"
+     "Testing.\n"
+     "--b--\n",
+        "((\"message\" \"rfc822\" NIL NIL NIL \"7bit\" 519 (\"Thu,  "
+        "    13        Feb          1969      23:32               -0330 "
+        "(Newfoundland Time)\" {26}\r\nfolded subject with spaces ((\"Pete\" "
+        "NIL \"pete\" \"silly.test\")) ((\"Pete\" NIL \"pete\" \"silly.test"
+        "\")) "
+        "((\"Pete\" NIL \"pete\" \"silly.test\")) ((NIL NIL \"A Group\" "
+        "NIL)(\"Chris Jones\" NIL \"c\" \"public.example\")(NIL NIL "
+        "\"joe\" \"example.org\")(\"John\" NIL \"jdoe\" \"one.test\")(NIL "
+        "NIL NIL NIL)) ((NIL NIL \"Hidden recipients\" NIL)(NIL NIL "
+        "NIL NIL)) NIL NIL \"<testabcd.1234@silly.test>\") (\"text\" "
+        "\"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 8 0 NIL "
+        "NIL NIL NIL) 16 NIL (\"attachment\" (\"filename\" \"fwd.eml\")) "
+        "NIL NIL) \"mixed\" (\"boundary\" \"b\") NIL NIL NIL)"},
     /* 06-digest.eml */
     {"Date: Mon, 7 Feb 1994 21:52:25 -0800\n"
-	"From: Fred Foobar <foobar@Blurdybloop.example>\n"
-	"Subject: afternoon meeting\n"
-	"To: mooch@owatagu.siam.edu.example\n"
-	"Message-Id: <B27397-0100000@Blurdybloop.example>\n"
-	"MIME-Version: 1.0\n"
-	"Content-Type: multipart/digest; boundary=\"d\"\n"
-	"\n"
-	"--d\n"
-	"\n"
-	"From: a@b.test\n"
-	"Subject: one\n"
-	"\n"
-	"first\n"
-	"--d\n"
-	"\n"
-	"From: c@d.test\n"
-	"Subject: two\n"
-	"\n"
-	"second\n"
-	"--d\n"
-	"Content-Type: text/plain\n"
-	"\n"
-	"not a message\n"
-	"--d--\n",
-	"((\"message\" \"rfc822\" NIL NIL NIL \"7bit\" 37 (NIL \"one\" "
-	"((NIL NIL \"a\" \"b.test\")) ((NIL NIL \"a\" \"b.test\")) ((NIL "
-	"NIL \"a\" \"b.test\")) NIL NIL NIL NIL NIL) (\"text\" \"plain\" "
-	"(\"charset\" \"us-ascii\") NIL NIL \"7bit\" 5 0 NIL NIL NIL "
-	"NIL) 3 NIL NIL NIL NIL)(\"message\" \"rfc822\" NIL NIL NIL "
-	"\"7bit\" 38 (NIL \"two\" ((NIL NIL \"c\" \"d.test\")) ((NIL "
-	"NIL \"c\" \"d.test\")) ((NIL NIL \"c\" \"d.test\")) NIL NIL "
-	"NIL NIL NIL) (\"text\" \"plain\" (\"charset\" \"us-ascii\") "
-	"NIL NIL \"7bit\" 6 0 NIL NIL NIL NIL) 3 NIL NIL NIL NIL)(\"text\" "
-	"\"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 13 0 "
-	"NIL NIL NIL NIL) \"digest\" (\"boundary\" \"d\") NIL NIL NIL)"},
+     "From: Fred Foobar <foobar@Blurdybloop.example>\n"
+     "Subject: afternoon meeting\n"
+     "To: mooch@owatagu.siam.edu.example\n"
+     "Message-Id: <B27397-0100000@Blurdybloop.example>\n"
+     "MIME-Version: 1.0\n"
+     "Content-Type: multipart/digest; boundary=\"d\"\n"
+     "\n"
+     "--d\n"
+     "\n"
+     "From: a@b.test\n"
+     "Subject: one\n"
+     "\n"
+     "first\n"
+     "--d\n"
+     "\n"
+     "From: c@d.test\n"
+     "Subject: two\n"
+     "\n"
+     "second\n"
+     "--d\n"
+     "Content-Type: text/plain\n"
+     "\n"
+     "not a message\n"
+     "--d--\n",
+        "((\"message\" \"rfc822\" NIL NIL NIL \"7bit\" 37 (NIL \"one\" "
+        "((NIL NIL \"a\" \"b.test\")) ((NIL NIL \"a\" \"b.test\")) ((NIL "
+        "NIL \"a\" \"b.test\")) NIL NIL NIL NIL NIL) (\"text\" \"plain\" "
+        "(\"charset\" \"us-ascii\") NIL NIL \"7bit\" 5 0 NIL NIL NIL "
+        "NIL) 3 NIL NIL NIL NIL)(\"message\" \"rfc822\" NIL NIL NIL "
+        "\"7bit\" 38 (NIL \"two\" ((NIL NIL \"c\" \"d.test\")) ((NIL "
+        "NIL \"c\" \"d.test\")) ((NIL NIL \"c\" \"d.test\")) NIL NIL "
+        "NIL NIL NIL) (\"text\" \"plain\" (\"charset\" \"us-ascii\") "
+        "NIL NIL \"7bit\" 6 0 NIL NIL NIL NIL) 3 NIL NIL NIL NIL)(\"text\" "
+        "\"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 13 0 "
+        "NIL NIL NIL NIL) \"digest\" (\"boundary\" \"d\") NIL NIL NIL)"},
     /* 07-rfc2231.eml */
     {"Date: Mon, 7 Feb 1994 21:52:25 -0800\n"
-	"From: Fred Foobar <foobar@Blurdybloop.example>\n"
-	"Subject: afternoon meeting\n"
-	"To: mooch@owatagu.siam.edu.example\n"
-	"Message-Id: <B27397-0100000@Blurdybloop.example>\n"
-	"MIME-Version: 1.0\n"
-	"Content-Type: multipart/mixed; boundary=\"b\"\n"
-	"\n"
-	"--b\n"
-	"Content-Type: application/octet-stream;\n"
-	" name*0*=utf-8''%E2%82%AC%20rates;\n"
-	" name*1=\".txt\"\n"
-	"Content-Disposition: attachment;\n"
-	" filename*0*=utf-8''%E2%82%AC%20rates;\n"
-	" filename*1=\".txt\"\n"
-	"\n"
-	"x\n"
-	"--b\n"
-	"Content-Type: application/octet-stream; name=\"=?UTF-8?B?w6l0w6kuZXhl?=\"\n"
-	"Content-Disposition: attachment; filename*=iso-8859-1''%E9t%E9.exe\n"
-	"\n"
-	"y\n"
-	"--b\n"
-	"Content-Type: application/octet-stream; name*1=\"b\"; name*3=\"d\"; "
-	"name*0=\"a\"\n"
-	"\n"
-	"z\n"
-	"--b--\n",
-	"((\"application\" \"octet-stream\" (\"name*\" \"utf-8''%E2%82%AC%20rates.txt\") "
-	"NIL NIL \"7bit\" 1 NIL (\"attachment\" (\"filename*\" \"utf-8''%E2%82%AC%20rates.txt\")) "
-	"NIL NIL)(\"application\" \"octet-stream\" (\"name\" \"=?UTF-8?B?w6l0w6kuZXhl?=\") "
-	"NIL NIL \"7bit\" 1 NIL (\"attachment\" (\"filename*\" \"iso-8859-1''%E9t%E9.exe\")) "
-	"NIL NIL)(\"application\" \"octet-stream\" (\"name*0\" \"a\" "
-	"\"name*1\" \"b\" \"name*3\" \"d\") NIL NIL \"7bit\" 1 NIL NIL "
-	"NIL NIL) \"mixed\" (\"boundary\" \"b\") NIL NIL NIL)"},
+     "From: Fred Foobar <foobar@Blurdybloop.example>\n"
+     "Subject: afternoon meeting\n"
+     "To: mooch@owatagu.siam.edu.example\n"
+     "Message-Id: <B27397-0100000@Blurdybloop.example>\n"
+     "MIME-Version: 1.0\n"
+     "Content-Type: multipart/mixed; boundary=\"b\"\n"
+     "\n"
+     "--b\n"
+     "Content-Type: application/octet-stream;\n"
+     " name*0*=utf-8''%E2%82%AC%20rates;\n"
+     " name*1=\".txt\"\n"
+     "Content-Disposition: attachment;\n"
+     " filename*0*=utf-8''%E2%82%AC%20rates;\n"
+     " filename*1=\".txt\"\n"
+     "\n"
+     "x\n"
+     "--b\n"
+     "Content-Type: application/octet-stream; name=\"=?UTF-8?B?w6l0w6kuZXhl"
+     "?=\"\n"
+     "Content-Disposition: attachment; filename*=iso-8859-1''%E9t%E9.exe\n"
+     "\n"
+     "y\n"
+     "--b\n"
+     "Content-Type: application/octet-stream; name*1=\"b\"; name*3=\"d\"; "
+     "name*0=\"a\"\n"
+     "\n"
+     "z\n"
+     "--b--\n",
+        "((\"application\" \"octet-stream\" (\"name*\" \"utf-8''%E2%82%AC%2"
+        "0rates.txt\") "
+        "NIL NIL \"7bit\" 1 NIL (\"attachment\" (\"filename*\" \"utf-8''%E2"
+        "%82%AC%20rates.txt\")) "
+        "NIL NIL)(\"application\" \"octet-stream\" (\"name\" \"=?UTF-8?B?w6"
+        "l0w6kuZXhl?=\") "
+        "NIL NIL \"7bit\" 1 NIL (\"attachment\" (\"filename*\" \"iso-8859-1"
+        "''%E9t%E9.exe\")) "
+        "NIL NIL)(\"application\" \"octet-stream\" (\"name*0\" \"a\" "
+        "\"name*1\" \"b\" \"name*3\" \"d\") NIL NIL \"7bit\" 1 NIL NIL "
+        "NIL NIL) \"mixed\" (\"boundary\" \"b\") NIL NIL NIL)"},
     /* 15-prefix.eml */
     {"Date: Mon, 7 Feb 1994 21:52:25 -0800\n"
-	"From: Fred Foobar <foobar@Blurdybloop.example>\n"
-	"Subject: afternoon meeting\n"
-	"To: mooch@owatagu.siam.edu.example\n"
-	"Message-Id: <B27397-0100000@Blurdybloop.example>\n"
-	"MIME-Version: 1.0\n"
-	"Content-Type: multipart/mixed; boundary=\"b\"\n"
-	"\n"
-	"--b\n"
-	"Content-Type: text/plain\n"
-	"\n"
-	"one\n"
-	"--bx\n"
-	"not a boundary?\n"
-	"--b\n"
-	"Content-Type: multipart/mixed; boundary=\"bb\"\n"
-	"\n"
-	"--bb\n"
-	"Content-Type: text/plain\n"
-	"\n"
-	"inner\n"
-	"--bb--\n"
-	"--b--\n",
-	"((\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" "
-	"3 0 NIL NIL NIL NIL)(\"text\" \"plain\" (\"charset\" \"us-ascii\") "
-	"NIL NIL \"7bit\" 0 0 NIL NIL NIL NIL)((\"text\" \"plain\" (\"charset\" "
-	"\"us-ascii\") NIL NIL \"7bit\" 5 0 NIL NIL NIL NIL) \"mixed\" "
-	"(\"boundary\" \"bb\") NIL NIL NIL) \"mixed\" (\"boundary\" "
-	"\"b\") NIL NIL NIL)"},
+     "From: Fred Foobar <foobar@Blurdybloop.example>\n"
+     "Subject: afternoon meeting\n"
+     "To: mooch@owatagu.siam.edu.example\n"
+     "Message-Id: <B27397-0100000@Blurdybloop.example>\n"
+     "MIME-Version: 1.0\n"
+     "Content-Type: multipart/mixed; boundary=\"b\"\n"
+     "\n"
+     "--b\n"
+     "Content-Type: text/plain\n"
+     "\n"
+     "one\n"
+     "--bx\n"
+     "not a boundary?\n"
+     "--b\n"
+     "Content-Type: multipart/mixed; boundary=\"bb\"\n"
+     "\n"
+     "--bb\n"
+     "Content-Type: text/plain\n"
+     "\n"
+     "inner\n"
+     "--bb--\n"
+     "--b--\n",
+        "((\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" "
+        "3 0 NIL NIL NIL NIL)(\"text\" \"plain\" (\"charset\" \"us-ascii\") "
+        "NIL NIL \"7bit\" 0 0 NIL NIL NIL NIL)((\"text\" \"plain\" (\"chars"
+        "et\" "
+        "\"us-ascii\") NIL NIL \"7bit\" 5 0 NIL NIL NIL NIL) \"mixed\" "
+        "(\"boundary\" \"bb\") NIL NIL NIL) \"mixed\" (\"boundary\" "
+        "\"b\") NIL NIL NIL)"},
     /* 23-rfc822-b64.eml */
     {"Date: Mon, 7 Feb 1994 21:52:25 -0800\n"
-	"From: Fred Foobar <foobar@Blurdybloop.example>\n"
-	"Subject: afternoon meeting\n"
-	"To: mooch@owatagu.siam.edu.example\n"
-	"Message-Id: <B27397-0100000@Blurdybloop.example>\n"
-	"MIME-Version: 1.0\n"
-	"Content-Type: multipart/mixed; boundary=\"b\"\n"
-	"\n"
-	"--b\n"
-	"Content-Type: message/rfc822\n"
-	"Content-Transfer-Encoding: base64\n"
-	"\n"
-	"RnJvbTogYUBiLmMKClRleHQK\n"
-	"--b--\n",
-	"((\"message\" \"rfc822\" NIL NIL NIL \"base64\" 26 (NIL NIL "
-	"NIL NIL NIL NIL NIL NIL NIL NIL) (\"text\" \"plain\" (\"charset\" "
-	"\"us-ascii\") NIL NIL \"7bit\" 0 0 NIL NIL NIL NIL) 1 NIL NIL "
-	"NIL NIL) \"mixed\" (\"boundary\" \"b\") NIL NIL NIL)"},
+     "From: Fred Foobar <foobar@Blurdybloop.example>\n"
+     "Subject: afternoon meeting\n"
+     "To: mooch@owatagu.siam.edu.example\n"
+     "Message-Id: <B27397-0100000@Blurdybloop.example>\n"
+     "MIME-Version: 1.0\n"
+     "Content-Type: multipart/mixed; boundary=\"b\"\n"
+     "\n"
+     "--b\n"
+     "Content-Type: message/rfc822\n"
+     "Content-Transfer-Encoding: base64\n"
+     "\n"
+     "RnJvbTogYUBiLmMKClRleHQK\n"
+     "--b--\n",
+        "((\"message\" \"rfc822\" NIL NIL NIL \"base64\" 26 (NIL NIL "
+        "NIL NIL NIL NIL NIL NIL NIL NIL) (\"text\" \"plain\" (\"charset\" "
+        "\"us-ascii\") NIL NIL \"7bit\" 0 0 NIL NIL NIL NIL) 1 NIL NIL "
+        "NIL NIL) \"mixed\" (\"boundary\" \"b\") NIL NIL NIL)"},
     /* a06-prefix-nest.eml */
     {"From: a@b.test\n"
-	"Subject: x\n"
-	"MIME-Version: 1.0\n"
-	"Content-Type: multipart/mixed; boundary=\"bb\"\n"
-	"\n"
-	"--bb\n"
-	"Content-Type: multipart/alternative; boundary=\"b\"\n"
-	"\n"
-	"--b\n"
-	"Content-Type: text/plain\n"
-	"\n"
-	"inner\n"
-	"--bb\n"
-	"Content-Type: text/plain\n"
-	"\n"
-	"outer2\n"
-	"--bb--\n",
-	"(((\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" "
-	"5 0 NIL NIL NIL NIL) \"alternative\" (\"boundary\" \"b\") NIL "
-	"NIL NIL)(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL "
-	"NIL \"7bit\" 6 0 NIL NIL NIL NIL) \"mixed\" (\"boundary\" \"bb\") "
-	"NIL NIL NIL)"},
+     "Subject: x\n"
+     "MIME-Version: 1.0\n"
+     "Content-Type: multipart/mixed; boundary=\"bb\"\n"
+     "\n"
+     "--bb\n"
+     "Content-Type: multipart/alternative; boundary=\"b\"\n"
+     "\n"
+     "--b\n"
+     "Content-Type: text/plain\n"
+     "\n"
+     "inner\n"
+     "--bb\n"
+     "Content-Type: text/plain\n"
+     "\n"
+     "outer2\n"
+     "--bb--\n",
+        "(((\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" "
+        "5 0 NIL NIL NIL NIL) \"alternative\" (\"boundary\" \"b\") NIL "
+        "NIL NIL)(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL "
+        "NIL \"7bit\" 6 0 NIL NIL NIL NIL) \"mixed\" (\"boundary\" \"bb\") "
+        "NIL NIL NIL)"},
     /* a14-mp-no-bnd.eml */
     {"From: a@b.test\n"
-	"Subject: x\n"
-	"MIME-Version: 1.0\n"
-	"Content-Type: multipart/mixed\n"
-	"\n"
-	"--b\n"
-	"Content-Type: text/plain\n"
-	"\n"
-	"x\n"
-	"--b--\n",
-	"((\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" "
-	"0 0 NIL NIL NIL NIL) \"mixed\" NIL NIL NIL NIL)"},
+     "Subject: x\n"
+     "MIME-Version: 1.0\n"
+     "Content-Type: multipart/mixed\n"
+     "\n"
+     "--b\n"
+     "Content-Type: text/plain\n"
+     "\n"
+     "x\n"
+     "--b--\n",
+        "((\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" "
+        "0 0 NIL NIL NIL NIL) \"mixed\" NIL NIL NIL NIL)"},
     /* c05.eml */
     {"From: a@b.test\n"
-	"MIME-Version: 1.0\n"
-	"Content-Type: text/plain garbage\n"
-	"\n"
-	"x\n",
-	"(\"\" \"\" NIL NIL NIL \"7bit\" 3 NIL NIL NIL NIL)"},
+     "MIME-Version: 1.0\n"
+     "Content-Type: text/plain garbage\n"
+     "\n"
+     "x\n",
+        "(\"\" \"\" NIL NIL NIL \"7bit\" 3 NIL NIL NIL NIL)"},
     /* a09-addrs.eml */
     {"From: \"John Q. Public\" <jqp@x.test>\n"
-	"To: Undisclosed recipients: ;\n"
-	"Cc: a@b.test, , c@d.test\n"
-	"Bcc: <>\n"
-	"Reply-To: x@y.test (comment) , z@w.test\n"
-	"Sender: John Q. Public <j@x.test>\n"
-	"Subject: =?utf-8?q?caf=C3=A9?=\ttab  and trailing  \n"
-	"Message-ID:\n"
-	" <folded@x.test>\n"
-	"In-Reply-To: <a@x.test> <b@x.test>\n"
-	"Date: Tue, 1 Jul 2003 10:52:37 +0200 (CEST)\n"
-	"MIME-Version: 1.0\n"
-	"Content-Type: multipart/mixed; boundary=b\n"
-	"\n"
-	"--b\n"
-	"Content-Type: message/rfc822\n"
-	"\n"
-	"From: \"John Q. Public\" <jqp@x.test>\n"
-	"To: Undisclosed recipients: ;\n"
-	"Cc: a@b.test, , c@d.test\n"
-	"Bcc: <>\n"
-	"Reply-To: x@y.test (comment) , z@w.test\n"
-	"Sender: John Q. Public <j@x.test>\n"
-	"Subject: =?utf-8?q?caf=C3=A9?=\ttab  and trailing  \n"
-	"Message-ID:\n"
-	" <folded@x.test>\n"
-	"In-Reply-To: <a@x.test> <b@x.test>\n"
-	"Date: Tue, 1 Jul 2003 10:52:37 +0200 (CEST)\n"
-	"\n"
-	"x\n"
-	"--b\n"
-	"Content-Type: message/rfc822\n"
-	"\n"
-	"From: =?iso-8859-1?q?J=F6rg?= <j@x.test>, \"quoted \\\"esc\\\"\" "
-	"<q@x.test>\n"
-	"To: group: a@b.test, \"n\" <c@d.test>; , after@x.test\n"
-	"Cc: @r1,@r2:x@y.test, <@r3:z@w.test>\n"
-	"Subject: \"quoted subject\"\n"
-	"Message-ID: no angle\n"
-	"Date: garbage\n"
-	"\n"
-	"y\n"
-	"--b--\n",
-	"((\"message\" \"rfc822\" NIL NIL NIL \"7bit\" 346 (\"Tue, 1 "
-	"Jul 2003 10:52:37 +0200 (CEST)\" {38}\r\n=?utf-8?q?caf=C3=A9?= "
-	"tab and trailing ((\"John Q. Public\" NIL \"jqp\" \"x.test\")) "
-	"((\"John Q. Public\" NIL \"j\" \"x.test\")) ((\"comment\" NIL "
-	"\"x\" \"y.test\")(NIL NIL \"z\" \"w.test\")) ((NIL NIL \"Undisclosed "
-	"recipients\" NIL)(NIL NIL NIL NIL)) ((NIL NIL \"a\" \"b.test\")(NIL "
-	"NIL \"MISSING_MAILBOX\" \"MISSING_DOMAIN\")(NIL NIL \"c\" \"d.test\")) "
-	"((NIL NIL \"MISSING_MAILBOX\" \"MISSING_DOMAIN\")) \"<a@x.test> "
-	"<b@x.test>\" \" <folded@x.test>\") (\"text\" \"plain\" (\"charset\" "
-	"\"us-ascii\") NIL NIL \"7bit\" 1 0 NIL NIL NIL NIL) 12 NIL "
-	"NIL NIL NIL)(\"message\" \"rfc822\" NIL NIL NIL \"7bit\" 229 "
-	"(\"garbage\" {16}\r\n\"quoted subject\" ((\"=?iso-8859-1?q?J=F6rg?=\" "
-	"NIL \"j\" \"x.test\")({12}\r\nquoted \"esc\" NIL \"q\" \"x.test\")) "
-	"((\"=?iso-8859-1?q?J=F6rg?=\" NIL \"j\" \"x.test\")({12}\r\nquoted "
-	"\"esc\" NIL \"q\" \"x.test\")) ((\"=?iso-8859-1?q?J=F6rg?=\" "
-	"NIL \"j\" \"x.test\")({12}\r\nquoted \"esc\" NIL \"q\" \"x.test\")) "
-	"((NIL NIL \"group\" NIL)(NIL NIL \"a\" \"b.test\")(\"n\" NIL "
-	"\"c\" \"d.test\")(NIL NIL NIL NIL)(NIL NIL \"after\" \"x.test\")) "
-	"((NIL NIL \"MISSING_MAILBOX\" \"r1\")(NIL NIL \"MISSING_MAILBOX\" "
-	"\"r2\")) NIL NIL \"no angle\") (\"text\" \"plain\" (\"charset\" "
-	"\"us-ascii\") NIL NIL \"7bit\" 1 0 NIL NIL NIL NIL) 7 NIL NIL "
-	"NIL NIL) \"mixed\" (\"boundary\" \"b\") NIL NIL NIL)"},
+     "To: Undisclosed recipients: ;\n"
+     "Cc: a@b.test, , c@d.test\n"
+     "Bcc: <>\n"
+     "Reply-To: x@y.test (comment) , z@w.test\n"
+     "Sender: John Q. Public <j@x.test>\n"
+     "Subject: =?utf-8?q?caf=C3=A9?=\ttab  and trailing  \n"
+     "Message-ID:\n"
+     " <folded@x.test>\n"
+     "In-Reply-To: <a@x.test> <b@x.test>\n"
+     "Date: Tue, 1 Jul 2003 10:52:37 +0200 (CEST)\n"
+     "MIME-Version: 1.0\n"
+     "Content-Type: multipart/mixed; boundary=b\n"
+     "\n"
+     "--b\n"
+     "Content-Type: message/rfc822\n"
+     "\n"
+     "From: \"John Q. Public\" <jqp@x.test>\n"
+     "To: Undisclosed recipients: ;\n"
+     "Cc: a@b.test, , c@d.test\n"
+     "Bcc: <>\n"
+     "Reply-To: x@y.test (comment) , z@w.test\n"
+     "Sender: John Q. Public <j@x.test>\n"
+     "Subject: =?utf-8?q?caf=C3=A9?=\ttab  and trailing  \n"
+     "Message-ID:\n"
+     " <folded@x.test>\n"
+     "In-Reply-To: <a@x.test> <b@x.test>\n"
+     "Date: Tue, 1 Jul 2003 10:52:37 +0200 (CEST)\n"
+     "\n"
+     "x\n"
+     "--b\n"
+     "Content-Type: message/rfc822\n"
+     "\n"
+     "From: =?iso-8859-1?q?J=F6rg?= <j@x.test>, \"quoted \\\"esc\\\"\" "
+     "<q@x.test>\n"
+     "To: group: a@b.test, \"n\" <c@d.test>; , after@x.test\n"
+     "Cc: @r1,@r2:x@y.test, <@r3:z@w.test>\n"
+     "Subject: \"quoted subject\"\n"
+     "Message-ID: no angle\n"
+     "Date: garbage\n"
+     "\n"
+     "y\n"
+     "--b--\n",
+        "((\"message\" \"rfc822\" NIL NIL NIL \"7bit\" 346 (\"Tue, 1 "
+        "Jul 2003 10:52:37 +0200 (CEST)\" {38}\r\n=?utf-8?q?caf=C3=A9?= "
+        "tab and trailing ((\"John Q. Public\" NIL \"jqp\" \"x.test\")) "
+        "((\"John Q. Public\" NIL \"j\" \"x.test\")) ((\"comment\" NIL "
+        "\"x\" \"y.test\")(NIL NIL \"z\" \"w.test\")) ((NIL NIL \"Undisclosed "
+        "recipients\" NIL)(NIL NIL NIL NIL)) ((NIL NIL \"a\" \"b.test\")(NIL "
+        "NIL \"MISSING_MAILBOX\" \"MISSING_DOMAIN\")(NIL NIL \"c\" \"d.test"
+        "\")) "
+        "((NIL NIL \"MISSING_MAILBOX\" \"MISSING_DOMAIN\")) \"<a@x.test> "
+        "<b@x.test>\" \" <folded@x.test>\") (\"text\" \"plain\" (\"charset\" "
+        "\"us-ascii\") NIL NIL \"7bit\" 1 0 NIL NIL NIL NIL) 12 NIL "
+        "NIL NIL NIL)(\"message\" \"rfc822\" NIL NIL NIL \"7bit\" 229 "
+        "(\"garbage\" {16}\r\n\"quoted subject\" ((\"=?iso-8859-1?q?J=F6rg?=\" "
+        "NIL \"j\" \"x.test\")({12}\r\nquoted \"esc\" NIL \"q\" \"x.test\")) "
+        "((\"=?iso-8859-1?q?J=F6rg?=\" NIL \"j\" \"x.test\")({12}\r\nquoted "
+        "\"esc\" NIL \"q\" \"x.test\")) ((\"=?iso-8859-1?q?J=F6rg?=\" "
+        "NIL \"j\" \"x.test\")({12}\r\nquoted \"esc\" NIL \"q\" \"x.test\")) "
+        "((NIL NIL \"group\" NIL)(NIL NIL \"a\" \"b.test\")(\"n\" NIL "
+        "\"c\" \"d.test\")(NIL NIL NIL NIL)(NIL NIL \"after\" \"x.test\")) "
+        "((NIL NIL \"MISSING_MAILBOX\" \"r1\")(NIL NIL \"MISSING_MAILBOX\" "
+        "\"r2\")) NIL NIL \"no angle\") (\"text\" \"plain\" (\"charset\" "
+        "\"us-ascii\") NIL NIL \"7bit\" 1 0 NIL NIL NIL NIL) 7 NIL NIL "
+        "NIL NIL) \"mixed\" (\"boundary\" \"b\") NIL NIL NIL)"},
     /* 20-8bit-hdr.eml */
-    {"From: J\xc3" "\xb6" "rg M\xc3" "\xbc" "ller <jm@example.de>\n"
-	"Subject: Gr\xc3" "\xbc" "\xc3" "\x9f" "e aus K\xc3" "\xb6" "ln\n"
-	"To: \"\xc3" "\x9c" "n\xc3" "\xaf" "code\" <u@example.org>\n"
-	"MIME-Version: 1.0\n"
-	"Content-Type: text/plain; charset=utf-8; name=\"na\xc3" "\xaf" "ve.txt\"\n"
-	"Content-Description: \xc3" "\xa4" "\xc3" "\xb6" "\xc3" "\xbc" "\n"
-	"\n"
-	"x\n",
-	"(\"text\" \"plain\" (\"charset\" \"utf-8\" \"name\" {10}\r\nna\xc3" "\xaf" "ve.txt) "
-	"NIL {6}\r\n\xc3" "\xa4" "\xc3" "\xb6" "\xc3" "\xbc" " \"7bit\" "
-	"3 1 NIL NIL NIL NIL)"},
+    {"From: J\xc3"
+     "\xb6"
+     "rg M\xc3"
+     "\xbc"
+     "ller <jm@example.de>\n"
+     "Subject: Gr\xc3"
+     "\xbc"
+     "\xc3"
+     "\x9f"
+     "e aus K\xc3"
+     "\xb6"
+     "ln\n"
+     "To: \"\xc3"
+     "\x9c"
+     "n\xc3"
+     "\xaf"
+     "code\" <u@example.org>\n"
+     "MIME-Version: 1.0\n"
+     "Content-Type: text/plain; charset=utf-8; name=\"na\xc3"
+     "\xaf"
+     "ve.txt\"\n"
+     "Content-Description: \xc3"
+     "\xa4"
+     "\xc3"
+     "\xb6"
+     "\xc3"
+     "\xbc"
+     "\n"
+     "\n"
+     "x\n",
+        "(\"text\" \"plain\" (\"charset\" \"utf-8\" \"name\" {10}\r\nna\xc3"
+        "\xaf"
+        "ve.txt) "
+        "NIL {6}\r\n\xc3"
+        "\xa4"
+        "\xc3"
+        "\xb6"
+        "\xc3"
+        "\xbc"
+        " \"7bit\" "
+        "3 1 NIL NIL NIL NIL)"},
 };
 
 static void
 test_dovecot_cases(void)
 {
 	static const char nul[] = "MIME-Version: 1.0\r\nContent-Description: "
-				  "d\0e\r\n\r\nx\r\n";
+	                          "d\0e\r\n\r\nx\r\n";
 	struct mime_msg m;
 	struct buf b, o;
 	const char *s;
@@ -792,11 +830,38 @@ test_dovecot_cases(void)
 	CHECK(bs_write(&m, 0, &o) == 0);
 	buf_add_u8(&o, 0);
 	CHECK(strcmp((char *)o.data,
-		  "(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL "
-		  "{5}\r\nd\xef\xbf\xbd" "e \"7bit\" 3 1)") == 0);
+	          "(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL "
+	          "{5}\r\nd\xef\xbf\xbd"
+	          "e \"7bit\" 3 1)") == 0);
 	mime_free(&m);
 	buf_free(&b);
 	buf_free(&o);
+}
+
+/* Databases that cannot be loaded: a clear error, never an engine. */
+static void
+test_load_errors(void)
+{
+	char dir[PATH_MAX], path[PATH_MAX + 16], err[512];
+	struct av_engine *e;
+
+	e = av_engine_load("/nonexistent/clamav", err, sizeof(err));
+	CHECK(e == NULL);
+	CHECK(
+	    strcmp(err, "/nonexistent/clamav: No such file or directory") == 0);
+	snprintf(dir, sizeof(dir), "%s/empty", top);
+	CHECK(mkdir(dir, 0755) == 0);
+	e = av_engine_load(dir, err, sizeof(err));
+	CHECK(e == NULL && strstr(err, dir) != NULL);
+	snprintf(path, sizeof(path), "%s/bad.ndb", dir);
+	write_file(path, "Broken:0:*:zz\n", 14);
+	e = av_engine_load(dir, err, sizeof(err));
+	CHECK(e == NULL && strstr(err, "Malformed database") != NULL);
+	if (e == NULL && strstr(err, "Malformed database") == NULL)
+		fprintf(stderr, "bad.ndb: %s\n", err);
+	snprintf(path, sizeof(path), "%s/test.ndb", dbdir);
+	e = av_engine_load(path, err, sizeof(err));
+	CHECK(e == NULL && strstr(err, "not a directory") != NULL);
 }
 
 static void
@@ -1330,6 +1395,18 @@ kid_scan(int out)
 	put(out, strcmp(fn, "\xe2\x82\xac"
 	                    "uro.exe") == 0);
 	mime_free(&m);
+
+	/* Its /tmp made read-only: every scan fails, none is clean. */
+	buf_reset(&b);
+	msg_attach(&b, "notes.txt", "notes", 5);
+	if (chmod("/tmp", 0500) == -1)
+		_exit(96);
+	scan(A_STRIP, SCAN_FETCH, &b, &res);
+	put(out, (int)res.verdict);
+	put(out, strstr(res.reason, "not writable") != NULL);
+	scan_res_clear(&res);
+	if (chmod("/tmp", 0700) == -1)
+		_exit(97);
 	buf_free(&p);
 	buf_free(&b);
 }
@@ -1397,7 +1474,9 @@ test_sandboxed(void)
 	CHECK(get(res[0]) == 1);
 	CHECK(get(res[0]) == SCAN_CLEAN);
 	CHECK(get(res[0]) == 1);
-	CHECK(get(res[0]) == SCAN_CHANGED);
+	CHECK(get(res[0]) == SCAN_CHANGED); /* deny: on_error */
+	CHECK(get(res[0]) == 1);
+	CHECK(get(res[0]) == SCAN_CHANGED); /* clam.zip */
 	CHECK(get(res[0]) == 1);
 	waitpid(pid, &status, 0);
 	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
@@ -1446,6 +1525,7 @@ main(void)
 	test_structure();
 	test_bodystructure();
 	test_dovecot_cases();
+	test_load_errors();
 	test_clean();
 	test_strip();
 	test_body_deny();
