@@ -973,7 +973,7 @@ cfg_k_control(struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
 }
 
 /*
- * servers: name -> { balance, tls, connect_timeout, members }.
+ * servers: name -> { balance, tls, connect_timeout, send_id, members }.
  */
 
 static void
@@ -1132,7 +1132,14 @@ cfg_k_balance(struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
 static void
 cfg_k_srvtls(struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
 {
-	cfg_enum(st, k, v, cfg_srv_tls, &((struct cfg_server *)o)->tls);
+	int *tls = &((struct cfg_server *)o)->tls;
+
+	/* Refused rather than ignored: a plaintext connection to a TLS
+	 * port would fail in ways that look like a broken server. */
+	if (cfg_enum(st, k, v, cfg_srv_tls, tls) == 0 && *tls != SRV_TLS_NONE)
+		cfg_err(st, v->pos, "tls: %s to the servers is not "
+				    "implemented yet; use none",
+		    v->str);
 }
 
 static void
@@ -1150,10 +1157,17 @@ cfg_k_connect_timeout(
 	((struct cfg_server *)o)->connect_timeout_ms = ms;
 }
 
+static void
+cfg_k_send_id(struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
+{
+	cfg_bool(st, k, v, &((struct cfg_server *)o)->send_id);
+}
+
 static const struct cfg_key cfg_server_keys[] = {
     {"balance", cfg_k_balance, 0},
     {"tls", cfg_k_srvtls, 0},
     {"connect_timeout", cfg_k_connect_timeout, 0},
+    {"send_id", cfg_k_send_id, 0},
     {"members", cfg_k_members, 1},
     {NULL, NULL, 0},
 };
@@ -1167,6 +1181,7 @@ cfg_server(struct cfg_state *st, struct ynode *k, struct ynode *v,
 	s->balance = BALANCE_ROUND_ROBIN;
 	s->tls = SRV_TLS_NONE;
 	s->connect_timeout_ms = 10 * 1000;
+	s->send_id = 1;
 	if (v->type == YN_BAD || !cfg_want_map(st, k, v))
 		return;
 	snprintf(st->label, sizeof(st->label), "server '%.64s'", k->str);
@@ -1582,7 +1597,13 @@ cfg_k_laddress(struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
 static void
 cfg_k_ltls(struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
 {
-	cfg_enum(st, k, v, cfg_listen_tls, &((struct cfg_listen *)o)->tls);
+	int *tls = &((struct cfg_listen *)o)->tls;
+
+	if (cfg_enum(st, k, v, cfg_listen_tls, tls) == 0 &&
+	    *tls != LISTEN_TLS_NONE)
+		cfg_err(st, v->pos, "tls: %s listeners are not implemented "
+				    "yet; use none",
+		    v->str);
 }
 
 static const struct cfg_key cfg_listen_keys[] = {

@@ -184,7 +184,8 @@ static const char full_yaml[] =
     "servers:\n"
     "  pool-a:\n"
     "    balance: least-connection\n"
-    "    tls: implicit\n"
+    "    tls: none\n"
+    "    send_id: false\n"
     "    connect_timeout: 1500ms\n"
     "    members:\n"
     "      - 192.0.2.10:993\n"
@@ -218,7 +219,7 @@ static const char full_yaml[] =
     "    to: pool-b\n"
     "  - name: two\n"
     "    listen: [ \"0.0.0.0:1143\",\n"
-    "              { address: \"[::]:1993\", tls: implicit } ]\n"
+    "              { address: \"[::]:1993\", tls: none } ]\n"
     "    from: [ 10.1.2.3/8, \"2001:db8::/32\", 192.0.2.1 ]\n"
     "    to: pool-a\n"
     "    disposition: deny-reset\n"
@@ -248,13 +249,14 @@ test_full(void)
 	CHECK(cfg->nservers == 2);
 	s = &cfg->servers[0];
 	CHECK(strcmp(s->name, "pool-a") == 0);
-	CHECK(s->balance == BALANCE_LEAST_CONN && s->tls == SRV_TLS_IMPLICIT);
+	CHECK(s->balance == BALANCE_LEAST_CONN && s->tls == SRV_TLS_NONE);
+	CHECK(s->send_id == 0 && cfg->servers[1].send_id == 1);
 	CHECK(s->connect_timeout_ms == 1500);
 	CHECK(s->nmembers == 3);
 	CHECK(strcmp(s->members[0].host, "192.0.2.10:993") == 0);
 	CHECK(strcmp(s->members[0].addr.text, "192.0.2.10:993") == 0);
 	CHECK(s->members[0].weight == 1);
-	CHECK(s->members[0].pos.line == 13 && s->members[0].pos.col == 9);
+	CHECK(s->members[0].pos.line == 14 && s->members[0].pos.col == 9);
 	CHECK(strcmp(s->members[1].addr.text, "[2001:db8::1]:993") == 0);
 	CHECK(s->members[1].addr.ss.ss_family == AF_INET6);
 	CHECK(s->members[1].weight == 100);
@@ -309,14 +311,14 @@ test_full(void)
 	CHECK(strcmp(p->action, "IMAP-Server.Standard") == 0);
 	CHECK(p->nlisten == 1 && p->listen[0].tls == LISTEN_TLS_NONE);
 	CHECK(p->nfrom == 1 && p->from[0].family == AF_UNSPEC);
-	CHECK(p->pos.line == 39 && p->pos.col == 5);
+	CHECK(p->pos.line == 40 && p->pos.col == 5);
 	p = &cfg->policies[1];
 	CHECK(p->server == 0 && p->actionidx == 2);
 	CHECK(p->disposition == DISP_DENY_RESET);
 	CHECK(p->idle_timeout_ms == 2 * 3600 * 1000);
 	CHECK(p->nlisten == 2);
 	CHECK(strcmp(p->listen[1].addr.text, "[::]:1993") == 0);
-	CHECK(p->listen[1].tls == LISTEN_TLS_IMPLICIT);
+	CHECK(p->listen[1].tls == LISTEN_TLS_NONE);
 	CHECK(p->nfrom == 3);
 	CHECK(strcmp(p->from[0].text, "10.0.0.0/8") == 0);
 	CHECK(strcmp(p->from[1].text, "2001:db8::/32") == 0);
@@ -329,6 +331,21 @@ static const struct {
 	const char *text;
 	const char *errs;
 } broken[] = {
+    /* TLS arrives with its own issue: refused, not silently ignored. */
+    {"servers:\n"
+     "  s:\n"
+     "    tls: starttls\n"
+     "    send_id: maybe\n"
+     "    members: [\"10.0.0.1:143\"]\n"
+     "policies:\n"
+     "  - name: p\n"
+     "    listen: { address: \"127.0.0.1:1993\", tls: implicit }\n"
+     "    to: s\n",
+        "t.yaml:3:10: tls: starttls to the servers is not implemented yet; "
+        "use none\n"
+        "t.yaml:4:14: 'send_id' must be true or false\n"
+        "t.yaml:8:47: tls: implicit listeners are not implemented yet; use "
+        "none\n"},
     {"", "t.yaml:1:1: empty configuration\n"},
     {"# comments only\n\n", "t.yaml:1:1: empty configuration\n"},
     {"- a\n- b\n", "t.yaml:1:1: the top level must be a mapping\n"},
