@@ -20,7 +20,8 @@ B	= build
 DEB_BUILD = build-essential pkg-config clang libssl-dev libclamav-dev \
 	    libseccomp-dev libgmime-3.0-dev libpcre2-dev libyaml-dev \
 	    libevent-dev libclang-rt-14-dev
-DEB_TEST  = dovecot-imapd python3 python3-pytest isync fetchmail curl \
+DEB_TEST  = dovecot-imapd python3 python3-pytest isync fetchmail curl clamav \
+	    clamav-testfiles \
 	    openssl mandoc procps iproute2
 DEB_ALL   = $(DEB_BUILD) $(DEB_TEST)
 
@@ -106,7 +107,8 @@ unit: $(UNIT_BIN)
 unit-asan: $(ASAN_BIN)
 
 check: deps
-	$(MAKE) all $(B)/test/imapgwd-hooks unit unit-asan
+	$(MAKE) all $(B)/test/imapgwd-hooks unit unit-asan fuzz-build
+	$(MAKE) fuzz-smoke
 	sh regress/run-checks.sh
 
 demo: deps all

@@ -25,6 +25,15 @@ buf_free(struct buf *b)
 }
 
 void
+buf_release(struct buf *b)
+{
+	size_t max = b->max;
+
+	buf_free(b);
+	b->max = max;
+}
+
+void
 buf_reset(struct buf *b)
 {
 	b->off = b->len = 0;

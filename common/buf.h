@@ -22,6 +22,7 @@ struct buf {
 void buf_init(struct buf *, size_t max);
 void buf_free(struct buf *);
 void buf_reset(struct buf *);
+void buf_release(struct buf *); /* free the storage, keep the cap */
 size_t buf_used(const struct buf *); /* len - off */
 uint8_t *buf_head(const struct buf *);
 size_t buf_room(const struct buf *); /* bytes that may still be added */

@@ -41,6 +41,7 @@ enum imsg_type {
 	IMSG_READY,	 /* sandbox entered */
 	IMSG_STATUS,	 /* u32 request id, u32 sessions, u64 total */
 	IMSG_CFG_APPLIED, /* u32 generation */
+	IMSG_PEER_LOST,	  /* u32 role, u32 instance: reconnect us */
 	/* peer <-> peer */
 	IMSG_HELLO,	/* u32 role, u32 instance */
 	/* netd <-> scand: see scan.h */

@@ -59,6 +59,7 @@ imsg_type_name(uint32_t t)
 		[IMSG_READY] = "READY",
 		[IMSG_STATUS] = "STATUS",
 		[IMSG_CFG_APPLIED] = "CFG_APPLIED",
+		[IMSG_PEER_LOST] = "PEER_LOST",
 		[IMSG_HELLO] = "HELLO",
 		[IMSG_SCAN_REQ] = "SCAN_REQ",
 		[IMSG_SCAN_RES] = "SCAN_RES",
@@ -425,6 +426,7 @@ proc_peer_add(struct child_env *env, struct proc_peers *peers,
 	c->role = (int)role;
 	c->instance = (int)inst;
 	if ((old = peers->chan[role][inst]) != NULL) {
+		old->replaced = 1;
 		if (peers->gone)
 			peers->gone(old);
 		old->arg = NULL;

@@ -28,6 +28,7 @@ struct proc_chan {
 	void *arg;
 	int dead;
 	int busy;	   /* inside a dispatch: closing waits for it */
+	int replaced;	   /* a newer channel to the same peer took over */
 	int close_pending;
 };
 

@@ -8,6 +8,20 @@
  *	str user	session user ("" before login)
  *	str client	client address, for logs
  *	u64 size	bytes of the message in the memfd
+ *	u32 nsect	sections wanted if the message is rewritten, 0..64
+ *	nsect times:
+ *	  u32 binary	0: BODY[spec], 1: BINARY[spec] (RFC 3516)
+ *	  str spec	the text between the brackets as the client wrote
+ *			it ("", "TEXT", "2.MIME", "HEADER.FIELDS (From To)"),
+ *			at most SCAN_MAX_SECT_SPEC bytes; no partial <o.n>
+ *
+ * A request that ends after size is an old-format one: nsect = 0, and
+ * its answer is old-format too (it ends after body_len).  More
+ * than SCAN_MAX_SECT sections, a spec longer than SCAN_MAX_SECT_SPEC or
+ * a binary other than 0 or 1 is refused (SCAN_ERROR, the reason says
+ * why); a frame cut short or with bytes left over is malformed and
+ * closes the channel.  The frame limit (IMSG_MAX_FRAME) bounds the
+ * request as a whole: netd must not ask for more than fits.
  *
  * scand -> netd  IMSG_SCAN_RES, fd = memfd (only when verdict is CHANGED)
  *	u64 reqid
@@ -18,6 +32,37 @@
  *	u64 msg_off, msg_len	the sanitized message inside the result fd
  *	u64 bs_off, bs_len	its BODYSTRUCTURE (IMAP syntax, no "BODYSTRUCTURE")
  *	u64 body_off, body_len	its BODY (non-extensible form)
+ *	u32 nsect	the request's nsect if verdict is CHANGED, else 0;
+ *			absent if the request had no nsect
+ *	nsect times, in the request's order:
+ *	  u32 status	SCAN_SECT_* below
+ *	  u64 off, len	the section's content inside the result fd
+ *			(off is 0 when len is; len is 0 unless the status
+ *			is OK or LITERAL8)
+ *
+ * The result fd holds [message][BODYSTRUCTURE][BODY] and then the
+ * sections that are not byte ranges of the message.  A section that is
+ * (BODY[], BODY[TEXT], BODY[2], BODY[2.MIME], ... of a message that
+ * uses CRLF and has no NUL) points into the message, and sections that
+ * ask for the same thing share bytes: netd must rely on nothing but
+ * off + len <= the fd's size.  It slices <origin.count> partials itself.
+ *
+ * A section's content is what Dovecot 2.3 sends for that FETCH item of
+ * the sanitized message, byte for byte (the message taken with every
+ * line end as CRLF, as a stored message is served):
+ *   - part numbers as in Dovecot (RFC 3501 6.4.5 and its quirks: a
+ *     leaf is its own part 1, so "1.1" of a text part in a multipart is
+ *     that part; "0" of a multipart is its first part; n.HEADER, n.TEXT
+ *     and n.HEADER.FIELDS only for message/rfc822 parts; n.MIME of a
+ *     single-part message is the message header);
+ *   - HEADER.FIELDS (.NOT): the fields in message order with their
+ *     continuation lines, then the empty line (always for the top-level
+ *     HEADER.FIELDS; otherwise only if the header has one);
+ *   - BODY: NUL becomes 0x80;
+ *   - BINARY[] / BINARY[n] / BINARY[TEXT] / BINARY[n.TEXT]: every
+ *     base64 and quoted-printable body below the part decoded, their
+ *     Content-Transfer-Encoding field rewritten to binary where a
+ *     header is included; other BINARY sections are as BODY.
  *
  * The result fd is a sealed memfd that scand wrote; netd only reads it.
  * Every field is bounds-checked on receipt (offsets inside the fd's size);
@@ -30,12 +75,36 @@ enum scan_kind { SCAN_FETCH = 0, SCAN_APPEND };
 
 enum scan_verdict {
 	SCAN_CLEAN = 0, /* pass the original bytes unchanged */
-	SCAN_CHANGED,	/* pass the sanitized message from the result fd */
-	SCAN_REJECT,	/* APPEND only: refuse the upload with reason */
-	SCAN_DROP,	/* end the client's session (action drop/block) */
-	SCAN_ERROR	/* could not be scanned: netd applies on_error */
+	SCAN_CHANGED, /* pass the sanitized message from the result fd */
+	SCAN_REJECT, /* APPEND only: refuse the upload with reason */
+	SCAN_DROP, /* end the client's session (action drop/block) */
+	SCAN_ERROR /* could not be scanned: netd applies on_error */
+};
+
+/*
+ * What the server answers for a section:
+ *   OK           off/len is the content, sent as a literal
+ *   NONE         no such part, or the section does not apply to it
+ *                (2.TEXT of a text part): an empty string, len 0
+ *   UNKNOWN_CTE  BINARY: a part below has an encoding that cannot be
+ *                decoded: NO [UNKNOWN-CTE]
+ *   LITERAL8     BINARY: off/len is the content, sent as a literal8
+ *                ~{n} (it was decoded, or it has NUL)
+ *   BADDATA      BINARY: broken base64 or quoted-printable below the
+ *                part: NO [PARSE]
+ *   BAD          not a valid section: the command is BAD
+ */
+enum scan_sect_status {
+	SCAN_SECT_OK = 0,
+	SCAN_SECT_NONE,
+	SCAN_SECT_UNKNOWN_CTE,
+	SCAN_SECT_LITERAL8,
+	SCAN_SECT_BADDATA,
+	SCAN_SECT_BAD
 };
 
 #define SCAN_MAX_REASON 1024
+#define SCAN_MAX_SECT 64 /* sections in one request */
+#define SCAN_MAX_SECT_SPEC 1024 /* bytes of one section spec */
 
 #endif

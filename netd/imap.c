@@ -26,6 +26,9 @@
 #define GW_ID_NAME "imapgw"
 
 static void imap_held_answer(struct session *, struct dir *);
+static int login_sync(struct session *, struct dir *);
+static void forward_nonsync(struct session *, struct lineasm *,
+    struct imap_cmd *);
 
 /* The parse results are large; one of each per process, reused. */
 static struct imap_cmd scratch_cmd;
@@ -283,6 +286,7 @@ server_line(struct session *s, struct dir *d)
 		send_originating_id(s);
 	}
 	if (r->kind == IMAP_RESP_TAGGED) {
+		msg_tagged(s, la, r);
 		if (s->auth_tag[0])
 			auth_done(s, la, r);
 		if (s->idle_tag[0])
@@ -462,6 +466,7 @@ client_command(struct session *s, struct dir *d)
 	if (imap_parse_command(buf_head(&la->text), buf_used(&la->text), sp,
 		la->nspools, c) == -1) {
 		s->append_line = 0;
+		s->take_login = 0;
 		/* Not forwarded: the server might read it differently. */
 		span_copy(la, c->tag, tag, sizeof(tag));
 		log_safe(tag);
@@ -509,6 +514,11 @@ client_command(struct session *s, struct dir *d)
 		imap_str_copy(buf_head(&la->text), &c->user, s->pending_user,
 		    sizeof(s->pending_user));
 		log_safe(s->pending_user);
+		if (s->take_login) {
+			s->take_login = 0;
+			forward_nonsync(s, la, c);
+			return 0;
+		}
 		break;
 	case IMAP_CMD_AUTHENTICATE:
 		span_copy(la, c->tag, s->auth_tag, sizeof(s->auth_tag));
@@ -523,6 +533,10 @@ client_command(struct session *s, struct dir *d)
 		break;
 	case IMAP_CMD_IDLE:
 		span_copy(la, c->tag, s->idle_tag, sizeof(s->idle_tag));
+		break;
+	case IMAP_CMD_FETCH:
+		if (msg_fetch_command(s, la, c))
+			return 0;
 		break;
 	default:
 		break;
@@ -598,6 +612,58 @@ imap_held_answer(struct session *s, struct dir *d)
 }
 
 /*
+ * LOGIN with synchronizing literals (user, password): with a server that
+ * takes LITERAL+, the gateway answers the continuations itself, so it sees
+ * the whole command and the user name; the command goes upstream with
+ * "{n+}" literals.  Only small literals: credentials, not payload.
+ */
+static int
+login_sync(struct session *s, struct dir *d)
+{
+	char tag[64], verb[16];
+
+	if (!s->srv_literalplus || framer_held_size(&d->fr) > 8192)
+		return 0;
+	if (!s->take_login) {
+		if (d->la.streamed ||
+		    sscanf((const char *)buf_head(&d->la.text), "%63s %15[A-Za-z]",
+			tag, verb) != 2 ||
+		    strcasecmp(verb, "LOGIN") != 0)
+			return 0;
+		s->take_login = 1;
+	}
+	outq_bytes(&s->to_c.q, "+ Ready for literal data\r\n", 26);
+	session_cont(s, 1);
+	return 1;
+}
+
+/* Send a command upstream with its synchronizing literals made
+ * non-synchronizing (the gateway already answered them). */
+static void
+forward_nonsync(struct session *s, struct lineasm *la, struct imap_cmd *c)
+{
+	const uint8_t *b = buf_head(&la->text);
+	struct buf out;
+	size_t pos = 0;
+	unsigned i;
+
+	buf_init(&out, 0);
+	for (i = 0; i < c->nlit && i < IMAP_MAX_LITS; i++) {
+		if (c->lit[i].flags & IMAP_LIT_NONSYNC)
+			continue;
+		buf_add(&out, b + pos, c->lit[i].off - pos);
+		buf_printf(&out, "%s{%llu+}\r\n",
+		    (c->lit[i].flags & IMAP_LIT_BINARY) ? "~" : "",
+		    (unsigned long long)c->lit[i].len);
+		pos = c->lit[i].off + c->lit[i].mlen;
+	}
+	buf_add(&out, b + pos, buf_used(&la->text) - pos);
+	outq_buf(&s->to_s.q, &out);
+	buf_free(&out);
+	buf_reset(&la->text);
+}
+
+/*
  * A client line ends in a synchronizing literal: send what we have and
  * wait for the server's answer before reading the payload.  A LOGIN sent
  * this way is still followed, though its user name is not seen.
@@ -609,6 +675,8 @@ imap_sync_literal(struct session *s, struct dir *d)
 	const char *p;
 
 	if (msg_append_sync(s, d))
+		return 0;
+	if (login_sync(s, d))
 		return 0;
 	if (!d->la.streamed) {
 		line_tag(&d->la.text, s->heldtag, sizeof(s->heldtag));

@@ -34,6 +34,7 @@
 #define FETCH_MAX_PARTS 8
 #define FETCH_MAX_EDITS 32
 #define SESSION_MAX_FETCH_JOBS 4 /* responses waiting for verdicts */
+#define SECT_SPEC_BUDGET 12000	 /* section specs in one SCAN_REQ frame */
 
 struct fetch_job;
 
@@ -58,6 +59,19 @@ struct fetch_job {
 	struct imap_span size_val, bs_val, body_val;
 	unsigned nbinsize;
 	struct imap_span binsize_val[4];
+	/* Section items answered from the sanitized message if it changes:
+	 * the request to scand lists them in this order. */
+	unsigned nsect;
+	struct jsect {
+		struct imap_span val;
+		int size_only;	   /* BINARY.SIZE[n]: the decoded length */
+		int has_partial;
+		uint64_t origin, count;
+	} sect[SCAN_MAX_SECT];
+	struct scan_section req[SCAN_MAX_SECT];
+	size_t specbytes; /* the request must fit one frame */
+	int has_cut; /* the BODY.PEEK[] the gateway added: cut */
+	struct imap_span cut;
 };
 
 struct append_msg {
@@ -93,6 +107,8 @@ struct edit {
 	int fd; /* -1: none; not owned */
 	uint64_t foff, flen;
 };
+
+static struct fcmd *fcmd_current(struct session *);
 
 static int
 av_on(const struct session *s)
@@ -203,9 +219,13 @@ msg_literal_mode(struct session *s, struct dir *d, uint64_t n)
 		return LIT_SPOOL;
 	}
 	if (!is_fetch_line(&d->la.text) ||
-	    item_before_literal(&d->la.text, name, sizeof(name)) == -1 ||
-	    !whole_message_name(name))
+	    item_before_literal(&d->la.text, name, sizeof(name)) == -1)
 		return LIT_STREAM;
+	if (!whole_message_name(name))
+		return fcmd_current(s) && fcmd_current(s)->judged &&
+			n <= s->act->general.max_email_size ?
+		    LIT_SPOOL :
+		    LIT_STREAM;
 	if (n > s->act->general.max_email_size) {
 		if (s->act->general.oversize == ACT_ALLOW) {
 			log_event(LOG_NOTICE, "oversize", "client", s->client,
@@ -388,7 +408,192 @@ deny_body_octets(const struct denymsg *dm)
 	return dm->len - (size_t)(p - dm->msg);
 }
 
-/* FETCH */
+/* FETCH commands */
+
+/* The bytes between a section's brackets, or RFC822.TEXT/HEADER's. */
+static void
+att_spec(const uint8_t *b, const struct imap_fatt *a, char *out,
+    size_t outlen)
+{
+	size_t n;
+
+	if (a->kind == IMAP_FA_RFC822_TEXT || a->kind == IMAP_FA_RFC822_HEADER) {
+		snprintf(out, outlen, "%s",
+		    a->kind == IMAP_FA_RFC822_TEXT ? "TEXT" : "HEADER");
+		return;
+	}
+	n = a->sect.span.len >= 2 ? a->sect.span.len - 2 : 0;
+	if (n >= outlen)
+		n = outlen - 1;
+	memcpy(out, b + a->sect.span.off + 1, n);
+	out[n] = '\0';
+}
+
+/*
+ * Message bytes reached other than as the whole message: sections
+ * (headers too: a denied message has other headers than the original, and
+ * a client that fetches header and text apart must get one message),
+ * partial fetches, RFC822.TEXT and RFC822.HEADER.
+ */
+static int
+content_att(const struct imap_fatt *a)
+{
+	switch (a->kind) {
+	case IMAP_FA_RFC822_TEXT:
+	case IMAP_FA_RFC822_HEADER:
+		return 1;
+	case IMAP_FA_BINARY:
+	case IMAP_FA_BINARY_SIZE:
+		return a->sect.npart > 0 || a->has_partial;
+	case IMAP_FA_BODY_SECTION:
+		return !(a->sect.npart == 0 && a->sect.text == IMAP_SECT_NONE &&
+		    !a->has_partial);
+	default:
+		return 0;
+	}
+}
+
+static int
+whole_att(const struct imap_fatt *a)
+{
+	if (a->kind == IMAP_FA_RFC822)
+		return 1;
+	return (a->kind == IMAP_FA_BODY_SECTION || a->kind == IMAP_FA_BINARY) &&
+	    a->sect.npart == 0 && a->sect.text == IMAP_SECT_NONE &&
+	    !a->has_partial;
+}
+
+static struct fcmd *
+fcmd_current(struct session *s)
+{
+	return s->nfcmd ? &s->fcmds[0] : NULL;
+}
+
+/*
+ * A FETCH from the client.  When it reaches message content other than
+ * through a whole-message item (BODY[TEXT], BODY[2], BINARY[1],
+ * RFC822.TEXT, partial fetches), the gateway adds BODY.PEEK[] so the
+ * same response brings the whole message: it is judged, the sections are
+ * answered from the sanitized message, and the added item is cut before
+ * the client sees the response.  Returns 1 if the command was forwarded
+ * (rewritten) or refused here.
+ */
+int
+msg_fetch_command(struct session *s, struct lineasm *la, struct imap_cmd *c)
+{
+	const uint8_t *b = buf_head(&la->text);
+	struct fcmd *f;
+	struct buf out;
+	unsigned i, content = 0, whole = 0;
+	char tag[64];
+	size_t end;
+
+	snprintf(tag, sizeof(tag), "%.*s", (int)c->tag.len, b + c->tag.off);
+	if (s->nfcmd == s->fcmdcap && s->fcmdcap < FCMD_MAX) {
+		struct fcmd *nf;
+		unsigned ncap = s->fcmdcap ? s->fcmdcap * 2 : 2;
+
+		if ((nf = reallocarray(s->fcmds, ncap, sizeof(*nf))) == NULL)
+			fatal("reallocarray");
+		s->fcmds = nf;
+		s->fcmdcap = ncap;
+	}
+	if (s->nfcmd == s->fcmdcap) {
+		outq_bytes(&s->to_c.q, tag, strlen(tag));
+		outq_bytes(&s->to_c.q, " NO [LIMIT] Too many FETCH commands in "
+				       "flight\r\n", 47);
+		return 1;
+	}
+	f = &s->fcmds[s->nfcmd++];
+	memset(f, 0, sizeof(*f));
+	snprintf(f->tag, sizeof(f->tag), "%s", tag);
+	for (i = 0; i < c->fetch.natt; i++) {
+		const struct imap_fatt *a = &c->fetch.att[i];
+
+		whole += whole_att(a);
+		content += content_att(a);
+		if (a->has_partial && f->npartial < FCMD_MAX_PARTIAL) {
+			f->partial[f->npartial].binary =
+			    a->kind == IMAP_FA_BINARY;
+			att_spec(b, a, f->partial[f->npartial].spec,
+			    sizeof(f->partial[0].spec));
+			f->partial[f->npartial].origin = a->origin;
+			f->partial[f->npartial].count = a->count;
+			f->npartial++;
+		}
+	}
+	/* Sections answered beside a whole message come from its verdict
+	 * too, so none of them may pass before it. */
+	f->judged = av_on(s) && content > 0;
+	if (!av_on(s) || content == 0 || whole > 0)
+		return 0;
+	if (la->nspools > 0 || c->fetch.atts.len == 0) {
+		s->nfcmd--;
+		outq_bytes(&s->to_c.q, tag, strlen(tag));
+		outq_bytes(&s->to_c.q, " BAD Command not supported by the "
+				       "gateway\r\n", 44);
+		return 1;
+	}
+	f->added = 1;
+	buf_init(&out, 0);
+	end = c->fetch.atts.off + c->fetch.atts.len;
+	if (b[c->fetch.atts.off] == '(') {
+		buf_add(&out, b, end - 1);
+		buf_printf(&out, " BODY.PEEK[])");
+	} else {
+		buf_add(&out, b, c->fetch.atts.off);
+		buf_printf(&out, "(%.*s BODY.PEEK[])", (int)c->fetch.atts.len,
+		    b + c->fetch.atts.off);
+	}
+	buf_add(&out, b + end, buf_used(&la->text) - end);
+	outq_buf(&s->to_s.q, &out);
+	buf_free(&out);
+	buf_reset(&la->text);
+	return 1;
+}
+
+/* A tagged response ends the FETCH command it answers. */
+void
+msg_tagged(struct session *s, struct lineasm *la, struct imap_resp *r)
+{
+	unsigned i;
+
+	for (i = 0; i < s->nfcmd; i++) {
+		if (strlen(s->fcmds[i].tag) != r->tag.len ||
+		    memcmp(s->fcmds[i].tag, buf_head(&la->text) + r->tag.off,
+			r->tag.len) != 0)
+			continue;
+		memmove(&s->fcmds[i], &s->fcmds[i + 1],
+		    (s->nfcmd - i - 1) * sizeof(*s->fcmds));
+		/* An idle session keeps nothing allocated. */
+		if (--s->nfcmd == 0) {
+			free(s->fcmds);
+			s->fcmds = NULL;
+			s->fcmdcap = 0;
+		}
+		return;
+	}
+}
+
+/* The count a partial item of the current command asked for. */
+static uint64_t
+partial_count(struct session *s, int binary, const char *spec,
+    uint64_t origin)
+{
+	struct fcmd *f = fcmd_current(s);
+	unsigned i;
+
+	if (f == NULL)
+		return UINT64_MAX;
+	for (i = 0; i < f->npartial; i++)
+		if (f->partial[i].binary == binary &&
+		    f->partial[i].origin == origin &&
+		    strcasecmp(f->partial[i].spec, spec) == 0)
+			return f->partial[i].count;
+	return UINT64_MAX;
+}
+
+/* FETCH responses */
 
 static void
 fetch_job_free(struct fetch_job *j)
@@ -447,6 +652,91 @@ part_verdict(struct session *s, struct fetch_part *p, char *why,
 	if (act == ACT_ALLOW)
 		return PV_CLEAN;
 	return act == ACT_DROP ? PV_DROP : PV_DENY;
+}
+
+/* The content of one section of netd's own deny message. */
+static void
+deny_section(const struct denymsg *dm, const struct scan_section *q,
+    const char **p, size_t *len)
+{
+	const char *body =
+	    (const char *)memmem(dm->msg, dm->len, "\r\n\r\n", 4) + 4;
+
+	if (strcasecmp(q->spec, "TEXT") == 0 || strcmp(q->spec, "1") == 0) {
+		*p = body;
+		*len = dm->len - (size_t)(body - dm->msg);
+	} else if (strncasecmp(q->spec, "HEADER", 6) == 0 ||
+	    strcasecmp(q->spec, "1.MIME") == 0) {
+		*p = dm->msg;
+		*len = (size_t)(body - dm->msg);
+	} else {
+		*p = "";
+		*len = 0;
+	}
+}
+
+/*
+ * Section items of a changed message: their values come from the
+ * sanitized message, sliced as the client's partial asked.  A section
+ * scand could not give is answered empty.
+ */
+static void
+sect_edits(struct fetch_job *j, struct fetch_part *first, int v,
+    const struct denymsg *dm, struct edit *ed, size_t *ned)
+{
+	const struct scan_result *res = &first->res;
+	struct jsect *x;
+	uint64_t off = 0, len = 0;
+	const char *dp = NULL;
+	size_t dlen = 0, blen;
+	unsigned i;
+	int st, lit8;
+	char *b;
+
+	for (i = 0; i < j->nsect; i++) {
+		x = &j->sect[i];
+		lit8 = 0;
+		if (v == PV_CHANGED) {
+			/* ok (0) and literal8 (3) carry content; a part that
+			 * does not exist is empty, as the server answers;
+			 * what the server would refuse becomes empty too. */
+			st = i < res->nsect ? res->sect[i].status : -1;
+			if (st == SCAN_SECT_OK || st == SCAN_SECT_LITERAL8) {
+				off = res->sect[i].off;
+				len = res->sect[i].len;
+				lit8 = st == SCAN_SECT_LITERAL8;
+			} else
+				off = len = 0;
+		} else {
+			deny_section(dm, &j->req[i], &dp, &dlen);
+			len = dlen;
+		}
+		if (x->size_only) {
+			b = xprintf(&blen, "%llu", (unsigned long long)len);
+			edit_add(ed, ned, x->val, b, blen, -1, 0, 0);
+			continue;
+		}
+		if (x->has_partial) {
+			uint64_t o = x->origin < len ? x->origin : len;
+
+			off += o;
+			if (dp)
+				dp += o;
+			len -= o;
+			if (len > x->count)
+				len = x->count;
+		}
+		b = xprintf(&blen, "%s{%llu}\r\n", lit8 ? "~" : "",
+		    (unsigned long long)len);
+		if (v == PV_CHANGED)
+			edit_add(ed, ned, x->val, b, blen, first->res.fd, off,
+			    len);
+		else {
+			b = realloc(b, blen + len + 1);
+			memcpy(b + blen, dp, len);
+			edit_add(ed, ned, x->val, b, blen + len, -1, 0, 0);
+		}
+	}
 }
 
 static void
@@ -533,6 +823,10 @@ fetch_emit(struct fetch_job *j)
 				    0);
 		}
 	}
+	if (first != NULL)
+		sect_edits(j, first, firstv, &dm, ed, &ned);
+	if (j->has_cut)
+		edit_add(ed, &ned, j->cut, NULL, 0, -1, 0, 0);
 	emit_edits(&s->to_c.q, j->hold, &j->la, ed, ned);
 	for (i = 0; i < ned; i++)
 		free(ed[i].bytes);
@@ -561,6 +855,31 @@ part_fd(struct fetch_job *j, const struct imap_str *str)
 	if (str->spool >= 0)
 		return dup(j->la.spools[str->spool].fd);
 	return lineasm_memfd(&j->la, str->data, str->len);
+}
+
+/* A section item of a response judged as a whole. */
+static void
+job_sect(struct session *s, struct fetch_job *j, const struct lineasm *la,
+    const struct imap_item *it, int size_only)
+{
+	struct jsect *x;
+
+	if (j->nsect == SCAN_MAX_SECT || j->specbytes > SECT_SPEC_BUDGET)
+		return;
+	x = &j->sect[j->nsect];
+	x->val = it->val;
+	x->size_only = size_only;
+	j->req[j->nsect].binary =
+	    it->att.kind == IMAP_FA_BINARY || it->att.kind == IMAP_FA_BINARY_SIZE;
+	att_spec(buf_head(&la->text), &it->att, j->req[j->nsect].spec,
+	    sizeof(j->req[0].spec));
+	x->has_partial = it->att.has_partial;
+	x->origin = it->att.origin;
+	x->count = x->has_partial ? partial_count(s, j->req[j->nsect].binary,
+					j->req[j->nsect].spec, x->origin) :
+				    UINT64_MAX;
+	j->specbytes += strlen(j->req[j->nsect].spec) + 8;
+	j->nsect++;
 }
 
 /*
@@ -610,7 +929,20 @@ msg_fetch(struct session *s, struct lineasm *la, struct imap_resp *r)
 		case IMAP_FA_BINARY_SIZE:
 			if (it->att.sect.npart == 0 && j->nbinsize < 4)
 				j->binsize_val[j->nbinsize++] = it->val;
+			else
+				job_sect(s, j, la, it, 1);
 			continue;
+		case IMAP_FA_RFC822_TEXT:
+		case IMAP_FA_RFC822_HEADER:
+			job_sect(s, j, la, it, 0);
+			continue;
+		case IMAP_FA_BODY_SECTION:
+		case IMAP_FA_BINARY:
+			if (!whole_message_item(it)) {
+				job_sect(s, j, la, it, 0);
+				continue;
+			}
+			break;
 		default:
 			break;
 		}
@@ -624,6 +956,15 @@ msg_fetch(struct session *s, struct lineasm *la, struct imap_resp *r)
 		p->oversize = it->str.spool >= 0 &&
 		    la->spools[it->str.spool].fd == -1;
 	}
+	/* The whole message the gateway asked for on its own is not the
+	 * client's to see. */
+	if (fcmd_current(s) && fcmd_current(s)->added)
+		for (i = 0; i < r->fetch.nitem; i++)
+			if (whole_message_item(&r->fetch.item[i]) &&
+			    imap_item_cut(r, i, &j->cut) == 0) {
+				j->has_cut = 1;
+				break;
+			}
 	lineasm_move(&j->la, la);
 	j->next = s->fjobs;
 	s->fjobs = j;
@@ -653,7 +994,8 @@ msg_fetch(struct session *s, struct lineasm *la, struct imap_resp *r)
 			continue;
 		}
 		p->req = scan_submit(s->n, fd, it->str.len, SCAN_FETCH,
-		    s->pol->actionidx, s->user, s->client, fetch_verdict, p);
+		    s->pol->actionidx, s->user, s->client, j->req, j->nsect,
+		    fetch_verdict, p);
 	}
 	/* Judged already (nothing to scan): finish from the event loop. */
 	if (--j->pending == 0)
@@ -886,7 +1228,8 @@ msg_append(struct session *s, struct lineasm *la, struct imap_cmd *c)
 			continue;
 		}
 		m->req = scan_submit(s->n, fd, m->len, SCAN_APPEND,
-		    s->pol->actionidx, s->user, s->client, append_verdict, m);
+		    s->pol->actionidx, s->user, s->client, NULL, 0,
+		    append_verdict, m);
 	}
 	if (--j->pending == 0)
 		session_kick(s);
@@ -996,4 +1339,7 @@ msg_session_end(struct session *s)
 	while (s->fjobs)
 		fetch_job_free(s->fjobs);
 	append_job_free(s);
+	free(s->fcmds);
+	s->fcmds = NULL;
+	s->nfcmd = s->fcmdcap = 0;
 }

@@ -175,7 +175,7 @@ at_end(const struct ps *p)
 	size_t r = p->len - p->pos;
 
 	return r == 0 || (r == 1 && p->b[p->pos] == '\n') ||
-	    (r == 2 && p->b[p->pos] == '\r' && p->b[p->pos + 1] == '\n');
+	       (r == 2 && p->b[p->pos] == '\r' && p->b[p->pos + 1] == '\n');
 }
 
 static int
@@ -200,8 +200,8 @@ unexpected(struct ps *p, const char *expect)
 	if (expect != NULL)
 		snprintf(want, sizeof(want), " (expected %s)", expect);
 	if (at_end(p))
-		return fail(p, "unexpected end of line at offset %zu%s", p->pos,
-		    want);
+		return fail(
+		    p, "unexpected end of line at offset %zu%s", p->pos, want);
 	if (p->secret)
 		return fail(p, "malformed credentials at offset %zu", p->pos);
 	if (c > 0x20 && c < 0x7f && c != '\'')
@@ -209,8 +209,8 @@ unexpected(struct ps *p, const char *expect)
 		    p->pos, want);
 	if (c == ' ')
 		return fail(p, "unexpected SP at offset %zu%s", p->pos, want);
-	return fail(p, "unexpected byte 0x%02x at offset %zu%s", c, p->pos,
-	    want);
+	return fail(
+	    p, "unexpected byte 0x%02x at offset %zu%s", c, p->pos, want);
 }
 
 static int
@@ -238,14 +238,14 @@ expect_end(struct ps *p)
 
 /* Advance over bytes of a class; returns how many.  Locals, because a
  * byte read may alias p->pos and would force a store per byte. */
-#define RUN(p, pred)                                                   \
-	({                                                             \
-		const uint8_t *b_ = (p)->b;                            \
-		size_t s_ = (p)->pos, i_ = s_, l_ = (p)->len;          \
-		while (i_ < l_ && pred(b_[i_]))                        \
-			i_++;                                          \
-		(p)->pos = i_;                                         \
-		i_ - s_;                                               \
+#define RUN(p, pred)                                          \
+	({                                                    \
+		const uint8_t *b_ = (p)->b;                   \
+		size_t s_ = (p)->pos, i_ = s_, l_ = (p)->len; \
+		while (i_ < l_ && pred(b_[i_]))               \
+			i_++;                                 \
+		(p)->pos = i_;                                \
+		i_ - s_;                                      \
 	})
 
 static struct imap_span
@@ -269,8 +269,8 @@ number(struct ps *p, uint64_t max, uint64_t *out, const char *what)
 	while (p->pos < p->len && is_digit(p->b[p->pos])) {
 		d = p->b[p->pos] - '0';
 		if (n > (UINT64_MAX - d) / 10)
-			return fail(p, "%s out of range at offset %zu", what,
-			    start);
+			return fail(
+			    p, "%s out of range at offset %zu", what, start);
 		n = n * 10 + d;
 		p->pos++;
 	}
@@ -339,8 +339,8 @@ literal(struct ps *p, struct imap_str *s, int allow8)
 
 	if (peek(p) == '~') {
 		if (!allow8)
-			return fail(p, "literal8 not allowed at offset %zu",
-			    start);
+			return fail(
+			    p, "literal8 not allowed at offset %zu", start);
 		flags |= IMAP_LIT_BINARY;
 		p->pos++;
 	}
@@ -444,8 +444,8 @@ quoted(struct ps *p, struct imap_str *s)
 			return fail(p,
 			    "unterminated quoted string at offset %zu", start);
 		if (c == '\0')
-			return fail(p, "NUL in quoted string at offset %zu",
-			    p->pos);
+			return fail(
+			    p, "NUL in quoted string at offset %zu", p->pos);
 		if (c == '\\') {
 			p->pos++;
 			c = peek(p);
@@ -494,7 +494,8 @@ string(struct ps *p, struct imap_str *s, int what, const char *name)
 		return literal(p, s, allow8);
 	if (what == S_NSTRING) {
 		if (p->len - p->pos >= 3 && ci_eq(p->b + p->pos, 3, "NIL") &&
-		    !(p->len - p->pos > 3 && is_astring_char(p->b[p->pos + 3]))) {
+		    !(p->len - p->pos > 3 &&
+		        is_astring_char(p->b[p->pos + 3]))) {
 			p->pos += 3;
 			s->kind = IMAP_STR_NIL;
 			s->tok = span(start, p->pos);
@@ -594,16 +595,20 @@ skip_value(struct ps *p, size_t limit, struct imap_span *out)
 static int
 skip_rest(struct ps *p, size_t limit, struct imap_span *out)
 {
-	size_t start = p->pos, end = p->pos;
+	size_t start = p->pos, end = p->pos, v;
 
 	while (!at_end(p)) {
+		v = p->pos;
 		if (skip_value(p, limit, NULL) == -1)
 			return -1;
 		end = p->pos;
 		if (at_end(p))
 			break;
-		/* THREAD: "(1 2)(3 4)" */
-		if (p->b[p->pos - 1] == ')' && peek(p) == '(')
+		/*
+		 * THREAD: "(1 2)(3 4)".  Decided on the value's first byte,
+		 * never on its last, which may be literal payload.
+		 */
+		if (p->b[v] == '(' && peek(p) == '(')
 			continue;
 		if (expect_sp(p) == -1)
 			return -1;
@@ -629,7 +634,8 @@ static int
 spools_done(struct ps *p)
 {
 	if (p->spnext < p->nsp)
-		return fail(p, "spool entry %zu (offset %zu) is not at a literal",
+		return fail(p,
+		    "spool entry %zu (offset %zu) is not at a literal",
 		    p->spnext, p->sp[p->spnext].at);
 	return 0;
 }
@@ -656,8 +662,8 @@ seqset(struct ps *p, struct imap_span *out)
 				p->pos++;
 				if (peek(p) == '*')
 					p->pos++;
-				else if (nz_number32(p, &v,
-					     "sequence number") == -1)
+				else if (nz_number32(
+				             p, &v, "sequence number") == -1)
 					return -1;
 			}
 			if (peek(p) != ',')
@@ -795,8 +801,8 @@ section(struct ps *p, struct imap_section *s, int binary)
 	} else if (binary)
 		return unexpected(p, "part number or ']'");
 	kw = p->pos;
-	while (p->pos < p->len &&
-	    (is_alpha(p->b[p->pos]) || p->b[p->pos] == '.'))
+	while (
+	    p->pos < p->len && (is_alpha(p->b[p->pos]) || p->b[p->pos] == '.'))
 		p->pos++;
 	if (ci_eq(p->b + kw, p->pos - kw, "HEADER"))
 		s->text = IMAP_SECT_HEADER;
@@ -812,8 +818,8 @@ section(struct ps *p, struct imap_section *s, int binary)
 		p->pos = kw;
 		if (!p->secret && p->pos < p->len &&
 		    (is_alpha(p->b[p->pos]) || p->b[p->pos] == '.'))
-			return fail(p, "unknown section text at offset %zu",
-			    kw);
+			return fail(
+			    p, "unknown section text at offset %zu", kw);
 		return unexpected(p, "section text");
 	}
 	if (s->text == IMAP_SECT_HEADER_FIELDS ||
@@ -866,10 +872,12 @@ fetch_att(struct ps *p, struct imap_fatt *a, int resp)
 	}
 	if (peek(p) == '[') {
 		if (d == NULL) {
-			/* Unknown attribute with a bracket argument. */
-			while (p->pos < p->len && p->b[p->pos] != ']' &&
-			    p->b[p->pos] != '\r' && p->b[p->pos] != '\n' &&
-			    p->b[p->pos] != '{' && p->b[p->pos] != '"')
+			/* Unknown attribute with a bracket argument: words
+			 * and SP, no strings, literals or CTLs. */
+			p->pos++;
+			while (
+			    p->pos < p->len && p->b[p->pos] != ']' &&
+			    (p->b[p->pos] == ' ' || is_word_char(p->b[p->pos])))
 				p->pos++;
 			if (expect(p, ']', "']'") == -1)
 				return -1;
@@ -912,16 +920,14 @@ fetch_att(struct ps *p, struct imap_fatt *a, int resp)
 static void
 fetch_macro(struct imap_cmd *c, enum imap_fa m, struct imap_span word)
 {
-	static const enum imap_fa all[] = {IMAP_FA_FLAGS,
-	    IMAP_FA_INTERNALDATE, IMAP_FA_RFC822_SIZE, IMAP_FA_ENVELOPE,
-	    IMAP_FA_BODY};
+	static const enum imap_fa all[] = {IMAP_FA_FLAGS, IMAP_FA_INTERNALDATE,
+	    IMAP_FA_RFC822_SIZE, IMAP_FA_ENVELOPE, IMAP_FA_BODY};
 	unsigned n = m == IMAP_FA_FAST ? 3 : m == IMAP_FA_ALL ? 4 : 5, i;
 
 	c->fetch.macro = m;
 	c->fetch.atts = word;
 	for (i = 0; i < n; i++) {
-		memset(&c->fetch.att[i], 0,
-		    offsetof(struct imap_fatt, sect));
+		memset(&c->fetch.att[i], 0, offsetof(struct imap_fatt, sect));
 		sect_clear(&c->fetch.att[i].sect);
 		c->fetch.att[i].has_partial = 0;
 		c->fetch.att[i].origin = 0;
@@ -1023,10 +1029,10 @@ id_list(struct ps *p, struct imap_id *id)
 				    IMAP_MAX_ID, p->pos);
 			ps = p->pos;
 			if (string(p, &id->pair[id->npair].key, S_STRING,
-				"ID field") == -1 ||
+			        "ID field") == -1 ||
 			    expect_sp(p) == -1 ||
 			    string(p, &id->pair[id->npair].val, S_NSTRING,
-				"ID value") == -1)
+			        "ID value") == -1)
 				return -1;
 			id->pair[id->npair].pair = span(ps, p->pos);
 			id->npair++;
@@ -1138,7 +1144,8 @@ append_msg(struct ps *p, struct imap_cmd *c)
 	size_t start = p->pos;
 
 	if (c->nmsg >= IMAP_MAX_APPEND)
-		return fail(p, "too many APPEND messages (max %d) at offset %zu",
+		return fail(p,
+		    "too many APPEND messages (max %d) at offset %zu",
 		    IMAP_MAX_APPEND, p->pos);
 	m = &c->msg[c->nmsg];
 	memset(m, 0, sizeof(*m));
@@ -1158,7 +1165,7 @@ append_msg(struct ps *p, struct imap_cmd *c)
 		if (literal(p, &m->data, 1) == -1)
 			return -1;
 	} else if (p->len - p->pos >= 8 &&
-	    ci_eq(p->b + p->pos, 8, "CATENATE")) {
+	           ci_eq(p->b + p->pos, 8, "CATENATE")) {
 		/* RFC 4469: parts are TEXT literals and URLs; unsupported,
 		 * but consumed so that the command can be answered. */
 		p->pos += 8;
@@ -1252,9 +1259,8 @@ cmd_args(struct ps *p, struct imap_cmd *c)
 		/* RFC 4466 select/create parameters are skipped. */
 		if (string(p, &c->mailbox, S_ASTRING, "mailbox") == -1)
 			return -1;
-		if (!at_end(p) &&
-		    (expect_sp(p) == -1 ||
-			skip_list(p, IMAP_MAX_ITEMS, NULL) == -1))
+		if (!at_end(p) && (expect_sp(p) == -1 ||
+		                      skip_list(p, IMAP_MAX_ITEMS, NULL) == -1))
 			return -1;
 		return expect_end(p);
 	case IMAP_CMD_DELETE:
@@ -1268,9 +1274,8 @@ cmd_args(struct ps *p, struct imap_cmd *c)
 		    expect_sp(p) == -1 ||
 		    string(p, &c->mailbox2, S_ASTRING, "mailbox") == -1)
 			return -1;
-		if (!at_end(p) &&
-		    (expect_sp(p) == -1 ||
-			skip_list(p, IMAP_MAX_ITEMS, NULL) == -1))
+		if (!at_end(p) && (expect_sp(p) == -1 ||
+		                      skip_list(p, IMAP_MAX_ITEMS, NULL) == -1))
 			return -1;
 		return expect_end(p);
 	case IMAP_CMD_STATUS:
@@ -1350,7 +1355,7 @@ imap_parse_command(const uint8_t *buf, size_t len,
 	n = RUN(&p, is_tag_char);
 	if (n == 0)
 		return at_end(&p) ? fail(&p, "empty line")
-				  : unexpected(&p, "tag");
+		                  : unexpected(&p, "tag");
 	if (n == 4 && ci_eq(buf, 4, "DONE") && at_end(&p)) {
 		c->kind = IMAP_CMD_DONE;
 		c->name = span(0, 4);
@@ -1380,8 +1385,8 @@ imap_parse_command(const uint8_t *buf, size_t len,
 		c->subname = span(w, p.pos);
 		d = cmd_lookup(buf + w, n);
 		if (d != NULL && !d->uid)
-			return fail(&p, "UID %.*s is not a UID command",
-			    (int)n, (const char *)buf + w);
+			return fail(&p, "UID %.*s is not a UID command", (int)n,
+			    (const char *)buf + w);
 		c->kind = d != NULL ? d->kind : IMAP_CMD_UID;
 	}
 	if (at_end(&p)) {
@@ -1393,8 +1398,8 @@ imap_parse_command(const uint8_t *buf, size_t len,
 			return unexpected(&p, "arguments");
 		return spools_done(&p);
 	}
-	if (d != NULL && (d->args == A_NONE ||
-			     (c->kind == IMAP_CMD_EXPUNGE && !c->uid)))
+	if (d != NULL &&
+	    (d->args == A_NONE || (c->kind == IMAP_CMD_EXPUNGE && !c->uid)))
 		return unexpected(&p, "end of line");
 	if (expect_sp(&p) == -1)
 		return -1;
@@ -1409,8 +1414,8 @@ imap_parse_command(const uint8_t *buf, size_t len,
 	/* args ends before a trailing SP that skip_rest() tolerated, which
 	 * is never part of a literal */
 	c->args.len = p.pos - c->args.off;
-	while (c->args.off + c->args.len > p.lit_end &&
-	    buf[c->args.off + c->args.len - 1] == ' ')
+	while (c->args.len > 0 && c->args.off + c->args.len > p.lit_end &&
+	       buf[c->args.off + c->args.len - 1] == ' ')
 		c->args.len--;
 	return spools_done(&p);
 }
@@ -1487,6 +1492,23 @@ text_end(const struct ps *p)
 	return i;
 }
 
+/* b[from..to) ends with "{" 1*DIGIT ["+"] "}". */
+static int
+ends_with_marker(const uint8_t *b, size_t from, size_t to)
+{
+	size_t i = to, nd = 0;
+
+	if (i == from || b[--i] != '}')
+		return 0;
+	if (i > from && b[i - 1] == '+')
+		i--;
+	while (i > from && is_digit(b[i - 1])) {
+		i--;
+		nd++;
+	}
+	return nd > 0 && i > from && b[i - 1] == '{';
+}
+
 /* "[" resp-text-code "]" */
 static int
 resp_code(struct ps *p, struct imap_resp *r)
@@ -1519,12 +1541,12 @@ resp_code(struct ps *p, struct imap_resp *r)
 		p->pos++;
 		k->args.off = p->pos;
 		while ((c = peek(p)) != -1 && c != ']' && c != '\r' &&
-		    c != '\n' && c != '\0')
+		       c != '\n' && c != '\0')
 			p->pos++;
 		k->args.len = p->pos - k->args.off;
 		/* a single number (UIDNEXT, UIDVALIDITY, UNSEEN, ...) */
-		k->has_num = parse_u64(p->b + k->args.off, k->args.len,
-				 &k->num) == 0;
+		k->has_num =
+		    parse_u64(p->b + k->args.off, k->args.len, &k->num) == 0;
 	}
 	if (expect(p, ']', "']'") == -1)
 		return -1;
@@ -1550,6 +1572,14 @@ resp_text(struct ps *p, struct imap_resp *r)
 	p->pos = text_end(p);
 	if (!at_end(p))
 		return unexpected(p, "text");
+	/*
+	 * "{n}" right before the line end is a literal marker to the
+	 * framer, whatever the grammar says: fail closed rather than
+	 * read it as text.
+	 */
+	if (p->pos < p->len && ends_with_marker(p->b, r->text.off, p->pos))
+		return fail(p,
+		    "literal marker at the end of text at offset %zu", p->pos);
 	r->text.len = p->pos - r->text.off;
 	return 0;
 }
@@ -1629,9 +1659,12 @@ fetch_resp(struct ps *p, struct imap_resp *r)
 		it = &r->fetch.item[r->fetch.nitem];
 		it->has_num = 0;
 		it->num = 0;
+		if (fetch_att(p, &it->att, 1) == -1 || expect_sp(p) == -1)
+			return -1;
+		/* spools of the value only (a HEADER.FIELDS list in the
+		 * name could hold a literal too) */
 		sp0 = p->spnext;
-		if (fetch_att(p, &it->att, 1) == -1 || expect_sp(p) == -1 ||
-		    item_value(p, it) == -1)
+		if (item_value(p, it) == -1)
 			return -1;
 		it->item = span(it->att.name.off, p->pos);
 		it->spool_first = (int)sp0;
@@ -1727,7 +1760,8 @@ untagged(struct ps *p, struct imap_resp *r)
 			r->kind = IMAP_RESP_FETCH;
 		else
 			r->kind = IMAP_RESP_OTHER;
-		if ((r->kind == IMAP_RESP_EXPUNGE || r->kind == IMAP_RESP_FETCH) &&
+		if ((r->kind == IMAP_RESP_EXPUNGE ||
+		        r->kind == IMAP_RESP_FETCH) &&
 		    v == 0)
 			return fail(p, "message number is zero at offset 2");
 		if (r->kind == IMAP_RESP_FETCH) {
@@ -1831,7 +1865,7 @@ imap_parse_response(const uint8_t *buf, size_t len,
 		n = RUN(&p, is_tag_char);
 		if (n == 0)
 			return at_end(&p) ? fail(&p, "empty line")
-					  : unexpected(&p, "tag");
+			                  : unexpected(&p, "tag");
 		r->tag = span(0, n);
 		r->kind = IMAP_RESP_TAGGED;
 		if (expect_sp(&p) == -1)
@@ -1894,8 +1928,8 @@ static int
 str_inline(const struct imap_str *s)
 {
 	return (s->kind == IMAP_STR_ATOM || s->kind == IMAP_STR_QUOTED ||
-		   s->kind == IMAP_STR_LITERAL) &&
-	    s->spool < 0;
+	           s->kind == IMAP_STR_LITERAL) &&
+	       s->spool < 0;
 }
 
 int
@@ -1931,6 +1965,76 @@ imap_str_copy(
 	}
 	out[n] = '\0';
 	return (ssize_t)n;
+}
+
+/* ------------------------------------------------------------------ */
+/* Tokens of a span */
+
+void
+imap_lex_init(struct imap_lexer *lx, const uint8_t *buf, size_t len,
+    const struct imap_spool *sp, size_t nsp, struct imap_span w)
+{
+	memset(lx, 0, sizeof(*lx));
+	lx->buf = buf;
+	lx->pos = w.off < len ? w.off : len;
+	lx->end = w.len <= len - lx->pos ? lx->pos + w.len : len;
+	lx->sp = sp;
+	lx->nsp = sp != NULL ? nsp : 0;
+	/* spooled literals before the span belong to earlier tokens */
+	while (lx->spnext < lx->nsp && lx->sp[lx->spnext].at <= lx->pos)
+		lx->spnext++;
+}
+
+int
+imap_lex_next(struct imap_lexer *lx, struct imap_tok *t)
+{
+	unsigned nlit = IMAP_MAX_LITS; /* record no literals */
+	int over = 0, c, rc = 0;
+	size_t start;
+	struct ps p;
+
+	memset(&p, 0, sizeof(p));
+	p.b = lx->buf;
+	p.len = lx->end; /* a token must end within the span */
+	p.pos = lx->pos;
+	p.sp = lx->sp;
+	p.nsp = lx->nsp;
+	p.spnext = lx->spnext;
+	p.client = 1;
+	p.nlit = &nlit;
+	p.litover = &over;
+	p.err = lx->err;
+	while (p.pos < p.len && p.b[p.pos] == ' ')
+		p.pos++;
+	lx->pos = start = p.pos;
+	if (p.pos >= p.len)
+		return 0;
+	str_clear(&t->str);
+	c = p.b[p.pos];
+	if (c == '(' || c == ')') {
+		t->kind = c == '(' ? IMAP_TOK_LPAREN : IMAP_TOK_RPAREN;
+		p.pos++;
+	} else if (c == '"' || c == '{' || (c == '~' && peek2(&p) == '{')) {
+		t->kind = IMAP_TOK_STRING;
+		rc = c == '"' ? quoted(&p, &t->str) : literal(&p, &t->str, 1);
+	} else if (RUN(&p, is_word_char) > 0) {
+		t->kind = IMAP_TOK_ATOM;
+		t->str.kind = IMAP_STR_ATOM;
+		if (ci_eq(p.b + start, p.pos - start, "NIL")) {
+			t->kind = IMAP_TOK_NIL;
+			t->str.kind = IMAP_STR_NIL;
+		}
+		t->str.tok = span(start, p.pos);
+		t->str.data = start;
+		t->str.len = p.pos - start;
+	} else
+		rc = unexpected(&p, "a token");
+	if (rc == -1)
+		return -1;
+	t->span = span(start, p.pos);
+	lx->pos = p.pos;
+	lx->spnext = p.spnext;
+	return 1;
 }
 
 /* ------------------------------------------------------------------ */
@@ -2030,8 +2134,7 @@ cap_match(const char *a, size_t n, const char *pat)
 }
 
 int
-imap_capability_allowed(
-    const char *a, size_t n, const struct imap_capf *pol)
+imap_capability_allowed(const char *a, size_t n, const struct imap_capf *pol)
 {
 	unsigned flags = pol != NULL ? pol->flags : 0;
 	size_t i;
@@ -2045,13 +2148,12 @@ imap_capability_allowed(
 		return (flags & IMAP_CAPF_STARTTLS) != 0;
 	if (flags & IMAP_CAPF_PRETLS)
 		return ci_eq((const uint8_t *)a, n, "IMAP4rev1") ||
-		    ci_eq((const uint8_t *)a, n, "IMAP4rev2") ||
-		    ci_eq((const uint8_t *)a, n, "LOGINDISABLED");
+		       ci_eq((const uint8_t *)a, n, "IMAP4rev2") ||
+		       ci_eq((const uint8_t *)a, n, "LOGINDISABLED");
 	if (ci_eq((const uint8_t *)a, n, "PREVIEW"))
 		return (flags & IMAP_CAPF_PREVIEW) != 0;
 	if (n > 5 && strncasecmp(a, "AUTH=", 5) == 0)
-		return !(n >= 5 + 5 &&
-		    strncasecmp(a + n - 5, "-PLUS", 5) == 0);
+		return !(n >= 5 + 5 && strncasecmp(a + n - 5, "-PLUS", 5) == 0);
 	if (n > 12 && strncasecmp(a, "APPENDLIMIT=", 12) == 0) {
 		for (i = 12; i < n; i++)
 			if (!is_digit((uint8_t)a[i]))
@@ -2115,8 +2217,8 @@ imap_capability_filter(const char *in, size_t len, char *out, size_t outlen,
 					v = v * 10 + (in[k] - '0');
 			}
 			if (big || v > max) {
-				int w = snprintf(num, sizeof(num), "%.12s%" PRIu64,
-				    in + s, max);
+				int w = snprintf(num, sizeof(num),
+				    "%.12s%" PRIu64, in + s, max);
 
 				if (cap_out(out, outlen, &o, num, (size_t)w) ==
 				    -1)

@@ -48,9 +48,12 @@
  * the first byte of its name to the last byte of its value; name covers the
  * name with section and origin ("BODY[1.2]<0>"); val the value.  Items are
  * separated by exactly one SP inside the list's parentheses (fetch.list
- * covers "(" ... ")"), so an item is cut out with imap_item_cut(), and a
- * value is replaced by splicing over val (for a spooled literal, val is the
- * marker; the payload comes from the spool file).
+ * covers "(" ... ")"; a server's SP before ")" is tolerated), so an item
+ * is cut out with imap_item_cut(), and a value is replaced by splicing
+ * over val (for a spooled literal, val is the marker; the payload comes
+ * from the spool file).  Rewriting a line: copy buf up to a span, write
+ * the new bytes, continue after the span; spool payloads go out where
+ * their markers end.
  *
  * Syntax accepted (RFC 3501, RFC 9051, RFC 7888, RFC 3516, RFC 3502,
  * RFC 2971, RFC 4466): single SP between tokens, quoted strings with only
@@ -59,10 +62,23 @@
  * their type (32-bit for message numbers and UIDs, 64-bit for sizes,
  * partial origins and MODSEQ).  Inside values that are only skipped
  * (BODYSTRUCTURE, ENVELOPE, unknown items, raw arguments) the parser is
- * lenient about extra SP and about tokens next to parentheses, but never
- * about what decides framing: quotes, literals, CR and LF.  "{n+}" is
- * accepted only in commands, "~{n}" only where literal8 is allowed (APPEND
- * data, BINARY values, skipped values).
+ * lenient about extra SP and about tokens next to parentheses ("(1)(2)" in
+ * THREAD, "((a)(b) c)" in BODYSTRUCTURE), but never about what decides
+ * framing: quotes, literals, CR and LF.  "{n+}" is accepted only in
+ * commands, "~{n}" only where literal8 is allowed (APPEND data, BINARY
+ * values, skipped values).  Where the framer and the grammar could
+ * disagree, the parse fails: "abc{5}" (a marker inside an atom) and text
+ * that ends in "{n}" right before the line end (a literal to the framer)
+ * are errors.  No decision depends on a byte of literal payload, so a line
+ * parses the same with its literals inline or spooled (the fuzz harnesses
+ * check exactly that).
+ *
+ * Limits: IMAP_MAX_DEPTH is 256, not less, because the skip keeps only a
+ * counter per level (1 KB of stack) while real BODYSTRUCTUREs of nested
+ * message/rfc822 and multipart reach ~2 levels per MIME level, and a
+ * session must not die on a deeply nested (possibly malicious) message.
+ * Raw untagged data (SEARCH, THREAD, ...) has no per-list element limit,
+ * only the depth; everything else has IMAP_MAX_ITEMS per list.
  */
 #ifndef IMAPGW_IMAP_PARSE_H
 #define IMAPGW_IMAP_PARSE_H
@@ -301,7 +317,9 @@ struct imap_cmd {
 	struct imap_span tag; /* empty for DONE */
 	struct imap_span name; /* command word as sent ("uid" for UID ...) */
 	struct imap_span subname; /* UID sub-command word, else empty */
-	struct imap_span args; /* after name (subname) and SP to line end */
+	/* after name (subname) and SP to line end; for LOGIN and
+	 * AUTHENTICATE it covers the credentials: never log it */
+	struct imap_span args;
 
 	/* SELECT EXAMINE CREATE DELETE RENAME SUBSCRIBE UNSUBSCRIBE STATUS
 	 * APPEND REPLACE COPY MOVE: the mailbox; RENAME: mailbox2 too. */
@@ -463,8 +481,8 @@ int imap_parse_response(const uint8_t *buf, size_t len,
  * which is not valid IMAP: the caller must not do that.  -1 if i is out of
  * range.
  */
-int imap_item_cut(const struct imap_resp *resp, unsigned i,
-    struct imap_span *cut);
+int imap_item_cut(
+    const struct imap_resp *resp, unsigned i, struct imap_span *cut);
 
 /* Case-insensitive comparison of an inline string's content (quoted:
  * unescaped) with a NUL-terminated string.  Spooled, NIL, NONE: 0. */
@@ -478,6 +496,48 @@ int imap_str_eq(const uint8_t *buf, const struct imap_str *s, const char *);
 ssize_t imap_str_copy(
     const uint8_t *buf, const struct imap_str *s, char *out, size_t outlen);
 
+/*
+ * Tokens of a span of a parsed line (a HEADER.FIELDS list, a BODYSTRUCTURE
+ * value, raw arguments), with the same spool table as the parse:
+ *
+ *	struct imap_lexer lx;
+ *	struct imap_tok t;
+ *
+ *	imap_lex_init(&lx, buf, len, spools, nspools, it->val);
+ *	while (imap_lex_next(&lx, &t) == 1)
+ *		...
+ *
+ * imap_lex_next() returns 1 with a token, 0 at the end of the span, -1 on
+ * a syntax error (lx.err).  SP between tokens is skipped.  ATOM covers any
+ * word of the skipped-value syntax ("\Seen", "1:*", "BODY[1]"), NIL is an
+ * ATOM that reads "NIL"; strings come with their imap_str.
+ */
+enum imap_tok_kind {
+	IMAP_TOK_ATOM,
+	IMAP_TOK_NIL,
+	IMAP_TOK_STRING, /* quoted or literal: see str */
+	IMAP_TOK_LPAREN,
+	IMAP_TOK_RPAREN
+};
+
+struct imap_tok {
+	enum imap_tok_kind kind;
+	struct imap_span span; /* the token in buf */
+	struct imap_str str; /* ATOM, NIL, STRING */
+};
+
+struct imap_lexer {
+	const uint8_t *buf;
+	size_t pos, end;
+	const struct imap_spool *sp;
+	size_t nsp, spnext;
+	char err[IMAP_ERR_LEN];
+};
+
+void imap_lex_init(struct imap_lexer *, const uint8_t *buf, size_t len,
+    const struct imap_spool *spools, size_t nspools, struct imap_span within);
+int imap_lex_next(struct imap_lexer *, struct imap_tok *);
+
 /* Name of a kind, for logs ("FETCH", "BODY.PEEK", "ALERT"). */
 const char *imap_cmd_name(enum imap_cmd_kind);
 const char *imap_fa_name(enum imap_fa);
@@ -485,14 +545,21 @@ const char *imap_fa_name(enum imap_fa);
 /* ------------------------------------------------------------------ */
 /* Capability allow-list */
 
-#define IMAP_CAPF_STARTTLS 0x01 /* keep STARTTLS */
-#define IMAP_CAPF_PRETLS 0x02 /* before TLS: keep only IMAP4rev1,
-				 IMAP4rev2, LOGINDISABLED, STARTTLS (as
-				 IMAP_CAPF_STARTTLS says) */
-#define IMAP_CAPF_ADD_APPENDLIMIT 0x04 /* append APPENDLIMIT=max_size when
-					  the server has none */
-#define IMAP_CAPF_PREVIEW 0x08 /* keep PREVIEW (off: it shows text of the
-				  unscanned message) */
+/*
+ * Policy flags:
+ *   IMAP_CAPF_STARTTLS		keep STARTTLS
+ *   IMAP_CAPF_PRETLS		before TLS: keep only IMAP4rev1, IMAP4rev2,
+ *				LOGINDISABLED and STARTTLS (as
+ *				IMAP_CAPF_STARTTLS says)
+ *   IMAP_CAPF_ADD_APPENDLIMIT	append APPENDLIMIT=max_size when the server
+ *				advertises no APPENDLIMIT at all
+ *   IMAP_CAPF_PREVIEW		keep PREVIEW (off by default: it shows text of
+ *				the message as stored, not as rewritten)
+ */
+#define IMAP_CAPF_STARTTLS 0x01
+#define IMAP_CAPF_PRETLS 0x02
+#define IMAP_CAPF_ADD_APPENDLIMIT 0x04
+#define IMAP_CAPF_PREVIEW 0x08
 
 struct imap_capf {
 	unsigned flags; /* IMAP_CAPF_* */

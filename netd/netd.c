@@ -219,6 +219,7 @@ netd_dispatch_parent(struct proc_chan *c, struct imsg *imsg)
 static void
 netd_parent_closed(struct proc_chan *c)
 {
+	netd_env->stopping = 1;
 	log_debug("parent channel closed; stopping");
 	event_base_loopbreak(netd_env->env.base);
 }
@@ -240,8 +241,18 @@ netd_dispatch_peer(struct proc_chan *c, struct imsg *imsg)
 static void
 netd_peer_gone(struct proc_chan *c)
 {
+	uint32_t id[2];
+
 	if (c->role == ROLE_SCAND)
 		scan_peer_gone(netd_env, c);
+	/* The peer may live on (it closed a channel it found broken):
+	 * ask the parent for a new one.  A dead peer is respawned and
+	 * connected anyway. */
+	id[0] = (uint32_t)c->role;
+	id[1] = (uint32_t)c->instance;
+	if (!netd_env->stopping && !c->replaced)
+		proc_compose(netd_env->env.parent, IMSG_PEER_LOST, 0, -1, id,
+		    sizeof(id));
 }
 
 int

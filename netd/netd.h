@@ -40,6 +40,7 @@ struct netd {
 	uint32_t nsessions;
 	uint64_t total;
 	uint64_t nextid;
+	int stopping;
 };
 
 extern struct netd *netd_env;

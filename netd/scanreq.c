@@ -106,8 +106,10 @@ pick_scand(struct netd *n)
 
 struct scan_req *
 scan_submit(struct netd *n, int fd, uint64_t size, int kind, int action,
-    const char *user, const char *client, scan_cb cb, void *arg)
+    const char *user, const char *client, const struct scan_section *secs,
+    unsigned nsect, scan_cb cb, void *arg)
 {
+	unsigned i;
 	const struct cfg_action *act = &n->cur->cfg->actions[action];
 	struct scan_req *r;
 	struct timeval tv;
@@ -139,6 +141,14 @@ scan_submit(struct netd *n, int fd, uint64_t size, int kind, int action,
 	buf_add_str(&b, user);
 	buf_add_str(&b, client);
 	buf_add_u64(&b, size);
+	/* Sections are an optional tail: a request without any ends at
+	 * the size. */
+	if (nsect > 0)
+		buf_add_u32(&b, nsect);
+	for (i = 0; i < nsect; i++) {
+		buf_add_u32(&b, (uint32_t)secs[i].binary);
+		buf_add_str(&b, secs[i].spec);
+	}
 	if (proc_compose(r->chan, IMSG_SCAN_REQ, 0, fd, buf_head(&b),
 		buf_used(&b)) == -1) {
 		buf_free(&b);
@@ -168,8 +178,10 @@ result_check(struct scan_result *res, const struct imsg *imsg)
 	struct stat st;
 	uint64_t size;
 
+	unsigned i;
+
 	if (res->verdict != SCAN_CHANGED)
-		return imsg->fd == -1 ? 0 : -1;
+		return imsg->fd == -1 && res->nsect == 0 ? 0 : -1;
 	if (imsg->fd == -1 || fstat(imsg->fd, &st) == -1 || st.st_size < 0)
 		return -1;
 	size = (uint64_t)st.st_size;
@@ -178,6 +190,10 @@ result_check(struct scan_result *res, const struct imsg *imsg)
 	    res->body_off > size || res->body_len > size - res->body_off ||
 	    res->bs_len > 1024 * 1024 || res->body_len > 1024 * 1024)
 		return -1;
+	for (i = 0; i < res->nsect; i++)
+		if (res->sect[i].off > size ||
+		    res->sect[i].len > size - res->sect[i].off)
+			return -1;
 	return 0;
 }
 
@@ -189,6 +205,7 @@ scan_peer_frame(struct netd *n, struct proc_chan *c, struct imsg *imsg)
 	struct reader rd;
 	uint64_t id;
 	char *reason;
+	unsigned i;
 
 	if (imsg->hdr.type != IMSG_SCAN_RES || c->role != ROLE_SCAND) {
 		proc_chan_fail(c, "unexpected %s from peer",
@@ -208,6 +225,17 @@ scan_peer_frame(struct netd *n, struct proc_chan *c, struct imsg *imsg)
 	res.bs_len = rd_u64(&rd);
 	res.body_off = rd_u64(&rd);
 	res.body_len = rd_u64(&rd);
+	/* Sections: absent from a result without any. */
+	if (!rd.err && rd.left > 0) {
+		res.nsect = rd_u32(&rd);
+		if (res.nsect > SCAN_MAX_SECT)
+			rd.err = 1;
+		for (i = 0; !rd.err && i < res.nsect; i++) {
+			res.sect[i].status = (int)rd_u32(&rd);
+			res.sect[i].off = rd_u64(&rd);
+			res.sect[i].len = rd_u64(&rd);
+		}
+	}
 	for (r = reqs; r; r = r->next)
 		if (r->id == id && r->chan == c)
 			break;

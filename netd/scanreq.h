@@ -14,6 +14,15 @@
 
 struct netd;
 
+#define SCAN_MAX_SECT 64
+#define SCAN_MAX_SPEC 1024
+
+/* An IMAP section of the sanitized message netd needs, if it changes. */
+struct scan_section {
+	int binary; /* BINARY[...]: content decoded */
+	char spec[SCAN_MAX_SPEC]; /* between the brackets: "TEXT", "2.MIME" */
+};
+
 struct scan_result {
 	int verdict; /* SCAN_* */
 	int action;  /* ACT_* applied by scand */
@@ -22,6 +31,11 @@ struct scan_result {
 	uint64_t msg_off, msg_len;
 	uint64_t bs_off, bs_len;
 	uint64_t body_off, body_len;
+	unsigned nsect; /* CHANGED: as many as were asked, else 0 */
+	struct {
+		int status; /* 0 ok, else not available (see scan.h) */
+		uint64_t off, len;
+	} sect[SCAN_MAX_SECT];
 };
 
 typedef void (*scan_cb)(void *arg, struct scan_result *);
@@ -31,8 +45,8 @@ struct scan_req;
 /* Takes ownership of fd (the message).  The callback always runs later,
  * from the event loop.  Returns a handle for scan_cancel(). */
 struct scan_req *scan_submit(struct netd *, int fd, uint64_t size,
-    int kind, int action, const char *user, const char *client, scan_cb,
-    void *arg);
+    int kind, int action, const char *user, const char *client,
+    const struct scan_section *, unsigned nsect, scan_cb, void *arg);
 /* The requester went away: the verdict will be dropped. */
 void scan_cancel(struct scan_req *);
 

@@ -30,6 +30,9 @@
 
 enum { S_CONNECTING, S_RELAY };
 
+#define CLIENT_LITERAL_MIN (64ULL << 20)
+#define SERVER_LITERAL_CAP (1ULL << 40)
+
 static void sink_flush(struct sink *);
 static int dir_literal(struct dir *, uint64_t);
 static int dir_process(struct dir *);
@@ -131,17 +134,26 @@ session_close_all(struct netd *n, const char *why)
 		session_end(n->sessions, why);
 }
 
-/* Best effort: a last line to the client before closing. */
+/*
+ * Best effort: a last line to the client before closing.  It goes behind
+ * the complete responses already queued, never inside one.
+ */
 static void
 client_say(struct session *s, const char *msg)
 {
 	ssize_t r;
 
-	/* Only between responses: never inside one being relayed. */
-	if (!outq_empty(&s->to_c.q) ||
-	    (s->state == S_RELAY && !framer_at_boundary(&s->sv.fr)))
+	if (s->state != S_RELAY) {
+		r = write(s->cfd, msg, strlen(msg));
+		if (r > 0)
+			s->to_c.bytes += (uint64_t)r;
 		return;
-	r = write(s->cfd, msg, strlen(msg));
+	}
+	/* A response partly sent (its literal streamed) cannot be cut. */
+	if (s->sv.la.streamed)
+		return;
+	outq_bytes(&s->to_c.q, msg, strlen(msg));
+	r = outq_write(&s->to_c.q, s->cfd);
 	if (r > 0)
 		s->to_c.bytes += (uint64_t)r;
 }
@@ -439,10 +451,33 @@ dir_read_cb(evutil_socket_t fd, short ev, void *arg)
 	if (dir_process(d) == -1)
 		return;
 	if (d->eof && buf_used(&d->in) == 0) {
-		/* A line cut off by EOF never completes; drop it. */
+		/* A response cut off by the server's close is an anomaly:
+		 * none of it goes out. */
+		if (d == &s->sv && (buf_used(&d->la.text) > 0 ||
+		    d->la.lit_left > 0 || d->la.streamed)) {
+			snprintf(d->fr.err, sizeof(d->fr.err),
+			    "connection closed in the middle of a response");
+			session_protocol_error(s, d);
+			return;
+		}
+		/* A client line cut off by EOF never completes; drop it. */
 		lineasm_reset(&d->la);
 	}
+	/* An idle session keeps no read buffer: thousands of them cost
+	 * a few KB each, not 256 KB. */
+	if (buf_used(&d->in) == 0)
+		buf_release(&d->in);
 	sink_flush(&s->to_s); /* and then to_c */
+}
+
+/* Largest literal a client may announce: beyond it the session ends as
+ * an anomaly instead of reading (and dropping) it. */
+static uint64_t
+literal_cap(const struct session *s)
+{
+	uint64_t m = s->act->general.max_email_size;
+
+	return m > CLIENT_LITERAL_MIN / 4 ? m * 4 : CLIENT_LITERAL_MIN;
 }
 
 static void
@@ -454,10 +489,10 @@ dir_init(struct session *s, struct dir *d, const char *name, int src,
 	d->src = src;
 	buf_init(&d->in, DIR_IN_MAX);
 	lineasm_init(&d->la);
-	/* Literal limits belong to the engine (oversize handling); the
-	 * framer keeps the framing straight and lines bounded. */
+	/* Oversize messages are the engine's (TOOBIG, the oversize
+	 * action); the framer refuses what no message can be. */
 	framer_init(&d->fr, fdir, s->act->general.max_line_length,
-	    UINT64_MAX);
+	    fdir == FRAMER_CLIENT ? literal_cap(s) : SERVER_LITERAL_CAP);
 	d->fr.arg = s;
 	d->rev = event_new(s->n->env.base, src, EV_READ | EV_PERSIST,
 	    dir_read_cb, d);

@@ -16,6 +16,23 @@
 
 struct session;
 
+#define FCMD_MAX 32
+#define FCMD_MAX_PARTIAL 4
+
+/* A FETCH the client sent: whether the gateway added BODY.PEEK[], and
+ * the counts of its partial items (responses carry only the origin). */
+struct fcmd {
+	char tag[64];
+	int added;
+	int judged; /* its responses wait for a verdict: spool, not stream */
+	unsigned npartial;
+	struct {
+		int binary;
+		char spec[64];
+		uint64_t origin, count;
+	} partial[FCMD_MAX_PARTIAL];
+};
+
 /* Bytes from one peer, assembled into logical lines. */
 struct dir {
 	struct session *s;
@@ -85,6 +102,11 @@ struct session {
 	struct fetch_job *fjobs;  /* responses waiting for verdicts */
 	struct append_job *ajob;  /* the upload being judged or sent */
 	int append_line;	  /* the client line is an APPEND we took */
+	int take_login;		  /* a LOGIN whose literals we answered */
+	/* FETCH commands awaiting their tagged answer, oldest first: the
+	 * responses in between belong to the first. */
+	unsigned nfcmd, fcmdcap;
+	struct fcmd *fcmds; /* freed when none is in flight */
 };
 
 /* session.c */
@@ -107,6 +129,8 @@ int msg_paused(struct session *, struct dir *);
 void msg_session_end(struct session *);
 int msg_ready(struct session *); /* finish jobs judged meanwhile */
 int line_is_append(const struct lineasm *);
+int msg_fetch_command(struct session *, struct lineasm *, struct imap_cmd *);
+void msg_tagged(struct session *, struct lineasm *, struct imap_resp *);
 
 /* imap.c: the engine.  Each returns -1 when the session ended. */
 int imap_line(struct session *, struct dir *);

@@ -27,7 +27,9 @@ lineasm_reset(struct lineasm *la)
 	for (i = 0; i < la->nspools; i++)
 		if (la->spools[i].fd != -1)
 			close(la->spools[i].fd);
-	la->nspools = 0;
+	free(la->spools);
+	la->spools = NULL;
+	la->nspools = la->spcap = 0;
 	la->lit_left = 0;
 	la->lit_spooled = 0;
 	la->lit_stream = 0;
@@ -38,6 +40,27 @@ lineasm_reset(struct lineasm *la)
 	/* An idle session should not keep a large buffer. */
 	if (la->text.cap > 64 * 1024)
 		buf_free(&la->text), buf_init(&la->text, LINE_TEXT_CAP);
+}
+
+/* Room for one more spool, at most LINE_MAX_SPOOLS. */
+static struct spool *
+lineasm_spool_new(struct lineasm *la)
+{
+	struct spool *p;
+	size_t ncap;
+
+	if (la->nspools == LINE_MAX_SPOOLS) {
+		errno = E2BIG;
+		return NULL;
+	}
+	if (la->nspools == la->spcap) {
+		ncap = la->spcap ? la->spcap * 2 : 2;
+		if ((p = reallocarray(la->spools, ncap, sizeof(*p))) == NULL)
+			return NULL;
+		la->spools = p;
+		la->spcap = ncap;
+	}
+	return &la->spools[la->nspools++];
 }
 
 int
@@ -53,11 +76,8 @@ lineasm_literal(struct lineasm *la, uint64_t n, enum lit_mode mode)
 	if (mode == LIT_DISCARD) {
 		/* Recorded like a spool without a file, so the line still
 		 * parses; whoever asked for it replaces that literal. */
-		if (la->nspools == LINE_MAX_SPOOLS) {
-			errno = E2BIG;
+		if ((sp = lineasm_spool_new(la)) == NULL)
 			return -1;
-		}
-		sp = &la->spools[la->nspools++];
 		sp->fd = -1;
 		sp->at = buf_used(&la->text);
 		sp->len = n;
@@ -74,18 +94,16 @@ lineasm_literal(struct lineasm *la, uint64_t n, enum lit_mode mode)
 		la->streamed = 1;
 		return 0;
 	}
-	if (la->nspools == LINE_MAX_SPOOLS) {
-		errno = E2BIG;
+	if ((sp = lineasm_spool_new(la)) == NULL)
 		return -1;
-	}
-	sp = &la->spools[la->nspools];
 	sp->fd = memfd_create("imapgw-literal", MFD_CLOEXEC |
 	    MFD_ALLOW_SEALING);
-	if (sp->fd == -1)
+	if (sp->fd == -1) {
+		la->nspools--;
 		return -1;
+	}
 	sp->at = buf_used(&la->text);
 	sp->len = n;
-	la->nspools++;
 	la->lit_spooled = 1;
 	return 0;
 }

@@ -24,8 +24,8 @@ struct spool {
 
 struct lineasm {
 	struct buf text;
-	struct spool spools[LINE_MAX_SPOOLS];
-	size_t nspools;
+	struct spool *spools; /* allocated while the line has some */
+	size_t nspools, spcap;
 	uint64_t lit_left; /* payload still expected for the open literal */
 	int lit_spooled;   /* the open literal goes to the last spool */
 	int lit_stream;	   /* the open literal is passed on as it comes */

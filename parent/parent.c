@@ -345,6 +345,44 @@ child_send_start(struct parent *p, struct child *c)
 
 /* Frames from children */
 
+/*
+ * A netd lost its channel to a peer that may still run: give them a new
+ * one.  A peer that keeps breaking channels is killed and respawned.
+ */
+static void
+peer_lost(struct parent *p, struct child *c, struct imsg *imsg)
+{
+	struct reader rd;
+	struct child *peer;
+	uint32_t role, inst;
+	time_t now = time(NULL);
+
+	imsg_reader(imsg, &rd);
+	role = rd_u32(&rd);
+	inst = rd_u32(&rd);
+	if (rd_end(&rd) == -1 || c->role != ROLE_NETD ||
+	    (role != ROLE_SCAND && role != ROLE_TLSD) ||
+	    inst >= (uint32_t)p->cfg->workers[role]) {
+		proc_chan_fail(c->chan, "bad PEER_LOST frame");
+		return;
+	}
+	peer = &p->children[role][inst];
+	if (!child_alive(peer))
+		return; /* respawned and connected by the SIGCHLD path */
+	if (now - peer->lost_at > 60) {
+		peer->lost_at = now;
+		peer->lost = 0;
+	}
+	if (++peer->lost > 10) {
+		log_warnx("%s pid %ld keeps breaking its channels; killing it",
+		    peer->chan->name, (long)peer->pid);
+		kill(peer->pid, SIGKILL);
+		return;
+	}
+	log_info("reconnecting %s and %s", c->chan->name, peer->chan->name);
+	connect_peers(c, peer);
+}
+
 static void
 parent_dispatch_child(struct proc_chan *ch, struct imsg *imsg)
 {
@@ -371,6 +409,9 @@ parent_dispatch_child(struct proc_chan *ch, struct imsg *imsg)
 			return;
 		}
 		control_status_reply(p, c, imsg);
+		break;
+	case IMSG_PEER_LOST:
+		peer_lost(p, c, imsg);
 		break;
 	case IMSG_CFG_APPLIED:
 		if (imsg->datalen != sizeof(uint32_t)) {

@@ -26,6 +26,8 @@ struct child {
 	uint32_t sessions;
 	uint64_t total;
 	int status_pending;
+	time_t lost_at; /* peer channel reconnects asked for, per minute */
+	int lost;
 };
 
 struct listener {

@@ -221,10 +221,13 @@ mime_parse_header(struct mime_parser *p, struct mime_part *part, size_t pos)
 		e = mime_line_end(p, pos);
 		if (mime_blank_line(p, pos, e)) {
 			mime_fields_trim(p, part);
+			part->hdr_end = e;
 			return e;
 		}
 		if (mime_boundary_at(p, pos, &h)) {
 			mime_fields_trim(p, part);
+			/* The line end before a boundary is the boundary's. */
+			part->hdr_end = mime_body_end(p, part->hdr_off, pos);
 			return pos;
 		}
 		if ((p->d[pos] == ' ' || p->d[pos] == '\t') &&
@@ -239,6 +242,7 @@ mime_parse_header(struct mime_parser *p, struct mime_part *part, size_t pos)
 		pos = e;
 	}
 	mime_fields_trim(p, part);
+	part->hdr_end = p->len;
 	return p->len;
 }
 
@@ -482,12 +486,27 @@ mime_parse_part(struct mime_parser *p, struct mime_part *part, size_t pos,
 	free(boundary);
 	/* A message ends where its message does: its header may have been
 	 * cut by a boundary, and a header keeps its last line end. */
-	if (child != NULL && r == 0)
+	if (child != NULL && r == 0) {
 		part->body_end = child->body_end;
-	else {
+		/* Nothing inside, a boundary right after the header: the
+		 * empty message starts at the line end the boundary takes. */
+		if (child->body_end == part->body_off &&
+		    h->line == part->body_off) {
+			part->hdr_end =
+			    mime_body_end(p, part->hdr_off, h->line);
+			child->hdr_off = child->hdr_end = part->hdr_end;
+		}
+	} else {
 		part->body_end = mime_body_end(p, part->body_off, h->line);
 		if (part->body_end < floor)
 			part->body_end = floor;
+		/* An empty body right before a boundary: the line end before
+		 * the boundary is the boundary's, even when it is the empty
+		 * line that ends the header. */
+		if (part->body_end == part->body_off &&
+		    h->line == part->body_off)
+			part->hdr_end =
+			    mime_body_end(p, part->hdr_off, h->line);
 	}
 	return r;
 }

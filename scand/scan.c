@@ -25,6 +25,11 @@
  * builds a new message from the original's envelope header fields and
  * the deny message.  No date, no random boundary, nothing that changes
  * from one run to the next.
+ *
+ * A rewritten fetched message comes with the sections netd asked for
+ * (section.c), computed on the rewritten message, so that BODY[2],
+ * BINARY[1], HEADER.FIELDS and the like answer from it as the server
+ * would.
  */
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -56,6 +61,8 @@ struct scan_find {
 struct scan_job {
 	const struct cfg_action *act;
 	int kind;
+	const struct scan_sect *sect; /* wanted if rewritten */
+	size_t nsect;
 	const char *user, *client;
 	const uint8_t *data;
 	size_t len;
@@ -528,7 +535,8 @@ scan_build_strip(struct scan_job *j, struct buf *o)
 
 /*
  * The result: a sealed memfd with the message, its BODYSTRUCTURE and
- * its BODY, one after the other.
+ * its BODY, one after the other, then the sections that are not byte
+ * ranges of the message.
  */
 
 static int
@@ -548,11 +556,91 @@ scan_write_all(int fd, const uint8_t *p, size_t n)
 	return 0;
 }
 
+/* Write the content of a section at *end, or point into the message. */
 static int
-scan_result_fd(const struct buf *m, struct scan_res *res)
+scan_sect_put(int fd, uint64_t *end, const struct sect_content *c,
+    const uint8_t *data, int in_fd, struct scan_sect_res *sr)
+{
+	sr->status = c->status;
+	sr->off = 0;
+	sr->len = c->len;
+	if (c->len == 0)
+		return 0;
+	if (c->ref && in_fd) {
+		sr->off = c->off;
+		return 0;
+	}
+	sr->off = *end;
+	*end += c->len;
+	return scan_write_all(
+	    fd, c->ref ? data + c->off : c->data.data, c->len);
+}
+
+/*
+ * The sections wanted, of the message m (parsed: pm) that is at offset 0
+ * of fd, from *end on.  A section that asks for what an earlier one did
+ * shares its bytes: the same part decoded twice is not written twice.
+ */
+static int
+scan_sections(const struct scan_job *j, const struct buf *m,
+    const struct mime_msg *pm, int fd, uint64_t *end, struct scan_res *res)
+{
+	struct sect s[SCAN_MAX_SECT];
+	struct sect_content c;
+	struct mime_msg own;
+	const struct mime_msg *msg = pm;
+	struct buf crlf;
+	size_t i, k, n = j->nsect;
+	int r, ok = 0;
+
+	if (n == 0)
+		return 0;
+	memset(s, 0, sizeof(s));
+	memset(&own, 0, sizeof(own));
+	buf_init(&crlf, 0);
+	/* Of the message as the server would serve it: CRLF. */
+	if ((r = sect_crlf(m->data, m->len, &crlf)) == -1)
+		goto out;
+	if (r == 1) {
+		if (mime_parse(&own, crlf.data, crlf.len) == -1)
+			goto out;
+		msg = &own;
+	}
+	for (i = 0; i < n; i++) {
+		if (sect_parse(msg, (int)j->sect[i].binary, j->sect[i].spec,
+		        &s[i]) == -1)
+			goto out;
+		for (k = 0; k < i && !sect_same(&s[k], &s[i]); k++)
+			;
+		if (k < i) {
+			res->sect[i] = res->sect[k];
+			continue;
+		}
+		if (sect_get(msg, &s[i], &c) == -1)
+			goto out;
+		r = scan_sect_put(
+		    fd, end, &c, msg->data, msg == pm, &res->sect[i]);
+		sect_content_free(&c);
+		if (r == -1)
+			goto out;
+	}
+	res->nsect = (uint32_t)n;
+	ok = 1;
+out:
+	for (i = 0; i < n; i++)
+		sect_free(&s[i]);
+	mime_free(&own);
+	buf_free(&crlf);
+	return ok ? 0 : -1;
+}
+
+static int
+scan_result_fd(
+    const struct scan_job *j, const struct buf *m, struct scan_res *res)
 {
 	struct mime_msg msg;
 	struct buf bs, body;
+	uint64_t end;
 	int fd = -1, ok = 0;
 
 	buf_init(&bs, 0);
@@ -563,18 +651,21 @@ scan_result_fd(const struct buf *m, struct scan_res *res)
 		mime_free(&msg);
 		goto out;
 	}
-	mime_free(&msg);
 	fd = memfd_create("imapgw-scan", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	end = m->len + bs.len + body.len;
 	if (fd == -1 || scan_write_all(fd, m->data, m->len) == -1 ||
 	    scan_write_all(fd, bs.data, bs.len) == -1 ||
 	    scan_write_all(fd, body.data, body.len) == -1 ||
+	    scan_sections(j, m, &msg, fd, &end, res) == -1 ||
 	    fcntl(fd, F_ADD_SEALS,
 	        F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) ==
 	        -1 ||
 	    lseek(fd, 0, SEEK_SET) == -1) {
 		log_warn("scan: result memfd");
+		mime_free(&msg);
 		goto out;
 	}
+	mime_free(&msg);
 	res->fd = fd;
 	fd = -1;
 	res->msg_off = 0;
@@ -637,6 +728,7 @@ static void
 scan_error_res(struct scan_res *res, const char *why)
 {
 	scan_res_clear(res);
+	res->nsect = 0;
 	res->verdict = SCAN_ERROR;
 	res->action = ACT_ALLOW;
 	snprintf(res->reason, sizeof(res->reason), "%s", why);
@@ -645,7 +737,7 @@ scan_error_res(struct scan_res *res, const char *why)
 static void
 scan_changed(struct scan_job *j, struct buf *m, struct scan_res *res)
 {
-	if (scan_result_fd(m, res) == -1) {
+	if (scan_result_fd(j, m, res) == -1) {
 		scan_error_res(res, "cannot build the rewritten message");
 		return;
 	}
@@ -765,6 +857,14 @@ void
 scan_message(const struct cfg_action *act, int kind, const char *user,
     const char *client, const void *data, size_t len, struct scan_res *res)
 {
+	scan_message_sect(act, kind, user, client, data, len, NULL, 0, res);
+}
+
+void
+scan_message_sect(const struct cfg_action *act, int kind, const char *user,
+    const char *client, const void *data, size_t len,
+    const struct scan_sect *sect, size_t nsect, struct scan_res *res)
+{
 	struct scan_job *j;
 	struct timespec t0, t1;
 
@@ -776,6 +876,8 @@ scan_message(const struct cfg_action *act, int kind, const char *user,
 	}
 	j->act = act;
 	j->kind = kind;
+	j->sect = sect;
+	j->nsect = nsect > SCAN_MAX_SECT ? SCAN_MAX_SECT : nsect;
 	j->user = user;
 	j->client = client;
 	j->data = data;
@@ -790,9 +892,11 @@ scan_message(const struct cfg_action *act, int kind, const char *user,
 	scan_ascii(res->reason);
 	scan_log(j, res);
 	clock_gettime(CLOCK_MONOTONIC, &t1);
-	log_debug("scan: %s %zu bytes, %zu parts, %s, action %s, %ld ms",
+	log_debug("scan: %s %zu bytes, %zu parts, %s, action %s, %u "
+	          "sections, %ld ms",
 	    scan_kind_name(kind), len, j->msg.nparts,
 	    scan_verdict_name((int)res->verdict), action_name(j->action),
+	    res->nsect,
 	    (long)((t1.tv_sec - t0.tv_sec) * 1000 +
 	           (t1.tv_nsec - t0.tv_nsec) / 1000000));
 	mime_free(&j->msg);
@@ -821,12 +925,50 @@ scan_refuse(struct scan_res *res, const char *fmt, ...)
 	return 1;
 }
 
+/*
+ * The sections of a request, after its size; none in an old-format one.
+ * More than SCAN_MAX_SECT are read (the frame bounds them) and dropped:
+ * the request is refused.  Returns the count announced.
+ */
+static uint32_t
+scan_req_sections(struct reader *r, struct scan_req *req, uint32_t *badbin,
+    uint32_t *longspec)
+{
+	uint32_t i, n, bin;
+	char *spec;
+
+	*badbin = *longspec = UINT32_MAX;
+	if (r->err || r->left == 0)
+		return 0;
+	req->has_sect = 1;
+	n = rd_u32(r);
+	for (i = 0; i < n && !r->err; i++) {
+		bin = rd_u32(r);
+		if ((spec = rd_str(r, IMSG_MAX_PAYLOAD)) == NULL)
+			break;
+		if (bin > 1 && *badbin == UINT32_MAX)
+			*badbin = i;
+		if (strlen(spec) > SCAN_MAX_SECT_SPEC &&
+		    *longspec == UINT32_MAX)
+			*longspec = i;
+		if (i >= SCAN_MAX_SECT) {
+			free(spec);
+			continue;
+		}
+		req->sect[i].binary = bin;
+		req->sect[i].spec = spec;
+		req->nsect = i + 1;
+	}
+	return n;
+}
+
 int
 scan_req_read(struct imsg *imsg, const struct config *cfg, struct scan_req *req,
     struct scan_res *res)
 {
 	struct reader r;
 	struct stat st;
+	uint32_t nsect, badbin, longspec;
 
 	memset(req, 0, sizeof(*req));
 	req->fd = imsg->fd;
@@ -839,9 +981,11 @@ scan_req_read(struct imsg *imsg, const struct config *cfg, struct scan_req *req,
 	req->user = rd_str(&r, 1024);
 	req->client = rd_str(&r, 256);
 	req->size = rd_u64(&r);
+	nsect = scan_req_sections(&r, req, &badbin, &longspec);
 	if (rd_end(&r) != 0 || req->user == NULL || req->client == NULL)
 		return -1;
 	res->reqid = req->reqid;
+	res->has_sect = req->has_sect;
 	if (req->kind != SCAN_FETCH && req->kind != SCAN_APPEND)
 		return scan_refuse(res, "unknown kind %u", req->kind);
 	if (req->action >= cfg->nactions)
@@ -857,12 +1001,25 @@ scan_req_read(struct imsg *imsg, const struct config *cfg, struct scan_req *req,
 		    (unsigned long long)req->size, (long long)st.st_size);
 	if (req->size > SIZE_MAX / 2)
 		return scan_refuse(res, "message too large");
+	if (nsect > SCAN_MAX_SECT)
+		return scan_refuse(
+		    res, "%u sections (at most %d)", nsect, SCAN_MAX_SECT);
+	if (badbin != UINT32_MAX)
+		return scan_refuse(res, "section %u: binary is %u", badbin,
+		    req->sect[badbin].binary);
+	if (longspec != UINT32_MAX)
+		return scan_refuse(res, "section %u: spec longer than %d bytes",
+		    longspec, SCAN_MAX_SECT_SPEC);
 	return 0;
 }
 
 void
 scan_req_clear(struct scan_req *req)
 {
+	uint32_t i;
+
+	for (i = 0; i < req->nsect; i++)
+		free(req->sect[i].spec);
 	free(req->user);
 	free(req->client);
 	if (req->fd != -1)
@@ -918,14 +1075,16 @@ scan_request(
 	if (len > 0 && (p = scan_map(req->fd, len, &mapped)) == NULL) {
 		scan_res_init(res);
 		res->reqid = req->reqid;
+		res->has_sect = req->has_sect;
 		scan_error_res(res, "cannot read the message");
 		log_warn("scan request %llu: reading the message",
 		    (unsigned long long)req->reqid);
 		return;
 	}
-	scan_message(act, (int)req->kind, req->user, req->client,
-	    p != NULL ? p : "", len, res);
+	scan_message_sect(act, (int)req->kind, req->user, req->client,
+	    p != NULL ? p : "", len, req->sect, req->nsect, res);
 	res->reqid = req->reqid;
+	res->has_sect = req->has_sect;
 	if (mapped)
 		munmap(p, len);
 	else
@@ -935,6 +1094,8 @@ scan_request(
 int
 scan_res_write(const struct scan_res *res, struct buf *b)
 {
+	uint32_t i, nsect;
+
 	if (buf_add_u64(b, res->reqid) == -1 ||
 	    buf_add_u32(b, res->verdict) == -1 ||
 	    buf_add_u32(b, res->action) == -1 ||
@@ -946,5 +1107,16 @@ scan_res_write(const struct scan_res *res, struct buf *b)
 	    buf_add_u64(b, res->body_off) == -1 ||
 	    buf_add_u64(b, res->body_len) == -1)
 		return -1;
+	/* An old-format request gets an old-format answer. */
+	if (!res->has_sect)
+		return 0;
+	nsect = res->verdict == SCAN_CHANGED ? res->nsect : 0;
+	if (buf_add_u32(b, nsect) == -1)
+		return -1;
+	for (i = 0; i < nsect; i++)
+		if (buf_add_u32(b, res->sect[i].status) == -1 ||
+		    buf_add_u64(b, res->sect[i].off) == -1 ||
+		    buf_add_u64(b, res->sect[i].len) == -1)
+			return -1;
 	return 0;
 }

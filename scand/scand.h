@@ -45,6 +45,11 @@ struct mime_part {
 	int is_mime; /* MIME-Version or Content-Type, or in a multipart */
 	int digest_child; /* in multipart/digest: default message/rfc822 */
 	size_t hdr_off; /* first header byte */
+	size_t hdr_end; /* after the header as Dovecot counts it: the empty
+	                   line included, unless a boundary cuts the header
+	                   or follows it right away: then before the line
+	                   end that precedes the boundary (body_off is after
+	                   it, and the body is empty) */
 	size_t body_off; /* first body byte, after the empty line */
 	size_t body_end; /* before the line end that precedes a boundary */
 	struct mime_field *fields;
@@ -106,6 +111,62 @@ void bs_ctype(const struct mime_msg *, const struct mime_field *, char *type,
     size_t, char *subtype, size_t, char **boundary);
 
 /*
+ * section.c: the content of FETCH BODY[section] and BINARY[section] of a
+ * message, as Dovecot 2.3 computes it (common/scan.h says what that is).
+ */
+enum sect_type {
+	SECT_FULL = 0, /* BODY[] */
+	SECT_MIME_BODY, /* BODY[2] */
+	SECT_MIME, /* BODY[2.MIME] */
+	SECT_HEADER, /* BODY[HEADER], BODY[2.HEADER] */
+	SECT_FIELDS, /* BODY[HEADER.FIELDS (...)] */
+	SECT_FIELDS_NOT, /* BODY[HEADER.FIELDS.NOT (...)] */
+	SECT_TEXT /* BODY[TEXT], BODY[2.TEXT] */
+};
+
+/* A section spec resolved against a message. */
+struct sect {
+	int status; /* SCAN_SECT_BAD, SCAN_SECT_NONE, or 0 */
+	int binary;
+	int type;
+	int top; /* no section number: the message itself */
+	const struct mime_part *part; /* whose header or body, or root */
+	char **fields; /* HEADER.FIELDS[.NOT]: the names */
+	size_t nfields;
+};
+
+/* The content: a byte range of the message, or bytes of its own. */
+struct sect_content {
+	uint32_t status; /* SCAN_SECT_* */
+	int ref; /* 1: the content is data[off, off + len) of the message */
+	size_t off, len;
+	struct buf data; /* ref 0: the content */
+};
+
+/* Parse spec (BINARY[spec] if binary) and find its part in msg.  -1
+ * only when out of memory; an invalid spec is s->status SCAN_SECT_BAD. */
+int sect_parse(
+    const struct mime_msg *, int binary, const char *spec, struct sect *);
+void sect_free(struct sect *);
+/* Do two resolved sections ask for the same bytes? */
+int sect_same(const struct sect *, const struct sect *);
+/* The content of a resolved section; -1 if no memory.  Free with
+ * sect_content_free. */
+int sect_get(
+    const struct mime_msg *, const struct sect *, struct sect_content *);
+void sect_content_free(struct sect_content *);
+/* A message as a server serves it: every bare LF and bare CR becomes
+ * CRLF.  1 with the result in out, 0 if nothing changes, -1 no memory. */
+int sect_crlf(const void *, size_t, struct buf *out);
+/* Dovecot's quoted-printable decoding (trailing white space dropped,
+ * hard line breaks as CRLF), appended to out.  0, 1 if the input is not
+ * valid, -1 if no memory. */
+int sect_qp_decode(const uint8_t *, size_t, struct buf *out);
+/* Dovecot's base64 rules (white space skipped, nothing after the
+ * padding, no truncated quantum), decoded by GMime.  0, 1, -1 as above. */
+int sect_base64_decode(const uint8_t *, size_t, struct buf *out);
+
+/*
  * av.c: libclamav.
  */
 struct av_limits {
@@ -158,6 +219,18 @@ void av_engines_free(void);
 /*
  * scan.c: one IMSG_SCAN_REQ.
  */
+/* A section netd wants of a rewritten message. */
+struct scan_sect {
+	uint32_t binary;
+	char *spec;
+};
+
+/* Where it is in the result fd. */
+struct scan_sect_res {
+	uint32_t status; /* SCAN_SECT_* */
+	uint64_t off, len;
+};
+
 struct scan_req {
 	uint64_t reqid;
 	uint32_t kind;
@@ -165,6 +238,9 @@ struct scan_req {
 	char *user;
 	char *client;
 	uint64_t size;
+	int has_sect; /* the request had a section count (maybe 0) */
+	uint32_t nsect;
+	struct scan_sect sect[SCAN_MAX_SECT];
 	int fd;
 };
 
@@ -177,6 +253,9 @@ struct scan_res {
 	uint64_t msg_off, msg_len;
 	uint64_t bs_off, bs_len;
 	uint64_t body_off, body_len;
+	int has_sect; /* answer with a section count: the request had one */
+	uint32_t nsect; /* the request's, when CHANGED; else 0 */
+	struct scan_sect_res sect[SCAN_MAX_SECT];
 };
 
 /* Read a request frame.  0: valid.  1: readable but refused (res is
@@ -191,6 +270,10 @@ void scan_request(
 /* The same on a message in memory (the tests, and scan_request). */
 void scan_message(const struct cfg_action *, int kind, const char *user,
     const char *client, const void *, size_t, struct scan_res *);
+/* ... and with the sections wanted if the message is rewritten. */
+void scan_message_sect(const struct cfg_action *, int kind, const char *user,
+    const char *client, const void *, size_t, const struct scan_sect *,
+    size_t nsect, struct scan_res *);
 /* The IMSG_SCAN_RES payload. */
 int scan_res_write(const struct scan_res *, struct buf *);
 void scan_res_clear(struct scan_res *);

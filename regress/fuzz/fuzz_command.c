@@ -34,8 +34,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		}
 		in.buf = data;
 		in.len = size;
-		if (imap_parse_command(in.buf, in.len, in.sp, in.nsp, &c1) ==
-		    0)
+		if (imap_parse_command(in.buf, in.len, in.sp, in.nsp, &c1) == 0)
 			fuzz_check_cmd(&in, &c1);
 		(void)imap_parse_response(in.buf, in.len, in.sp, in.nsp, &r);
 		return 0;

@@ -32,13 +32,13 @@
 #define FUZZ_MAXLINE 65536
 #define FUZZ_MAXSPOOL 64
 
-#define FUZZ_ASSERT(c)                                                 \
-	do {                                                           \
-		if (!(c)) {                                            \
+#define FUZZ_ASSERT(c)                                                   \
+	do {                                                             \
+		if (!(c)) {                                              \
 			fprintf(stderr, "%s:%d: invariant failed: %s\n", \
-			    __FILE__, __LINE__, #c);                   \
-			abort();                                       \
-		}                                                      \
+			    __FILE__, __LINE__, #c);                     \
+			abort();                                         \
+		}                                                        \
 	} while (0)
 
 struct fuzz_line {
@@ -157,15 +157,47 @@ fuzz_lits(const struct fuzz_line *l, unsigned nlit, int over,
 		FUZZ_ASSERT(lit[i].off + lit[i].mlen <= l->len);
 		if (lit[i].spool >= 0) {
 			FUZZ_ASSERT((size_t)lit[i].spool < l->nsp);
-			FUZZ_ASSERT(l->sp[lit[i].spool].at ==
-			    lit[i].off + lit[i].mlen);
+			FUZZ_ASSERT(
+			    l->sp[lit[i].spool].at == lit[i].off + lit[i].mlen);
 			prev = lit[i].off + lit[i].mlen;
 		} else {
-			FUZZ_ASSERT(lit[i].len <=
-			    l->len - lit[i].off - lit[i].mlen);
+			FUZZ_ASSERT(
+			    lit[i].len <= l->len - lit[i].off - lit[i].mlen);
 			prev = lit[i].off + lit[i].mlen + lit[i].len;
 		}
 	}
+}
+
+/*
+ * Lexing a span the parser accepted cannot fail; returns the number of
+ * spooled literals seen, each consistent with the table.
+ */
+static inline unsigned
+fuzz_lex(const struct fuzz_line *l, struct imap_span w)
+{
+	struct imap_lexer lx;
+	struct imap_tok t;
+	unsigned nsp = 0;
+	size_t last = w.off;
+	int rc;
+
+	imap_lex_init(&lx, l->buf, l->len, l->sp, l->nsp, w);
+	while ((rc = imap_lex_next(&lx, &t)) == 1) {
+		fuzz_span(l, t.span);
+		FUZZ_ASSERT(t.span.off >= last && t.span.len > 0);
+		FUZZ_ASSERT(t.span.off + t.span.len <= w.off + w.len);
+		last = t.span.off + t.span.len;
+		if (t.kind == IMAP_TOK_STRING || t.kind == IMAP_TOK_ATOM ||
+		    t.kind == IMAP_TOK_NIL)
+			fuzz_str(l, &t.str);
+		if (t.kind == IMAP_TOK_STRING && t.str.spool >= 0)
+			nsp++;
+	}
+	if (rc != 0) {
+		fprintf(stderr, "lexer: %s\n", lx.err);
+		abort();
+	}
+	return nsp;
 }
 
 static inline void
@@ -210,7 +242,7 @@ fuzz_check_cmd(const struct fuzz_line *l, const struct imap_cmd *c)
 		fuzz_str(l, &c->msg[i].date);
 		fuzz_str(l, &c->msg[i].data);
 		FUZZ_ASSERT(c->msg[i].catenate ||
-		    c->msg[i].data.kind == IMAP_STR_LITERAL);
+		            c->msg[i].data.kind == IMAP_STR_LITERAL);
 	}
 	if (c->kind == IMAP_CMD_APPEND)
 		FUZZ_ASSERT(c->nmsg >= 1);
@@ -222,6 +254,7 @@ fuzz_check_cmd(const struct fuzz_line *l, const struct imap_cmd *c)
 	fuzz_span(l, c->fetch.atts);
 	fuzz_span(l, c->fetch.modifiers);
 	fuzz_lits(l, c->nlit, c->lit_overflow, c->lit);
+	(void)fuzz_lex(l, c->args);
 }
 
 static inline void
@@ -244,8 +277,8 @@ fuzz_check_resp(const struct fuzz_line *l, const struct imap_resp *r)
 		fuzz_span(l, r->cap[i]);
 		FUZZ_ASSERT(r->cap[i].len > 0);
 		FUZZ_ASSERT(r->cap[i].off >= r->caps.off);
-		FUZZ_ASSERT(r->cap[i].off + r->cap[i].len <=
-		    r->caps.off + r->caps.len);
+		FUZZ_ASSERT(
+		    r->cap[i].off + r->cap[i].len <= r->caps.off + r->caps.len);
 	}
 	FUZZ_ASSERT(r->id.npair <= IMAP_MAX_ID);
 	for (i = 0; i < r->id.npair; i++) {
@@ -268,27 +301,32 @@ fuzz_check_resp(const struct fuzz_line *l, const struct imap_resp *r)
 		/* items in order, SP separated, value at the item's end */
 		FUZZ_ASSERT(it->item.off == end + (i > 0));
 		FUZZ_ASSERT(it->att.name.off == it->item.off);
-		FUZZ_ASSERT(it->val.off == it->att.name.off +
-		    it->att.name.len + 1);
-		FUZZ_ASSERT(it->val.off + it->val.len ==
-		    it->item.off + it->item.len);
+		FUZZ_ASSERT(
+		    it->val.off == it->att.name.off + it->att.name.len + 1);
+		FUZZ_ASSERT(
+		    it->val.off + it->val.len == it->item.off + it->item.len);
 		FUZZ_ASSERT(it->spool_first >= 0 &&
-		    (size_t)it->spool_first + it->nspool <= l->nsp);
+		            (size_t)it->spool_first + it->nspool <= l->nsp);
 		if (it->str.kind != IMAP_STR_NONE) {
 			FUZZ_ASSERT(it->str.tok.off == it->val.off);
 			FUZZ_ASSERT(it->str.tok.len == it->val.len);
 		}
 		end = it->item.off + it->item.len;
+		FUZZ_ASSERT(fuzz_lex(l, it->val) == it->nspool);
 		FUZZ_ASSERT(imap_item_cut(r, i, &cut) == 0);
 		fuzz_span(l, cut);
 	}
 	if (r->kind == IMAP_RESP_FETCH) {
 		/* ")" or " )" after the last item */
 		FUZZ_ASSERT(end + 1 == r->fetch.list.off + r->fetch.list.len ||
-		    (end + 2 == r->fetch.list.off + r->fetch.list.len &&
-			l->buf[end] == ' '));
+		            (end + 2 == r->fetch.list.off + r->fetch.list.len &&
+		                l->buf[end] == ' '));
 	}
 	fuzz_lits(l, r->nlit, r->lit_overflow, r->lit);
+	/* raw data arguments were validated as values */
+	if (r->kind != IMAP_RESP_CONT && r->kind != IMAP_RESP_TAGGED &&
+	    r->kind != IMAP_RESP_COND && r->kind != IMAP_RESP_CAPABILITY)
+		(void)fuzz_lex(l, r->args);
 }
 
 /* The capability filter: bounded output, allowed atoms, idempotent. */
@@ -317,8 +355,8 @@ fuzz_capf(const char *in, size_t len, unsigned flags)
 	FUZZ_ASSERT(m == n && memcmp(out, again, (size_t)n) == 0);
 	/* a too small buffer fails cleanly */
 	if (n > 0)
-		FUZZ_ASSERT(imap_capability_filter(in, len, again, (size_t)n,
-				&pol) == -1);
+		FUZZ_ASSERT(imap_capability_filter(
+		                in, len, again, (size_t)n, &pol) == -1);
 }
 
 #endif

@@ -70,11 +70,11 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		FUZZ_ASSERT(r1.fetch.nitem == r2.fetch.nitem);
 		for (i = 0; i < r1.fetch.nitem; i++) {
 			FUZZ_ASSERT(r1.fetch.item[i].att.kind ==
-			    r2.fetch.item[i].att.kind);
-			FUZZ_ASSERT(r1.fetch.item[i].num ==
-			    r2.fetch.item[i].num);
+			            r2.fetch.item[i].att.kind);
+			FUZZ_ASSERT(
+			    r1.fetch.item[i].num == r2.fetch.item[i].num);
 			FUZZ_ASSERT(r1.fetch.item[i].str.len ==
-			    r2.fetch.item[i].str.len);
+			            r2.fetch.item[i].str.len);
 		}
 	}
 	return 0;

@@ -39,10 +39,10 @@ for bin in "$@"; do
 	st=$?
 	execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
 	speed=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -n 1)
-	cov=$(grep -E '^#[0-9]+' "$log" | sed -n 's/.* cov: \([0-9]*\) ft: \([0-9]*\).*/cov \1 ft \2/p' | tail -n 1)
+	cov=$(grep -aE '^#[0-9]+' "$log" | sed -n 's/.* cov: \([0-9]*\) ft: \([0-9]*\).*/cov \1 ft \2/p' | tail -n 1)
 	if [ "$st" -ne 0 ]; then
 		echo "$name: FAILED (exit $st), see $log:"
-		grep -E 'ERROR|invariant failed|runtime error|SUMMARY|Test unit written' "$log" | head -n 10
+		grep -aE 'ERROR|invariant failed|runtime error|SUMMARY|Test unit written' "$log" | head -n 10
 		rc=1
 	else
 		echo "$name: ok, ${execs:-?} runs in ${FUZZ_TIME}s, ${speed:-?}/s, ${cov:-cov ?}, corpus $(ls "$work" | wc -l) files"

@@ -31,7 +31,11 @@ USERS = ["alice", "bob", "carol", "dave", "bulk", "idler", "lplus", "syncer",
          # test_relay.py, test_cli.py
          "silent", "early", "active", "longline", "shortline", "literal",
          "halfclose", "bigfetch", "jsonlog", "respawn", "sigterm",
-         "ctlreload"]
+         "ctlreload",
+         # test_scan_fetch.py, test_scan_append.py, test_engine.py
+         "scanfetch", "scanref", "scanerr", "scanappend", "appendbulk",
+         "multiappend", "toobig", "capsuser", "iduser", "authuser",
+         "pipeliner", "idler3", "bigscan"]
 
 
 def pytest_configure(config):

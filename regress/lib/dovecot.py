@@ -123,6 +123,9 @@ info_log_path = {dir}/dovecot.log
 debug_log_path = {dir}/dovecot.log
 auth_verbose = yes
 auth_failure_delay = 0
+# log every ID a client sends (imap-login and imap), so tests can show what
+# reached Dovecot
+imap_id_log = *
 auth_mechanisms = plain login
 disable_plaintext_auth = no
 login_trusted_networks = 127.0.0.0/8
@@ -169,6 +172,35 @@ service anvil {{
 }}
 """
 
+# Appended to the template for Dovecot(extra_conf=...): later settings
+# override earlier ones and `protocol imap { }` blocks merge.
+SSL_CONF = """\
+ssl = yes
+ssl_cert = <{cert}
+ssl_key = <{key}
+"""
+COMPRESS_CONF = """\
+protocol imap {
+  mail_plugins = $mail_plugins imap_zlib
+}
+"""
+
+
+def make_cert(dirpath, cn="localhost"):
+    """A self-signed certificate and key in dirpath (for ssl = yes, so
+    that Dovecot offers STARTTLS); returns (cert, key) paths."""
+    cert = os.path.join(dirpath, "cert.pem")
+    key = os.path.join(dirpath, "key.pem")
+    r = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048",
+                        "-nodes", "-keyout", key, "-out", cert, "-days", "30",
+                        "-subj", "/CN=%s" % cn],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    if r.returncode != 0:
+        raise RuntimeError("openssl req failed: %s" %
+                           r.stdout.decode(errors="replace"))
+    os.chmod(key, 0o600)
+    return cert, key
+
 
 _running = set()
 
@@ -183,8 +215,12 @@ def _stop_all():
 class Dovecot:
     """One private Dovecot instance."""
 
-    def __init__(self, users=None, port=None, basedir=None, keep=False):
+    def __init__(self, users=None, port=None, basedir=None, keep=False,
+                 extra_conf=""):
+        """extra_conf: Dovecot configuration text appended to the
+        template (e.g. SSL_CONF.format(...), COMPRESS_CONF)."""
         self.users = dict(users or {"alice": "secret", "bob": "secret"})
+        self.extra_conf = extra_conf
         self.port = port
         self.keep = keep
         self.dir = basedir
@@ -224,6 +260,8 @@ class Dovecot:
                 f.write(CONF_TEMPLATE.format(
                     tag=os.path.basename(self.dir), dir=self.dir,
                     uid=pw.pw_uid, gid=pw.pw_gid, port=port))
+                if self.extra_conf:
+                    f.write("\n# extra_conf\n" + self.extra_conf + "\n")
             self.logf = open(os.path.join(self.dir, "dovecot.stderr"), "ab")
             self.proc = subprocess.Popen(
                 [DOVECOT, "-F", "-c", self.conf],
@@ -300,6 +338,49 @@ class Dovecot:
             except OSError:
                 pass
         return "\n".join(out)
+
+    def log_path(self):
+        return os.path.join(self.dir, "dovecot.log")
+
+    def log_offset(self):
+        try:
+            return os.path.getsize(self.log_path())
+        except OSError:
+            return 0
+
+    def log_since(self, offset=0):
+        try:
+            with open(self.log_path(), "rb") as f:
+                f.seek(offset)
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+    def wait_log(self, pattern, since=0, timeout=10):
+        """First match of regex pattern in dovecot.log after offset
+        since, or None after timeout seconds."""
+        import re
+        rx = re.compile(pattern, re.M)
+        end = time.time() + timeout
+        while True:
+            m = rx.search(self.log_since(since))
+            if m or time.time() > end:
+                return m
+            time.sleep(0.05)
+
+    def status(self, user, mailbox="INBOX"):
+        """{MESSAGES, UIDNEXT, UIDVALIDITY} of a mailbox, asked directly
+        (UIDNEXT shows an APPEND even if the message was expunged)."""
+        c = self.connect(user)
+        try:
+            typ, data = c.status(mailbox, "(MESSAGES UIDNEXT UIDVALIDITY)")
+            if typ != "OK":
+                raise RuntimeError("STATUS %s: %r" % (mailbox, data))
+            toks = data[0].decode().rsplit("(", 1)[1].rstrip(")").split()
+            return {toks[i]: int(toks[i + 1])
+                    for i in range(0, len(toks), 2)}
+        finally:
+            c.logout()
 
     def connect(self, user=None, timeout=30):
         """imaplib connection straight to Dovecot (logged in if user)."""

@@ -75,6 +75,106 @@ def _flow(v):
 EICAR = (b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!"
          b"$H+H*")
 TEST_ACTION = "test-scan"
+VIRUS_NAME = "Imapgw.Test.EICAR"     # what the deny message must name
+
+
+def _b64(data):
+    import base64
+    return base64.encodebytes(data).replace(b"\n", b"\r\n")
+
+
+def _headers(n, subject, extra=b""):
+    return (b"From: Mallory <mallory@example.org>\r\n"
+            b"To: Alice <alice@example.org>\r\n"
+            b"Cc: Bob <bob@example.org>\r\n"
+            b"Subject: " + subject + b"\r\n"
+            b"Date: Wed, 03 Jan 2024 12:%02d:00 +0100\r\n" % (n % 60) +
+            b"Message-ID: <imapgw-eicar-%d@example.org>\r\n" % n + extra)
+
+
+def eicar_attachment_message(n=0, pad=0):
+    """multipart/mixed: a text part, EICAR as a base64 attachment
+    (eicar.com), and a clean base64 attachment of pad random bytes (default
+    a few hundred) after it."""
+    import random
+    rng = random.Random(1000 + n)
+    clean = bytes(rng.getrandbits(8) for _ in range(pad or 300 + n))
+    b = b"=_eicar%d" % n
+    return (_headers(n, b"invoice %d with attachment" % n,
+                     b"MIME-Version: 1.0\r\n"
+                     b"Content-Type: multipart/mixed; boundary=\"" + b +
+                     b"\"\r\n") + b"\r\n"
+            b"This is a multi-part message in MIME format.\r\n"
+            b"--" + b + b"\r\n"
+            b"Content-Type: text/plain; charset=us-ascii\r\n\r\n"
+            b"Please find the invoice attached.\r\n\r\n"
+            b"--" + b + b"\r\n"
+            b"Content-Type: application/octet-stream; name=\"eicar.com\"\r\n"
+            b"Content-Disposition: attachment; filename=\"eicar.com\"\r\n"
+            b"Content-Transfer-Encoding: base64\r\n\r\n" + _b64(EICAR) +
+            b"--" + b + b"\r\n"
+            b"Content-Type: application/pdf; name=\"report.pdf\"\r\n"
+            b"Content-Disposition: attachment; filename=\"report.pdf\"\r\n"
+            b"Content-Transfer-Encoding: base64\r\n\r\n" + _b64(clean) +
+            b"--" + b + b"--\r\n")
+
+
+def eicar_body_message(n=0):
+    """A single-part text/plain message whose body is EICAR."""
+    return (_headers(n, b"plain eicar %d" % n) + b"\r\n" + EICAR + b"\r\n")
+
+
+def large_multipart_message(n, size, infected=False):
+    """About size bytes: a text part and base64 attachments of random
+    bytes of about 1 MB each; with infected, EICAR is the second
+    attachment."""
+    import random
+    rng = random.Random(2000 + n)
+    b = b"=_large%d" % n
+    parts = [b"Content-Type: text/plain; charset=utf-8\r\n"
+             b"Content-Transfer-Encoding: 8bit\r\n\r\n"
+             b"Large message %d \xc3\xa4\xc3\xb6\xc3\xbc\r\n" % n]
+    left = size
+    k = 0
+    while left > 0:
+        raw = min(left, 1 << 20) * 57 // 78
+        parts.append(b"Content-Type: application/octet-stream; "
+                     b"name=\"blob%d.bin\"\r\n"
+                     b"Content-Disposition: attachment; "
+                     b"filename=\"blob%d.bin\"\r\n"
+                     b"Content-Transfer-Encoding: base64\r\n\r\n" % (k, k)
+                     + _b64(rng.randbytes(max(raw, 1))))
+        left -= 1 << 20
+        k += 1
+        if infected and k == 1:
+            parts.append(b"Content-Type: application/x-msdownload; "
+                         b"name=\"setup.exe\"\r\n"
+                         b"Content-Disposition: attachment; "
+                         b"filename=\"setup.exe\"\r\n"
+                         b"Content-Transfer-Encoding: base64\r\n\r\n" +
+                         _b64(EICAR))
+    body = b"".join(b"--" + b + b"\r\n" + p for p in parts) + \
+        b"--" + b + b"--\r\n"
+    return (_headers(n, b"large %d%s" % (n, b" infected" if infected else b""),
+                     b"MIME-Version: 1.0\r\n"
+                     b"Content-Type: multipart/mixed; boundary=\"" + b +
+                     b"\"\r\n") + b"\r\n" + body)
+
+
+def mime_parts(msg, boundary):
+    """[preamble, part 1, ..., part n, epilogue] of a multipart (bytes
+    between boundary lines, the delimiter lines themselves excluded)."""
+    import re
+    delim = re.compile(rb"(?:\r?\n|\A)--" + re.escape(boundary) +
+                       rb"(--)?[ \t]*\r?\n")
+    out, pos = [], 0
+    for m in delim.finditer(msg):
+        out.append(msg[pos:m.start()])
+        pos = m.end()
+        if m.group(1):
+            break
+    out.append(msg[pos:])
+    return out
 
 
 def write_signatures(sigdir, name="imapgw-test.ndb"):

@@ -31,8 +31,12 @@ class Response:
 
 
 class RawIMAP:
-    def __init__(self, port, host="127.0.0.1", timeout=30, greeting=True):
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+    def __init__(self, port, host="127.0.0.1", timeout=30, greeting=True,
+                 source=None):
+        """source: local address to bind to (e.g. "127.0.0.7")."""
+        self.sock = socket.create_connection(
+            (host, port), timeout=timeout,
+            source_address=(source, 0) if source else None)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.f = self.sock.makefile("rb", buffering=1 << 16)
         self.ntag = 0
@@ -182,3 +186,120 @@ def expect_closed_without_data(port, timeout=10):
         return ("open", data)
     finally:
         s.close()
+
+
+# ---- parsing responses (for tests that look inside FETCH) -----------------
+
+class Atom(bytes):
+    """An atom or number as it appeared (NIL is None, not an Atom)."""
+
+
+class Str(bytes):
+    """A quoted string or a literal's bytes."""
+
+
+def _pieces(r):
+    """(text, literal-or-None) pairs of a Response, in order."""
+    out = []
+    parts = list(r.parts)
+    i = 0
+    while i < len(parts):
+        line = parts[i]
+        lit = None
+        s = line.rstrip(b"\r\n")
+        if s.endswith(b"}") and b"{" in s and i + 1 < len(parts):
+            n = s[s.rindex(b"{") + 1:-1].rstrip(b"+")
+            if n.isdigit() and len(parts[i + 1]) == int(n):
+                lit = parts[i + 1]
+                i += 1
+        out.append((line, lit))
+        i += 1
+    return out
+
+
+def parse_tokens(r):
+    """The response as a nested list: Atom, Str, None (NIL), lists.
+    FETCH item names keep their section and partial
+    (`BODY[HEADER.FIELDS (A B)]<0>` is one Atom)."""
+    stack = [[]]
+    for line, lit in _pieces(r):
+        s = line
+        if lit is not None:
+            s = line.rstrip(b"\r\n")
+            s = s[:s.rindex(b"{")]
+            if s.endswith(b"~"):
+                s = s[:-1]
+        else:
+            s = s.rstrip(b"\r\n")
+        i, n = 0, len(s)
+        while i < n:
+            c = s[i:i + 1]
+            if c == b" ":
+                i += 1
+            elif c == b"(":
+                stack.append([])
+                i += 1
+            elif c == b")":
+                if len(stack) < 2:
+                    raise ValueError("unbalanced ) in %r" % s[:200])
+                top = stack.pop()
+                stack[-1].append(top)
+                i += 1
+            elif c == b'"':
+                j, out = i + 1, b""
+                while s[j:j + 1] != b'"':
+                    if j >= n:
+                        raise ValueError("unterminated string")
+                    if s[j:j + 1] == b"\\":
+                        j += 1
+                    out += s[j:j + 1]
+                    j += 1
+                stack[-1].append(Str(out))
+                i = j + 1
+            else:
+                j, depth = i, 0
+                while j < n:
+                    ch = s[j:j + 1]
+                    if ch == b"[":
+                        depth += 1
+                    elif ch == b"]":
+                        depth -= 1
+                    elif depth == 0 and ch in b" ()":
+                        break
+                    j += 1
+                tok = s[i:j]
+                stack[-1].append(None if tok.upper() == b"NIL" else Atom(tok))
+                i = j
+        if lit is not None:
+            stack[-1].append(Str(lit))
+    if len(stack) != 1:
+        raise ValueError("unbalanced ( in %r" % r.line[:200])
+    return stack[0]
+
+
+def fetch_items(r):
+    """(msgno, [(NAME, value), ...]) of a `* n FETCH (...)` response;
+    names upper-cased, BODY.PEEK answered as BODY."""
+    toks = parse_tokens(r)
+    if len(toks) < 4 or toks[0] != b"*" or toks[2].upper() != b"FETCH":
+        raise ValueError("not a FETCH response: %r" % r)
+    lst = toks[3]
+    out = []
+    for k in range(0, len(lst) - 1, 2):
+        out.append((bytes(lst[k]).upper(), lst[k + 1]))
+    return int(toks[1]), out
+
+
+def fetch_dict(r):
+    """{NAME: value} of a FETCH response (last one wins)."""
+    return dict(fetch_items(r)[1])
+
+
+def norm_structure(v):
+    """BODYSTRUCTURE / BODY for comparison: strings upper-cased (types,
+    subtypes, parameter names and encodings are case-insensitive)."""
+    if isinstance(v, list):
+        return [norm_structure(x) for x in v]
+    if v is None:
+        return None
+    return bytes(v).upper()

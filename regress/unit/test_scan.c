@@ -340,9 +340,11 @@ result_read(const struct scan_res *res, struct result *r)
 	    (F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL))
 		return -1;
 	r->size = (size_t)st.st_size;
+	/* sections that are not in the message follow BODY */
 	if (res->msg_off != 0 || res->bs_off != res->msg_len ||
 	    res->body_off != res->bs_off + res->bs_len ||
-	    res->body_off + res->body_len != r->size)
+	    res->body_off + res->body_len > r->size ||
+	    (res->nsect == 0 && res->body_off + res->body_len != r->size))
 		return -1;
 	r->all = malloc(r->size + 1);
 	if (pread(res->fd, r->all, r->size, 0) != (ssize_t)r->size)
@@ -1218,6 +1220,918 @@ test_nested(void)
 	buf_free(&b);
 }
 
+/* ---- sections (BODY[...] and BINARY[...] of a rewritten message) ---- */
+
+#define NELEM(a) (sizeof(a) / sizeof((a)[0]))
+/* A string literal in n bytes at p. */
+#define HAS(p, n, lit) (memmem((p), (n), (lit), sizeof(lit) - 1) != NULL)
+
+struct sect_case {
+	int binary;
+	const char *spec;
+	uint32_t status;
+	size_t len;
+	const char *want;
+};
+
+/* The sanitized nested message (strip of part 4): what Dovecot 2.3.19
+ * answers for these sections of it. */
+static const struct sect_case sect_pipe_cases[] = {
+    {0, "HEADER", SCAN_SECT_OK, 384,
+        "Date: Mon, 7 Feb 1994 21:52:25 -0800\r\n"
+        "From: Fred Foobar <foobar@Blurdybloop.example>\r\n"
+        "Subject: afternoon\r\n"
+        " meeting\r\n"
+        "To: mooch@owatagu.siam.edu.example\r\n"
+        "Cc: \"Some One\" <one@example.org>,\r\n"
+        "\ttwo@example.org\r\n"
+        "Message-Id: <B27397-0100000@Blurdybloop.example>\r\n"
+        "X-Mailer: test\r\n"
+        "Received: from a\r\n"
+        " by b\r\n"
+        "Received: from c\r\n"
+        "MIME-Version: 1.0\r\n"
+        "Content-Type: multipart/mixed; boundary=\"outer\"\r\n"
+        "\r\n"},
+    {0, "HEADER.FIELDS (From Subject)", SCAN_SECT_OK, 80,
+        "From: Fred Foobar <foobar@Blurdybloop.example>\r\n"
+        "Subject: afternoon\r\n"
+        " meeting\r\n"
+        "\r\n"},
+    {0, "HEADER.FIELDS (SUBJECT CC)", SCAN_SECT_OK, 85,
+        "Subject: afternoon\r\n"
+        " meeting\r\n"
+        "Cc: \"Some One\" <one@example.org>,\r\n"
+        "\ttwo@example.org\r\n"
+        "\r\n"},
+    {0, "HEADER.FIELDS.NOT (Received Subject)", SCAN_SECT_OK, 311,
+        "Date: Mon, 7 Feb 1994 21:52:25 -0800\r\n"
+        "From: Fred Foobar <foobar@Blurdybloop.example>\r\n"
+        "To: mooch@owatagu.siam.edu.example\r\n"
+        "Cc: \"Some One\" <one@example.org>,\r\n"
+        "\ttwo@example.org\r\n"
+        "Message-Id: <B27397-0100000@Blurdybloop.example>\r\n"
+        "X-Mailer: test\r\n"
+        "MIME-Version: 1.0\r\n"
+        "Content-Type: multipart/mixed; boundary=\"outer\"\r\n"
+        "\r\n"},
+    {0, "header.fields (\"To\" NIL)", SCAN_SECT_OK, 38,
+        "To: mooch@owatagu.siam.edu.example\r\n"
+        "\r\n"},
+    {0,
+        "HEADER.FIELDS ({7+}\r\n"
+        "Subject)",
+        SCAN_SECT_OK, 32,
+        "Subject: afternoon\r\n"
+        " meeting\r\n"
+        "\r\n"},
+    {0, "HEADER.FIELDS (\"\")", SCAN_SECT_OK, 2, "\r\n"},
+    {0, "1", SCAN_SECT_OK, 12,
+        "Hello\r\n"
+        "there"},
+    {0, "1.MIME", SCAN_SECT_OK, 46,
+        "Content-Type: text/plain; charset=us-ascii\r\n"
+        "\r\n"},
+    {0, "1.1", SCAN_SECT_OK, 12,
+        "Hello\r\n"
+        "there"},
+    {0, "0", SCAN_SECT_OK, 12,
+        "Hello\r\n"
+        "there"},
+    {0, "2.1", SCAN_SECT_OK, 41,
+        "caf=C3=A9 au lait  \r\n"
+        "soft=\r\n"
+        "break =3D end"},
+    {0, "2.1.MIME", SCAN_SECT_OK, 88,
+        "Content-Type: text/plain; charset=utf-8\r\n"
+        "Content-Transfer-Encoding: quoted-printable\r\n"
+        "\r\n"},
+    {0, "2.2", SCAN_SECT_OK, 20, "PHA+Y2Fmw6k8L3A+DQo="},
+    {0, "2.0", SCAN_SECT_OK, 41,
+        "caf=C3=A9 au lait  \r\n"
+        "soft=\r\n"
+        "break =3D end"},
+    {0, "3.MIME", SCAN_SECT_OK, 64,
+        "Content-Type: message/rfc822\r\n"
+        "Content-Description: forwarded\r\n"
+        "\r\n"},
+    {0, "3.HEADER", SCAN_SECT_OK, 142,
+        "From: inner@example.org\r\n"
+        "To: x@example.org,\r\n"
+        " y@example.org\r\n"
+        "Subject: inner\r\n"
+        "MIME-Version: 1.0\r\n"
+        "Content-Type: multipart/mixed; boundary=in\r\n"
+        "\r\n"},
+    {0, "3.HEADER.FIELDS (X-A to)", SCAN_SECT_OK, 38,
+        "To: x@example.org,\r\n"
+        " y@example.org\r\n"
+        "\r\n"},
+    {0, "3.1", SCAN_SECT_OK, 10, "inner text"},
+    {0, "3.1.1", SCAN_SECT_OK, 10, "inner text"},
+    {0, "3.1.2", SCAN_SECT_NONE, 0, ""},
+    {0, "3.1.2.MIME", SCAN_SECT_NONE, 0, ""},
+    {0, "4.MIME", SCAN_SECT_OK, 76,
+        "Content-Type: text/plain; charset=utf-8\r\n"
+        "Content-Transfer-Encoding: 7bit\r\n"
+        "\r\n"},
+    {0, "4", SCAN_SECT_OK, 121,
+        "This message was blocked by the IMAP security gateway.\r\n"
+        "Reason: virus Eicar-Test-Signature.UNOFFICIAL in part 4 (x.pd"
+        "f)\r\n"},
+    {0, "99", SCAN_SECT_NONE, 0, ""},
+    {0, "1.HEADER", SCAN_SECT_NONE, 0, ""},
+    {0, "2.TEXT", SCAN_SECT_NONE, 0, ""},
+    {0, "3.1.TEXT", SCAN_SECT_NONE, 0, ""},
+    {0, "MIME", SCAN_SECT_BAD, 0, ""},
+    {0, "1.", SCAN_SECT_BAD, 0, ""},
+    {0, "HEADER.FIELDS ()", SCAN_SECT_BAD, 0, ""},
+    {0, "HEADER.FIELDS(From)", SCAN_SECT_BAD, 0, ""},
+    {1, "1", SCAN_SECT_OK, 12,
+        "Hello\r\n"
+        "there"},
+    {1, "2.1", SCAN_SECT_LITERAL8, 30,
+        "caf\xc3\xa9 au lait\r\n"
+        "softbreak = end"},
+    {1, "2.2", SCAN_SECT_LITERAL8, 14, "<p>caf\xc3\xa9</p>\r\n"},
+    {1, "3.1.1", SCAN_SECT_OK, 10, "inner text"},
+    {1, "3.1.2", SCAN_SECT_NONE, 0, ""},
+    {1, "3.TEXT", SCAN_SECT_LITERAL8, 161,
+        "--in\r\n"
+        "Content-Type: text/plain\r\n"
+        "\r\n"
+        "inner text\r\n"
+        "--in\r\n"
+        "Content-Type: application/octet-stream; name=a.bin\r\n"
+        "Content-Transfer-Encoding: binary\r\n"
+        "\r\n"
+        "\x00\x01"
+        "binary\xfe\xff\r\n"
+        "--in--\r\n"},
+    {1, "4", SCAN_SECT_OK, 121,
+        "This message was blocked by the IMAP security gateway.\r\n"
+        "Reason: virus Eicar-Test-Signature.UNOFFICIAL in part 4 (x.pd"
+        "f)\r\n"},
+    {1, "HEADER", SCAN_SECT_OK, 384,
+        "Date: Mon, 7 Feb 1994 21:52:25 -0800\r\n"
+        "From: Fred Foobar <foobar@Blurdybloop.example>\r\n"
+        "Subject: afternoon\r\n"
+        " meeting\r\n"
+        "To: mooch@owatagu.siam.edu.example\r\n"
+        "Cc: \"Some One\" <one@example.org>,\r\n"
+        "\ttwo@example.org\r\n"
+        "Message-Id: <B27397-0100000@Blurdybloop.example>\r\n"
+        "X-Mailer: test\r\n"
+        "Received: from a\r\n"
+        " by b\r\n"
+        "Received: from c\r\n"
+        "MIME-Version: 1.0\r\n"
+        "Content-Type: multipart/mixed; boundary=\"outer\"\r\n"
+        "\r\n"},
+    {1, "99", SCAN_SECT_NONE, 0, ""},
+    {1, "3.1.2.MIME", SCAN_SECT_NONE, 0, ""},
+    {1, "2.HEADER", SCAN_SECT_NONE, 0, ""},
+};
+
+/* Messages as they are, and what Dovecot 2.3.19 answers for them. */
+static const struct sect_case sect_cut_cases[] = {
+    {0, "3.HEADER", SCAN_SECT_OK, 25,
+        "Subject: nohdrend\r\n"
+        "X-A: z"},
+    {0, "3.HEADER.FIELDS (X-A to)", SCAN_SECT_OK, 21,
+        "X-A: z\r\n"
+        "X-A: next\r\n"
+        "\r\n"},
+    {0, "3.HEADER.FIELDS.NOT (Subject)", SCAN_SECT_OK, 118,
+        "X-A: z\r\n"
+        "--b\r\n"
+        "Content-Type: text/plain\r\n"
+        "X-A: next\r\n"
+        "--b\r\n"
+        "Content-Type: text/plain\r\n"
+        "Content-Transfer-Encoding: base64\r\n"
+        "\r\n"},
+    {0, "4.MIME", SCAN_SECT_OK, 35,
+        "Content-Type: text/plain\r\n"
+        "X-A: next"},
+    {0, "3", SCAN_SECT_OK, 27,
+        "Subject: nohdrend\r\n"
+        "X-A: z\r\n"},
+    {0, "2.HEADER.FIELDS (X-A)", SCAN_SECT_OK, 19,
+        "X-A: 1\r\n"
+        " folded\r\n"
+        "\r\n"},
+    {1, "3", SCAN_SECT_OK, 139,
+        "Subject: nohdrend\r\n"
+        "X-A: z\r\n"
+        "--b\r\n"
+        "Content-Type: text/plain\r\n"
+        "X-A: next\r\n"
+        "--b\r\n"
+        "Content-Type: text/plain\r\n"
+        "Content-Transfer-Encoding: base64\r\n"
+        "\r\n"
+        "aG"},
+    {1, "5", SCAN_SECT_LITERAL8, 2, "hi"},
+    {1, "", SCAN_SECT_LITERAL8, 644,
+        "Subject: s\r\n"
+        "X-B: first\r\n"
+        "From: f\r\n"
+        "X-A: a\r\n"
+        "MIME-Version: 1.0\r\n"
+        "Content-Type: multipart/mixed; boundary=b\r\n"
+        "\r\n"
+        "--b\r\n"
+        "Content-Type: text/plain\r\n"
+        "X-A: part\r\n"
+        "\r\n"
+        "p1\r\n"
+        "--b\r\n"
+        "Content-Type: message/rfc822\r\n"
+        "\r\n"
+        "Subject: in\r\n"
+        "X-A: 1\r\n"
+        " folded\r\n"
+        "NoColonLine\r\n"
+        " cont\r\n"
+        "subject : two\r\n"
+        "X-B: b\r\n"
+        "\r\n"
+        "inner body\r\n"
+        "--b\r\n"
+        "Content-Type: message/rfc822\r\n"
+        "\r\n"
+        "Subject: nohdrend\r\n"
+        "X-A: z\r\n"
+        "--b\r\n"
+        "Content-Type: text/plain\r\n"
+        "X-A: next\r\n"
+        "--b\r\n"
+        "Content-Type: text/plain\r\n"
+        "Content-Transfer-Encoding: binary\r\n"
+        "\r\n"
+        "\r\n"
+        "--b\r\n"
+        "Content-Type: text/plain\r\n"
+        "X-A: next\r\n"
+        "--b\r\n"
+        "Content-Type: text/plain\r\n"
+        "Content-Transfer-Encoding: binary\r\n"
+        "\r\n"
+        "\r\n"
+        "--b\r\n"
+        "Content-Type: text/plain\r\n"
+        "Content-Transfer-Encoding: binary\r\n"
+        "\r\n"
+        "hi\r\n"
+        "--b--\r\n"},
+};
+static const struct sect_case sect_broken_cases[] = {
+    {1, "1", SCAN_SECT_BADDATA, 0, ""},
+    {1, "2", SCAN_SECT_UNKNOWN_CTE, 0, ""},
+    {1, "3", SCAN_SECT_BADDATA, 0, ""},
+    {1, "4", SCAN_SECT_OK, 13, "plain 8bit \xc3\xa9"},
+    {1, "5", SCAN_SECT_OK, 11, "not decoded"},
+    {1, "6", SCAN_SECT_OK, 0, ""},
+    {1, "", SCAN_SECT_UNKNOWN_CTE, 0, ""},
+    {0, "5.MIME", SCAN_SECT_OK, 70,
+        "Content-Transfer-Encoding: base64\r\n"
+        "Content-Transfer-Encoding: 7bit\r\n"
+        "\r\n"},
+};
+static const struct sect_case sect_qpedge_cases[] = {
+    {1, "1", SCAN_SECT_LITERAL8, 34,
+        "a\r\n"
+        "b \r\n"
+        "cd==\r\n"
+        "tail    next\r\n"
+        "\r\n"
+        "\xe2\x82\xac\r\n"},
+    {1, "TEXT", SCAN_SECT_LITERAL8, 34,
+        "a\r\n"
+        "b \r\n"
+        "cd==\r\n"
+        "tail    next\r\n"
+        "\r\n"
+        "\xe2\x82\xac\r\n"},
+};
+static const struct sect_case sect_root822_cases[] = {
+    {0, "1", SCAN_SECT_OK, 131,
+        "From: b@example.org\r\n"
+        "Subject: wrapped\r\n"
+        "Content-Type: text/plain\r\n"
+        "Content-Transfer-Encoding: quoted-printable\r\n"
+        "\r\n"
+        "wrapped=20body=\r\n"
+        "\r\n"},
+    {0, "1.1", SCAN_SECT_OK, 19,
+        "wrapped=20body=\r\n"
+        "\r\n"},
+    {0, "1.MIME", SCAN_SECT_OK, 72,
+        "From: a@example.org\r\n"
+        "MIME-Version: 1.0\r\n"
+        "Content-Type: message/rfc822\r\n"
+        "\r\n"},
+    {0, "1.HEADER.FIELDS (From)", SCAN_SECT_OK, 23,
+        "From: b@example.org\r\n"
+        "\r\n"},
+    {1, "1", SCAN_SECT_LITERAL8, 116,
+        "From: b@example.org\r\n"
+        "Subject: wrapped\r\n"
+        "Content-Type: text/plain\r\n"
+        "Content-Transfer-Encoding: binary\r\n"
+        "\r\n"
+        "wrapped body\r\n"},
+    {1, "1.1", SCAN_SECT_LITERAL8, 14, "wrapped body\r\n"},
+    {1, "TEXT", SCAN_SECT_LITERAL8, 116,
+        "From: b@example.org\r\n"
+        "Subject: wrapped\r\n"
+        "Content-Type: text/plain\r\n"
+        "Content-Transfer-Encoding: binary\r\n"
+        "\r\n"
+        "wrapped body\r\n"},
+};
+static const struct sect_case sect_lfonly_cases[] = {
+    {0, "", SCAN_SECT_OK, 64,
+        "Subject: lf\r\n"
+        "From: x\r\n"
+        "X-A: 1\r\n"
+        " 2\r\n"
+        "\r\n"
+        "line1\r\n"
+        "line2\r\n"
+        "line3\r\n"
+        "line4\r\n"},
+    {0, "HEADER.FIELDS (x-a)", SCAN_SECT_OK, 14,
+        "X-A: 1\r\n"
+        " 2\r\n"
+        "\r\n"},
+    {0, "TEXT", SCAN_SECT_OK, 28,
+        "line1\r\n"
+        "line2\r\n"
+        "line3\r\n"
+        "line4\r\n"},
+};
+static const struct sect_case sect_nuls_cases[] = {
+    {0, "", SCAN_SECT_OK, 58,
+        "Subject: nul\x80x\r\n"
+        "Content-Transfer-Encoding: 8bit\r\n"
+        "\r\n"
+        "bo\x80"
+        "dy\r\n"},
+    {1, "", SCAN_SECT_LITERAL8, 58,
+        "Subject: nul\x00x\r\n"
+        "Content-Transfer-Encoding: 8bit\r\n"
+        "\r\n"
+        "bo\x00"
+        "dy\r\n"},
+    {1, "1", SCAN_SECT_LITERAL8, 7,
+        "bo\x00"
+        "dy\r\n"},
+    {1, "HEADER", SCAN_SECT_OK, 51,
+        "Subject: nul\x80x\r\n"
+        "Content-Transfer-Encoding: 8bit\r\n"
+        "\r\n"},
+};
+static const struct sect_case sect_nobody_cases[] = {
+    {0, "HEADER.FIELDS (From Subject)", SCAN_SECT_OK, 28,
+        "Subject: nobody\r\n"
+        "From: x\r\n"
+        "\r\n"},
+    {0, "HEADER.FIELDS.NOT (Received Subject)", SCAN_SECT_OK, 9, "From: x\r\n"},
+    {0, "TEXT", SCAN_SECT_OK, 0, ""},
+    {0, "HEADER", SCAN_SECT_OK, 26,
+        "Subject: nobody\r\n"
+        "From: x\r\n"},
+};
+static const struct sect_case sect_emptyqp_cases[] = {
+    {0, "1.MIME", SCAN_SECT_OK, 71,
+        "Content-Type: text/plain\r\n"
+        "Content-Transfer-Encoding: quoted-printable\r\n"},
+    {1, "", SCAN_SECT_OK, 193,
+        "Subject: e\r\n"
+        "MIME-Version: 1.0\r\n"
+        "Content-Type: multipart/mixed; boundary=b\r\n"
+        "\r\n"
+        "--b\r\n"
+        "Content-Type: text/plain\r\n"
+        "Content-Transfer-Encoding: quoted-printable\r\n"
+        "\r\n"
+        "--b\r\n"
+        "Content-Type: text/plain\r\n"
+        "\r\n"
+        "plain\r"},
+    {1, "1", SCAN_SECT_OK, 0, ""},
+};
+static const struct sect_case sect_trunc_cases[] = {
+    {1, "1", SCAN_SECT_BADDATA, 0, ""},
+    {1, "2", SCAN_SECT_BADDATA, 0, ""},
+    {1, "3", SCAN_SECT_BADDATA, 0, ""},
+};
+static const struct sect_case sect_digest_cases[] = {
+    {0, "1", SCAN_SECT_OK, 37,
+        "From: a@b.test\r\n"
+        "Subject: one\r\n"
+        "\r\n"
+        "first"},
+    {0, "1.1", SCAN_SECT_OK, 5, "first"},
+    {0, "2.MIME", SCAN_SECT_OK, 28,
+        "Content-Type: text/plain\r\n"
+        "\r\n"},
+    {0, "1.HEADER", SCAN_SECT_OK, 32,
+        "From: a@b.test\r\n"
+        "Subject: one\r\n"
+        "\r\n"},
+    {0, "1.MIME", SCAN_SECT_OK, 2, "\r\n"},
+};
+
+static const struct {
+	const char *msg;
+	size_t len;
+	const struct sect_case *cases;
+	size_t ncases;
+} sect_msgs[] = {
+    /* cut */
+    {"Subject: s\r\n"
+     "X-B: first\r\n"
+     "From: f\r\n"
+     "X-A: a\r\n"
+     "MIME-Version: 1.0\r\n"
+     "Content-Type: multipart/mixed; boundary=b\r\n"
+     "\r\n"
+     "--b\r\n"
+     "Content-Type: text/plain\r\n"
+     "X-A: part\r\n"
+     "\r\n"
+     "p1\r\n"
+     "--b\r\n"
+     "Content-Type: message/rfc822\r\n"
+     "\r\n"
+     "Subject: in\r\n"
+     "X-A: 1\r\n"
+     " folded\r\n"
+     "NoColonLine\r\n"
+     " cont\r\n"
+     "subject : two\r\n"
+     "X-B: b\r\n"
+     "\r\n"
+     "inner body\r\n"
+     "--b\r\n"
+     "Content-Type: message/rfc822\r\n"
+     "\r\n"
+     "Subject: nohdrend\r\n"
+     "X-A: z\r\n"
+     "--b\r\n"
+     "Content-Type: text/plain\r\n"
+     "X-A: next\r\n"
+     "--b\r\n"
+     "Content-Type: text/plain\r\n"
+     "Content-Transfer-Encoding: base64\r\n"
+     "\r\n"
+     "aGk=\r\n"
+     "--b--\r\n",
+        464, sect_cut_cases, NELEM(sect_cut_cases)},
+    /* broken */
+    {"Subject: broken\r\n"
+     "MIME-Version: 1.0\r\n"
+     "Content-Type: multipart/mixed; boundary=b\r\n"
+     "\r\n"
+     "--b\r\n"
+     "Content-Transfer-Encoding: base64\r\n"
+     "\r\n"
+     "aGk=aGk=\r\n"
+     "--b\r\n"
+     "Content-Transfer-Encoding: x-uuencode\r\n"
+     "\r\n"
+     "begin 644 a\r\n"
+     "end\r\n"
+     "--b\r\n"
+     "Content-Transfer-Encoding: quoted-printable\r\n"
+     "\r\n"
+     "bad =ZZ\r\n"
+     "--b\r\n"
+     "Content-Transfer-Encoding: 8bit\r\n"
+     "\r\n"
+     "plain 8bit \xc3\xa9\r\n"
+     "--b\r\n"
+     "Content-Transfer-Encoding: base64\r\n"
+     "Content-Transfer-Encoding: 7bit\r\n"
+     "\r\n"
+     "not decoded\r\n"
+     "--b\r\n"
+     "Content-Type: text/plain\r\n"
+     "Content-Transfer-Encoding: base64\r\n"
+     "\r\n"
+     "--b--\r\n",
+        476, sect_broken_cases, NELEM(sect_broken_cases)},
+    /* qpedge */
+    {"Subject: qp\r\n"
+     "MIME-Version: 1.0\r\n"
+     "Content-Transfer-Encoding: Quoted-Printable (yes)\r\n"
+     "\r\n"
+     "a  \r\n"
+     "b=20 \r\n"
+     "c=\t\r\n"
+     "d=3d=3D\r\n"
+     "tail  =\r\n"
+     "  next\r\n"
+     "\r\n"
+     "=E2=82=AC\r\n",
+        141, sect_qpedge_cases, NELEM(sect_qpedge_cases)},
+    /* root822 */
+    {"From: a@example.org\r\n"
+     "MIME-Version: 1.0\r\n"
+     "Content-Type: message/rfc822\r\n"
+     "\r\n"
+     "From: b@example.org\r\n"
+     "Subject: wrapped\r\n"
+     "Content-Type: text/plain\r\n"
+     "Content-Transfer-Encoding: quoted-printable\r\n"
+     "\r\n"
+     "wrapped=20body=\r\n"
+     "\r\n",
+        203, sect_root822_cases, NELEM(sect_root822_cases)},
+    /* lfonly */
+    {"Subject: lf\n"
+     "From: x\n"
+     "X-A: 1\n"
+     " 2\n"
+     "\n"
+     "line1\n"
+     "line2\r\n"
+     "line3\rline4\n",
+        56, sect_lfonly_cases, NELEM(sect_lfonly_cases)},
+    /* nuls */
+    {"Subject: nul\x00x\r\n"
+     "Content-Transfer-Encoding: 8bit\r\n"
+     "\r\n"
+     "bo\x00"
+     "dy\r\n",
+        58, sect_nuls_cases, NELEM(sect_nuls_cases)},
+    /* nobody */
+    {"Subject: nobody\r\n"
+     "From: x\r\n",
+        26, sect_nobody_cases, NELEM(sect_nobody_cases)},
+    /* emptyqp */
+    {"Subject: e\r\n"
+     "MIME-Version: 1.0\r\n"
+     "Content-Type: multipart/mixed; boundary=b\r\n"
+     "\r\n"
+     "--b\r\n"
+     "Content-Type: text/plain\r\n"
+     "Content-Transfer-Encoding: quoted-printable\r\n"
+     "\r\n"
+     "--b\r\n"
+     "Content-Type: text/plain\r\n"
+     "\r\n"
+     "plain\r\n"
+     "--b--\r\n",
+        201, sect_emptyqp_cases, NELEM(sect_emptyqp_cases)},
+    /* trunc */
+    {"Subject: t\r\n"
+     "MIME-Version: 1.0\r\n"
+     "Content-Type: multipart/mixed; boundary=b\r\n"
+     "\r\n"
+     "--b\r\n"
+     "Content-Transfer-Encoding: base64\r\n"
+     "\r\n"
+     "aGVsbG8gd29ybGQ\r\n"
+     "--b\r\n"
+     "Content-Transfer-Encoding: quoted-printable\r\n"
+     "\r\n"
+     "ends in =\r\n"
+     "--b\r\n"
+     "Content-Transfer-Encoding: quoted-printable\r\n"
+     "\r\n"
+     "x=4\r\n"
+     "--b--\r\n",
+        262, sect_trunc_cases, NELEM(sect_trunc_cases)},
+    /* digest */
+    {"From: a@b.test\r\n"
+     "MIME-Version: 1.0\r\n"
+     "Content-Type: multipart/digest; boundary=d\r\n"
+     "\r\n"
+     "--d\r\n"
+     "\r\n"
+     "From: a@b.test\r\n"
+     "Subject: one\r\n"
+     "\r\n"
+     "first\r\n"
+     "--d\r\n"
+     "Content-Type: text/plain\r\n"
+     "\r\n"
+     "not a message\r\n"
+     "--d--\r\n",
+        182, sect_digest_cases, NELEM(sect_digest_cases)},
+};
+
+static const char sect_hdrs[] =
+    "Date: Mon, 7 Feb 1994 21:52:25 -0800\r\n"
+    "From: Fred Foobar <foobar@Blurdybloop.example>\r\n"
+    "Subject: afternoon\r\n meeting\r\n"
+    "To: mooch@owatagu.siam.edu.example\r\n"
+    "Cc: \"Some One\" <one@example.org>,\r\n\ttwo@example.org\r\n"
+    "Message-Id: <B27397-0100000@Blurdybloop.example>\r\n"
+    "X-Mailer: test\r\n"
+    "Received: from a\r\n by b\r\n"
+    "Received: from c\r\n";
+
+/*
+ * The message of the Dovecot comparison: a multipart/alternative with a
+ * quoted-printable and a base64 part, a message/rfc822 with a multipart
+ * inside, folded header fields; att is part 4 (base64).
+ */
+static void
+msg_nested(struct buf *b, const void *att, size_t attlen)
+{
+	buf_printf(b,
+	    "%sMIME-Version: 1.0\r\n"
+	    "Content-Type: multipart/mixed; boundary=\"outer\"\r\n\r\n"
+	    "preamble\r\n"
+	    "--outer\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n"
+	    "Hello\r\nthere\r\n"
+	    "--outer\r\nContent-Type: multipart/alternative; boundary=alt\r\n"
+	    "\r\n"
+	    "--alt\r\nContent-Type: text/plain; charset=utf-8\r\n"
+	    "Content-Transfer-Encoding: quoted-printable\r\n\r\n"
+	    "caf=C3=A9 au lait  \r\nsoft=\r\nbreak =3D end\r\n"
+	    "--alt\r\nContent-Type: text/html; charset=utf-8\r\n"
+	    "Content-Transfer-Encoding: base64\r\n\r\n",
+	    sect_hdrs);
+	b64(b, "<p>caf\xc3\xa9</p>\r\n", 14);
+	buf_printf(b,
+	    "--alt--\r\n"
+	    "--outer\r\nContent-Type: message/rfc822\r\n"
+	    "Content-Description: forwarded\r\n\r\n"
+	    "From: inner@example.org\r\nTo: x@example.org,\r\n"
+	    " y@example.org\r\nSubject: inner\r\nMIME-Version: 1.0\r\n"
+	    "Content-Type: multipart/mixed; boundary=in\r\n\r\n"
+	    "--in\r\nContent-Type: text/plain\r\n\r\ninner text\r\n"
+	    "--in\r\nContent-Type: application/octet-stream; "
+	    "name=a.bin\r\n"
+	    "Content-Transfer-Encoding: base64\r\n\r\n");
+	b64(b,
+	    "\x00\x01"
+	    "binary\xfe\xff",
+	    10);
+	buf_printf(b, "--in--\r\n"
+	              "--outer\r\nContent-Type: application/pdf; "
+	              "name=\"x.pdf\"\r\n"
+	              "Content-Transfer-Encoding: base64\r\n"
+	              "Content-Disposition: attachment; "
+	              "filename=\"x.pdf\"\r\n\r\n");
+	b64(b, att, attlen);
+	buf_printf(b, "--outer--\r\nepilogue\r\n");
+}
+
+static int
+sect_match(const struct sect_case *c, uint32_t status, const void *data,
+    size_t len, const char *what)
+{
+	if (status == c->status && len == c->len &&
+	    (len == 0 || memcmp(data, c->want, len) == 0))
+		return 1;
+	fprintf(stderr, "%s: %s[%s]: status %u, %zu bytes; want %u, %zu\n",
+	    what, c->binary ? "BINARY" : "BODY", c->spec, status, len,
+	    c->status, c->len);
+	return 0;
+}
+
+/* One section of a message as scand computes it for a result. */
+static void
+sect_of(const void *msg, size_t len, const struct sect_case *c,
+    uint32_t *status, struct buf *out)
+{
+	struct mime_msg m;
+	struct sect s;
+	struct sect_content sc;
+	struct buf crlf;
+
+	buf_init(&crlf, 0);
+	buf_reset(out);
+	if (sect_crlf(msg, len, &crlf) == 1) {
+		msg = crlf.data;
+		len = crlf.len;
+	}
+	CHECK(mime_parse(&m, msg, len) == 0);
+	CHECK(sect_parse(&m, c->binary, c->spec, &s) == 0);
+	CHECK(sect_get(&m, &s, &sc) == 0);
+	*status = sc.status;
+	buf_add(out, sc.ref ? m.data + sc.off : sc.data.data, sc.len);
+	sect_content_free(&sc);
+	sect_free(&s);
+	mime_free(&m);
+	buf_free(&crlf);
+}
+
+/* Messages as they are: the section code against Dovecot's answers. */
+static void
+test_sect_dovecot(void)
+{
+	struct buf out;
+	uint32_t st;
+	size_t i, k, n = 0;
+
+	buf_init(&out, 0);
+	for (i = 0; i < NELEM(sect_msgs); i++)
+		for (k = 0; k < sect_msgs[i].ncases; k++, n++) {
+			sect_of(sect_msgs[i].msg, sect_msgs[i].len,
+			    &sect_msgs[i].cases[k], &st, &out);
+			CHECK(sect_match(&sect_msgs[i].cases[k], st, out.data,
+			    out.len, "message as is"));
+		}
+	CHECK(n >= 40);
+	buf_free(&out);
+}
+
+/* The sections of a result fd: each in it, as Dovecot answers. */
+static void
+sect_check_result(const struct scan_res *res, const struct result *r,
+    const struct sect_case *c, size_t n, const char *what)
+{
+	size_t i;
+
+	CHECK(res->nsect == n);
+	for (i = 0; i < n && i < res->nsect; i++) {
+		CHECK(res->sect[i].off <= r->size &&
+		      res->sect[i].len <= r->size - res->sect[i].off);
+		CHECK(res->sect[i].len > 0 || res->sect[i].off == 0);
+		CHECK(sect_match(&c[i], res->sect[i].status,
+		    r->all + res->sect[i].off, (size_t)res->sect[i].len, what));
+	}
+}
+
+/*
+ * Through the whole pipeline: strip EICAR from the nested message and
+ * ask for sections; the result fd holds what Dovecot answers for the
+ * stripped message (captured by appending it to a real Dovecot).
+ */
+static void
+test_sect_pipeline(void)
+{
+	struct scan_sect sect[SCAN_MAX_SECT];
+	struct scan_res res;
+	struct result r;
+	struct buf b;
+	size_t i, n = NELEM(sect_pipe_cases);
+
+	buf_init(&b, 0);
+	msg_nested(&b, eicar, strlen(eicar));
+	for (i = 0; i < n; i++) {
+		sect[i].binary = (uint32_t)sect_pipe_cases[i].binary;
+		sect[i].spec = (char *)sect_pipe_cases[i].spec;
+	}
+	/* then the whole message twice, its decoded form, and aliases */
+	sect[n].binary = 0;
+	sect[n].spec = "";
+	sect[n + 1] = sect[n];
+	sect[n + 2].binary = 1;
+	sect[n + 2].spec = "";
+	sect[n + 3].binary = 1;
+	sect[n + 3].spec = "3.2";
+	sect[n + 4].binary = 1;
+	sect[n + 4].spec = "03.02";
+	sect[n + 5].binary = 0;
+	sect[n + 5].spec = "TEXT";
+	scan_message_sect(&cfg->actions[A_STRIP], SCAN_FETCH, "joe",
+	    "192.0.2.1:1234", b.data, b.len, sect, n + 6, &res);
+	CHECK(res.verdict == SCAN_CHANGED && res.action == ACT_STRIP);
+	CHECK(strstr(res.reason, "in part 4 (x.pdf)") != NULL);
+	CHECK(result_read(&res, &r) == 0);
+	if (r.all == NULL || res.nsect != n + 6) {
+		result_free(&r);
+		scan_res_clear(&res);
+		buf_free(&b);
+		return;
+	}
+	res.nsect = (uint32_t)n;
+	sect_check_result(&res, &r, sect_pipe_cases, n, "stripped");
+	/* BODY[] and BODY[TEXT] are the message's own bytes. */
+	CHECK(res.sect[n].status == SCAN_SECT_OK && res.sect[n].off == 0 &&
+	      res.sect[n].len == res.msg_len);
+	CHECK(res.sect[n + 1].off == 0 && res.sect[n + 1].len == res.msg_len);
+	CHECK(res.sect[n + 5].off + res.sect[n + 5].len == res.msg_len);
+	CHECK(memcmp(r.all + res.sect[n + 5].off, "preamble\r\n", 10) == 0);
+	/* BINARY[]: decoded, literal8, written after BODY */
+	CHECK(res.sect[n + 2].status == SCAN_SECT_LITERAL8);
+	CHECK(res.sect[n + 2].off >= res.body_off + res.body_len);
+	CHECK(HAS(r.all + res.sect[n + 2].off, res.sect[n + 2].len,
+	    "caf\xc3\xa9 au lait\r\nsoftbreak = end\r\n"));
+	CHECK(HAS(r.all + res.sect[n + 2].off, res.sect[n + 2].len,
+	    "\r\nContent-Transfer-Encoding: binary\r\n\r\n<p>caf"));
+	CHECK(!HAS(r.all + res.sect[n + 2].off, res.sect[n + 2].len, "EICAR"));
+	/* the same part asked for twice is written once */
+	CHECK(res.sect[n + 3].status == SCAN_SECT_LITERAL8 &&
+	      res.sect[n + 3].len == 10);
+	CHECK(res.sect[n + 4].off == res.sect[n + 3].off &&
+	      res.sect[n + 4].len == 10);
+	CHECK(memcmp(r.all + res.sect[n + 3].off,
+	          "\x00\x01"
+	          "binary\xfe\xff",
+	          10) == 0);
+	result_free(&r);
+	scan_res_clear(&res);
+
+	/* A clean message is not rewritten: no sections. */
+	buf_reset(&b);
+	msg_nested(&b, "clean", 5);
+	scan_message_sect(&cfg->actions[A_STRIP], SCAN_FETCH, "joe",
+	    "192.0.2.1:1234", b.data, b.len, sect, n, &res);
+	CHECK(res.verdict == SCAN_CLEAN && res.nsect == 0 && res.fd == -1);
+	/* Nor is an upload. */
+	buf_reset(&b);
+	msg_nested(&b, eicar, strlen(eicar));
+	scan_message_sect(&cfg->actions[A_STRIP], SCAN_APPEND, "joe",
+	    "192.0.2.1:1234", b.data, b.len, sect, n, &res);
+	CHECK(res.verdict == SCAN_REJECT && res.nsect == 0);
+	buf_free(&b);
+}
+
+/*
+ * A message with bare LF line ends: sections are of it as a server
+ * serves it (CRLF), so none can point into the message in the fd.
+ */
+static void
+test_sect_lf(void)
+{
+	static const struct sect_case c[] = {
+	    {0, "1", SCAN_SECT_OK, 8, "ok\r\nok\r\n"},
+	    {0, "HEADER.FIELDS (Subject)", SCAN_SECT_OK, 14,
+	        "Subject: x\r\n\r\n"},
+	    {0, "3", SCAN_SECT_NONE, 0, ""},
+	    {1, "1", SCAN_SECT_OK, 8, "ok\r\nok\r\n"},
+	    {1, "9", SCAN_SECT_NONE, 0, ""},
+	};
+	struct scan_sect sect[NELEM(c) + 1];
+	struct scan_res res;
+	struct result r;
+	struct buf b;
+	size_t i;
+
+	buf_init(&b, 0);
+	buf_printf(&b,
+	    "Subject: x\nMIME-Version: 1.0\n"
+	    "Content-Type: multipart/mixed; boundary=b\n\n"
+	    "--b\nContent-Type: text/plain\n\nok\nok\n\n"
+	    "--b\nContent-Type: application/octet-stream\n\n%s\n"
+	    "--b--\n",
+	    eicar);
+	for (i = 0; i < NELEM(c); i++) {
+		sect[i].binary = (uint32_t)c[i].binary;
+		sect[i].spec = (char *)c[i].spec;
+	}
+	sect[i].binary = 0;
+	sect[i].spec = "";
+	scan_message_sect(&cfg->actions[A_STRIP], SCAN_FETCH, "joe",
+	    "192.0.2.1:1234", b.data, b.len, sect, NELEM(c) + 1, &res);
+	CHECK(res.verdict == SCAN_CHANGED && res.action == ACT_STRIP);
+	CHECK(result_read(&res, &r) == 0);
+	if (r.all != NULL && res.nsect == NELEM(c) + 1) {
+		res.nsect = NELEM(c);
+		sect_check_result(&res, &r, c, NELEM(c), "bare LF");
+		/* BODY[]: the message with CRLF, after BODY in the fd */
+		CHECK(res.sect[i].off >= res.body_off + res.body_len);
+		CHECK(res.sect[i].len > r.msg_len);
+		CHECK(HAS(r.all + res.sect[i].off, res.sect[i].len,
+		    "\r\n--b\r\nContent-Type: text/plain; charset=utf-8\r\n"));
+	}
+	result_free(&r);
+	scan_res_clear(&res);
+	buf_free(&b);
+}
+
+/* Dovecot's decoders, on what GMime's would let through. */
+static void
+test_sect_decoders(void)
+{
+	struct buf o;
+
+	buf_init(&o, 0);
+	CHECK(sect_base64_decode((const uint8_t *)"aG\r\nk=", 6, &o) == 0);
+	CHECK(o.len == 2 && memcmp(o.data, "hi", 2) == 0);
+	buf_reset(&o);
+	CHECK(sect_base64_decode((const uint8_t *)"aG=\r\n=", 6, &o) == 0);
+	CHECK(o.len == 1 && o.data[0] == 'h');
+	CHECK(sect_base64_decode((const uint8_t *)"aGk=aGk=", 8, &o) == 1);
+	CHECK(sect_base64_decode((const uint8_t *)"aGk==", 5, &o) == 1);
+	CHECK(sect_base64_decode((const uint8_t *)"a===", 4, &o) == 1);
+	CHECK(sect_base64_decode((const uint8_t *)"aGVsbG8", 7, &o) == 1);
+	CHECK(sect_base64_decode((const uint8_t *)"\vaGk=", 5, &o) == 1);
+	CHECK(sect_base64_decode((const uint8_t *)"aG-k", 4, &o) == 1);
+	buf_reset(&o);
+	CHECK(sect_qp_decode(
+	          (const uint8_t *)"a  \r\nb=20 \r\nc=\t\r\nd", 18, &o) == 0);
+	CHECK(o.len == 9 && memcmp(o.data, "a\r\nb \r\ncd", 9) == 0);
+	buf_reset(&o);
+	CHECK(sect_qp_decode((const uint8_t *)"x  =\r\n  y=3d  ", 14, &o) == 0);
+	CHECK(o.len == 7 && memcmp(o.data, "x    y=", 7) == 0);
+	CHECK(sect_qp_decode((const uint8_t *)"bad =ZZ", 7, &o) == 1);
+	CHECK(sect_qp_decode((const uint8_t *)"x= y", 4, &o) == 1);
+	CHECK(sect_qp_decode((const uint8_t *)"end=", 4, &o) == 1);
+	CHECK(sect_qp_decode((const uint8_t *)"x=4", 3, &o) == 1);
+	buf_free(&o);
+}
+
 /* ---- requests ---- */
 
 static int
@@ -1282,6 +2196,7 @@ test_requests(void)
 	rd_u64(&rd);
 	rd_u64(&rd);
 	rd_u64(&rd);
+	/* an old-format request: an old-format answer */
 	CHECK(rd_end(&rd) == 0);
 	scan_res_clear(&res);
 	scan_req_clear(&req);
@@ -1342,6 +2257,231 @@ test_requests(void)
 	buf_free(&out);
 }
 
+/* Append a section list to a request frame: n sections, all binary/spec
+ * but the first (first_bin, first_spec) when that is not NULL. */
+static void
+req_sect(struct imsg *im, struct buf *p, uint32_t n, uint32_t binary,
+    const char *spec, uint32_t first_bin, const char *first_spec)
+{
+	uint32_t i;
+
+	buf_add_u32(p, n);
+	for (i = 0; i < n; i++) {
+		buf_add_u32(p, i == 0 && first_spec ? first_bin : binary);
+		buf_add_str(p, i == 0 && first_spec ? first_spec : spec);
+	}
+	im->data = p->data;
+	im->datalen = p->len;
+}
+
+/* Is section i of a result this status and text? */
+static int
+sect_is(const struct scan_res *res, size_t i, uint32_t status, const char *s)
+{
+	size_t n = strlen(s);
+	char *d;
+	int ok;
+
+	if (res->sect[i].status != status || res->sect[i].len != n)
+		return 0;
+	if ((d = malloc(n + 1)) == NULL)
+		return 0;
+	ok = pread(res->fd, d, n, (off_t)res->sect[i].off) == (ssize_t)n &&
+	     memcmp(d, s, n) == 0;
+	free(d);
+	return ok;
+}
+
+/* The sections of a request, and of its answer frame. */
+static void
+test_requests_sect(void)
+{
+	static const char *const specs[] = {
+	    "1", "2", "HEADER.FIELDS (Subject)", "3.MIME", "TEXT"};
+	static const uint32_t bins[] = {0, 1, 0, 0, 1};
+	struct scan_req req;
+	struct scan_res res;
+	struct imsg im;
+	struct buf p, b, out, big;
+	struct reader rd;
+	struct stat st;
+	uint64_t off, len;
+	uint32_t i, status;
+	char *reason;
+
+	buf_init(&p, 0);
+	buf_init(&b, 0);
+	buf_init(&out, 0);
+	buf_init(&big, 0);
+	msg_attach(&b, "eicar.com", eicar, strlen(eicar));
+
+	/* Five sections, through to the answer frame. */
+	req_frame(
+	    &im, &p, 20, SCAN_FETCH, A_STRIP, b.len, memfd_with(b.data, b.len));
+	buf_add_u32(&p, 5);
+	for (i = 0; i < 5; i++) {
+		buf_add_u32(&p, bins[i]);
+		buf_add_str(&p, specs[i]);
+	}
+	im.data = p.data;
+	im.datalen = p.len;
+	CHECK(scan_req_read(&im, cfg, &req, &res) == 0);
+	CHECK(req.nsect == 5 && req.sect[1].binary == 1 &&
+	      strcmp(req.sect[2].spec, specs[2]) == 0);
+	scan_request(cfg, &req, &res);
+	CHECK(res.reqid == 20 && res.verdict == SCAN_CHANGED && res.nsect == 5);
+	CHECK(scan_res_write(&res, &out) == 0);
+	CHECK(fstat(res.fd, &st) == 0);
+	imsg_reader(&(struct imsg){.data = out.data, .datalen = out.len}, &rd);
+	CHECK(rd_u64(&rd) == 20 && rd_u32(&rd) == SCAN_CHANGED &&
+	      rd_u32(&rd) == ACT_STRIP);
+	reason = rd_str(&rd, SCAN_MAX_REASON);
+	CHECK(reason != NULL);
+	free(reason);
+	for (i = 0; i < 6; i++)
+		rd_u64(&rd);
+	CHECK(rd_u32(&rd) == 5);
+	for (i = 0; i < 5; i++) {
+		status = rd_u32(&rd);
+		off = rd_u64(&rd);
+		len = rd_u64(&rd);
+		CHECK(status == res.sect[i].status && off == res.sect[i].off &&
+		      len == res.sect[i].len);
+		CHECK(off + len <= (uint64_t)st.st_size);
+	}
+	CHECK(rd_end(&rd) == 0);
+	/* part 2 is the deny text now; part 3 the HTML part */
+	CHECK(sect_is(&res, 0, SCAN_SECT_OK,
+	    "Hello Joe, do you think we can meet at 3:30?"));
+	CHECK(res.sect[1].status == SCAN_SECT_OK && res.sect[1].len > 0);
+	CHECK(sect_is(
+	    &res, 2, SCAN_SECT_OK, "Subject: afternoon meeting\r\n\r\n"));
+	CHECK(sect_is(&res, 3, SCAN_SECT_OK,
+	    "Content-Type: text/html; charset=utf-8\r\n"
+	    "Content-Transfer-Encoding: quoted-printable\r\n\r\n"));
+	CHECK(res.sect[4].status == SCAN_SECT_LITERAL8);
+	scan_res_clear(&res);
+	scan_req_clear(&req);
+
+	/* A count of 0: the answer has one too. */
+	req_frame(
+	    &im, &p, 32, SCAN_FETCH, A_STRIP, b.len, memfd_with(b.data, b.len));
+	req_sect(&im, &p, 0, 0, "", 0, NULL);
+	CHECK(scan_req_read(&im, cfg, &req, &res) == 0 && req.has_sect);
+	scan_request(cfg, &req, &res);
+	CHECK(res.verdict == SCAN_CHANGED && res.nsect == 0 && res.has_sect);
+	buf_reset(&out);
+	CHECK(scan_res_write(&res, &out) == 0);
+	CHECK(
+	    out.len >= 4 && memcmp(out.data + out.len - 4, "\0\0\0\0", 4) == 0);
+	scan_res_clear(&res);
+	scan_req_clear(&req);
+
+	/* A clean message: no sections in the answer, but the count. */
+	buf_reset(&b);
+	msg_attach(&b, "notes.txt", "notes", 5);
+	req_frame(
+	    &im, &p, 21, SCAN_FETCH, A_STRIP, b.len, memfd_with(b.data, b.len));
+	req_sect(&im, &p, 3, 0, "1", 0, NULL);
+	CHECK(scan_req_read(&im, cfg, &req, &res) == 0 && req.nsect == 3);
+	scan_request(cfg, &req, &res);
+	CHECK(res.verdict == SCAN_CLEAN && res.nsect == 0);
+	buf_reset(&out);
+	CHECK(scan_res_write(&res, &out) == 0);
+	CHECK(
+	    out.len >= 4 && memcmp(out.data + out.len - 4, "\0\0\0\0", 4) == 0);
+	scan_req_clear(&req);
+
+	/* Bounds: 64 sections and a spec of 1024 bytes are fine... */
+	buf_add(&big, "HEADER.FIELDS (", 15);
+	while (big.len < SCAN_MAX_SECT_SPEC - 1)
+		buf_add_u8(&big, 'X');
+	buf_add(&big, ")", 1);
+	buf_add_u8(&big, 0);
+	req_frame(&im, &p, 22, SCAN_FETCH, A_STRIP, b.len, -1);
+	req_sect(&im, &p, SCAN_MAX_SECT, 1, "1", 0, (char *)big.data);
+	CHECK(scan_req_read(&im, cfg, &req, &res) == 1);
+	CHECK(strstr(res.reason, "no message fd") != NULL);
+	CHECK(req.nsect == SCAN_MAX_SECT);
+	CHECK(strlen(req.sect[0].spec) == SCAN_MAX_SECT_SPEC);
+	scan_req_clear(&req);
+	/* ... one more of either is refused, the channel kept. */
+	req_frame(
+	    &im, &p, 23, SCAN_FETCH, A_STRIP, b.len, memfd_with(b.data, b.len));
+	req_sect(&im, &p, SCAN_MAX_SECT + 1, 0, "1", 0, NULL);
+	CHECK(scan_req_read(&im, cfg, &req, &res) == 1);
+	CHECK(res.reqid == 23 && res.verdict == SCAN_ERROR);
+	CHECK(strstr(res.reason, "65 sections (at most 64)") != NULL);
+	scan_req_clear(&req);
+	big.len--;
+	buf_add(&big, "X", 2);
+	req_frame(
+	    &im, &p, 24, SCAN_FETCH, A_STRIP, b.len, memfd_with(b.data, b.len));
+	req_sect(&im, &p, 2, 0, (char *)big.data, 0, "1");
+	CHECK(scan_req_read(&im, cfg, &req, &res) == 1);
+	CHECK(strstr(res.reason, "section 1: spec longer than 1024") != NULL);
+	scan_req_clear(&req);
+	req_frame(
+	    &im, &p, 25, SCAN_FETCH, A_STRIP, b.len, memfd_with(b.data, b.len));
+	req_sect(&im, &p, 1, 2, "1", 0, NULL);
+	CHECK(scan_req_read(&im, cfg, &req, &res) == 1);
+	CHECK(strstr(res.reason, "section 0: binary is 2") != NULL);
+	scan_req_clear(&req);
+	/* A section that is not one is the section's answer, not the
+	 * request's. */
+	req_frame(
+	    &im, &p, 26, SCAN_FETCH, A_STRIP, b.len, memfd_with(b.data, b.len));
+	req_sect(&im, &p, 1, 0, "1.2.MIME.TEXT", 0, NULL);
+	CHECK(scan_req_read(&im, cfg, &req, &res) == 0);
+	scan_req_clear(&req);
+
+	/* Malformed: cut short, bytes left over, a NUL in a spec. */
+	req_frame(&im, &p, 27, SCAN_FETCH, A_STRIP, b.len, -1);
+	req_sect(&im, &p, 2, 0, "1", 0, NULL);
+	im.datalen -= 1;
+	CHECK(scan_req_read(&im, cfg, &req, &res) == -1);
+	scan_req_clear(&req);
+	req_frame(&im, &p, 28, SCAN_FETCH, A_STRIP, b.len, -1);
+	req_sect(&im, &p, 1, 0, "1", 0, NULL);
+	buf_add_u8(&p, 0);
+	im.data = p.data;
+	im.datalen = p.len;
+	CHECK(scan_req_read(&im, cfg, &req, &res) == -1);
+	scan_req_clear(&req);
+	req_frame(&im, &p, 29, SCAN_FETCH, A_STRIP, b.len, -1);
+	buf_add(&p, "\1\0", 2); /* half a count */
+	im.data = p.data;
+	im.datalen = p.len;
+	CHECK(scan_req_read(&im, cfg, &req, &res) == -1);
+	scan_req_clear(&req);
+	req_frame(&im, &p, 30, SCAN_FETCH, A_STRIP, b.len, -1);
+	buf_add_u32(&p, 1);
+	buf_add_u32(&p, 0);
+	buf_add_u32(&p, 3);
+	buf_add(&p,
+	    "1\0"
+	    "2",
+	    3);
+	im.data = p.data;
+	im.datalen = p.len;
+	CHECK(scan_req_read(&im, cfg, &req, &res) == -1);
+	scan_req_clear(&req);
+	/* A count far beyond the frame: cut short, not a long loop. */
+	req_frame(&im, &p, 31, SCAN_FETCH, A_STRIP, b.len, -1);
+	buf_add_u32(&p, UINT32_MAX);
+	buf_add_u32(&p, 0);
+	buf_add_str(&p, "1");
+	im.data = p.data;
+	im.datalen = p.len;
+	CHECK(scan_req_read(&im, cfg, &req, &res) == -1);
+	CHECK(req.nsect == 1);
+	scan_req_clear(&req);
+	buf_free(&p);
+	buf_free(&b);
+	buf_free(&out);
+	buf_free(&big);
+}
+
 /* ---- in scand's sandbox ---- */
 
 static void
@@ -1373,11 +2513,26 @@ kid_scan(int out)
 	msg_attach(&b, "eicar.com", eicar, strlen(eicar));
 	req_frame(
 	    &im, &p, 1, SCAN_FETCH, A_STRIP, b.len, memfd_with(b.data, b.len));
+	buf_add_u32(&p, 3); /* with sections */
+	buf_add_u32(&p, 1);
+	buf_add_str(&p, "3");
+	buf_add_u32(&p, 0);
+	buf_add_str(&p, "HEADER.FIELDS (Subject)");
+	buf_add_u32(&p, 1);
+	buf_add_str(&p, "");
+	im.data = p.data;
+	im.datalen = p.len;
 	if (scan_req_read(&im, cfg, &req, &res) != 0)
 		_exit(95);
 	scan_request(cfg, &req, &res);
 	put(out, (int)res.verdict);
 	put(out, res.fd != -1 && strstr(res.reason, EICAR_NAME) != NULL);
+	put(out,
+	    res.nsect == 3 &&
+	        sect_is(&res, 0, SCAN_SECT_LITERAL8, "<p>caf\xc3\xa9</p>") &&
+	        sect_is(&res, 1, SCAN_SECT_OK,
+	            "Subject: afternoon meeting\r\n\r\n") &&
+	        res.sect[2].status == SCAN_SECT_LITERAL8);
 	scan_res_clear(&res);
 	scan_req_clear(&req);
 
@@ -1472,6 +2627,7 @@ test_sandboxed(void)
 	CHECK(get(res[0]) == 1);
 	CHECK(get(res[0]) == SCAN_CHANGED);
 	CHECK(get(res[0]) == 1);
+	CHECK(get(res[0]) == 1); /* sections */
 	CHECK(get(res[0]) == SCAN_CLEAN);
 	CHECK(get(res[0]) == 1);
 	CHECK(get(res[0]) == SCAN_CHANGED); /* deny: on_error */
@@ -1534,7 +2690,12 @@ main(void)
 	test_errors();
 	test_testfiles();
 	test_nested();
+	test_sect_decoders();
+	test_sect_dovecot();
+	test_sect_pipeline();
+	test_sect_lf();
 	test_requests();
+	test_requests_sect();
 	test_sandboxed();
 	config_free(cfg);
 	av_engines_free();
