@@ -158,6 +158,24 @@ caps_rewrite(struct session *s, struct lineasm *la, struct imap_resp *r)
 	return 0;
 }
 
+/*
+ * A [REFERRAL imap://...] code (RFC 2221) sends the client to another
+ * server, around the gateway: the code goes, the response stays.
+ */
+static int
+referral_strip(struct session *s, struct lineasm *la, struct imap_resp *r)
+{
+	size_t len = r->code.span.len;
+
+	if (r->code.span.off + len < buf_used(&la->text) &&
+	    buf_head(&la->text)[r->code.span.off + len] == ' ')
+		len++;
+	log_event(LOG_NOTICE, "referral removed", "client", s->client, "user",
+	    s->user, NULL);
+	emit_replace(&s->to_c.q, la, r->code.span.off, len, "", 0);
+	return 0;
+}
+
 /* The gateway's own commands upstream, and their answers. */
 
 static void
@@ -295,6 +313,8 @@ server_line(struct session *s, struct dir *d)
 	if (r->kind == IMAP_RESP_CAPABILITY ||
 	    r->code.kind == IMAP_CODE_CAPABILITY)
 		return caps_rewrite(s, la, r);
+	if (r->code.kind == IMAP_CODE_REFERRAL)
+		return referral_strip(s, la, r);
 	if (r->kind == IMAP_RESP_FETCH && msg_fetch(s, la, r))
 		return 0;
 	outq_line(&s->to_c.q, la);

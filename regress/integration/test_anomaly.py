@@ -227,3 +227,22 @@ def test_literal_over_max_email_size_not_spooled(env):
         assert b" OK" in st
     finally:
         c.logout()
+
+
+# ---- referrals ---------------------------------------------------------------
+
+def test_referral_code_removed(env):
+    """A [REFERRAL ...] code (RFC 2221) would send the client to another
+    server, around the gateway: the gateway removes the code and keeps the
+    response, and logs it."""
+    e = env([(rb"LOGIN", b"{tag} NO [REFERRAL imap://alice@other.example/] "
+                         b"Try elsewhere\r\n")])
+    c = RawIMAP(e.gw.port())
+    try:
+        st, _ = c.command('LOGIN "alice" "secret"', check=False)
+        assert st.split()[1:2] == [b"NO"], st
+        assert b"REFERRAL" not in st and b"other.example" not in st, st
+        assert st.rstrip(b"\r\n").endswith(b"NO Try elsewhere"), st
+    finally:
+        c.logout()
+    assert e.gw.wait_log(r"referral removed", timeout=5), e.gw.log_tail()
