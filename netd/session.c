@@ -244,26 +244,25 @@ dir_literal(struct dir *d, uint64_t n)
 }
 
 /*
- * Payload of a streamed literal: straight to the peer when nothing is
- * queued before it (no copy), else behind the queue.
+ * Payload of a streamed literal goes straight from the read buffer to the
+ * peer, without a copy.  Returns the bytes written (the rest stays in the
+ * read buffer until the peer can take more), or -1.
  */
 static ssize_t
 dir_stream(struct dir *d, const uint8_t *p, size_t k)
 {
 	struct sink *out = dir_sink(d);
-	ssize_t w = 0;
+	ssize_t w;
 
-	d->la.lit_left -= k;
-	if (outq_empty(&out->q)) {
-		w = write(out->dst, p, k);
-		if (w == -1 && errno != EAGAIN && errno != EINTR)
-			return -1;
-		if (w < 0)
-			w = 0;
-		out->bytes += (uint64_t)w;
-	}
-	outq_bytes(&out->q, p + w, k - (size_t)w);
-	return 0;
+	out->blocked = 1;
+	if (!outq_empty(&out->q))
+		return 0; /* what is queued goes first */
+	w = write(out->dst, p, k);
+	if (w == -1)
+		return errno == EAGAIN || errno == EINTR ? 0 : -1;
+	out->bytes += (uint64_t)w;
+	out->blocked = (size_t)w < k;
+	return w;
 }
 
 /*
@@ -283,17 +282,20 @@ dir_process(struct dir *d)
 		p = buf_head(&d->in);
 		if (d->la.lit_left > 0) {
 			k = n < d->la.lit_left ? n : (size_t)d->la.lit_left;
+			if (d->la.lit_stream) {
+				if ((r = dir_stream(d, p, k)) == -1)
+					return session_errno(s, "write", errno);
+				k = (size_t)r;
+				d->la.lit_left -= k;
+			} else if (lineasm_payload(&d->la, p, k) == -1)
+				return session_errno(s, "literal", errno);
 			if (framer_scan(&d->fr, p, k) != (ssize_t)k) {
 				session_protocol_error(s, d);
 				return -1;
 			}
-			if (d->la.lit_stream)
-				r = dir_stream(d, p, k);
-			else
-				r = lineasm_payload(&d->la, p, k);
-			if (r == -1)
-				return session_errno(s, "literal", errno);
 			buf_consume(&d->in, k);
+			if (d->la.lit_stream && dir_sink(d)->blocked)
+				break; /* the peer's turn: sink_flush resumes */
 			continue;
 		}
 		lf = memchr(p, '\n', n);
@@ -380,6 +382,8 @@ sink_flush(struct sink *k)
 	uint64_t queued;
 	ssize_t r;
 
+	/* Set again below if a streamed literal still cannot go on. */
+	k->blocked = 0;
 	for (;;) {
 		r = outq_write(&k->q, k->dst);
 		if (r == -1) {
@@ -403,7 +407,7 @@ sink_flush(struct sink *k)
 			break;
 	}
 	ev_set(k->wev, &k->wev_on,
-	    k->q.head != NULL && k->q.head->kind != OQ_HOLD);
+	    (k->q.head != NULL && k->q.head->kind != OQ_HOLD) || k->blocked);
 	if (dir_finish(src) == -1)
 		return;
 	if (k == &s->to_s && !s->ending)
@@ -463,9 +467,10 @@ dir_read_cb(evutil_socket_t fd, short ev, void *arg)
 		/* A client line cut off by EOF never completes; drop it. */
 		lineasm_reset(&d->la);
 	}
-	/* An idle session keeps no read buffer: thousands of them cost
-	 * a few KB each, not 256 KB. */
-	if (buf_used(&d->in) == 0)
+	/* An idle session keeps no read buffer: thousands of them cost a
+	 * few KB each, not 256 KB.  A bulk transfer keeps it: freeing and
+	 * faulting in 256 KB per read costs more than the copy. */
+	if (buf_used(&d->in) == 0 && r >= 0 && r < 16384)
 		buf_release(&d->in);
 	sink_flush(&s->to_s); /* and then to_c */
 }

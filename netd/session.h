@@ -55,6 +55,7 @@ struct sink {
 	struct outq q;
 	struct event *wev;
 	int wev_on;
+	int blocked; /* a streamed literal waits for the peer to take more */
 	int shut;
 	uint64_t bytes;
 };
