@@ -1137,8 +1137,9 @@ cfg_k_srvtls(struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
 	/* Refused rather than ignored: a plaintext connection to a TLS
 	 * port would fail in ways that look like a broken server. */
 	if (cfg_enum(st, k, v, cfg_srv_tls, tls) == 0 && *tls != SRV_TLS_NONE)
-		cfg_err(st, v->pos, "tls: %s to the servers is not "
-				    "implemented yet; use none",
+		cfg_err(st, v->pos,
+		    "tls: %s to the servers is not "
+		    "implemented yet; use none",
 		    v->str);
 }
 
@@ -1601,8 +1602,9 @@ cfg_k_ltls(struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
 
 	if (cfg_enum(st, k, v, cfg_listen_tls, tls) == 0 &&
 	    *tls != LISTEN_TLS_NONE)
-		cfg_err(st, v->pos, "tls: %s listeners are not implemented "
-				    "yet; use none",
+		cfg_err(st, v->pos,
+		    "tls: %s listeners are not implemented "
+		    "yet; use none",
 		    v->str);
 }
 

@@ -71,8 +71,8 @@ enum {
 };
 
 struct cfg_general {
-	uint64_t max_email_size;  /* default 50M */
-	int oversize;		  /* ACT_*, default deny */
+	uint64_t max_email_size; /* default 50M */
+	int oversize; /* ACT_*, default deny */
 	uint64_t max_line_length; /* default 64K */
 };
 
@@ -113,7 +113,7 @@ struct cfg_policy {
 	size_t nlisten;
 	struct cfg_cidr *from;
 	size_t nfrom;
-	char *to;   /* server pool name */
+	char *to; /* server pool name */
 	int server; /* index into config.servers */
 	int disposition;
 	char *action; /* action name */
@@ -124,19 +124,19 @@ struct cfg_policy {
 
 /* Bounds shared by the loader and config_unpack(). */
 #define CONFIG_MAX_ITEMS 1024 /* servers, members, actions, policies, ... */
-#define CONFIG_MAX_STR 65535  /* bytes in any string value */
+#define CONFIG_MAX_STR 65535 /* bytes in any string value */
 
 struct config {
 	char *file; /* path, or "<built-in>"; "<packed>" when unpacked */
-	int role;   /* ROLE_PARENT when loaded, else the role it was packed for */
+	int role; /* ROLE_PARENT when loaded, else the role it was packed for */
 	uint32_t generation;
 	char *user;
 	char *chroot;
 	char *state_dir;
 	int workers[ROLE_MAX]; /* resolved counts; "auto" = online CPUs */
-	int log_target;	       /* enum log_target */
-	int log_format;	       /* enum log_format */
-	int log_level;	       /* LOG_* */
+	int log_target; /* enum log_target */
+	int log_format; /* enum log_format */
+	int log_level; /* LOG_* */
 	char *control_socket;
 	struct cfg_server *servers;
 	size_t nservers;
@@ -149,8 +149,8 @@ struct config {
 /* Load and validate.  On any error returns NULL and appends one line per
  * error ("file:line:column: message\n") to errs. */
 struct config *config_load(const char *path, struct buf *errs);
-struct config *config_load_mem(const char *name, const char *text,
-    size_t len, struct buf *errs);
+struct config *config_load_mem(
+    const char *name, const char *text, size_t len, struct buf *errs);
 void config_free(struct config *);
 
 /* The built-in default configuration (etc/imapgwd.yaml, embedded). */

@@ -30,20 +30,20 @@ int role_from_name(const char *); /* -1 if unknown */
 enum imsg_type {
 	IMSG_NONE = 0,
 	/* parent -> child */
-	IMSG_CFG,	  /* fd: memfd with the packed config part */
-	IMSG_LISTENER,	  /* fd: listening socket; u32 policy index */
+	IMSG_CFG, /* fd: memfd with the packed config part */
+	IMSG_LISTENER, /* fd: listening socket; u32 policy index */
 	IMSG_LISTENERS_END, /* u32 config generation: listeners complete */
-	IMSG_PEER,	  /* fd: socketpair end; u32 role, u32 instance */
-	IMSG_START,	  /* everything sent: drop privileges, run */
-	IMSG_STATUS_REQ,  /* u32 request id */
+	IMSG_PEER, /* fd: socketpair end; u32 role, u32 instance */
+	IMSG_START, /* everything sent: drop privileges, run */
+	IMSG_STATUS_REQ, /* u32 request id */
 	IMSG_TEST_VIOLATE, /* test builds only: make a forbidden call */
 	/* child -> parent */
-	IMSG_READY,	 /* sandbox entered */
-	IMSG_STATUS,	 /* u32 request id, u32 sessions, u64 total */
+	IMSG_READY, /* sandbox entered */
+	IMSG_STATUS, /* u32 request id, u32 sessions, u64 total */
 	IMSG_CFG_APPLIED, /* u32 generation */
-	IMSG_PEER_LOST,	  /* u32 role, u32 instance: reconnect us */
+	IMSG_PEER_LOST, /* u32 role, u32 instance: reconnect us */
 	/* peer <-> peer */
-	IMSG_HELLO,	/* u32 role, u32 instance */
+	IMSG_HELLO, /* u32 role, u32 instance */
 	/* netd <-> scand: see scan.h */
 	IMSG_SCAN_REQ,
 	IMSG_SCAN_RES,
@@ -52,8 +52,8 @@ enum imsg_type {
 	IMSG_CTL_AUDIT,
 	IMSG_CTL_RELOAD,
 	IMSG_CTL_VIOLATE, /* str role; test builds only */
-	IMSG_CTL_TEXT,	  /* a chunk of output text */
-	IMSG_CTL_END,	  /* u32 exit code for imapgwctl */
+	IMSG_CTL_TEXT, /* a chunk of output text */
+	IMSG_CTL_END, /* u32 exit code for imapgwctl */
 	IMSG_MAX
 };
 

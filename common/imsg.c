@@ -133,8 +133,7 @@ imsgbuf_read(struct imsgbuf *ib)
 	if (n == -1)
 		return -1;
 	for (cm = CMSG_FIRSTHDR(&msg); cm; cm = CMSG_NXTHDR(&msg, cm)) {
-		if (cm->cmsg_level != SOL_SOCKET ||
-		    cm->cmsg_type != SCM_RIGHTS)
+		if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
 			continue;
 		nfds = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
 		fds = (int *)CMSG_DATA(cm);
@@ -190,7 +189,7 @@ imsg_get(struct imsgbuf *ib, struct imsg *imsg)
 	if (h.flags & IMSG_FLAG_FD) {
 		if (ib->nrfds == 0) {
 			imsg_seterr(ib, "frame announces an fd that did not "
-					"arrive");
+			                "arrive");
 			return -1;
 		}
 		imsg->fd = ib->rfds[0];
@@ -381,8 +380,8 @@ imsg_wait(struct imsgbuf *ib, struct imsg *imsg, int timeout_ms)
 		if (n == -1 && (errno == EAGAIN || errno == EINTR))
 			continue;
 		if (n <= 0) {
-			imsg_seterr(ib, n == 0 ? "channel closed" :
-						 "read error");
+			imsg_seterr(
+			    ib, n == 0 ? "channel closed" : "read error");
 			return -1;
 		}
 	}

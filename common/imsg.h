@@ -39,8 +39,8 @@ struct imsgbuf {
 	int fd;
 	int allow_fdpass;
 	pid_t pid;
-	struct buf r;	   /* bytes read, not yet parsed */
-	int *rfds;	   /* fds received, in order */
+	struct buf r; /* bytes read, not yet parsed */
+	int *rfds; /* fds received, in order */
 	size_t nrfds, rfdcap;
 	struct imsg_out *wq, **wqtail; /* write queue */
 	size_t wqlen;

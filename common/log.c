@@ -18,12 +18,17 @@ static struct {
 	int level;
 	char role[16];
 	int opened;
-} lg = { LOGT_STDERR, LOGF_TEXT, LOG_INFO, "imapgwd", 0 };
+} lg = {LOGT_STDERR, LOGF_TEXT, LOG_INFO, "imapgwd", 0};
 
 static const char *level_names[] = {
-	[LOG_EMERG] = "emerg", [LOG_ALERT] = "alert", [LOG_CRIT] = "crit",
-	[LOG_ERR] = "error", [LOG_WARNING] = "warning",
-	[LOG_NOTICE] = "notice", [LOG_INFO] = "info", [LOG_DEBUG] = "debug",
+    [LOG_EMERG] = "emerg",
+    [LOG_ALERT] = "alert",
+    [LOG_CRIT] = "crit",
+    [LOG_ERR] = "error",
+    [LOG_WARNING] = "warning",
+    [LOG_NOTICE] = "notice",
+    [LOG_INFO] = "info",
+    [LOG_DEBUG] = "debug",
 };
 
 void
@@ -90,7 +95,7 @@ json_str(struct buf *b, const char *s)
 static int
 json_reserved(const char *k)
 {
-	static const char *keys[] = { "time", "level", "role", "pid", "msg" };
+	static const char *keys[] = {"time", "level", "role", "pid", "msg"};
 	size_t i;
 
 	for (i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)

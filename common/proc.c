@@ -19,10 +19,10 @@
 #define CFG_MAX_BLOB (64 * 1024 * 1024)
 
 static const char *role_names[ROLE_MAX] = {
-	[ROLE_PARENT] = "parent",
-	[ROLE_NETD] = "netd",
-	[ROLE_SCAND] = "scand",
-	[ROLE_TLSD] = "tlsd",
+    [ROLE_PARENT] = "parent",
+    [ROLE_NETD] = "netd",
+    [ROLE_SCAND] = "scand",
+    [ROLE_TLSD] = "tlsd",
 };
 
 const char *
@@ -48,27 +48,27 @@ const char *
 imsg_type_name(uint32_t t)
 {
 	static const char *names[IMSG_MAX] = {
-		[IMSG_NONE] = "NONE",
-		[IMSG_CFG] = "CFG",
-		[IMSG_LISTENER] = "LISTENER",
-		[IMSG_LISTENERS_END] = "LISTENERS_END",
-		[IMSG_PEER] = "PEER",
-		[IMSG_START] = "START",
-		[IMSG_STATUS_REQ] = "STATUS_REQ",
-		[IMSG_TEST_VIOLATE] = "TEST_VIOLATE",
-		[IMSG_READY] = "READY",
-		[IMSG_STATUS] = "STATUS",
-		[IMSG_CFG_APPLIED] = "CFG_APPLIED",
-		[IMSG_PEER_LOST] = "PEER_LOST",
-		[IMSG_HELLO] = "HELLO",
-		[IMSG_SCAN_REQ] = "SCAN_REQ",
-		[IMSG_SCAN_RES] = "SCAN_RES",
-		[IMSG_CTL_STATUS] = "CTL_STATUS",
-		[IMSG_CTL_AUDIT] = "CTL_AUDIT",
-		[IMSG_CTL_RELOAD] = "CTL_RELOAD",
-		[IMSG_CTL_VIOLATE] = "CTL_VIOLATE",
-		[IMSG_CTL_TEXT] = "CTL_TEXT",
-		[IMSG_CTL_END] = "CTL_END",
+	    [IMSG_NONE] = "NONE",
+	    [IMSG_CFG] = "CFG",
+	    [IMSG_LISTENER] = "LISTENER",
+	    [IMSG_LISTENERS_END] = "LISTENERS_END",
+	    [IMSG_PEER] = "PEER",
+	    [IMSG_START] = "START",
+	    [IMSG_STATUS_REQ] = "STATUS_REQ",
+	    [IMSG_TEST_VIOLATE] = "TEST_VIOLATE",
+	    [IMSG_READY] = "READY",
+	    [IMSG_STATUS] = "STATUS",
+	    [IMSG_CFG_APPLIED] = "CFG_APPLIED",
+	    [IMSG_PEER_LOST] = "PEER_LOST",
+	    [IMSG_HELLO] = "HELLO",
+	    [IMSG_SCAN_REQ] = "SCAN_REQ",
+	    [IMSG_SCAN_RES] = "SCAN_RES",
+	    [IMSG_CTL_STATUS] = "CTL_STATUS",
+	    [IMSG_CTL_AUDIT] = "CTL_AUDIT",
+	    [IMSG_CTL_RELOAD] = "CTL_RELOAD",
+	    [IMSG_CTL_VIOLATE] = "CTL_VIOLATE",
+	    [IMSG_CTL_TEXT] = "CTL_TEXT",
+	    [IMSG_CTL_END] = "CTL_END",
 	};
 
 	if (t < IMSG_MAX && names[t])
@@ -90,8 +90,8 @@ proc_chan_update(struct proc_chan *c)
 	if (want == c->events)
 		return;
 	event_del(c->ev);
-	event_assign(c->ev, event_get_base(c->ev), c->ib.fd, want,
-	    proc_chan_event, c);
+	event_assign(
+	    c->ev, event_get_base(c->ev), c->ib.fd, want, proc_chan_event, c);
 	event_add(c->ev, NULL);
 	c->events = want;
 }
@@ -253,8 +253,8 @@ proc_config_memfd(const struct config *cfg, enum imapgw_role role)
 		buf_free(&b);
 		return -1;
 	}
-	if ((fd = memfd_create("imapgw-config", MFD_CLOEXEC |
-	    MFD_ALLOW_SEALING)) == -1) {
+	if ((fd = memfd_create(
+	         "imapgw-config", MFD_CLOEXEC | MFD_ALLOW_SEALING)) == -1) {
 		buf_free(&b);
 		return -1;
 	}
@@ -269,8 +269,8 @@ proc_config_memfd(const struct config *cfg, enum imapgw_role role)
 	}
 	buf_free(&b);
 	/* The child gets a snapshot it cannot change. */
-	fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE |
-	    F_SEAL_SEAL);
+	fcntl(fd, F_ADD_SEALS,
+	    F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL);
 	return fd;
 }
 
@@ -283,16 +283,16 @@ proc_recv_config(struct imsg *imsg, enum imapgw_role role)
 	size_t off = 0;
 	ssize_t n;
 
-	if (imsg->fd == -1 || fstat(imsg->fd, &st) == -1 ||
-	    st.st_size <= 0 || st.st_size > CFG_MAX_BLOB) {
+	if (imsg->fd == -1 || fstat(imsg->fd, &st) == -1 || st.st_size <= 0 ||
+	    st.st_size > CFG_MAX_BLOB) {
 		log_warnx("config from parent: bad descriptor");
 		return NULL;
 	}
 	if ((p = malloc((size_t)st.st_size)) == NULL)
 		return NULL;
 	while (off < (size_t)st.st_size) {
-		n = pread(imsg->fd, p + off, (size_t)st.st_size - off,
-		    (off_t)off);
+		n = pread(
+		    imsg->fd, p + off, (size_t)st.st_size - off, (off_t)off);
 		if (n <= 0) {
 			free(p);
 			log_warnx("config from parent: short read");
@@ -322,8 +322,8 @@ proc_read_start(struct child_env *env, struct imsg *imsg)
 }
 
 void
-proc_child_start(struct child_env *env,
-    void (*early_cb)(struct child_env *, struct imsg *))
+proc_child_start(
+    struct child_env *env, void (*early_cb)(struct child_env *, struct imsg *))
 {
 	struct imsgbuf *ib = &env->parent->ib;
 	struct imsg imsg;
@@ -402,8 +402,8 @@ proc_peer_closed(struct proc_chan *c)
 }
 
 void
-proc_peer_add(struct child_env *env, struct proc_peers *peers,
-    struct imsg *imsg)
+proc_peer_add(
+    struct child_env *env, struct proc_peers *peers, struct imsg *imsg)
 {
 	struct proc_chan *c, *old;
 	struct reader rd;
@@ -455,6 +455,6 @@ proc_peer_common(struct proc_chan *c, struct imsg *imsg)
 	if (rd_end(&rd) == -1 || (int)role != c->role ||
 	    (int)inst != c->instance)
 		proc_chan_fail(c, "HELLO does not match the peer the parent "
-				  "announced");
+		                  "announced");
 	return 1;
 }

@@ -27,8 +27,8 @@ struct proc_chan {
 	proc_closed_cb closed;
 	void *arg;
 	int dead;
-	int busy;	   /* inside a dispatch: closing waits for it */
-	int replaced;	   /* a newer channel to the same peer took over */
+	int busy; /* inside a dispatch: closing waits for it */
+	int replaced; /* a newer channel to the same peer took over */
 	int close_pending;
 };
 
@@ -58,8 +58,8 @@ struct config *proc_recv_config(struct imsg *, enum imapgw_role);
 /* Blocking startup: hand frames from the parent to early_cb until
  * IMSG_START, then enter the sandbox.  env->cfg must be set by then.
  * Exits the process on any failure: a child never runs unsandboxed. */
-void proc_child_start(struct child_env *, void (*early_cb)(struct child_env *,
-    struct imsg *));
+void proc_child_start(
+    struct child_env *, void (*early_cb)(struct child_env *, struct imsg *));
 /* IMSG_CFG: replace env->cfg (fatal if unusable). */
 void proc_child_set_config(struct child_env *, struct imsg *);
 /* Frames any child may get from the parent at any time (IMSG_CFG through
@@ -75,7 +75,7 @@ int proc_config_memfd(const struct config *, enum imapgw_role);
 struct proc_peers {
 	struct proc_chan *chan[ROLE_MAX][IMAPGW_MAX_INSTANCES];
 	proc_dispatch_cb dispatch; /* frames other than HELLO */
-	proc_closed_cb gone;	   /* optional: a peer channel closed */
+	proc_closed_cb gone; /* optional: a peer channel closed */
 };
 
 void proc_peer_add(struct child_env *, struct proc_peers *, struct imsg *);

@@ -21,8 +21,8 @@ worker_parent_frame(struct proc_chan *c, struct imsg *imsg)
 	}
 	if (proc_child_common(&worker_env, imsg))
 		return;
-	proc_chan_fail(c, "unexpected %s from parent",
-	    imsg_type_name(imsg->hdr.type));
+	proc_chan_fail(
+	    c, "unexpected %s from parent", imsg_type_name(imsg->hdr.type));
 }
 
 /* Before START: still root and unconfined. */

@@ -16,8 +16,7 @@
 #define DEFAULT_SOCKET "/run/imapgwd.sock"
 #define CTL_TIMEOUT_MS 30000
 
-static void __attribute__((noreturn))
-usage(void)
+static void __attribute__((noreturn)) usage(void)
 {
 	fprintf(stderr,
 	    "usage: imapgwctl [-s socket] command\n"
@@ -44,11 +43,11 @@ ctl_connect(const char *path)
 	}
 	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) == -1 ||
 	    connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == -1) {
-		fprintf(stderr, "imapgwctl: cannot connect to %s: %s%s\n",
-		    path, strerror(errno),
-		    errno == ENOENT || errno == ECONNREFUSED ?
-			" (is imapgwd running? -s names another socket)" :
-			"");
+		fprintf(stderr, "imapgwctl: cannot connect to %s: %s%s\n", path,
+		    strerror(errno),
+		    errno == ENOENT || errno == ECONNREFUSED
+		        ? " (is imapgwd running? -s names another socket)"
+		        : "");
 		exit(2);
 	}
 	return fd;
@@ -92,7 +91,7 @@ main(int argc, char **argv)
 		usage();
 	imsgbuf_init(&ib, ctl_connect(sock));
 	if (imsg_compose(&ib, type, 0, -1, buf_head(&arg), buf_used(&arg)) ==
-		-1 ||
+	        -1 ||
 	    imsgbuf_flush(&ib) == -1) {
 		fprintf(stderr, "imapgwctl: cannot send request: %s\n",
 		    strerror(errno));
@@ -103,17 +102,17 @@ main(int argc, char **argv)
 		r = imsg_wait(&ib, &imsg, CTL_TIMEOUT_MS);
 		if (r != 1) {
 			fprintf(stderr, "imapgwctl: %s\n",
-			    r == 0 ? "no answer from imapgwd" :
-			    type == IMSG_CTL_VIOLATE ?
-				     "request refused (test-violate exists only "
-				     "in the test build)" :
-				     ib.err);
+			    r == 0 ? "no answer from imapgwd"
+			    : type == IMSG_CTL_VIOLATE
+			        ? "request refused (test-violate exists only "
+			          "in the test build)"
+			        : ib.err);
 			return 2;
 		}
 		if (imsg.hdr.type == IMSG_CTL_TEXT) {
 			fwrite(imsg.data, 1, imsg.datalen, stdout);
 		} else if (imsg.hdr.type == IMSG_CTL_END &&
-		    imsg.datalen == sizeof(code)) {
+		           imsg.datalen == sizeof(code)) {
 			memcpy(&code, imsg.data, sizeof(code));
 			imsg_free(&imsg);
 			return code > 125 ? 1 : (int)code;

@@ -344,7 +344,7 @@ int
 framer_at_boundary(const struct framer *f)
 {
 	return f->state == FRAMER_S_LINE && f->seglen == 0 && f->caplen == 0 &&
-	    f->capdrop == 0;
+	       f->capdrop == 0;
 }
 
 int

@@ -27,8 +27,8 @@
 
 static void imap_held_answer(struct session *, struct dir *);
 static int login_sync(struct session *, struct dir *);
-static void forward_nonsync(struct session *, struct lineasm *,
-    struct imap_cmd *);
+static void forward_nonsync(
+    struct session *, struct lineasm *, struct imap_cmd *);
 
 /* The parse results are large; one of each per process, reused. */
 static struct imap_cmd scratch_cmd;
@@ -40,12 +40,13 @@ span_eq(const struct lineasm *la, struct imap_span sp, const char *s)
 	size_t n = strlen(s);
 
 	return sp.len == n &&
-	    strncasecmp((const char *)buf_head(&la->text) + sp.off, s, n) == 0;
+	       strncasecmp((const char *)buf_head(&la->text) + sp.off, s, n) ==
+	           0;
 }
 
 static void
-span_copy(const struct lineasm *la, struct imap_span sp, char *out,
-    size_t outlen)
+span_copy(
+    const struct lineasm *la, struct imap_span sp, char *out, size_t outlen)
 {
 	size_t n = sp.len < outlen - 1 ? sp.len : outlen - 1;
 
@@ -62,41 +63,17 @@ log_safe(char *s)
 			*s = '?';
 }
 
-/*
- * Queue the assembled line with the bytes [off, off + len) replaced.
- * Spooled literals before and after the span keep their place.
- */
+/* Queue the assembled line with the bytes [off, off + len) replaced. */
 static void
 emit_replace(struct outq *q, struct lineasm *la, size_t off, size_t len,
     const char *rep, size_t replen)
 {
-	struct buf out;
-	size_t i, from = 0;
+	struct edit ed = {off, len, (char *)rep, replen, -1, 0, 0};
 
-	buf_init(&out, 0);
-	for (i = 0; i < la->nspools && la->spools[i].at <= off; i++) {
-		outq_bytes(q, buf_head(&la->text) + from,
-		    la->spools[i].at - from);
-		outq_fd(q, la->spools[i].fd, 0, la->spools[i].len);
-		la->spools[i].fd = -1;
-		from = la->spools[i].at;
-	}
-	outq_bytes(q, buf_head(&la->text) + from, off - from);
-	outq_bytes(q, rep, replen);
-	from = off + len;
-	for (; i < la->nspools; i++) {
-		outq_bytes(q, buf_head(&la->text) + from,
-		    la->spools[i].at - from);
-		outq_fd(q, la->spools[i].fd, 0, la->spools[i].len);
-		la->spools[i].fd = -1;
-		from = la->spools[i].at;
-	}
-	outq_bytes(q, buf_head(&la->text) + from, buf_used(&la->text) - from);
-	buf_free(&out);
+	outq_line_edits(q, NULL, la, &ed, 1);
 }
 
-static void
-say_client(struct session *s, const char *fmt, ...)
+static void say_client(struct session *s, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
 static void
@@ -146,9 +123,9 @@ caps_rewrite(struct session *s, struct lineasm *la, struct imap_resp *r)
 	pol.max_size = s->act->general.max_email_size;
 	if ((out = malloc(outlen)) == NULL)
 		fatal("malloc");
-	n = imap_capability_filter((const char *)buf_head(&la->text) +
-		r->caps.off,
-	    r->caps.len, out, outlen, &pol);
+	n = imap_capability_filter(
+	    (const char *)buf_head(&la->text) + r->caps.off, r->caps.len, out,
+	    outlen, &pol);
 	if (n < 0) {
 		free(out);
 		return -1;
@@ -178,8 +155,7 @@ referral_strip(struct session *s, struct lineasm *la, struct imap_resp *r)
 
 /* The gateway's own commands upstream, and their answers. */
 
-static void
-own_command(struct session *s, const char *fmt, ...)
+static void own_command(struct session *s, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
 static void
@@ -213,8 +189,9 @@ send_originating_id(struct session *s)
 {
 	if (!s->srv->send_id || !s->srv_id)
 		return;
-	own_command(s, "ID (\"x-originating-ip\" \"%s\" "
-		       "\"x-originating-port\" \"%s\")",
+	own_command(s,
+	    "ID (\"x-originating-ip\" \"%s\" "
+	    "\"x-originating-port\" \"%s\")",
 	    s->client_ip, s->client_port);
 }
 
@@ -286,9 +263,9 @@ server_line(struct session *s, struct dir *d)
 		sp[i].len = la->spools[i].len;
 	}
 	if (imap_parse_response(buf_head(&la->text), buf_used(&la->text), sp,
-		la->nspools, r) == -1) {
-		snprintf(d->fr.err, sizeof(d->fr.err), "malformed response: %.100s",
-		    r->err);
+	        la->nspools, r) == -1) {
+		snprintf(d->fr.err, sizeof(d->fr.err),
+		    "malformed response: %.100s", r->err);
 		return -1;
 	}
 	if (own_answer(s, la, r) || msg_server_answer(s, la, r))
@@ -356,14 +333,14 @@ sasl_user(struct session *s, const uint8_t *b64, size_t len)
 		return;
 	if (strcasecmp(s->sasl_mech, "PLAIN") == 0) {
 		p = memchr(dec, '\0', (size_t)n);
-		if (p == NULL || (end = memchr(p + 1, '\0',
-				      (size_t)n - (size_t)(p + 1 - (char *)dec))) ==
-			NULL)
+		if (p == NULL ||
+		    (end = memchr(p + 1, '\0',
+		         (size_t)n - (size_t)(p + 1 - (char *)dec))) == NULL)
 			return;
 		snprintf(s->pending_user, sizeof(s->pending_user), "%.*s",
 		    (int)(end - p - 1), p + 1);
 	} else if (strcasecmp(s->sasl_mech, "XOAUTH2") == 0 ||
-	    strcasecmp(s->sasl_mech, "OAUTHBEARER") == 0) {
+	           strcasecmp(s->sasl_mech, "OAUTHBEARER") == 0) {
 		p = memmem(dec, (size_t)n, "user=", 5);
 		if (p == NULL)
 			return;
@@ -420,12 +397,12 @@ id_answer(struct session *s, struct lineasm *la, struct imap_cmd *c)
 
 	span_copy(la, c->tag, tag, sizeof(tag));
 	for (i = 0; i < c->id.npair; i++) {
-		if (imap_str_eq(buf_head(&la->text), &c->id.pair[i].key,
-			"name"))
+		if (imap_str_eq(
+		        buf_head(&la->text), &c->id.pair[i].key, "name"))
 			imap_str_copy(buf_head(&la->text), &c->id.pair[i].val,
 			    name, sizeof(name));
 		else if (imap_str_eq(buf_head(&la->text), &c->id.pair[i].key,
-			     "version"))
+		             "version"))
 			imap_str_copy(buf_head(&la->text), &c->id.pair[i].val,
 			    version, sizeof(version));
 	}
@@ -433,8 +410,9 @@ id_answer(struct session *s, struct lineasm *la, struct imap_cmd *c)
 	log_safe(version);
 	log_event(LOG_INFO, "client id", "client", s->client, "name", name,
 	    "version", version, NULL);
-	say_client(s, "* ID (\"name\" \"%s\" \"version\" \"%s\")\r\n%s OK ID "
-		      "completed\r\n",
+	say_client(s,
+	    "* ID (\"name\" \"%s\" \"version\" \"%s\")\r\n%s OK ID "
+	    "completed\r\n",
 	    GW_ID_NAME, IMAPGW_VERSION, tag);
 }
 
@@ -462,8 +440,9 @@ id_forward(struct session *s, struct lineasm *la, struct imap_cmd *c)
 		buf_printf(&out, "%s%.*s", kept++ ? " " : "",
 		    (int)c->id.pair[i].pair.len, b + c->id.pair[i].pair.off);
 	}
-	buf_printf(&out, "%s\"x-originating-ip\" \"%s\" "
-			 "\"x-originating-port\" \"%s\")\r\n",
+	buf_printf(&out,
+	    "%s\"x-originating-ip\" \"%s\" "
+	    "\"x-originating-port\" \"%s\")\r\n",
 	    kept ? " " : "", s->client_ip, s->client_port);
 	outq_buf(&s->to_s.q, &out);
 	buf_free(&out);
@@ -484,7 +463,7 @@ client_command(struct session *s, struct dir *d)
 		sp[i].len = la->spools[i].len;
 	}
 	if (imap_parse_command(buf_head(&la->text), buf_used(&la->text), sp,
-		la->nspools, c) == -1) {
+	        la->nspools, c) == -1) {
 		s->append_line = 0;
 		s->take_login = 0;
 		/* Not forwarded: the server might read it differently. */
@@ -504,18 +483,21 @@ client_command(struct session *s, struct dir *d)
 			id_forward(s, la, c);
 		return 0;
 	case IMAP_CMD_STARTTLS:
-		refuse(s, la, c, "", "STARTTLS is not available through this "
-				     "gateway");
+		refuse(s, la, c, "",
+		    "STARTTLS is not available through this "
+		    "gateway");
 		return 0;
 	case IMAP_CMD_COMPRESS:
-		refuse(s, la, c, "", "COMPRESS is not available through this "
-				     "gateway");
+		refuse(s, la, c, "",
+		    "COMPRESS is not available through this "
+		    "gateway");
 		return 0;
 	case IMAP_CMD_URLFETCH:
 	case IMAP_CMD_GENURLAUTH:
 	case IMAP_CMD_RESETKEY:
-		refuse(s, la, c, "", "URLAUTH is not available through this "
-				     "gateway");
+		refuse(s, la, c, "",
+		    "URLAUTH is not available through this "
+		    "gateway");
 		return 0;
 	case IMAP_CMD_APPEND:
 	case IMAP_CMD_REPLACE:
@@ -546,8 +528,8 @@ client_command(struct session *s, struct dir *d)
 		s->pending_user[0] = '\0';
 		s->sasl_step = 0;
 		if (c->has_ir) {
-			sasl_user(s, buf_head(&la->text) + c->ir.off,
-			    c->ir.len);
+			sasl_user(
+			    s, buf_head(&la->text) + c->ir.off, c->ir.len);
 			s->sasl_step = 1;
 		}
 		break;
@@ -646,8 +628,8 @@ login_sync(struct session *s, struct dir *d)
 		return 0;
 	if (!s->take_login) {
 		if (d->la.streamed ||
-		    sscanf((const char *)buf_head(&d->la.text), "%63s %15[A-Za-z]",
-			tag, verb) != 2 ||
+		    sscanf((const char *)buf_head(&d->la.text),
+		        "%63s %15[A-Za-z]", tag, verb) != 2 ||
 		    strcasecmp(verb, "LOGIN") != 0)
 			return 0;
 		s->take_login = 1;
@@ -703,8 +685,8 @@ imap_sync_literal(struct session *s, struct dir *d)
 		p = (const char *)buf_head(&d->la.text) + strlen(s->heldtag);
 		if (sscanf(p, " %31[A-Za-z]", verb) == 1 &&
 		    strcasecmp(verb, "LOGIN") == 0) {
-			snprintf(s->auth_tag, sizeof(s->auth_tag), "%s",
-			    s->heldtag);
+			snprintf(
+			    s->auth_tag, sizeof(s->auth_tag), "%s", s->heldtag);
 			snprintf(s->pending_user, sizeof(s->pending_user),
 			    "(literal)");
 		}

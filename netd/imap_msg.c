@@ -34,7 +34,7 @@
 #define FETCH_MAX_PARTS 8
 #define FETCH_MAX_EDITS 32
 #define SESSION_MAX_FETCH_JOBS 4 /* responses waiting for verdicts */
-#define SECT_SPEC_BUDGET 12000	 /* section specs in one SCAN_REQ frame */
+#define SECT_SPEC_BUDGET 12000 /* section specs in one SCAN_REQ frame */
 
 struct fetch_job;
 
@@ -64,7 +64,7 @@ struct fetch_job {
 	unsigned nsect;
 	struct jsect {
 		struct imap_span val;
-		int size_only;	   /* BINARY.SIZE[n]: the decoded length */
+		int size_only; /* BINARY.SIZE[n]: the decoded length */
 		int has_partial;
 		uint64_t origin, count;
 	} sect[SCAN_MAX_SECT];
@@ -80,8 +80,8 @@ struct append_msg {
 	int done;
 	struct scan_result res;
 	size_t mark_off, mark_len; /* "{n}\r\n" */
-	int spool;		   /* index, or -1 inline */
-	size_t data;		   /* inline payload offset */
+	int spool; /* index, or -1 inline */
+	size_t data; /* inline payload offset */
 	uint64_t len;
 	unsigned flags;
 };
@@ -92,20 +92,10 @@ struct append_job {
 	char tag[64];
 	unsigned nmsg, pending;
 	struct append_msg msg[IMAP_MAX_APPEND];
-	int sending;	 /* upstream, one literal per continuation */
-	int forwarded;	 /* judged and handed on */
-	unsigned next;	 /* next literal to send after "+" */
-	size_t textpos;	 /* text sent so far */
-};
-
-/* An edit of an assembled line: [off, off + len) becomes bytes, or the
- * fd range, or both (bytes first). */
-struct edit {
-	size_t off, len;
-	char *bytes;
-	size_t blen;
-	int fd; /* -1: none; not owned */
-	uint64_t foff, flen;
+	int sending; /* upstream, one literal per continuation */
+	int forwarded; /* judged and handed on */
+	unsigned next; /* next literal to send after "+" */
+	size_t textpos; /* text sent so far */
 };
 
 static struct fcmd *fcmd_current(struct session *);
@@ -174,8 +164,8 @@ static int
 whole_message_name(const char *name)
 {
 	return strcasecmp(name, "BODY[]") == 0 ||
-	    strcasecmp(name, "RFC822") == 0 ||
-	    strcasecmp(name, "BINARY[]") == 0;
+	       strcasecmp(name, "RFC822") == 0 ||
+	       strcasecmp(name, "BINARY[]") == 0;
 }
 
 static int
@@ -188,7 +178,7 @@ whole_message_item(const struct imap_item *it)
 	if (a->kind != IMAP_FA_BODY_SECTION && a->kind != IMAP_FA_BINARY)
 		return 0;
 	return a->has_section && a->sect.npart == 0 &&
-	    a->sect.text == IMAP_SECT_NONE && !a->has_partial;
+	       a->sect.text == IMAP_SECT_NONE && !a->has_partial;
 }
 
 int
@@ -197,10 +187,10 @@ line_is_append(const struct lineasm *la)
 	char tag[64], verb[16];
 
 	if (sscanf((const char *)buf_head(&la->text), "%63s %15[A-Za-z]", tag,
-		verb) != 2)
+	        verb) != 2)
 		return 0;
 	return strcasecmp(verb, "APPEND") == 0 ||
-	    strcasecmp(verb, "REPLACE") == 0;
+	       strcasecmp(verb, "REPLACE") == 0;
 }
 
 enum lit_mode
@@ -223,9 +213,9 @@ msg_literal_mode(struct session *s, struct dir *d, uint64_t n)
 		return LIT_STREAM;
 	if (!whole_message_name(name))
 		return fcmd_current(s) && fcmd_current(s)->judged &&
-			n <= s->act->general.max_email_size ?
-		    LIT_SPOOL :
-		    LIT_STREAM;
+		               n <= s->act->general.max_email_size
+		           ? LIT_SPOOL
+		           : LIT_STREAM;
 	if (n > s->act->general.max_email_size) {
 		if (s->act->general.oversize == ACT_ALLOW) {
 			log_event(LOG_NOTICE, "oversize", "client", s->client,
@@ -239,67 +229,6 @@ msg_literal_mode(struct session *s, struct dir *d, uint64_t n)
 }
 
 /* Edits and emission */
-
-static int
-edit_cmp(const void *a, const void *b)
-{
-	const struct edit *x = a, *y = b;
-
-	return x->off < y->off ? -1 : x->off > y->off;
-}
-
-static struct oq_ent *
-emit_text(struct outq *q, struct oq_ent *after, const struct lineasm *la,
-    size_t from, size_t to)
-{
-	if (to > from)
-		after = outq_after_bytes(q, after, buf_head(&la->text) + from,
-		    to - from);
-	return after;
-}
-
-/*
- * Queue the line with its edits after a hold, spooled literals spliced in
- * where they belong; a spool whose marker an edit replaces is dropped.
- */
-static void
-emit_edits(struct outq *q, struct oq_ent *after, struct lineasm *la,
-    struct edit *ed, size_t ned)
-{
-	size_t pos = 0, i = 0, k = 0, end = buf_used(&la->text);
-	struct spool *sp;
-
-	qsort(ed, ned, sizeof(*ed), edit_cmp);
-	for (;;) {
-		sp = k < la->nspools ? &la->spools[k] : NULL;
-		if (sp && (i == ned || sp->at <= ed[i].off)) {
-			after = emit_text(q, after, la, pos, sp->at);
-			pos = sp->at;
-			if (sp->fd != -1) {
-				after = outq_after_fd(q, after, sp->fd, 0,
-				    sp->len);
-				sp->fd = -1;
-			}
-			k++;
-			continue;
-		}
-		if (i == ned)
-			break;
-		after = emit_text(q, after, la, pos, ed[i].off);
-		if (ed[i].blen)
-			after = outq_after_bytes(q, after, ed[i].bytes,
-			    ed[i].blen);
-		if (ed[i].fd != -1 && ed[i].flen)
-			after = outq_after_fd(q, after, dup(ed[i].fd),
-			    (off_t)ed[i].foff, ed[i].flen);
-		pos = ed[i].off + ed[i].len;
-		/* Spools inside the replaced span belong to it. */
-		while (k < la->nspools && la->spools[k].at <= pos)
-			k++;
-		i++;
-	}
-	emit_text(q, after, la, pos, end);
-}
 
 static void
 edit_add(struct edit *ed, size_t *ned, struct imap_span sp, char *bytes,
@@ -371,9 +300,9 @@ deny_make(struct session *s, const char *reason, struct denymsg *dm)
 
 	buf_init(&b, 0);
 	buf_printf(&b, "Subject: [imapgw] message withheld\r\n"
-		       "MIME-Version: 1.0\r\n"
-		       "Content-Type: text/plain; charset=utf-8\r\n"
-		       "Content-Transfer-Encoding: 8bit\r\n\r\n");
+	               "MIME-Version: 1.0\r\n"
+	               "Content-Type: text/plain; charset=utf-8\r\n"
+	               "Content-Transfer-Encoding: 8bit\r\n\r\n");
 	for (p = tmpl; *p; p++) {
 		if (strncmp(p, "%(reason)%", 10) == 0) {
 			buf_printf(&b, "%s", reason);
@@ -403,7 +332,8 @@ deny_make(struct session *s, const char *reason, struct denymsg *dm)
 static size_t
 deny_body_octets(const struct denymsg *dm)
 {
-	const char *p = (const char *)memmem(dm->msg, dm->len, "\r\n\r\n", 4) + 4;
+	const char *p =
+	    (const char *)memmem(dm->msg, dm->len, "\r\n\r\n", 4) + 4;
 
 	return dm->len - (size_t)(p - dm->msg);
 }
@@ -412,12 +342,12 @@ deny_body_octets(const struct denymsg *dm)
 
 /* The bytes between a section's brackets, or RFC822.TEXT/HEADER's. */
 static void
-att_spec(const uint8_t *b, const struct imap_fatt *a, char *out,
-    size_t outlen)
+att_spec(const uint8_t *b, const struct imap_fatt *a, char *out, size_t outlen)
 {
 	size_t n;
 
-	if (a->kind == IMAP_FA_RFC822_TEXT || a->kind == IMAP_FA_RFC822_HEADER) {
+	if (a->kind == IMAP_FA_RFC822_TEXT ||
+	    a->kind == IMAP_FA_RFC822_HEADER) {
 		snprintf(out, outlen, "%s",
 		    a->kind == IMAP_FA_RFC822_TEXT ? "TEXT" : "HEADER");
 		return;
@@ -447,7 +377,7 @@ content_att(const struct imap_fatt *a)
 		return a->sect.npart > 0 || a->has_partial;
 	case IMAP_FA_BODY_SECTION:
 		return !(a->sect.npart == 0 && a->sect.text == IMAP_SECT_NONE &&
-		    !a->has_partial);
+		         !a->has_partial);
 	default:
 		return 0;
 	}
@@ -459,8 +389,8 @@ whole_att(const struct imap_fatt *a)
 	if (a->kind == IMAP_FA_RFC822)
 		return 1;
 	return (a->kind == IMAP_FA_BODY_SECTION || a->kind == IMAP_FA_BINARY) &&
-	    a->sect.npart == 0 && a->sect.text == IMAP_SECT_NONE &&
-	    !a->has_partial;
+	       a->sect.npart == 0 && a->sect.text == IMAP_SECT_NONE &&
+	       !a->has_partial;
 }
 
 static struct fcmd *
@@ -500,8 +430,10 @@ msg_fetch_command(struct session *s, struct lineasm *la, struct imap_cmd *c)
 	}
 	if (s->nfcmd == s->fcmdcap) {
 		outq_bytes(&s->to_c.q, tag, strlen(tag));
-		outq_bytes(&s->to_c.q, " NO [LIMIT] Too many FETCH commands in "
-				       "flight\r\n", 47);
+		outq_bytes(&s->to_c.q,
+		    " NO [LIMIT] Too many FETCH commands in "
+		    "flight\r\n",
+		    47);
 		return 1;
 	}
 	f = &s->fcmds[s->nfcmd++];
@@ -530,8 +462,10 @@ msg_fetch_command(struct session *s, struct lineasm *la, struct imap_cmd *c)
 	if (la->nspools > 0 || c->fetch.atts.len == 0) {
 		s->nfcmd--;
 		outq_bytes(&s->to_c.q, tag, strlen(tag));
-		outq_bytes(&s->to_c.q, " BAD Command not supported by the "
-				       "gateway\r\n", 44);
+		outq_bytes(&s->to_c.q,
+		    " BAD Command not supported by the "
+		    "gateway\r\n",
+		    44);
 		return 1;
 	}
 	f->added = 1;
@@ -561,7 +495,7 @@ msg_tagged(struct session *s, struct lineasm *la, struct imap_resp *r)
 	for (i = 0; i < s->nfcmd; i++) {
 		if (strlen(s->fcmds[i].tag) != r->tag.len ||
 		    memcmp(s->fcmds[i].tag, buf_head(&la->text) + r->tag.off,
-			r->tag.len) != 0)
+		        r->tag.len) != 0)
 			continue;
 		memmove(&s->fcmds[i], &s->fcmds[i + 1],
 		    (s->nfcmd - i - 1) * sizeof(*s->fcmds));
@@ -577,8 +511,7 @@ msg_tagged(struct session *s, struct lineasm *la, struct imap_resp *r)
 
 /* The count a partial item of the current command asked for. */
 static uint64_t
-partial_count(struct session *s, int binary, const char *spec,
-    uint64_t origin)
+partial_count(struct session *s, int binary, const char *spec, uint64_t origin)
 {
 	struct fcmd *f = fcmd_current(s);
 	unsigned i;
@@ -621,8 +554,7 @@ fetch_job_free(struct fetch_job *j)
 enum { PV_CLEAN, PV_CHANGED, PV_DENY, PV_DROP };
 
 static int
-part_verdict(struct session *s, struct fetch_part *p, char *why,
-    size_t whylen)
+part_verdict(struct session *s, struct fetch_part *p, char *why, size_t whylen)
 {
 	const struct cfg_antivirus *av = &s->act->antivirus;
 	int act;
@@ -630,8 +562,7 @@ part_verdict(struct session *s, struct fetch_part *p, char *why,
 	if (p->oversize) {
 		snprintf(why, whylen, "message larger than %llu bytes",
 		    (unsigned long long)s->act->general.max_email_size);
-		return s->act->general.oversize == ACT_DROP ? PV_DROP :
-							      PV_DENY;
+		return s->act->general.oversize == ACT_DROP ? PV_DROP : PV_DENY;
 	}
 	switch (p->res.verdict) {
 	case SCAN_CLEAN:
@@ -647,8 +578,7 @@ part_verdict(struct session *s, struct fetch_part *p, char *why,
 	act = av->on_error;
 	snprintf(why, whylen, "could not be scanned: %s", p->res.reason);
 	log_event(LOG_WARNING, "scan error", "client", s->client, "user",
-	    s->user, "error", p->res.reason, "action", action_name(act),
-	    NULL);
+	    s->user, "error", p->res.reason, "action", action_name(act), NULL);
 	if (act == ACT_ALLOW)
 		return PV_CLEAN;
 	return act == ACT_DROP ? PV_DROP : PV_DENY;
@@ -666,7 +596,7 @@ deny_section(const struct denymsg *dm, const struct scan_section *q,
 		*p = body;
 		*len = dm->len - (size_t)(body - dm->msg);
 	} else if (strncasecmp(q->spec, "HEADER", 6) == 0 ||
-	    strcasecmp(q->spec, "1.MIME") == 0) {
+	           strcasecmp(q->spec, "1.MIME") == 0) {
 		*p = dm->msg;
 		*len = (size_t)(body - dm->msg);
 	} else {
@@ -729,8 +659,8 @@ sect_edits(struct fetch_job *j, struct fetch_part *first, int v,
 		b = xprintf(&blen, "%s{%llu}\r\n", lit8 ? "~" : "",
 		    (unsigned long long)len);
 		if (v == PV_CHANGED)
-			edit_add(ed, ned, x->val, b, blen, first->res.fd, off,
-			    len);
+			edit_add(
+			    ed, ned, x->val, b, blen, first->res.fd, off, len);
 		else {
 			b = realloc(b, blen + len + 1);
 			memcpy(b + blen, dp, len);
@@ -744,7 +674,7 @@ fetch_emit(struct fetch_job *j)
 {
 	struct session *s = j->s;
 	struct edit ed[FETCH_MAX_EDITS];
-	struct denymsg dm = { NULL, 0, 0 };
+	struct denymsg dm = {NULL, 0, 0};
 	struct fetch_part *p, *first = NULL;
 	char why[SCAN_MAX_REASON + 64];
 	size_t ned = 0, blen;
@@ -791,8 +721,8 @@ fetch_emit(struct fetch_job *j)
 		}
 		for (i = 0; i < j->nbinsize; i++) {
 			b = xprintf(&blen, "%llu", (unsigned long long)newsize);
-			edit_add(ed, &ned, j->binsize_val[i], b, blen, -1, 0,
-			    0);
+			edit_add(
+			    ed, &ned, j->binsize_val[i], b, blen, -1, 0, 0);
 		}
 		if (j->has_bs) {
 			if (firstv == PV_CHANGED)
@@ -805,8 +735,8 @@ fetch_emit(struct fetch_job *j)
 				    "NIL NIL NIL)",
 				    deny_body_octets(&dm), dm.lines);
 			if (b)
-				edit_add(ed, &ned, j->bs_val, b, blen, -1, 0,
-				    0);
+				edit_add(
+				    ed, &ned, j->bs_val, b, blen, -1, 0, 0);
 		}
 		if (j->has_body) {
 			if (firstv == PV_CHANGED)
@@ -819,15 +749,15 @@ fetch_emit(struct fetch_job *j)
 				    "\"utf-8\") NIL NIL \"8BIT\" %zu %u)",
 				    deny_body_octets(&dm), dm.lines);
 			if (b)
-				edit_add(ed, &ned, j->body_val, b, blen, -1, 0,
-				    0);
+				edit_add(
+				    ed, &ned, j->body_val, b, blen, -1, 0, 0);
 		}
 	}
 	if (first != NULL)
 		sect_edits(j, first, firstv, &dm, ed, &ned);
 	if (j->has_cut)
 		edit_add(ed, &ned, j->cut, NULL, 0, -1, 0, 0);
-	emit_edits(&s->to_c.q, j->hold, &j->la, ed, ned);
+	outq_line_edits(&s->to_c.q, j->hold, &j->la, ed, ned);
 	for (i = 0; i < ned; i++)
 		free(ed[i].bytes);
 	free(dm.msg);
@@ -869,15 +799,15 @@ job_sect(struct session *s, struct fetch_job *j, const struct lineasm *la,
 	x = &j->sect[j->nsect];
 	x->val = it->val;
 	x->size_only = size_only;
-	j->req[j->nsect].binary =
-	    it->att.kind == IMAP_FA_BINARY || it->att.kind == IMAP_FA_BINARY_SIZE;
+	j->req[j->nsect].binary = it->att.kind == IMAP_FA_BINARY ||
+	                          it->att.kind == IMAP_FA_BINARY_SIZE;
 	att_spec(buf_head(&la->text), &it->att, j->req[j->nsect].spec,
 	    sizeof(j->req[0].spec));
 	x->has_partial = it->att.has_partial;
 	x->origin = it->att.origin;
 	x->count = x->has_partial ? partial_count(s, j->req[j->nsect].binary,
-					j->req[j->nsect].spec, x->origin) :
-				    UINT64_MAX;
+	                                j->req[j->nsect].spec, x->origin)
+	                          : UINT64_MAX;
 	j->specbytes += strlen(j->req[j->nsect].spec) + 8;
 	j->nsect++;
 }
@@ -899,8 +829,8 @@ msg_fetch(struct session *s, struct lineasm *la, struct imap_resp *r)
 		it = &r->fetch.item[i];
 		if (!whole_message_item(it) || it->str.kind != IMAP_STR_LITERAL)
 			continue;
-		discarded = it->str.spool >= 0 &&
-		    la->spools[it->str.spool].fd == -1;
+		discarded =
+		    it->str.spool >= 0 && la->spools[it->str.spool].fd == -1;
 		if (discarded || (av_on(s) && it->str.spool >= 0) ||
 		    (av_on(s) && it->str.len > 0))
 			n++;
@@ -946,15 +876,16 @@ msg_fetch(struct session *s, struct lineasm *la, struct imap_resp *r)
 		default:
 			break;
 		}
-		if (!whole_message_item(it) || it->str.kind != IMAP_STR_LITERAL ||
+		if (!whole_message_item(it) ||
+		    it->str.kind != IMAP_STR_LITERAL ||
 		    j->nparts == FETCH_MAX_PARTS)
 			continue;
 		p = &j->part[j->nparts++];
 		p->job = j;
 		p->val = it->val;
 		p->res.fd = -1;
-		p->oversize = it->str.spool >= 0 &&
-		    la->spools[it->str.spool].fd == -1;
+		p->oversize =
+		    it->str.spool >= 0 && la->spools[it->str.spool].fd == -1;
 	}
 	/* The whole message the gateway asked for on its own is not the
 	 * client's to see. */
@@ -1025,8 +956,8 @@ append_job_free(struct session *s)
 }
 
 static void
-append_refuse(struct session *s, const char *tag, const char *code,
-    const char *why)
+append_refuse(
+    struct session *s, const char *tag, const char *code, const char *why)
 {
 	char *line;
 	size_t len;
@@ -1048,8 +979,8 @@ append_send_marker(struct append_job *j, struct append_msg *m, int plus)
 	outq_bytes(&s->to_s.q, buf_head(&j->la.text) + j->textpos,
 	    m->mark_off - j->textpos);
 	n = snprintf(mark, sizeof(mark), "%s{%llu%s}\r\n",
-	    (m->flags & IMAP_LIT_BINARY) ? "~" : "",
-	    (unsigned long long)m->len, plus ? "+" : "");
+	    (m->flags & IMAP_LIT_BINARY) ? "~" : "", (unsigned long long)m->len,
+	    plus ? "+" : "");
 	outq_bytes(&s->to_s.q, mark, (size_t)n);
 	j->textpos = m->mark_off + m->mark_len;
 }
@@ -1119,14 +1050,12 @@ append_done(struct append_job *j)
 			continue;
 		case SCAN_ERROR:
 			log_event(LOG_WARNING, "scan error", "client",
-			    s->client, "user", s->user, "error",
-			    m->res.reason, "action",
-			    action_name(av->on_error), NULL);
+			    s->client, "user", s->user, "error", m->res.reason,
+			    "action", action_name(av->on_error), NULL);
 			if (av->on_error == ACT_ALLOW)
 				continue;
 			snprintf(why, sizeof(why),
-			    "Message could not be scanned (%s)",
-			    m->res.reason);
+			    "Message could not be scanned (%s)", m->res.reason);
 			if (av->on_error == ACT_DROP)
 				goto drop;
 			break;
@@ -1218,8 +1147,8 @@ msg_append(struct session *s, struct lineasm *la, struct imap_cmd *c)
 			j->pending--;
 			continue;
 		}
-		fd = m->spool >= 0 ? dup(j->la.spools[m->spool].fd) :
-				     lineasm_memfd(&j->la, m->data, m->len);
+		fd = m->spool >= 0 ? dup(j->la.spools[m->spool].fd)
+		                   : lineasm_memfd(&j->la, m->data, m->len);
 		if (fd == -1) {
 			m->res.verdict = SCAN_ERROR;
 			snprintf(m->res.reason, sizeof(m->res.reason),
@@ -1291,8 +1220,7 @@ msg_server_answer(struct session *s, struct lineasm *la, struct imap_resp *r)
 		return 1;
 	}
 	if (r->kind == IMAP_RESP_TAGGED && r->tag.len == strlen(j->tag) &&
-	    memcmp(buf_head(&la->text) + r->tag.off, j->tag, r->tag.len) ==
-		0) {
+	    memcmp(buf_head(&la->text) + r->tag.off, j->tag, r->tag.len) == 0) {
 		/* Refused before all literals went: the client hears it. */
 		append_job_free(s);
 		msg_kick(s);

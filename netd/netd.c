@@ -131,8 +131,7 @@ listeners_switch(struct netd *n, struct imsg *imsg)
 	n->env.cfg = n->cur->cfg; /* borrowed */
 	n->pending = NULL;
 	log_debug("using config generation %u", gen);
-	proc_compose(n->env.parent, IMSG_CFG_APPLIED, 0, -1, &gen,
-	    sizeof(gen));
+	proc_compose(n->env.parent, IMSG_CFG_APPLIED, 0, -1, &gen, sizeof(gen));
 }
 
 static void
@@ -165,8 +164,8 @@ netd_status(struct netd *n, struct imsg *imsg)
 	buf_add_u32(&b, id);
 	buf_add_u32(&b, n->nsessions);
 	buf_add_u64(&b, n->total);
-	proc_compose(n->env.parent, IMSG_STATUS, 0, -1, buf_head(&b),
-	    buf_used(&b));
+	proc_compose(
+	    n->env.parent, IMSG_STATUS, 0, -1, buf_head(&b), buf_used(&b));
 	buf_free(&b);
 }
 
@@ -212,8 +211,8 @@ netd_dispatch_parent(struct proc_chan *c, struct imsg *imsg)
 	}
 	if (proc_child_common(&n->env, imsg))
 		return;
-	proc_chan_fail(c, "unexpected %s from parent",
-	    imsg_type_name(imsg->hdr.type));
+	proc_chan_fail(
+	    c, "unexpected %s from parent", imsg_type_name(imsg->hdr.type));
 }
 
 static void
@@ -233,8 +232,8 @@ netd_dispatch_peer(struct proc_chan *c, struct imsg *imsg)
 		scan_peer_frame(netd_env, c, imsg);
 		return;
 	}
-	proc_chan_fail(c, "unexpected %s from peer",
-	    imsg_type_name(imsg->hdr.type));
+	proc_chan_fail(
+	    c, "unexpected %s from peer", imsg_type_name(imsg->hdr.type));
 }
 
 /* Scans pending on a scanner that went away fail (never pass). */
@@ -269,8 +268,8 @@ netd_main(int instance, int debug, int verbose)
 	n.peers.gone = netd_peer_gone;
 	if ((n.env.base = event_base_new()) == NULL)
 		fatalx("event_base_new");
-	n.env.parent = proc_chan_new(n.env.base, IMAPGW_PARENT_FD, 1,
-	    "parent", netd_dispatch_parent, netd_parent_closed, &n);
+	n.env.parent = proc_chan_new(n.env.base, IMAPGW_PARENT_FD, 1, "parent",
+	    netd_dispatch_parent, netd_parent_closed, &n);
 	if (n.env.parent == NULL)
 		fatal("parent channel");
 	proc_child_start(&n.env, netd_early);

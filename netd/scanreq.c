@@ -80,7 +80,7 @@ req_timeout(evutil_socket_t fd, short ev, void *arg)
 static void
 req_later(struct scan_req *r, const char *why)
 {
-	struct timeval zero = { 0, 0 };
+	struct timeval zero = {0, 0};
 
 	r->why = why;
 	evtimer_add(r->timer, &zero);
@@ -150,7 +150,7 @@ scan_submit(struct netd *n, int fd, uint64_t size, int kind, int action,
 		buf_add_str(&b, secs[i].spec);
 	}
 	if (proc_compose(r->chan, IMSG_SCAN_REQ, 0, fd, buf_head(&b),
-		buf_used(&b)) == -1) {
+	        buf_used(&b)) == -1) {
 		buf_free(&b);
 		r->chan = NULL;
 		req_later(r, "cannot reach the scanner");

@@ -25,9 +25,9 @@ struct scan_section {
 
 struct scan_result {
 	int verdict; /* SCAN_* */
-	int action;  /* ACT_* applied by scand */
+	int action; /* ACT_* applied by scand */
 	char reason[SCAN_MAX_REASON];
-	int fd;	     /* CHANGED: the result memfd (owned by the callee) */
+	int fd; /* CHANGED: the result memfd (owned by the callee) */
 	uint64_t msg_off, msg_len;
 	uint64_t bs_off, bs_len;
 	uint64_t body_off, body_len;
@@ -44,8 +44,8 @@ struct scan_req;
 
 /* Takes ownership of fd (the message).  The callback always runs later,
  * from the event loop.  Returns a handle for scan_cancel(). */
-struct scan_req *scan_submit(struct netd *, int fd, uint64_t size,
-    int kind, int action, const char *user, const char *client,
+struct scan_req *scan_submit(struct netd *, int fd, uint64_t size, int kind,
+    int action, const char *user, const char *client,
     const struct scan_section *, unsigned nsect, scan_cb, void *arg);
 /* The requester went away: the verdict will be dropped. */
 void scan_cancel(struct scan_req *);

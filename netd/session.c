@@ -80,7 +80,7 @@ session_free_cb(evutil_socket_t fd, short ev, void *arg)
 void
 session_end(struct session *s, const char *reason)
 {
-	struct timeval zero = { 0, 0 };
+	struct timeval zero = {0, 0};
 	struct netd *n = s->n;
 	struct timespec now;
 	char id[24], in[24], out[24], dur[32];
@@ -91,7 +91,7 @@ session_end(struct session *s, const char *reason)
 	s->ending = 1;
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	secs = (double)(now.tv_sec - s->start.tv_sec) +
-	    (double)(now.tv_nsec - s->start.tv_nsec) / 1e9;
+	       (double)(now.tv_nsec - s->start.tv_nsec) / 1e9;
 	snprintf(id, sizeof(id), "%llu", (unsigned long long)s->id);
 	snprintf(in, sizeof(in), "%llu", (unsigned long long)s->c.bytes);
 	snprintf(out, sizeof(out), "%llu", (unsigned long long)s->to_c.bytes);
@@ -122,8 +122,8 @@ session_end(struct session *s, const char *reason)
 		s->next->prev = s->prev;
 	n->nsessions--;
 	netd_cfg_unref(s->nc);
-	if (event_base_once(n->env.base, -1, EV_TIMEOUT, session_free_cb, s,
-		&zero) == -1)
+	if (event_base_once(
+	        n->env.base, -1, EV_TIMEOUT, session_free_cb, s, &zero) == -1)
 		log_warnx("session %s: leaking its memory", id);
 }
 
@@ -197,8 +197,8 @@ session_protocol_error(struct session *s, struct dir *d)
 	snprintf(reason, sizeof(reason), "%s protocol error: %s", d->name,
 	    d->fr.err);
 	if (d == &s->c) {
-		snprintf(line, sizeof(line), "%s%s\r\n", BYE_CLIENT_ERR,
-		    d->fr.err);
+		snprintf(
+		    line, sizeof(line), "%s%s\r\n", BYE_CLIENT_ERR, d->fr.err);
 		client_say(s, line);
 	} else
 		client_say(s, BYE_SERVER_ERR);
@@ -333,9 +333,9 @@ dir_finish(struct dir *d)
 	if (d == &s->sv) {
 		/* Who ended it: a LOGOUT, the client's close (the server
 		 * only followed), or the server. */
-		session_end(s, s->logout ? "logout" :
-			s->c.eof	     ? "client closed" :
-					       "server closed");
+		session_end(s, s->logout  ? "logout"
+		               : s->c.eof ? "client closed"
+		                          : "server closed");
 		return -1;
 	}
 	/* Client done sending: pass the half-close on and keep the
@@ -387,8 +387,9 @@ sink_flush(struct sink *k)
 	for (;;) {
 		r = outq_write(&k->q, k->dst);
 		if (r == -1) {
-			session_errno(s, k == &s->to_c ? "write to client" :
-							   "write to server",
+			session_errno(s,
+			    k == &s->to_c ? "write to client"
+			                  : "write to server",
 			    errno);
 			return;
 		}
@@ -440,8 +441,8 @@ dir_read_cb(evutil_socket_t fd, short ev, void *arg)
 	if (r == -1) {
 		if (errno == EAGAIN || errno == EINTR)
 			return;
-		session_errno(s, d == &s->c ? "read from client" :
-					      "read from server",
+		session_errno(s,
+		    d == &s->c ? "read from client" : "read from server",
 		    errno);
 		return;
 	}
@@ -458,7 +459,7 @@ dir_read_cb(evutil_socket_t fd, short ev, void *arg)
 		/* A response cut off by the server's close is an anomaly:
 		 * none of it goes out. */
 		if (d == &s->sv && (buf_used(&d->la.text) > 0 ||
-		    d->la.lit_left > 0 || d->la.streamed)) {
+		                       d->la.lit_left > 0 || d->la.streamed)) {
 			snprintf(d->fr.err, sizeof(d->fr.err),
 			    "connection closed in the middle of a response");
 			session_protocol_error(s, d);
@@ -499,8 +500,8 @@ dir_init(struct session *s, struct dir *d, const char *name, int src,
 	framer_init(&d->fr, fdir, s->act->general.max_line_length,
 	    fdir == FRAMER_CLIENT ? literal_cap(s) : SERVER_LITERAL_CAP);
 	d->fr.arg = s;
-	d->rev = event_new(s->n->env.base, src, EV_READ | EV_PERSIST,
-	    dir_read_cb, d);
+	d->rev = event_new(
+	    s->n->env.base, src, EV_READ | EV_PERSIST, dir_read_cb, d);
 	if (d->rev == NULL)
 		fatalx("event_new");
 }
@@ -511,8 +512,8 @@ sink_init(struct session *s, struct sink *k, int dst)
 	k->s = s;
 	k->dst = dst;
 	outq_init(&k->q);
-	k->wev = event_new(s->n->env.base, dst, EV_WRITE | EV_PERSIST,
-	    sink_write_cb, k);
+	k->wev = event_new(
+	    s->n->env.base, dst, EV_WRITE | EV_PERSIST, sink_write_cb, k);
 	if (k->wev == NULL)
 		fatalx("event_new");
 }
@@ -602,8 +603,8 @@ addr_split(const struct sockaddr *sa, char *ip, size_t iplen, char *port,
 		inet_ntop(AF_INET, &s4->sin_addr, ip, (socklen_t)iplen);
 		snprintf(port, portlen, "%u", ntohs(s4->sin_port));
 	} else if (IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr)) {
-		inet_ntop(AF_INET, &s6->sin6_addr.s6_addr[12], ip,
-		    (socklen_t)iplen);
+		inet_ntop(
+		    AF_INET, &s6->sin6_addr.s6_addr[12], ip, (socklen_t)iplen);
 		snprintf(port, portlen, "%u", ntohs(s6->sin6_port));
 	} else {
 		inet_ntop(AF_INET6, &s6->sin6_addr, ip, (socklen_t)iplen);
@@ -626,7 +627,7 @@ static void
 session_refuse(int fd, const char *client, const struct cfg_policy *pol,
     const char *reason, int reset)
 {
-	struct linger lg = { 1, 0 };
+	struct linger lg = {1, 0};
 
 	log_event(LOG_NOTICE, "session denied", "client", client, "policy",
 	    pol->name, "reason", reason, NULL);
@@ -646,13 +647,13 @@ session_connect(struct session *s)
 	s->timer = evtimer_new(s->n->env.base, session_timer_cb, s);
 	if (s->timer == NULL)
 		fatalx("event_new");
-	fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
-	    0);
+	fd = socket(
+	    a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd == -1)
 		return -1;
 	s->sfd = fd;
-	s->connev = event_new(s->n->env.base, fd, EV_WRITE,
-	    session_connected_cb, s);
+	s->connev =
+	    event_new(s->n->env.base, fd, EV_WRITE, session_connected_cb, s);
 	if (s->connev == NULL)
 		fatalx("event_new");
 	tv.tv_sec = (time_t)(s->srv->connect_timeout_ms / 1000);
@@ -684,8 +685,8 @@ session_accept(struct netd *n, struct netd_listener *l, int fd,
 	}
 	if (pol->disposition != DISP_ALLOW) {
 		session_refuse(fd, client, pol,
-		    pol->disposition == DISP_DENY ? "disposition deny" :
-						    "disposition deny-reset",
+		    pol->disposition == DISP_DENY ? "disposition deny"
+		                                  : "disposition deny-reset",
 		    pol->disposition == DISP_DENY_RESET);
 		return;
 	}

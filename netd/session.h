@@ -11,8 +11,8 @@
 #include "netd.h"
 #include "stream.h"
 
-#define DIR_IN_MAX (256 * 1024)	     /* read, not yet processed */
-#define SINK_HIGH (1024 * 1024)	     /* stop reading the source above this */
+#define DIR_IN_MAX (256 * 1024) /* read, not yet processed */
+#define SINK_HIGH (1024 * 1024) /* stop reading the source above this */
 
 struct session;
 
@@ -71,7 +71,7 @@ struct session {
 	const struct cfg_member *mem;
 	int cfd, sfd;
 	char client[80];
-	struct dir c, sv;	 /* from the client, from the server */
+	struct dir c, sv; /* from the client, from the server */
 	struct sink to_c, to_s; /* to the client, to the server */
 	struct event *connev;
 	struct event *timer;
@@ -84,26 +84,26 @@ struct session {
 	char client_ip[64], client_port[8];
 
 	/* IMAP engine state (imap.c) */
-	int wait_cont;	   /* client line held at a sync literal */
+	int wait_cont; /* client line held at a sync literal */
 	char heldtag[64];
 	int logout;
-	int greeted;	     /* the server's greeting was handled */
-	int authed;	     /* the client is authenticated */
+	int greeted; /* the server's greeting was handled */
+	int authed; /* the client is authenticated */
 	int srv_literalplus; /* server capabilities */
 	int srv_id;
-	char user[128];	     /* from LOGIN/AUTHENTICATE, once known */
+	char user[128]; /* from LOGIN/AUTHENTICATE, once known */
 	char pending_user[128];
-	char auth_tag[64];   /* LOGIN or AUTHENTICATE awaiting its answer */
-	char sasl_mech[32];  /* AUTHENTICATE exchange in progress */
+	char auth_tag[64]; /* LOGIN or AUTHENTICATE awaiting its answer */
+	char sasl_mech[32]; /* AUTHENTICATE exchange in progress */
 	int sasl_step;
 	char idle_tag[64];
-	char own_tag[32];    /* our own upstream command in flight */
+	char own_tag[32]; /* our own upstream command in flight */
 	unsigned own_seq;
-	int refused;	     /* a client command answered by the gateway */
-	struct fetch_job *fjobs;  /* responses waiting for verdicts */
-	struct append_job *ajob;  /* the upload being judged or sent */
-	int append_line;	  /* the client line is an APPEND we took */
-	int take_login;		  /* a LOGIN whose literals we answered */
+	int refused; /* a client command answered by the gateway */
+	struct fetch_job *fjobs; /* responses waiting for verdicts */
+	struct append_job *ajob; /* the upload being judged or sent */
+	int append_line; /* the client line is an APPEND we took */
+	int take_login; /* a LOGIN whose literals we answered */
 	/* FETCH commands awaiting their tagged answer, oldest first: the
 	 * responses in between belong to the first. */
 	unsigned nfcmd, fcmdcap;

@@ -96,8 +96,8 @@ lineasm_literal(struct lineasm *la, uint64_t n, enum lit_mode mode)
 	}
 	if ((sp = lineasm_spool_new(la)) == NULL)
 		return -1;
-	sp->fd = memfd_create("imapgw-literal", MFD_CLOEXEC |
-	    MFD_ALLOW_SEALING);
+	sp->fd =
+	    memfd_create("imapgw-literal", MFD_CLOEXEC | MFD_ALLOW_SEALING);
 	if (sp->fd == -1) {
 		la->nspools--;
 		return -1;
@@ -217,7 +217,7 @@ outq_bytes(struct outq *q, const void *p, size_t n)
 	/* Small writes join the last buffer when it is not a hold. */
 	if (q->head != NULL) {
 		e = (struct oq_ent *)((char *)q->tail -
-		    offsetof(struct oq_ent, next));
+		                      offsetof(struct oq_ent, next));
 		if (e->kind == OQ_BUF && buf_used(&e->b) < 64 * 1024) {
 			if (buf_add(&e->b, p, n) == -1)
 				fatal("outq");
@@ -268,22 +268,31 @@ outq_hold(struct outq *q)
 	return e;
 }
 
+/* Put e after the entry "after", or at the end when it is NULL. */
+static struct oq_ent *
+oq_put(struct outq *q, struct oq_ent *after, struct oq_ent *e)
+{
+	if (after == NULL)
+		oq_append(q, e);
+	else
+		oq_insert(q, after, e);
+	return e;
+}
+
 struct oq_ent *
-outq_after_bytes(struct outq *q, struct oq_ent *after, const void *p,
-    size_t n)
+outq_after_bytes(struct outq *q, struct oq_ent *after, const void *p, size_t n)
 {
 	struct oq_ent *e = oq_new(OQ_BUF);
 
 	if (buf_add(&e->b, p, n) == -1)
 		fatal("outq");
 	q->bytes += n;
-	oq_insert(q, after, e);
-	return e;
+	return oq_put(q, after, e);
 }
 
 struct oq_ent *
-outq_after_fd(struct outq *q, struct oq_ent *after, int fd, off_t off,
-    uint64_t len)
+outq_after_fd(
+    struct outq *q, struct oq_ent *after, int fd, off_t off, uint64_t len)
 {
 	struct oq_ent *e = oq_new(OQ_FD);
 
@@ -291,8 +300,7 @@ outq_after_fd(struct outq *q, struct oq_ent *after, int fd, off_t off,
 	e->off = off;
 	e->len = len;
 	q->bytes += len;
-	oq_insert(q, after, e);
-	return e;
+	return oq_put(q, after, e);
 }
 
 void
@@ -412,10 +420,72 @@ lineasm_memfd(const struct lineasm *la, size_t off, uint64_t len)
 	fd = memfd_create("imapgw-message", MFD_CLOEXEC | MFD_ALLOW_SEALING);
 	if (fd == -1)
 		return -1;
-	if (len > 0 && write(fd, buf_head(&la->text) + off, (size_t)len) !=
-	    (ssize_t)len) {
+	if (len > 0 &&
+	    write(fd, buf_head(&la->text) + off, (size_t)len) != (ssize_t)len) {
 		close(fd);
 		return -1;
 	}
 	return fd;
+}
+
+static int
+edit_cmp(const void *a, const void *b)
+{
+	const struct edit *x = a, *y = b;
+
+	return x->off < y->off ? -1 : x->off > y->off;
+}
+
+static struct oq_ent *
+line_text(struct outq *q, struct oq_ent *after, const struct lineasm *la,
+    size_t from, size_t to)
+{
+	if (to > from)
+		after = outq_after_bytes(
+		    q, after, buf_head(&la->text) + from, to - from);
+	return after;
+}
+
+/*
+ * Queue the line with its edits (after the entry "after", or at the end
+ * when it is NULL), spooled literals spliced in where they belong; a
+ * spool whose marker an edit replaces is dropped.
+ */
+void
+outq_line_edits(struct outq *q, struct oq_ent *after, struct lineasm *la,
+    struct edit *ed, size_t ned)
+{
+	size_t pos = 0, i = 0, k = 0, end = buf_used(&la->text);
+	struct spool *sp;
+
+	qsort(ed, ned, sizeof(*ed), edit_cmp);
+	for (;;) {
+		sp = k < la->nspools ? &la->spools[k] : NULL;
+		if (sp && (i == ned || sp->at <= ed[i].off)) {
+			after = line_text(q, after, la, pos, sp->at);
+			pos = sp->at;
+			if (sp->fd != -1) {
+				after =
+				    outq_after_fd(q, after, sp->fd, 0, sp->len);
+				sp->fd = -1;
+			}
+			k++;
+			continue;
+		}
+		if (i == ned)
+			break;
+		after = line_text(q, after, la, pos, ed[i].off);
+		if (ed[i].blen)
+			after =
+			    outq_after_bytes(q, after, ed[i].bytes, ed[i].blen);
+		if (ed[i].fd != -1 && ed[i].flen)
+			after = outq_after_fd(q, after, dup(ed[i].fd),
+			    (off_t)ed[i].foff, ed[i].flen);
+		pos = ed[i].off + ed[i].len;
+		/* Spools inside the replaced span belong to it. */
+		while (k < la->nspools && la->spools[k].at <= pos)
+			k++;
+		i++;
+	}
+	line_text(q, after, la, pos, end);
 }

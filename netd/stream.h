@@ -17,9 +17,9 @@
 #define LINE_MAX_SPOOLS 64
 
 struct spool {
-	size_t at;    /* offset in text where the payload would start */
+	size_t at; /* offset in text where the payload would start */
 	uint64_t len; /* payload bytes */
-	int fd;	      /* memfd holding them */
+	int fd; /* memfd holding them */
 };
 
 struct lineasm {
@@ -27,12 +27,12 @@ struct lineasm {
 	struct spool *spools; /* allocated while the line has some */
 	size_t nspools, spcap;
 	uint64_t lit_left; /* payload still expected for the open literal */
-	int lit_spooled;   /* the open literal goes to the last spool */
-	int lit_stream;	   /* the open literal is passed on as it comes */
-	int lit_discard;   /* the open literal is read and dropped */
-	int discarded;	   /* some literal of this line was dropped */
-	size_t lit_start;  /* text offset of an inline literal's payload */
-	int streamed;	   /* parts of this line were already sent on */
+	int lit_spooled; /* the open literal goes to the last spool */
+	int lit_stream; /* the open literal is passed on as it comes */
+	int lit_discard; /* the open literal is read and dropped */
+	int discarded; /* some literal of this line was dropped */
+	size_t lit_start; /* text offset of an inline literal's payload */
+	int streamed; /* parts of this line were already sent on */
 };
 
 void lineasm_init(struct lineasm *);
@@ -77,15 +77,31 @@ struct oq_ent *outq_hold(struct outq *);
 /* Turn a hold into nothing (its replacement was queued with
  * outq_insert_after) and let the queue flow again. */
 void outq_release(struct outq *, struct oq_ent *);
-/* Queue entries right after a hold, in order; returns the last one. */
-struct oq_ent *outq_after_bytes(struct outq *, struct oq_ent *,
-    const void *, size_t);
-struct oq_ent *outq_after_fd(struct outq *, struct oq_ent *, int fd,
-    off_t off, uint64_t len);
+/* Queue entries right after an entry (NULL: at the end); returns the
+ * new one. */
+struct oq_ent *outq_after_bytes(
+    struct outq *, struct oq_ent *, const void *, size_t);
+struct oq_ent *outq_after_fd(
+    struct outq *, struct oq_ent *, int fd, off_t off, uint64_t len);
 /* Write to dst.  Returns bytes written (>= 0), -1 on error (errno);
  * stops at a hold or when dst would block. */
 ssize_t outq_write(struct outq *, int dst);
 /* Queue the assembled line unchanged (text with spools spliced in). */
 void outq_line(struct outq *, struct lineasm *);
+
+/* An edit of an assembled line: [off, off + len) becomes bytes, or the
+ * fd range, or both (bytes first). */
+struct edit {
+	size_t off, len;
+	char *bytes;
+	size_t blen;
+	int fd; /* -1: none; not owned */
+	uint64_t foff, flen;
+};
+
+/* Queue the line with edits, after "after" (NULL: at the end).  The
+ * edits are sorted in place; bytes stay the caller's; fd is dup'ed. */
+void outq_line_edits(struct outq *, struct oq_ent *after, struct lineasm *,
+    struct edit *, size_t);
 
 #endif

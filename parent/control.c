@@ -40,8 +40,8 @@ ctl_send_text(struct ctl_conn *cc, struct buf *out, uint32_t code)
 		n = buf_used(out) - off;
 		if (n > IMSG_MAX_PAYLOAD)
 			n = IMSG_MAX_PAYLOAD;
-		proc_compose(cc->chan, IMSG_CTL_TEXT, 0, -1,
-		    buf_head(out) + off, n);
+		proc_compose(
+		    cc->chan, IMSG_CTL_TEXT, 0, -1, buf_head(out) + off, n);
 		off += n;
 	}
 	proc_compose(cc->chan, IMSG_CTL_END, 0, -1, &code, sizeof(code));
@@ -77,12 +77,13 @@ ctl_status_finish(struct parent *p, struct ctl_conn *cc)
 	for (r = ROLE_NETD; r < ROLE_MAX; r++) {
 		for (i = 0; i < p->cfg->workers[r]; i++) {
 			c = &p->children[r][i];
-			fmt_uptime(up, sizeof(up), c->pid ? now - c->started : 0);
-			buf_printf(&out, "%-6s %4d %8ld %14s %-8s", role_name(r),
-			    i, (long)c->pid, up,
-			    c->pid == 0 ? "down" :
-			    c->ready	? "ready" :
-					  "starting");
+			fmt_uptime(
+			    up, sizeof(up), c->pid ? now - c->started : 0);
+			buf_printf(&out, "%-6s %4d %8ld %14s %-8s",
+			    role_name(r), i, (long)c->pid, up,
+			    c->pid == 0 ? "down"
+			    : c->ready  ? "ready"
+			                : "starting");
 			if (r == ROLE_NETD) {
 				buf_printf(&out, " %9u %9llu\n", c->sessions,
 				    (unsigned long long)c->total);
@@ -110,7 +111,7 @@ ctl_status_timeout(evutil_socket_t fd, short ev, void *arg)
 static void
 ctl_status(struct parent *p, struct ctl_conn *cc)
 {
-	struct timeval tv = { CTL_STATUS_TIMEOUT, 0 };
+	struct timeval tv = {CTL_STATUS_TIMEOUT, 0};
 	struct child *c;
 	uint32_t id = 0;
 	int i;
@@ -121,7 +122,7 @@ ctl_status(struct parent *p, struct ctl_conn *cc)
 		if (c->chan == NULL || !c->ready)
 			continue;
 		if (proc_compose(c->chan, IMSG_STATUS_REQ, 0, -1, &id,
-			sizeof(id)) == 0) {
+		        sizeof(id)) == 0) {
 			c->status_pending = 1;
 			cc->waiting++;
 		}
@@ -232,8 +233,9 @@ ctl_dispatch(struct proc_chan *ch, struct imsg *imsg)
 	case IMSG_CTL_RELOAD:
 		parent_reload(p);
 		buf_init(&out, 0);
-		buf_printf(&out, "reload requested; generation now %u (see "
-				 "the log for errors)\n",
+		buf_printf(&out,
+		    "reload requested; generation now %u (see "
+		    "the log for errors)\n",
 		    p->cfg->generation);
 		ctl_send_text(cc, &out, 0);
 		buf_free(&out);
@@ -279,18 +281,18 @@ ctl_accept(evutil_socket_t lfd, short ev, void *arg)
 		return;
 	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == -1 ||
 	    cred.uid != 0) {
-		log_warnx("control: refused connection from uid %ld",
-		    (long)cred.uid);
+		log_warnx(
+		    "control: refused connection from uid %ld", (long)cred.uid);
 		close(fd);
 		return;
 	}
-	if (nctl_conns >= CTL_MAX_CONNS || (cc = calloc(1, sizeof(*cc))) ==
-	    NULL) {
+	if (nctl_conns >= CTL_MAX_CONNS ||
+	    (cc = calloc(1, sizeof(*cc))) == NULL) {
 		close(fd);
 		return;
 	}
-	cc->chan = proc_chan_new(p->base, fd, 0, "control", ctl_dispatch,
-	    ctl_closed, cc);
+	cc->chan = proc_chan_new(
+	    p->base, fd, 0, "control", ctl_dispatch, ctl_closed, cc);
 	cc->timer = evtimer_new(p->base, ctl_status_timeout, cc);
 	if (cc->chan == NULL || cc->timer == NULL) {
 		if (cc->timer)
@@ -314,9 +316,9 @@ control_init(struct parent *p)
 	memset(&sun, 0, sizeof(sun));
 	sun.sun_family = AF_UNIX;
 	if (snprintf(sun.sun_path, sizeof(sun.sun_path), "%s",
-		p->cfg->control_socket) >= (int)sizeof(sun.sun_path)) {
-		log_warnx("control socket path too long: %s",
-		    p->cfg->control_socket);
+	        p->cfg->control_socket) >= (int)sizeof(sun.sun_path)) {
+		log_warnx(
+		    "control socket path too long: %s", p->cfg->control_socket);
 		return -1;
 	}
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -325,7 +327,7 @@ control_init(struct parent *p)
 	/* A live daemon answers on it; a stale socket file does not. */
 	if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == 0) {
 		log_warnx("control socket %s is in use: is imapgwd already "
-			  "running?",
+		          "running?",
 		    sun.sun_path);
 		close(fd);
 		return -1;

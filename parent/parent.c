@@ -24,15 +24,14 @@
 #include "sandbox.h"
 
 #define DEFAULT_CONFIG "/etc/imapgw/imapgwd.yaml"
-#define RESPAWN_QUICK 10   /* a child dying sooner than this is "quick" */
+#define RESPAWN_QUICK 10 /* a child dying sooner than this is "quick" */
 #define RESPAWN_MAX_DELAY 60
 
 struct parent *parent_env;
 
 static void child_spawn(struct parent *, struct child *);
 
-static void __attribute__((noreturn))
-usage(void)
+static void __attribute__((noreturn)) usage(void)
 {
 	fprintf(stderr, "usage: imapgwd [-dnv] [-f file]\n");
 	exit(1);
@@ -99,7 +98,7 @@ check_root_dir(const char *dir, int create)
 	}
 	if (st.st_uid != 0 || (st.st_mode & 022)) {
 		log_warnx("%s must be owned by root and not writable by group "
-			  "or others (chown root %s; chmod 755 %s)",
+		          "or others (chown root %s; chmod 755 %s)",
 		    dir, dir, dir);
 		return -1;
 	}
@@ -117,9 +116,9 @@ prepare_dirs(struct parent *p)
 	    check_root_dir(p->cfg->state_dir, 1) == -1)
 		return -1;
 	if (snprintf(p->scand_root, sizeof(p->scand_root), "%s/scand",
-		p->cfg->state_dir) >= (int)sizeof(p->scand_root) ||
+	        p->cfg->state_dir) >= (int)sizeof(p->scand_root) ||
 	    snprintf(tmp, sizeof(tmp), "%s/tmp", p->scand_root) >=
-		(int)sizeof(tmp)) {
+	        (int)sizeof(tmp)) {
 		log_warnx("state_dir path too long");
 		return -1;
 	}
@@ -147,7 +146,7 @@ lookup_user(struct parent *p, const char *user)
 
 	if ((pw = getpwnam(user)) == NULL) {
 		log_warnx("user '%s' does not exist; create it, e.g. "
-			  "useradd -r -s /usr/sbin/nologin -d /nonexistent %s",
+		          "useradd -r -s /usr/sbin/nologin -d /nonexistent %s",
 		    user, user);
 		return -1;
 	}
@@ -176,8 +175,7 @@ listener_open(const struct cfg_listen *l)
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
 	if (l->addr.ss.ss_family == AF_INET6)
 		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof(on));
-	if (bind(fd, (const struct sockaddr *)&l->addr.ss, l->addr.len) ==
-		-1 ||
+	if (bind(fd, (const struct sockaddr *)&l->addr.ss, l->addr.len) == -1 ||
 	    listen(fd, 512) == -1) {
 		log_warn("listen %s", l->addr.text);
 		close(fd);
@@ -209,12 +207,12 @@ listeners_update(struct parent *p, struct config *cfg)
 			fd = -1;
 			for (k = 0; k < p->nlisteners; k++)
 				if (strcmp(p->listeners[k].addr,
-					l->addr.text) == 0)
+				        l->addr.text) == 0)
 					fd = p->listeners[k].fd;
 			if (fd == -1 && (fd = listener_open(l)) == -1)
 				goto fail;
-			snprintf(nl[n].addr, sizeof(nl[n].addr), "%s",
-			    l->addr.text);
+			snprintf(
+			    nl[n].addr, sizeof(nl[n].addr), "%s", l->addr.text);
 			nl[n].fd = fd;
 			nl[n].policy = (int)i;
 			n++;
@@ -283,8 +281,8 @@ child_send_listeners(struct parent *p, struct child *c)
 		buf_init(&b, 0);
 		buf_add_u32(&b, (uint32_t)p->listeners[i].policy);
 		buf_add_str(&b, p->listeners[i].addr);
-		proc_compose(c->chan, IMSG_LISTENER, 0, fd, buf_head(&b),
-		    buf_used(&b));
+		proc_compose(
+		    c->chan, IMSG_LISTENER, 0, fd, buf_head(&b), buf_used(&b));
 		buf_free(&b);
 	}
 	proc_compose(c->chan, IMSG_LISTENERS_END, 0, -1, &p->cfg->generation,
@@ -301,9 +299,9 @@ connect_peers(struct child *a, struct child *b)
 	if (!child_alive(a) || !child_alive(b))
 		return;
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0,
-		sp) == -1) {
-		log_warn("socketpair for %s and %s", a->chan->name,
-		    b->chan->name);
+	        sp) == -1) {
+		log_warn(
+		    "socketpair for %s and %s", a->chan->name, b->chan->name);
 		return;
 	}
 	ida[0] = (uint32_t)b->role;
@@ -489,7 +487,7 @@ child_spawn(struct parent *p, struct child *c)
 	pid_t pid;
 
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0,
-		sp) == -1)
+	        sp) == -1)
 		fatal("socketpair");
 	if (pipe2(rp, O_CLOEXEC | O_NONBLOCK) == -1)
 		fatal("pipe2");
@@ -503,8 +501,8 @@ child_spawn(struct parent *p, struct child *c)
 	close(sp[1]);
 	close(rp[1]);
 	snprintf(name, sizeof(name), "%s-%d", role_name(c->role), c->instance);
-	c->chan = proc_chan_new(p->base, sp[0], 1, name,
-	    parent_dispatch_child, parent_child_closed, c);
+	c->chan = proc_chan_new(p->base, sp[0], 1, name, parent_dispatch_child,
+	    parent_child_closed, c);
 	if (c->chan == NULL)
 		fatal("channel for %s", name);
 	c->chan->role = c->role;
@@ -551,7 +549,7 @@ static void
 child_reaped(struct parent *p, struct child *c, int status)
 {
 	char pid[16], name[32], sysname[64] = "unknown";
-	struct timeval tv = { 0, 0 };
+	struct timeval tv = {0, 0};
 	time_t lived = time(NULL) - c->started;
 	int nr, delay;
 
@@ -562,8 +560,8 @@ child_reaped(struct parent *p, struct child *c, int status)
 			snprintf(sysname, sizeof(sysname), "%s",
 			    sandbox_syscall_name(nr));
 		log_event(LOG_ERR, "sandbox violation", "role",
-		    role_name(c->role), "instance", name, "pid", pid,
-		    "syscall", sysname, NULL);
+		    role_name(c->role), "instance", name, "pid", pid, "syscall",
+		    sysname, NULL);
 	}
 	if (WIFSIGNALED(status))
 		log_event(p->stopping ? LOG_INFO : LOG_WARNING, "child died",
@@ -663,7 +661,7 @@ stop_timeout_cb(evutil_socket_t fd, short ev, void *arg)
 static void
 parent_stop(struct parent *p, int sig)
 {
-	struct timeval tv = { 5, 0 };
+	struct timeval tv = {5, 0};
 	struct child *c;
 	int r, i;
 
@@ -698,13 +696,13 @@ reload_keep(struct config *old, struct config *new)
 {
 	int r;
 
-#define KEEP_STR(f)                                                         \
-	if (strcmp(old->f, new->f) != 0) {                                  \
-		log_warnx("reload: changing '" #f "' needs a restart; "     \
-			  "keeping '%s'",                                   \
-		    old->f);                                                \
-		free(new->f);                                               \
-		new->f = strdup(old->f);                                    \
+#define KEEP_STR(f)                                                     \
+	if (strcmp(old->f, new->f) != 0) {                              \
+		log_warnx("reload: changing '" #f "' needs a restart; " \
+		          "keeping '%s'",                               \
+		    old->f);                                            \
+		free(new->f);                                           \
+		new->f = strdup(old->f);                                \
 	}
 	KEEP_STR(user)
 	KEEP_STR(chroot)
@@ -714,7 +712,7 @@ reload_keep(struct config *old, struct config *new)
 	for (r = ROLE_NETD; r < ROLE_MAX; r++) {
 		if (old->workers[r] != new->workers[r]) {
 			log_warnx("reload: changing workers.%s needs a "
-				  "restart; keeping %d",
+			          "restart; keeping %d",
 			    role_name(r), old->workers[r]);
 			new->workers[r] = old->workers[r];
 		}
@@ -740,7 +738,7 @@ parent_reload(struct parent *p)
 		     line; line = strtok_r(NULL, "\n", &save))
 			log_warnx("reload: %s", line);
 		log_warnx("reload failed; keeping the running configuration "
-			  "(generation %u)",
+		          "(generation %u)",
 		    old->generation);
 		buf_free(&errs);
 		return;
@@ -749,7 +747,7 @@ parent_reload(struct parent *p)
 	reload_keep(old, cfg);
 	if (listeners_update(p, cfg) == -1) {
 		log_warnx("reload failed: cannot open listeners; keeping the "
-			  "running configuration");
+		          "running configuration");
 		config_free(cfg);
 		return;
 	}
@@ -796,7 +794,7 @@ static void
 start_children(struct parent *p)
 {
 	/* scand and tlsd first, so each netd gets its peers at start. */
-	static const int order[] = { ROLE_SCAND, ROLE_TLSD, ROLE_NETD };
+	static const int order[] = {ROLE_SCAND, ROLE_TLSD, ROLE_NETD};
 	struct child *c;
 	size_t k;
 	int i;
@@ -834,7 +832,7 @@ parent_setup(struct parent *p)
 int
 parent_main(int argc, char **argv)
 {
-	static const int sigs[] = { SIGTERM, SIGINT, SIGHUP, SIGCHLD };
+	static const int sigs[] = {SIGTERM, SIGINT, SIGHUP, SIGCHLD};
 	struct parent p;
 	struct buf errs;
 	int ch, checkonly = 0;
@@ -862,8 +860,8 @@ parent_main(int argc, char **argv)
 	}
 	if (optind != argc)
 		usage();
-	log_init(LOGT_STDERR, LOGF_TEXT, p.verbose ? LOG_DEBUG : LOG_INFO,
-	    "parent");
+	log_init(
+	    LOGT_STDERR, LOGF_TEXT, p.verbose ? LOG_DEBUG : LOG_INFO, "parent");
 	if (p.cfgpath == NULL && access(DEFAULT_CONFIG, F_OK) == 0)
 		p.cfgpath = DEFAULT_CONFIG;
 	buf_init(&errs, 0);
@@ -880,16 +878,17 @@ parent_main(int argc, char **argv)
 		return 0;
 	}
 	if (geteuid() != 0) {
-		fprintf(stderr, "imapgwd: must be started as root: it opens "
-				"listeners and then runs its children as user "
-				"'%s' in %s\n",
+		fprintf(stderr,
+		    "imapgwd: must be started as root: it opens "
+		    "listeners and then runs its children as user "
+		    "'%s' in %s\n",
 		    p.cfg->user, p.cfg->chroot);
 		return 1;
 	}
 	if (!p.debug && daemon(0, 0) == -1)
 		fatal("daemon");
-	log_init(p.cfg->log_target, p.cfg->log_format, p.cfg->log_level,
-	    "parent");
+	log_init(
+	    p.cfg->log_target, p.cfg->log_format, p.cfg->log_level, "parent");
 	if (p.cfgpath == NULL)
 		log_info("no %s: using the built-in default configuration",
 		    DEFAULT_CONFIG);

@@ -64,8 +64,8 @@ extern struct parent *parent_env;
 int parent_main(int argc, char **argv);
 void parent_reload(struct parent *);
 const char *child_root(struct parent *, enum imapgw_role);
-struct config *parent_load_config(const char *path, int debug, int verbose,
-    struct buf *errs);
+struct config *parent_load_config(
+    const char *path, int debug, int verbose, struct buf *errs);
 
 /* control.c */
 int control_init(struct parent *);

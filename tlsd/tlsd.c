@@ -11,13 +11,13 @@ tlsd_peer_frame(struct proc_chan *c, struct imsg *imsg)
 {
 	if (proc_peer_common(c, imsg))
 		return;
-	proc_chan_fail(c, "unexpected %s from peer",
-	    imsg_type_name(imsg->hdr.type));
+	proc_chan_fail(
+	    c, "unexpected %s from peer", imsg_type_name(imsg->hdr.type));
 }
 
 int
 tlsd_main(int instance, int debug, int verbose)
 {
-	return proc_worker_main(ROLE_TLSD, instance, debug, verbose,
-	    tlsd_peer_frame);
+	return proc_worker_main(
+	    ROLE_TLSD, instance, debug, verbose, tlsd_peer_frame);
 }
