@@ -10,7 +10,6 @@ the server.
 """
 
 import re
-import socket
 import time
 
 import pytest
@@ -19,7 +18,7 @@ import gateway as gwm
 from dovecot import free_port
 from fakeimap import FakeIMAP, Reply
 from gateway import policy
-from rawimap import RawIMAP
+from rawimap import RawIMAP, read_all
 
 pytestmark = pytest.mark.gateway
 
@@ -29,24 +28,6 @@ VALID = b"* 1 FETCH (FLAGS (\\Seen) UID 1)\r\n"
 
 def _client_rx(lport):
     return r"\bclient=\[?127\.0\.0\.1\]?:%d\b" % lport
-
-
-def read_all(c, timeout=10):
-    """Everything still sent until EOF: (data, how)."""
-    c.settimeout(timeout)
-    data = b""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        try:
-            chunk = c.f.read1(65536)
-        except ConnectionResetError:
-            return data, "reset"
-        except socket.timeout:
-            return data, "timeout"
-        if not chunk:
-            return data, "eof"
-        data += chunk
-    return data, "timeout"
 
 
 def _send_quietly(c, data):

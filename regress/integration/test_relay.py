@@ -17,7 +17,7 @@ import pytest
 
 from dovecot import free_port
 from gateway import policy, proc_status
-from rawimap import RawIMAP
+from rawimap import RawIMAP, read_all
 
 pytestmark = pytest.mark.gateway
 
@@ -35,25 +35,6 @@ def session_end(g, lport, since=0, timeout=10):
     m = g.wait_log(r"^.*\bsession end\b.*%s.*$" % _client_rx(lport),
                    since=since, timeout=timeout)
     return m.group(0) if m else None
-
-
-def read_all(c, timeout=10):
-    """Everything the gateway still sends: (data, how) with how 'eof',
-    'reset' or 'timeout'."""
-    c.settimeout(timeout)
-    data = b""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        try:
-            chunk = c.f.read1(65536)
-        except ConnectionResetError:
-            return data, "reset"
-        except socket.timeout:
-            return data, "timeout"
-        if not chunk:
-            return data, "eof"
-        data += chunk
-    return data, "timeout"
 
 
 def read_lines_until(c, pred, timeout=10):

@@ -303,3 +303,22 @@ def norm_structure(v):
     if v is None:
         return None
     return bytes(v).upper()
+
+
+def read_all(c, timeout=10):
+    """Everything the gateway still sends: (data, how) with how 'eof',
+    'reset' or 'timeout'."""
+    c.settimeout(timeout)
+    data = b""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            chunk = c.f.read1(65536)
+        except ConnectionResetError:
+            return data, "reset"
+        except socket.timeout:
+            return data, "timeout"
+        if not chunk:
+            return data, "eof"
+        data += chunk
+    return data, "timeout"
