@@ -198,16 +198,13 @@ send_originating_id(struct session *s)
 static int
 own_answer(struct session *s, struct lineasm *la, struct imap_resp *r)
 {
-	char tag[64];
-
 	if (s->own_tag[0] == '\0')
 		return 0;
 	if (r->kind == IMAP_RESP_ID)
 		return 1; /* our ID's data: the client did not ask */
 	if (r->kind != IMAP_RESP_TAGGED)
 		return 0;
-	span_copy(la, r->tag, tag, sizeof(tag));
-	if (strcmp(tag, s->own_tag) != 0)
+	if (!lineasm_is(la, r->tag.off, r->tag.len, s->own_tag))
 		return 0;
 	if (r->status != IMAP_ST_OK)
 		log_debug("session %llu: server answered our %s with %.*s",
@@ -222,10 +219,7 @@ own_answer(struct session *s, struct lineasm *la, struct imap_resp *r)
 static void
 auth_done(struct session *s, struct lineasm *la, struct imap_resp *r)
 {
-	char tag[64];
-
-	span_copy(la, r->tag, tag, sizeof(tag));
-	if (strcmp(tag, s->auth_tag) != 0)
+	if (!lineasm_is(la, r->tag.off, r->tag.len, s->auth_tag))
 		return;
 	s->auth_tag[0] = '\0';
 	s->sasl_mech[0] = '\0';
@@ -243,10 +237,7 @@ auth_done(struct session *s, struct lineasm *la, struct imap_resp *r)
 static void
 idle_done(struct session *s, struct lineasm *la, struct imap_resp *r)
 {
-	char tag[64];
-
-	span_copy(la, r->tag, tag, sizeof(tag));
-	if (strcmp(tag, s->idle_tag) == 0)
+	if (lineasm_is(la, r->tag.off, r->tag.len, s->idle_tag))
 		s->idle_tag[0] = '\0';
 }
 
@@ -426,7 +417,6 @@ id_forward(struct session *s, struct lineasm *la, struct imap_cmd *c)
 	const uint8_t *b = buf_head(&la->text);
 	struct buf out;
 	unsigned i, kept = 0;
-	char *tag = NULL;
 
 	buf_init(&out, 0);
 	buf_printf(&out, "%.*s ID (", (int)c->tag.len, b + c->tag.off);
@@ -446,7 +436,6 @@ id_forward(struct session *s, struct lineasm *la, struct imap_cmd *c)
 	    kept ? " " : "", s->client_ip, s->client_port);
 	outq_buf(&s->to_s.q, &out);
 	buf_free(&out);
-	free(tag);
 }
 
 static int
@@ -594,6 +583,27 @@ line_tag(const struct buf *b, char *tag, size_t taglen)
 }
 
 /*
+ * The command word of a line ("tag VERB ..."), within the bytes the line
+ * holds (the text is not NUL-terminated).  "" if there is none.
+ */
+void
+line_verb(const struct lineasm *la, char *verb, size_t verblen)
+{
+	const char *p = (const char *)buf_head(&la->text);
+	size_t n = buf_used(&la->text), i = 0, v = 0;
+
+	while (i < n && p[i] != ' ' && p[i] != '\r' && p[i] != '\n')
+		i++;
+	if (i < n && p[i] == ' ')
+		for (i++; i < n && v + 1 < verblen &&
+		          ((p[i] >= 'A' && p[i] <= 'Z') ||
+		              (p[i] >= 'a' && p[i] <= 'z'));
+		     i++)
+			verb[v++] = p[i];
+	verb[v] = '\0';
+}
+
+/*
  * The server answered while a client literal is held: "+" lets the
  * payload through; the command's tagged response means the server read
  * the line as complete, so the client's next bytes are a new command, as
@@ -622,15 +632,15 @@ imap_held_answer(struct session *s, struct dir *d)
 static int
 login_sync(struct session *s, struct dir *d)
 {
-	char tag[64], verb[16];
+	char verb[16];
 
 	if (!s->srv_literalplus || framer_held_size(&d->fr) > 8192)
 		return 0;
 	if (!s->take_login) {
-		if (d->la.streamed ||
-		    sscanf((const char *)buf_head(&d->la.text),
-		        "%63s %15[A-Za-z]", tag, verb) != 2 ||
-		    strcasecmp(verb, "LOGIN") != 0)
+		if (d->la.streamed)
+			return 0;
+		line_verb(&d->la, verb, sizeof(verb));
+		if (strcasecmp(verb, "LOGIN") != 0)
 			return 0;
 		s->take_login = 1;
 	}
@@ -674,7 +684,6 @@ int
 imap_sync_literal(struct session *s, struct dir *d)
 {
 	char verb[32];
-	const char *p;
 
 	if (msg_append_sync(s, d))
 		return 0;
@@ -682,9 +691,8 @@ imap_sync_literal(struct session *s, struct dir *d)
 		return 0;
 	if (!d->la.streamed) {
 		line_tag(&d->la.text, s->heldtag, sizeof(s->heldtag));
-		p = (const char *)buf_head(&d->la.text) + strlen(s->heldtag);
-		if (sscanf(p, " %31[A-Za-z]", verb) == 1 &&
-		    strcasecmp(verb, "LOGIN") == 0) {
+		line_verb(&d->la, verb, sizeof(verb));
+		if (strcasecmp(verb, "LOGIN") == 0) {
 			snprintf(
 			    s->auth_tag, sizeof(s->auth_tag), "%s", s->heldtag);
 			snprintf(s->pending_user, sizeof(s->pending_user),

@@ -106,12 +106,6 @@ av_on(const struct session *s)
 	return s->act->antivirus.enabled;
 }
 
-static void
-msg_kick(struct session *s)
-{
-	session_kick(s);
-}
-
 /* Item names */
 
 /* The token before " {n}" at the end of text: the FETCH item name. */
@@ -184,11 +178,9 @@ whole_message_item(const struct imap_item *it)
 int
 line_is_append(const struct lineasm *la)
 {
-	char tag[64], verb[16];
+	char verb[16];
 
-	if (sscanf((const char *)buf_head(&la->text), "%63s %15[A-Za-z]", tag,
-	        verb) != 2)
-		return 0;
+	line_verb(la, verb, sizeof(verb));
 	return strcasecmp(verb, "APPEND") == 0 ||
 	       strcasecmp(verb, "REPLACE") == 0;
 }
@@ -493,9 +485,7 @@ msg_tagged(struct session *s, struct lineasm *la, struct imap_resp *r)
 	unsigned i;
 
 	for (i = 0; i < s->nfcmd; i++) {
-		if (strlen(s->fcmds[i].tag) != r->tag.len ||
-		    memcmp(s->fcmds[i].tag, buf_head(&la->text) + r->tag.off,
-		        r->tag.len) != 0)
+		if (!lineasm_is(la, r->tag.off, r->tag.len, s->fcmds[i].tag))
 			continue;
 		memmove(&s->fcmds[i], &s->fcmds[i + 1],
 		    (s->nfcmd - i - 1) * sizeof(*s->fcmds));
@@ -763,7 +753,7 @@ fetch_emit(struct fetch_job *j)
 	free(dm.msg);
 	outq_release(&s->to_c.q, j->hold);
 	fetch_job_free(j);
-	msg_kick(s);
+	session_kick(s);
 }
 
 static void
@@ -777,14 +767,6 @@ fetch_verdict(void *arg, struct scan_result *res)
 	p->done = 1;
 	if (--j->pending == 0)
 		fetch_emit(j);
-}
-
-static int
-part_fd(struct fetch_job *j, const struct imap_str *str)
-{
-	if (str->spool >= 0)
-		return dup(j->la.spools[str->spool].fd);
-	return lineasm_memfd(&j->la, str->data, str->len);
 }
 
 /* A section item of a response judged as a whole. */
@@ -914,7 +896,9 @@ msg_fetch(struct session *s, struct lineasm *la, struct imap_resp *r)
 		for (n = 0; n < r->fetch.nitem; n++)
 			if (r->fetch.item[n].val.off == p->val.off)
 				it = &r->fetch.item[n];
-		fd = it ? part_fd(j, &it->str) : -1;
+		fd = it ? lineasm_literal_fd(
+		              &j->la, it->str.spool, it->str.data, it->str.len)
+		        : -1;
 		if (fd == -1) {
 			p->done = 1;
 			p->res.verdict = SCAN_ERROR;
@@ -1071,11 +1055,11 @@ append_done(struct append_job *j)
 		    "user", s->user, "reason", why, NULL);
 		append_refuse(s, j->tag, "", why);
 		append_job_free(s);
-		msg_kick(s);
+		session_kick(s);
 		return;
 	}
 	append_forward(j);
-	msg_kick(s);
+	session_kick(s);
 	return;
 drop:
 	log_event(LOG_NOTICE, "upload dropped", "client", s->client, "user",
@@ -1147,8 +1131,7 @@ msg_append(struct session *s, struct lineasm *la, struct imap_cmd *c)
 			j->pending--;
 			continue;
 		}
-		fd = m->spool >= 0 ? dup(j->la.spools[m->spool].fd)
-		                   : lineasm_memfd(&j->la, m->data, m->len);
+		fd = lineasm_literal_fd(&j->la, m->spool, m->data, m->len);
 		if (fd == -1) {
 			m->res.verdict = SCAN_ERROR;
 			snprintf(m->res.reason, sizeof(m->res.reason),
@@ -1216,14 +1199,14 @@ msg_server_answer(struct session *s, struct lineasm *la, struct imap_resp *r)
 			append_send_rest(j);
 		else
 			append_send_marker(j, &j->msg[j->next], 0);
-		msg_kick(s);
+		session_kick(s);
 		return 1;
 	}
-	if (r->kind == IMAP_RESP_TAGGED && r->tag.len == strlen(j->tag) &&
-	    memcmp(buf_head(&la->text) + r->tag.off, j->tag, r->tag.len) == 0) {
+	if (r->kind == IMAP_RESP_TAGGED &&
+	    lineasm_is(la, r->tag.off, r->tag.len, j->tag)) {
 		/* Refused before all literals went: the client hears it. */
 		append_job_free(s);
-		msg_kick(s);
+		session_kick(s);
 	}
 	return 0;
 }

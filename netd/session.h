@@ -130,6 +130,7 @@ int msg_paused(struct session *, struct dir *);
 void msg_session_end(struct session *);
 int msg_ready(struct session *); /* finish jobs judged meanwhile */
 int line_is_append(const struct lineasm *);
+void line_verb(const struct lineasm *, char *verb, size_t verblen);
 int msg_fetch_command(struct session *, struct lineasm *, struct imap_cmd *);
 void msg_tagged(struct session *, struct lineasm *, struct imap_resp *);
 

@@ -489,3 +489,20 @@ outq_line_edits(struct outq *q, struct oq_ent *after, struct lineasm *la,
 	}
 	line_text(q, after, la, pos, end);
 }
+
+int
+lineasm_is(const struct lineasm *la, size_t off, size_t len, const char *s)
+{
+	return off <= buf_used(&la->text) && len <= buf_used(&la->text) - off &&
+	       strlen(s) == len &&
+	       memcmp(buf_head(&la->text) + off, s, len) == 0;
+}
+
+int
+lineasm_literal_fd(
+    const struct lineasm *la, int spool, size_t data, uint64_t len)
+{
+	if (spool >= 0)
+		return dup(la->spools[spool].fd);
+	return lineasm_memfd(la, data, len);
+}

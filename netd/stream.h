@@ -49,6 +49,12 @@ int lineasm_payload(struct lineasm *, const uint8_t *, size_t);
 void lineasm_move(struct lineasm *dst, struct lineasm *src);
 /* A new memfd holding len bytes of the text at off (an inline literal). */
 int lineasm_memfd(const struct lineasm *, size_t off, uint64_t len);
+/* An fd with a literal's payload: a copy of its spool's fd (spool >= 0),
+ * else a new memfd of the inline bytes at data. */
+int lineasm_literal_fd(
+    const struct lineasm *, int spool, size_t data, uint64_t len);
+/* Whether the text at [off, off + len) is exactly s (tags: case matters). */
+int lineasm_is(const struct lineasm *, size_t off, size_t len, const char *);
 
 enum oq_kind { OQ_BUF, OQ_FD, OQ_HOLD };
 
