@@ -199,6 +199,7 @@ static const char *const cfg_action_names[] = {
     [ACT_DROP] = "drop",
     [ACT_BLOCK] = "block",
     [ACT_TAG] = "tag",
+    [ACT_HEADER] = "header",
 };
 #define CFG_NACTNAMES (sizeof(cfg_action_names) / sizeof(cfg_action_names[0]))
 

@@ -67,13 +67,97 @@ enum {
 	ACT_DENY,
 	ACT_DROP,
 	ACT_BLOCK,
-	ACT_TAG
+	ACT_TAG, /* spamBlocker: subject tag */
+	ACT_HEADER /* spamBlocker: category header */
 };
 
 struct cfg_general {
 	uint64_t max_email_size; /* default 50M */
 	int oversize; /* ACT_*, default deny */
 	uint64_t max_line_length; /* default 64K */
+	uint32_t max_archive_depth; /* archives opened for content type and
+	                               file name rules, 0..16; default 3 */
+};
+
+/*
+ * Rules: content_types, filenames, headers.  First match wins; a part
+ * (or header line) no rule matches gets none_matched.
+ *   content_types: match against the declared type ("image/png") and,
+ *                  with auto_detect, the type libmagic detects
+ *   filenames:     match against the part's file name and archive
+ *                  member names
+ *   headers:       match against each "Name: value" line, unfolded;
+ *                  strip removes that header field
+ */
+enum { MATCH_PATTERN = 0, MATCH_EXACT, MATCH_REGEX };
+
+struct cfg_rule {
+	char *name; /* "name:", default the match text */
+	char *match;
+	int type; /* MATCH_*, key "type": pattern (default), exact, regex */
+	int action; /* ACT_ALLOW, _STRIP, _LOCK, _DENY, _DROP, _BLOCK */
+	int alarm; /* raise an alarm (a log line at LOG_ALERT), default 0 */
+	int log; /* log each match, default 1 */
+	struct cfg_pos pos;
+};
+
+struct cfg_rules {
+	int auto_detect; /* content_types only; default 1 */
+	int archives; /* content_types, filenames: apply to archive
+	                 members too; default 1 */
+	int none_matched; /* ACT_*, default allow */
+	struct cfg_rule *rules;
+	size_t nrules;
+};
+
+/* APT Blocker: hash reputation of attachments and archive members. */
+enum { APT_HIGH = 0, APT_MEDIUM, APT_LOW, APT_NLEVEL };
+
+struct cfg_apt {
+	int enabled; /* built-ins: on */
+	char *database; /* file, default /etc/imapgw/apt.db */
+	int actions[APT_NLEVEL]; /* ACT_*; default strip, strip, allow */
+	uint8_t *data; /* the file's bytes, read by the parent at load
+	                  (NULL with len 0 if the file does not exist) */
+	size_t len;
+	int missing; /* the file did not exist: no hashes known */
+};
+
+/* spamBlocker. */
+enum { SPAM_CONFIRMED = 0, SPAM_BULK, SPAM_SUSPECT, SPAM_NCAT };
+enum { SPAM_ENGINE_BUILTIN = 0, SPAM_ENGINE_SPAMD, SPAM_ENGINE_RSPAMD };
+
+struct cfg_spam_cat {
+	int action; /* ACT_ALLOW, _TAG, _HEADER, _DENY, _DROP, _BLOCK */
+	char *tag; /* ACT_TAG: put before the Subject */
+	double score; /* a score >= this is this category (the highest
+	                 category whose threshold is reached) */
+};
+
+struct cfg_spam_exception {
+	char *sender; /* wildcard on the From address, or NULL */
+	char *recipient; /* wildcard on To/Cc addresses, or NULL */
+	struct cfg_pos pos;
+};
+
+struct cfg_spam {
+	int enabled; /* built-ins: on */
+	int engine; /* SPAM_ENGINE_* */
+	char *rules; /* builtin: rules file, NULL = the compiled-in set */
+	uint8_t *rules_data; /* its bytes, read by the parent at load */
+	size_t rules_len;
+	struct cfg_addr address; /* spamd (default 127.0.0.1:783) or rspamd
+	                            (default 127.0.0.1:11333) */
+	uint64_t timeout_ms; /* spamd, rspamd: default 30s */
+	uint64_t max_size; /* larger messages are not checked; default 1M */
+	int on_unavailable; /* ACT_ALLOW (default) or ACT_DENY */
+	char *header; /* ACT_HEADER's field name, default X-Spam-Category */
+	struct cfg_spam_cat cat[SPAM_NCAT]; /* defaults: confirmed 15 tag
+	                                       "***SPAM*** ", bulk 10 tag
+	                                       "***BULK*** ", suspect 5
+	                                       header */
+	struct cfg_spam_exception *exceptions;
+	size_t nexceptions;
 };
 
 /* Bounds of the antivirus limits (ClamAV takes 32-bit sizes). */
@@ -85,8 +169,8 @@ struct cfg_general {
 struct cfg_antivirus {
 	int enabled; /* default on for the built-ins */
 	char *database; /* directory, default /var/lib/clamav */
-	int on_virus; /* ACT_ALLOW, _STRIP, _DENY, _DROP */
-	int on_error; /* ACT_ALLOW, _DENY, _DROP */
+	int on_virus; /* ACT_ALLOW, _STRIP, _LOCK, _DENY, _DROP, _BLOCK */
+	int on_error; /* ACT_ALLOW, _LOCK, _DENY, _DROP */
 	uint64_t max_scan_size; /* default 100M */
 	uint64_t max_file_size; /* default 25M */
 	uint32_t max_recursion; /* default 17 */
@@ -100,7 +184,12 @@ struct cfg_action {
 	int builtin;
 	int used; /* a policy refers to it: scand loads its engines */
 	struct cfg_general general;
+	struct cfg_rules content_types;
+	struct cfg_rules filenames;
+	struct cfg_rules headers;
 	struct cfg_antivirus antivirus;
+	struct cfg_apt apt_blocker;
+	struct cfg_spam spamblocker;
 	char *deny_message;
 	struct cfg_pos pos;
 };

@@ -15,6 +15,10 @@
  *			it ("", "TEXT", "2.MIME", "HEADER.FIELDS (From To)"),
  *			at most SCAN_MAX_SECT_SPEC bytes; no partial <o.n>
  *
+ *	then, optional (absent in requests that end after the sections):
+ *	u32 flags	SCAN_F_* below
+ *	str policy	the policy name, for the log line of the verdict
+ *
  * A request that ends after size is an old-format one: nsect = 0, and
  * its answer is old-format too (it ends after body_len).  More
  * than SCAN_MAX_SECT sections, a spec longer than SCAN_MAX_SECT_SPEC or
@@ -39,6 +43,23 @@
  *	  u64 off, len	the section's content inside the result fd
  *			(off is 0 when len is; len is 0 unless the status
  *			is OK or LITERAL8)
+ *	then, only if the request had flags:
+ *	u64 json_off, json_len	the report as JSON, inside the result fd
+ *	u64 text_off, text_len	the report for people, inside the result fd
+ *			(both 0 unless the request asked for SCAN_F_REPORT;
+ *			with SCAN_F_REPORT the result fd is always there,
+ *			and msg_len is 0 when the verdict is not CHANGED)
+ *
+ * The report (imapgwd -S, the offline mode) is every finding of the
+ * pipeline, the action taken and why.  JSON:
+ *   {"verdict":"changed","action":"strip","reason":"...","size":1234,
+ *    "parts":3,"time_ms":2,"findings":[{"stage":"antivirus",
+ *    "part":"2","filename":"eicar.com","type":"application/x-msdos",
+ *    "detected":"text/plain","rule":"...","virus":"...","sha256":"...",
+ *    "md5":"...","level":"high","category":"confirmed","score":1000.0,
+ *    "action":"strip","detail":"..."}, ...]}
+ * with only the keys that apply to a finding; stage is one of header,
+ * content_type, filename, antivirus, apt, spam, error, oversize.
  *
  * The result fd holds [message][BODYSTRUCTURE][BODY] and then the
  * sections that are not byte ranges of the message.  A section that is
@@ -102,6 +123,10 @@ enum scan_sect_status {
 	SCAN_SECT_BADDATA,
 	SCAN_SECT_BAD
 };
+
+/* Request flags. */
+#define SCAN_F_REPORT 0x1 /* answer with the report (offline mode) */
+#define SCAN_F_ALL 0x1
 
 #define SCAN_MAX_REASON 1024
 #define SCAN_MAX_SECT 64 /* sections in one request */

@@ -904,6 +904,48 @@ scan_message_sect(const struct cfg_action *act, int kind, const char *user,
 }
 
 /*
+ * Loading, before the sandbox.
+ */
+
+int
+scan_load(const struct config *cfg, char *err, size_t len)
+{
+	mime_init();
+	if (av_init() == -1) {
+		snprintf(err, len, "libclamav cannot be initialised");
+		return -1;
+	}
+	if (av_engines_load(cfg, err, len) == -1)
+		return -1;
+	return 0;
+}
+
+int
+scan_ready(char *err, size_t len)
+{
+	/* Inside the chroot, state_dir/scand/tmp is /tmp. */
+	return av_engines_ready("/tmp", err, len);
+}
+
+const char *
+scan_missing(const struct config *cfg)
+{
+	static char what[1100];
+	size_t i;
+
+	for (i = 0; i < cfg->nactions; i++) {
+		if (cfg->actions[i].antivirus.enabled && cfg->actions[i].used &&
+		    av_engines_find(cfg->actions[i].antivirus.database) ==
+		        NULL) {
+			snprintf(what, sizeof(what), "the antivirus database %s",
+			    cfg->actions[i].antivirus.database);
+			return what;
+		}
+	}
+	return NULL;
+}
+
+/*
  * Requests and answers.
  */
 

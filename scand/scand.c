@@ -33,11 +33,8 @@ scand_pre_sandbox(struct child_env *env)
 	char err[512];
 
 	scand_env = env;
-	mime_init();
-	if (av_init() == -1)
-		return -1;
-	if (av_engines_load(env->cfg, err, sizeof(err)) == -1) {
-		log_warnx("cannot load the antivirus databases: %s", err);
+	if (scan_load(env->cfg, err, sizeof(err)) == -1) {
+		log_warnx("cannot prepare scanning: %s", err);
 		return -1;
 	}
 	return 0;
@@ -49,26 +46,11 @@ scand_sandboxed(struct child_env *env)
 	char err[512];
 
 	(void)env;
-	/* Inside the chroot, state_dir/scand/tmp is /tmp. */
-	if (av_engines_ready("/tmp", err, sizeof(err)) == -1) {
-		log_warnx("antivirus cannot scan in the sandbox: %s", err);
+	if (scan_ready(err, sizeof(err)) == -1) {
+		log_warnx("cannot scan in the sandbox: %s", err);
 		return -1;
 	}
 	return 0;
-}
-
-/* After a reload: is every engine the config needs loaded? */
-static const char *
-scand_missing_engine(const struct config *cfg)
-{
-	size_t i;
-
-	for (i = 0; i < cfg->nactions; i++) {
-		if (cfg->actions[i].antivirus.enabled && cfg->actions[i].used &&
-		    av_engines_find(cfg->actions[i].antivirus.database) == NULL)
-			return cfg->actions[i].antivirus.database;
-	}
-	return NULL;
 }
 
 static void
@@ -101,9 +83,9 @@ scand_scan(struct proc_chan *c, struct imsg *imsg)
 		proc_chan_fail(c, "malformed SCAN_REQ");
 		return;
 	}
-	if (r == 0 && (missing = scand_missing_engine(cfg)) != NULL) {
-		log_warnx("the configuration needs the antivirus database %s, "
-		          "which this scand has not loaded; restarting",
+	if (r == 0 && (missing = scan_missing(cfg)) != NULL) {
+		log_warnx("the configuration needs %s, which this scand has "
+		          "not loaded; restarting",
 		    missing);
 		scan_res_clear(&res);
 		res.verdict = SCAN_ERROR;

@@ -4,6 +4,12 @@
  *   mime.c           message structure (Dovecot's rules), GMime decoding
  *   bodystructure.c  IMAP BODY and BODYSTRUCTURE of a message
  *   av.c             libclamav engines, limits and scans
+ *   rules.c          content type, file name and header rules (PCRE2)
+ *   detect.c         content types detected by libmagic
+ *   archive.c        members of ZIP, GZIP and tar archives (libarchive)
+ *   apt.c            APT Blocker: attachment hash reputation
+ *   spam.c           spamBlocker: builtin rules, spamd, rspamd
+ *   common/lock.c    lock: the AES-256-GCM wrapper (shared with imapgwctl)
  *   scan.c           one request: validate, judge, rewrite, answer
  *   scand.c          the process: startup hooks and the peer channel
  */
@@ -217,8 +223,120 @@ int av_engines_ready(const char *tmpdir, char *err, size_t);
 void av_engines_free(void);
 
 /*
+ * rules.c: a cfg_rules compiled once (patterns, exact strings, PCRE2
+ * with match and depth limits, no JIT).  Pattern: '*' any run, '?' one
+ * character, case-insensitive; exact: case-insensitive equality; regex:
+ * PCRE2, case-sensitive unless the pattern says (?i).
+ */
+struct rule_set;
+
+/* NULL with err set ("rule 3: ...") if a rule cannot be compiled. */
+struct rule_set *rules_compile(const struct cfg_rules *, char *err, size_t);
+void rules_free(struct rule_set *);
+/* The index of the first rule that matches any of the n subjects (the
+ * rules in order, each tried on every subject); -1 if none; -2 if a
+ * regex hit its match limit (an error: the caller must not take it as
+ * "no match"). */
+int rules_match(const struct rule_set *, const char *const *subj, size_t n);
+/* Wildcard match of one pattern, for exceptions and tests. */
+int rules_wildcard(const char *pattern, const char *s);
+
+/*
+ * detect.c: libmagic.  detect_init() loads the magic database before
+ * the sandbox; detect_type() needs no file system afterwards.
+ */
+int detect_init(char *err, size_t);
+/* The MIME type of data ("application/pdf"), lowercase, into out;
+ * "application/octet-stream" if libmagic cannot tell. */
+void detect_type(const void *, size_t, char *out, size_t);
+
+/*
+ * archive.c: the members of ZIP, GZIP, tar (and compressed tar)
+ * archives, through libarchive, read from memory, nested archives
+ * opened down to max_depth levels.
+ */
+struct arc_member {
+	const char *name; /* member path in its archive, UTF-8 */
+	const uint8_t *data; /* its bytes, decompressed */
+	size_t len;
+	int depth; /* 1: a member of the part itself */
+};
+
+enum arc_status {
+	ARC_NOT = 0, /* not an archive libarchive reads */
+	ARC_OK, /* every member was read and given to the callback */
+	ARC_ENCRYPTED, /* a member is encrypted: it cannot be judged */
+	ARC_LIMIT, /* a member larger than max_size, more than max_files
+	              members, or nesting deeper than max_depth */
+	ARC_ERROR /* corrupt, or out of memory */
+};
+
+/* The callback returns 0 to go on, -1 to stop (the walk then returns
+ * ARC_OK with what it has seen). */
+typedef int (*arc_cb)(void *arg, const struct arc_member *);
+int arc_walk(const void *, size_t, int max_depth, uint64_t max_size,
+    uint32_t max_files, arc_cb, void *arg, char *err, size_t);
+
+/*
+ * apt.c: the APT Blocker threat database, one entry a line:
+ *	<sha256 or md5 in hex> <high|medium|low> <threat name>
+ * '#' starts a comment line; blank lines are skipped.
+ */
+struct apt_db;
+
+struct apt_hit {
+	int level; /* APT_HIGH, APT_MEDIUM, APT_LOW */
+	char name[128];
+	char sha256[65]; /* hex of the data */
+	char md5[33];
+};
+
+/* NULL with err set ("line 12: ...") if the file is malformed. */
+struct apt_db *apt_db_parse(const void *, size_t, char *err, size_t);
+void apt_db_free(struct apt_db *);
+size_t apt_db_count(const struct apt_db *);
+/* Hash data (SHA-256 and MD5) and look both up: 1 with hit filled (the
+ * hashes always), 0 if unknown (the hashes still filled), -1 on error. */
+int apt_lookup(const struct apt_db *, const void *, size_t, struct apt_hit *);
+
+/*
+ * spam.c: spamBlocker engines.
+ */
+struct spam_engine;
+
+enum spam_status {
+	SPAM_OK = 0, /* score and category are set */
+	SPAM_EXCEPTED, /* an exception matched: not checked */
+	SPAM_SKIPPED, /* larger than max_size: not checked */
+	SPAM_UNAVAILABLE /* the engine could not answer (detail says why) */
+};
+
+struct spam_result {
+	int status;
+	double score;
+	int category; /* SPAM_CONFIRMED.., or -1: not spam */
+	char detail[256]; /* rules hit, or why the engine is unavailable */
+};
+
+/* Compile the builtin rules (cfg->rules_data or the compiled-in set)
+ * or prepare the spamd/rspamd client.  NULL with err set. */
+struct spam_engine *spam_engine_new(const struct cfg_spam *, char *err, size_t);
+void spam_engine_free(struct spam_engine *);
+/* Judge a whole message (exceptions, max_size, the engine, thresholds). */
+void spam_check(struct spam_engine *, const void *, size_t, struct spam_result *);
+
+/*
  * scan.c: one IMSG_SCAN_REQ.
  */
+/* Before the sandbox, as root: everything the config's used actions need
+ * (libclamav engines, libmagic, the lock key in state_dir).  -1 with err
+ * set: scand must not run.  After the sandbox: scan_ready() checks that
+ * scanning works in it (tmp directory, a test scan). */
+int scan_load(const struct config *, char *err, size_t);
+int scan_ready(char *err, size_t);
+/* After a reload: what the new config needs that scan_load() did not
+ * load (NULL if nothing): scand restarts to load it. */
+const char *scan_missing(const struct config *);
 /* A section netd wants of a rewritten message. */
 struct scan_sect {
 	uint32_t binary;
@@ -241,6 +359,9 @@ struct scan_req {
 	int has_sect; /* the request had a section count (maybe 0) */
 	uint32_t nsect;
 	struct scan_sect sect[SCAN_MAX_SECT];
+	int has_flags; /* the request had flags and policy */
+	uint32_t flags; /* SCAN_F_* */
+	char *policy; /* "" if none */
 	int fd;
 };
 
@@ -256,6 +377,9 @@ struct scan_res {
 	int has_sect; /* answer with a section count: the request had one */
 	uint32_t nsect; /* the request's, when CHANGED; else 0 */
 	struct scan_sect_res sect[SCAN_MAX_SECT];
+	int has_flags; /* answer with the report ranges */
+	uint64_t json_off, json_len;
+	uint64_t text_off, text_len;
 };
 
 /* Read a request frame.  0: valid.  1: readable but refused (res is
