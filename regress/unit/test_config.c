@@ -975,9 +975,9 @@ test_action_names(void)
 	CHECK(action_from_name("") == -1);
 	CHECK(action_from_name(NULL) == -1);
 	CHECK(action_from_name("quarantine") == -1);
-	CHECK(ACT_ALLOW == 0 && ACT_TAG == 6);
+	CHECK(ACT_ALLOW == 0 && ACT_TAG == 6 && ACT_HEADER == 7);
 	CHECK(strcmp(action_name(-1), "unknown") == 0);
-	CHECK(strcmp(action_name(7), "unknown") == 0);
+	CHECK(strcmp(action_name(8), "unknown") == 0);
 }
 
 static int
