@@ -964,7 +964,7 @@ static void
 test_action_names(void)
 {
 	static const char *names[] = {
-	    "allow", "strip", "lock", "deny", "drop", "block", "tag"};
+	    "allow", "strip", "lock", "deny", "drop", "block", "tag", "header"};
 	size_t i;
 
 	for (i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
