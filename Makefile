@@ -11,7 +11,7 @@
 CC	?= cc
 PKG_CONFIG ?= pkg-config
 PKGS	= openssl libclamav libseccomp gmime-3.0 libpcre2-8 yaml-0.1 \
-	  libevent libevent_openssl
+	  libevent libevent_openssl libarchive libmagic
 PREFIX	?= /usr/local
 DESTDIR	?=
 B	= build
@@ -19,9 +19,9 @@ B	= build
 # Debian packages needed to build and to run every test.
 DEB_BUILD = build-essential pkg-config clang libssl-dev libclamav-dev \
 	    libseccomp-dev libgmime-3.0-dev libpcre2-dev libyaml-dev \
-	    libevent-dev libclang-rt-14-dev
+	    libevent-dev libclang-rt-14-dev libarchive-dev libmagic-dev
 DEB_TEST  = dovecot-imapd python3 python3-pytest isync fetchmail curl clamav \
-	    clamav-testfiles \
+	    clamav-testfiles clamav-daemon clamdscan spamd spamc zip \
 	    openssl mandoc procps iproute2
 DEB_ALL   = $(DEB_BUILD) $(DEB_TEST)
 
