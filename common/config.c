@@ -8,15 +8,20 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <netdb.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <syslog.h>
 #include <unistd.h>
 #include <yaml.h>
+
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
 
 #include "config.h"
 #include "log.h"
@@ -40,7 +45,9 @@ static const struct cfg_general cfg_general_default = {
     .max_email_size = 50 * 1024 * 1024,
     .oversize = ACT_DENY,
     .max_line_length = 64 * 1024,
+    .max_archive_depth = 3,
 };
+#define CFG_MAX_ARCHIVE_DEPTH 16
 
 /* ClamAV's own defaults for the limits (clamd.conf(5)). */
 #define CFG_AV_DATABASE "/var/lib/clamav"
@@ -48,12 +55,85 @@ static const struct cfg_antivirus cfg_antivirus_default = {
     .enabled = 1,
     .database = NULL, /* CFG_AV_DATABASE, allocated */
     .on_virus = ACT_STRIP,
-    .on_error = ACT_DENY,
+    .on_error = ACT_LOCK,
     .max_scan_size = 100 * 1024 * 1024,
     .max_file_size = 25 * 1024 * 1024,
     .max_recursion = 17,
     .max_files = 10000,
     .max_scan_time_ms = 120 * 1000,
+};
+
+/* The files the parent reads for scand, and how large they may be. */
+#define CFG_APT_DATABASE "/etc/imapgw/apt.db"
+#define CFG_APT_MAX_FILE (256 * 1024 * 1024)
+#define CFG_SPAM_MAX_FILE (16 * 1024 * 1024)
+
+/* spamBlocker. */
+#define CFG_SPAM_HEADER "X-Spam-Category"
+#define CFG_SPAM_SPAMD "127.0.0.1:783"
+#define CFG_SPAM_RSPAMD "127.0.0.1:11333"
+#define CFG_SPAM_MAX_TIMEOUT_MS (60 * 60 * 1000)
+#define CFG_SPAM_MAX_TAG 128
+#define CFG_SPAM_MAX_HEADER 76
+
+static const char *const cfg_spam_cat_names[SPAM_NCAT] = {
+    [SPAM_CONFIRMED] = "confirmed",
+    [SPAM_BULK] = "bulk",
+    [SPAM_SUSPECT] = "suspect",
+};
+
+static const struct {
+	int action;
+	const char *tag;
+	double score;
+} cfg_spam_cat_default[SPAM_NCAT] = {
+    [SPAM_CONFIRMED] = {ACT_TAG, "***SPAM*** ", 15},
+    [SPAM_BULK] = {ACT_TAG, "***BULK*** ", 10},
+    [SPAM_SUSPECT] = {ACT_HEADER, "***SUSPECT*** ", 5},
+};
+
+/* The rules of the built-in actions: executables and scripts stripped. */
+struct cfg_builtin_rule {
+	const char *name;
+	const char *match;
+};
+
+static const struct cfg_builtin_rule cfg_builtin_types[] = {
+    {"Windows executable", "application/x-dosexec"},
+    {"Windows download", "application/x-msdownload"},
+    {"DOS program", "application/x-msdos-program"},
+    {"Windows PE executable", "application/vnd.microsoft.portable-executable"},
+    {"executable", "application/x-executable"},
+    {"Windows shortcut", "application/x-ms-shortcut"},
+    {"HTML application", "application/hta"},
+    {"Windows Installer package", "application/x-msi"},
+    {"batch file", "application/x-bat"},
+    {"shell script", "application/x-sh"},
+    {NULL, NULL},
+};
+
+static const struct cfg_builtin_rule cfg_builtin_files[] = {
+    {"Windows program (.exe)", "*.exe"},
+    {"DOS program (.com)", "*.com"},
+    {"screen saver (.scr)", "*.scr"},
+    {"program information file (.pif)", "*.pif"},
+    {"batch file (.bat)", "*.bat"},
+    {"command script (.cmd)", "*.cmd"},
+    {"VBScript (.vbs)", "*.vbs"},
+    {"encoded VBScript (.vbe)", "*.vbe"},
+    {"JScript (.js)", "*.js"},
+    {"encoded JScript (.jse)", "*.jse"},
+    {"Windows Script file (.wsf)", "*.wsf"},
+    {"Windows Script Host settings (.wsh)", "*.wsh"},
+    {"HTML application (.hta)", "*.hta"},
+    {"Control Panel item (.cpl)", "*.cpl"},
+    {"Windows Installer package (.msi)", "*.msi"},
+    {"Windows Installer patch (.msp)", "*.msp"},
+    {"Windows shortcut (.lnk)", "*.lnk"},
+    {"PowerShell script (.ps1)", "*.ps1"},
+    {"Java archive (.jar)", "*.jar"},
+    {"registry file (.reg)", "*.reg"},
+    {NULL, NULL},
 };
 
 /* The YAML tree: scalars, sequences, mappings (kids: key, value, ...). */
@@ -75,7 +155,7 @@ struct cfg_error {
 };
 
 /* Per action: what the file set, to apply on top of the inherited values. */
-enum { SET_MAXSIZE = 1, SET_OVERSIZE = 2, SET_MAXLINE = 4 };
+enum { SET_MAXSIZE = 1, SET_OVERSIZE = 2, SET_MAXLINE = 4, SET_ARCDEPTH = 8 };
 enum {
 	AVSET_ENABLED = 0x01,
 	AVSET_DATABASE = 0x02,
@@ -87,7 +167,37 @@ enum {
 	AVSET_FILES = 0x80,
 	AVSET_TIME = 0x100,
 };
+/* content_types, filenames, headers: rules replaces the list whole. */
+enum { RULES_CT = 0, RULES_FN, RULES_HDR, RULES_N };
+enum {
+	RSET_AUTO = 0x01,
+	RSET_ARCHIVES = 0x02,
+	RSET_NONE = 0x04,
+	RSET_RULES = 0x08,
+};
+enum {
+	APTSET_ENABLED = 0x01,
+	APTSET_DATABASE = 0x02,
+	APTSET_HIGH = 0x04, /* APTSET_HIGH << APT_* */
+};
+enum {
+	SPSET_ENABLED = 0x001,
+	SPSET_ENGINE = 0x002,
+	SPSET_RULES = 0x004,
+	SPSET_ADDRESS = 0x008,
+	SPSET_TIMEOUT = 0x010,
+	SPSET_MAXSIZE = 0x020,
+	SPSET_UNAVAIL = 0x040,
+	SPSET_HEADER = 0x080,
+	SPSET_EXCEPTIONS = 0x100,
+};
+enum { CATSET_ACTION = 1, CATSET_TAG = 2, CATSET_SCORE = 4 };
 enum { ARES_NEW = 0, ARES_ACTIVE, ARES_DONE };
+
+struct cfg_raux {
+	unsigned set;
+	struct cfg_rules r; /* r.rules owned here until applied */
+};
 
 struct cfg_aaux {
 	struct cfg_action *act;
@@ -95,6 +205,19 @@ struct cfg_aaux {
 	struct cfg_general ov;
 	unsigned avset;
 	struct cfg_antivirus av; /* av.database owned here until applied */
+	struct cfg_raux rules[RULES_N];
+	unsigned aptset;
+	struct cfg_apt apt; /* apt.database owned here */
+	struct cfg_pos aptdb; /* where this action named the database */
+	unsigned spset;
+	unsigned catset[SPAM_NCAT];
+	struct cfg_spam sp; /* strings and exceptions owned here */
+	struct cfg_pos sprules; /* where this action named the rules file */
+	struct cfg_pos score[SPAM_NCAT];
+	/* After resolution: where the files in effect were named (0 when
+	 * a built-in default), and whether an address was given. */
+	struct cfg_pos r_aptdb, r_sprules;
+	int r_addr;
 	char *deny;
 	struct cfg_pos ipos;
 	int state;
@@ -173,15 +296,62 @@ static const struct cfg_enum cfg_oversize[] = {
 static const struct cfg_enum cfg_on_virus[] = {
     {"allow", ACT_ALLOW},
     {"strip", ACT_STRIP},
+    {"lock", ACT_LOCK},
+    {"deny", ACT_DENY},
+    {"drop", ACT_DROP},
+    {"block", ACT_BLOCK},
+    {NULL, 0},
+};
+static const struct cfg_enum cfg_on_error[] = {
+    {"allow", ACT_ALLOW},
+    {"lock", ACT_LOCK},
     {"deny", ACT_DENY},
     {"drop", ACT_DROP},
     {NULL, 0},
 };
-/* "lock" comes with the locking issue. */
-static const struct cfg_enum cfg_on_error[] = {
+/* content_types and filenames rules, none_matched, APT Blocker levels. */
+static const struct cfg_enum cfg_rule_actions[] = {
     {"allow", ACT_ALLOW},
+    {"strip", ACT_STRIP},
+    {"lock", ACT_LOCK},
     {"deny", ACT_DENY},
     {"drop", ACT_DROP},
+    {"block", ACT_BLOCK},
+    {NULL, 0},
+};
+/* headers: strip removes the header field. */
+static const struct cfg_enum cfg_hdr_actions[] = {
+    {"allow", ACT_ALLOW},
+    {"strip", ACT_STRIP},
+    {"deny", ACT_DENY},
+    {"drop", ACT_DROP},
+    {"block", ACT_BLOCK},
+    {NULL, 0},
+};
+static const struct cfg_enum cfg_spam_actions[] = {
+    {"allow", ACT_ALLOW},
+    {"tag", ACT_TAG},
+    {"header", ACT_HEADER},
+    {"deny", ACT_DENY},
+    {"drop", ACT_DROP},
+    {"block", ACT_BLOCK},
+    {NULL, 0},
+};
+static const struct cfg_enum cfg_on_unavailable[] = {
+    {"allow", ACT_ALLOW},
+    {"deny", ACT_DENY},
+    {NULL, 0},
+};
+static const struct cfg_enum cfg_spam_engines[] = {
+    {"builtin", SPAM_ENGINE_BUILTIN},
+    {"spamd", SPAM_ENGINE_SPAMD},
+    {"rspamd", SPAM_ENGINE_RSPAMD},
+    {NULL, 0},
+};
+static const struct cfg_enum cfg_match_types[] = {
+    {"pattern", MATCH_PATTERN},
+    {"exact", MATCH_EXACT},
+    {"regex", MATCH_REGEX},
     {NULL, 0},
 };
 static const struct cfg_enum cfg_dispositions[] = {
@@ -1215,8 +1385,11 @@ cfg_k_servers(struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
 }
 
 /*
- * actions: name -> { inherit, general, deny_message }.  Values are
- * resolved after the walk, when every action is known.
+ * actions: name -> { inherit, general, content_types, filenames, headers,
+ * antivirus, apt_blocker, spamblocker, deny_message }.  The walk records
+ * what the file sets (the SET bits of cfg_aaux); values are resolved
+ * after it, when every action is known, key by key over the inherited
+ * ones.  Then the parent reads the files of the actions policies use.
  */
 
 static void
@@ -1272,10 +1445,24 @@ cfg_k_max_line_length(
 	x->set |= SET_MAXLINE;
 }
 
+static void
+cfg_k_max_archive_depth(
+    struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
+{
+	struct cfg_aaux *x = o;
+	long n;
+
+	if (cfg_int(st, k, v, 0, CFG_MAX_ARCHIVE_DEPTH, &n) == 0) {
+		x->ov.max_archive_depth = (uint32_t)n;
+		x->set |= SET_ARCDEPTH;
+	}
+}
+
 static const struct cfg_key cfg_general_keys[] = {
     {"max_email_size", cfg_k_max_email_size, 0},
     {"oversize", cfg_k_oversize, 0},
     {"max_line_length", cfg_k_max_line_length, 0},
+    {"max_archive_depth", cfg_k_max_archive_depth, 0},
     {NULL, NULL, 0},
 };
 
@@ -1447,10 +1634,705 @@ cfg_k_antivirus(struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
 	cfg_walk(st, v, sect, cfg_antivirus_keys, o);
 }
 
+/*
+ * content_types, filenames, headers: { auto_detect, archives,
+ * none_matched, rules }, where rules is a sequence of { name, match,
+ * type, action, alarm, log }.
+ */
+
+struct cfg_rsec {
+	struct cfg_raux *x;
+	const struct cfg_enum *acts; /* what rules and none_matched may do */
+	char sect[192]; /* "content_types of action 'a'" */
+};
+
+struct cfg_rctx {
+	struct cfg_rule *r;
+	const struct cfg_enum *acts;
+	struct cfg_pos mpos; /* of the match value */
+};
+
+static void
+cfg_k_rname(struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
+{
+	cfg_set_str(st, k, v, &((struct cfg_rctx *)o)->r->name);
+}
+
+static void
+cfg_k_rmatch(struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
+{
+	struct cfg_rctx *c = o;
+
+	cfg_set_str(st, k, v, &c->r->match);
+	c->mpos = v->pos;
+}
+
+static void
+cfg_k_rtype(struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
+{
+	cfg_enum(st, k, v, cfg_match_types, &((struct cfg_rctx *)o)->r->type);
+}
+
+static void
+cfg_k_raction(struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
+{
+	struct cfg_rctx *c = o;
+
+	cfg_enum(st, k, v, c->acts, &c->r->action);
+}
+
+static void
+cfg_k_ralarm(struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
+{
+	cfg_bool(st, k, v, &((struct cfg_rctx *)o)->r->alarm);
+}
+
+static void
+cfg_k_rlog(struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
+{
+	cfg_bool(st, k, v, &((struct cfg_rctx *)o)->r->log);
+}
+
+static const struct cfg_key cfg_rule_keys[] = {
+    {"name", cfg_k_rname, 0},
+    {"match", cfg_k_rmatch, 1},
+    {"type", cfg_k_rtype, 0},
+    {"action", cfg_k_raction, 1},
+    {"alarm", cfg_k_ralarm, 0},
+    {"log", cfg_k_rlog, 0},
+    {NULL, NULL, 0},
+};
+
+/* A regular expression must compile, with the options scand/rules.c
+ * compiles it with again. */
+static void
+cfg_regex(struct cfg_state *st, struct cfg_pos pos, const char *re)
+{
+	PCRE2_UCHAR msg[256];
+	PCRE2_SIZE off;
+	pcre2_code *code;
+	int e;
+
+	code = pcre2_compile((PCRE2_SPTR)re, PCRE2_ZERO_TERMINATED,
+	    PCRE2_UTF | PCRE2_MATCH_INVALID_UTF | PCRE2_NEVER_BACKSLASH_C, &e,
+	    &off, NULL);
+	if (code != NULL) {
+		pcre2_code_free(code);
+		return;
+	}
+	if (pcre2_get_error_message(e, msg, sizeof(msg)) < 0)
+		snprintf((char *)msg, sizeof(msg), "error %d", e);
+	cfg_err(st, pos, "bad regular expression: %s at offset %zu",
+	    (char *)msg, (size_t)off);
+}
+
+static void
+cfg_rule(struct cfg_state *st, struct cfg_rsec *sec, struct ynode *item,
+    size_t idx, struct cfg_rule *r)
+{
+	struct cfg_rctx c;
+	char sect[256];
+
+	r->type = MATCH_PATTERN;
+	r->action = ACT_ALLOW;
+	r->alarm = 0;
+	r->log = 1;
+	r->pos = item->pos;
+	if (item->type == YN_BAD)
+		return;
+	if (item->type != YN_MAP && !yn_null(item)) {
+		cfg_err(st, item->pos, "a rule must be a mapping");
+		return;
+	}
+	memset(&c, 0, sizeof(c));
+	c.r = r;
+	c.acts = sec->acts;
+	snprintf(sect, sizeof(sect), "rule %zu of %s", idx + 1, sec->sect);
+	cfg_walk(st, item, sect, cfg_rule_keys, &c);
+	if (r->match == NULL)
+		return;
+	if (r->type == MATCH_REGEX)
+		cfg_regex(st, c.mpos, r->match);
+	if (r->name == NULL)
+		r->name = cfg_strdup(st, r->match);
+}
+
+static void
+cfg_k_rrules(struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
+{
+	struct cfg_rsec *sec = o;
+	struct cfg_rules *rs = &sec->x->r;
+	size_t i, n;
+
+	if (v->type != YN_SEQ && !yn_null(v)) {
+		cfg_err(st, v->pos, "'%s' must be a sequence", k->str);
+		return;
+	}
+	n = v->type == YN_SEQ ? v->nkids : 0;
+	if (n > CONFIG_MAX_ITEMS) {
+		cfg_err(st, v->pos, "too many rules in %s (at most %d)",
+		    sec->sect, CONFIG_MAX_ITEMS);
+		return;
+	}
+	sec->x->set |= RSET_RULES;
+	if (n == 0)
+		return;
+	if ((rs->rules = calloc(n, sizeof(*rs->rules))) == NULL) {
+		cfg_oom(st);
+		return;
+	}
+	for (i = 0; i < n; i++) {
+		rs->nrules++;
+		cfg_rule(st, sec, v->kids[i], i, &rs->rules[i]);
+	}
+}
+
+static void
+cfg_k_auto_detect(
+    struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
+{
+	struct cfg_raux *x = ((struct cfg_rsec *)o)->x;
+
+	if (cfg_bool(st, k, v, &x->r.auto_detect) == 0)
+		x->set |= RSET_AUTO;
+}
+
+static void
+cfg_k_archives(struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
+{
+	struct cfg_raux *x = ((struct cfg_rsec *)o)->x;
+
+	if (cfg_bool(st, k, v, &x->r.archives) == 0)
+		x->set |= RSET_ARCHIVES;
+}
+
+static void
+cfg_k_none_matched(
+    struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
+{
+	struct cfg_rsec *sec = o;
+
+	if (cfg_enum(st, k, v, sec->acts, &sec->x->r.none_matched) == 0)
+		sec->x->set |= RSET_NONE;
+}
+
+static const struct cfg_key cfg_ct_keys[] = {
+    {"auto_detect", cfg_k_auto_detect, 0},
+    {"archives", cfg_k_archives, 0},
+    {"none_matched", cfg_k_none_matched, 0},
+    {"rules", cfg_k_rrules, 0},
+    {NULL, NULL, 0},
+};
+
+static const struct cfg_key cfg_fn_keys[] = {
+    {"archives", cfg_k_archives, 0},
+    {"none_matched", cfg_k_none_matched, 0},
+    {"rules", cfg_k_rrules, 0},
+    {NULL, NULL, 0},
+};
+
+static const struct cfg_key cfg_hdr_keys[] = {
+    {"none_matched", cfg_k_none_matched, 0},
+    {"rules", cfg_k_rrules, 0},
+    {NULL, NULL, 0},
+};
+
+static void
+cfg_rules_section(struct cfg_state *st, struct ynode *k, struct ynode *v,
+    struct cfg_aaux *x, int kind)
+{
+	static const struct cfg_key *const keys[RULES_N] = {
+	    [RULES_CT] = cfg_ct_keys,
+	    [RULES_FN] = cfg_fn_keys,
+	    [RULES_HDR] = cfg_hdr_keys,
+	};
+	struct cfg_rsec sec;
+
+	if (!cfg_want_map(st, k, v))
+		return;
+	sec.x = &x->rules[kind];
+	sec.acts = kind == RULES_HDR ? cfg_hdr_actions : cfg_rule_actions;
+	snprintf(sec.sect, sizeof(sec.sect), "%s of %s", k->str, st->label);
+	cfg_walk(st, v, sec.sect, keys[kind], &sec);
+}
+
+static void
+cfg_k_content_types(
+    struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
+{
+	cfg_rules_section(st, k, v, o, RULES_CT);
+}
+
+static void
+cfg_k_filenames(struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
+{
+	cfg_rules_section(st, k, v, o, RULES_FN);
+}
+
+static void
+cfg_k_headers(struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
+{
+	cfg_rules_section(st, k, v, o, RULES_HDR);
+}
+
+/*
+ * apt_blocker: { enabled, database, actions: { high, medium, low } }.
+ */
+
+static void
+cfg_k_apt_enabled(
+    struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
+{
+	struct cfg_aaux *x = o;
+
+	if (cfg_bool(st, k, v, &x->apt.enabled) == 0)
+		x->aptset |= APTSET_ENABLED;
+}
+
+static void
+cfg_k_apt_database(
+    struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
+{
+	struct cfg_aaux *x = o;
+
+	cfg_set_path(st, k, v, &x->apt.database);
+	if (x->apt.database != NULL) {
+		x->aptset |= APTSET_DATABASE;
+		x->aptdb = v->pos;
+	}
+}
+
+static void
+cfg_apt_level(struct cfg_state *st, struct ynode *k, struct ynode *v,
+    struct cfg_aaux *x, int level)
+{
+	if (cfg_enum(st, k, v, cfg_rule_actions, &x->apt.actions[level]) == 0)
+		x->aptset |= APTSET_HIGH << level;
+}
+
+static void
+cfg_k_apt_high(struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
+{
+	cfg_apt_level(st, k, v, o, APT_HIGH);
+}
+
+static void
+cfg_k_apt_medium(
+    struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
+{
+	cfg_apt_level(st, k, v, o, APT_MEDIUM);
+}
+
+static void
+cfg_k_apt_low(struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
+{
+	cfg_apt_level(st, k, v, o, APT_LOW);
+}
+
+static const struct cfg_key cfg_apt_action_keys[] = {
+    {"high", cfg_k_apt_high, 0},
+    {"medium", cfg_k_apt_medium, 0},
+    {"low", cfg_k_apt_low, 0},
+    {NULL, NULL, 0},
+};
+
+static void
+cfg_k_apt_actions(
+    struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
+{
+	char sect[192];
+
+	if (!cfg_want_map(st, k, v))
+		return;
+	snprintf(sect, sizeof(sect), "actions of apt_blocker of %s", st->label);
+	cfg_walk(st, v, sect, cfg_apt_action_keys, o);
+}
+
+static const struct cfg_key cfg_apt_keys[] = {
+    {"enabled", cfg_k_apt_enabled, 0},
+    {"database", cfg_k_apt_database, 0},
+    {"actions", cfg_k_apt_actions, 0},
+    {NULL, NULL, 0},
+};
+
+static void
+cfg_k_apt_blocker(
+    struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
+{
+	char sect[192];
+
+	if (!cfg_want_map(st, k, v))
+		return;
+	snprintf(sect, sizeof(sect), "apt_blocker of %s", st->label);
+	cfg_walk(st, v, sect, cfg_apt_keys, o);
+}
+
+/*
+ * spamblocker: { enabled, engine, rules, address, timeout, max_size,
+ * on_unavailable, header, categories: { confirmed, bulk, suspect:
+ * { action, tag, score } }, exceptions: [ { sender, recipient } ] }.
+ */
+
+static void
+cfg_k_sp_enabled(
+    struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
+{
+	struct cfg_aaux *x = o;
+
+	if (cfg_bool(st, k, v, &x->sp.enabled) == 0)
+		x->spset |= SPSET_ENABLED;
+}
+
+static void
+cfg_k_sp_engine(struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
+{
+	struct cfg_aaux *x = o;
+
+	if (cfg_enum(st, k, v, cfg_spam_engines, &x->sp.engine) == 0)
+		x->spset |= SPSET_ENGINE;
+}
+
+static void
+cfg_k_sp_rules(struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
+{
+	struct cfg_aaux *x = o;
+
+	cfg_set_path(st, k, v, &x->sp.rules);
+	if (x->sp.rules != NULL) {
+		x->spset |= SPSET_RULES;
+		x->sprules = v->pos;
+	}
+}
+
+static void
+cfg_k_sp_address(
+    struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
+{
+	struct cfg_aaux *x = o;
+	struct cfg_addr a;
+
+	if (cfg_str(st, k, v) == NULL)
+		return;
+	if (parse_addr(v->str, &a) == -1) {
+		cfg_err(st, v->pos,
+		    "bad address '%.80s' (use a.b.c.d:port or [ipv6]:port)",
+		    v->str);
+		return;
+	}
+	x->sp.address = a;
+	x->spset |= SPSET_ADDRESS;
+}
+
+static void
+cfg_k_sp_timeout(
+    struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
+{
+	struct cfg_aaux *x = o;
+	uint64_t ms;
+
+	if (cfg_duration(st, k, v, &ms) == -1)
+		return;
+	if (ms == 0 || ms > CFG_SPAM_MAX_TIMEOUT_MS) {
+		cfg_err(st, v->pos, "timeout must be between 1ms and 1h");
+		return;
+	}
+	x->sp.timeout_ms = ms;
+	x->spset |= SPSET_TIMEOUT;
+}
+
+static void
+cfg_k_sp_max_size(
+    struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
+{
+	struct cfg_aaux *x = o;
+
+	if (cfg_av_size(st, k, v, &x->sp.max_size) == 0)
+		x->spset |= SPSET_MAXSIZE;
+}
+
+static void
+cfg_k_sp_unavailable(
+    struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
+{
+	struct cfg_aaux *x = o;
+
+	if (cfg_enum(st, k, v, cfg_on_unavailable, &x->sp.on_unavailable) == 0)
+		x->spset |= SPSET_UNAVAIL;
+}
+
+/* A header field name: RFC 5322 ftext (printable ASCII but the colon). */
+static int
+cfg_field_name(const char *s)
+{
+	size_t i;
+
+	for (i = 0; s[i] != '\0'; i++)
+		if ((unsigned char)s[i] < 33 || (unsigned char)s[i] > 126 ||
+		    s[i] == ':')
+			return -1;
+	return i > 0 && i <= CFG_SPAM_MAX_HEADER ? 0 : -1;
+}
+
+static void
+cfg_k_sp_header(struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
+{
+	struct cfg_aaux *x = o;
+
+	if (cfg_str(st, k, v) == NULL)
+		return;
+	if (cfg_field_name(v->str) == -1) {
+		cfg_err(st, v->pos,
+		    "'%s' must be a header field name (at most %d printable "
+		    "ASCII characters, no space or colon)",
+		    k->str, CFG_SPAM_MAX_HEADER);
+		return;
+	}
+	cfg_set_str(st, k, v, &x->sp.header);
+	if (x->sp.header != NULL)
+		x->spset |= SPSET_HEADER;
+}
+
+struct cfg_cctx {
+	struct cfg_aaux *x;
+	int cat;
+};
+
+static void
+cfg_k_cat_action(
+    struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
+{
+	struct cfg_cctx *c = o;
+
+	if (cfg_enum(
+	        st, k, v, cfg_spam_actions, &c->x->sp.cat[c->cat].action) == 0)
+		c->x->catset[c->cat] |= CATSET_ACTION;
+}
+
+static void
+cfg_k_cat_tag(struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
+{
+	struct cfg_cctx *c = o;
+	const char *s;
+
+	if ((s = cfg_str(st, k, v)) == NULL)
+		return;
+	if (strlen(s) > CFG_SPAM_MAX_TAG) {
+		cfg_err(st, v->pos, "'%s' is too long (at most %d bytes)",
+		    k->str, CFG_SPAM_MAX_TAG);
+		return;
+	}
+	if (strpbrk(s, "\r\n") != NULL) {
+		cfg_err(
+		    st, v->pos, "'%s' must not contain a line break", k->str);
+		return;
+	}
+	cfg_set_str(st, k, v, &c->x->sp.cat[c->cat].tag);
+	if (c->x->sp.cat[c->cat].tag != NULL)
+		c->x->catset[c->cat] |= CATSET_TAG;
+}
+
+/* A decimal number (sign, fraction, exponent), finite, not negative. */
+static int
+cfg_score(const char *s, double *out)
+{
+	char *end;
+	double d;
+
+	if (s[0] == '\0' || strspn(s, "0123456789.eE+-") != strlen(s))
+		return -1;
+	d = strtod(s, &end);
+	if (*end != '\0' || !isfinite(d) || d < 0)
+		return -1;
+	*out = d == 0 ? 0 : d; /* no -0 */
+	return 0;
+}
+
+static void
+cfg_k_cat_score(struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
+{
+	struct cfg_cctx *c = o;
+
+	if (v->type != YN_SCALAR ||
+	    cfg_score(v->str, &c->x->sp.cat[c->cat].score) == -1) {
+		cfg_err(
+		    st, v->pos, "'%s' must be a number, at least 0", k->str);
+		return;
+	}
+	c->x->catset[c->cat] |= CATSET_SCORE;
+	c->x->score[c->cat] = v->pos;
+}
+
+static const struct cfg_key cfg_cat_keys[] = {
+    {"action", cfg_k_cat_action, 0},
+    {"tag", cfg_k_cat_tag, 0},
+    {"score", cfg_k_cat_score, 0},
+    {NULL, NULL, 0},
+};
+
+static void
+cfg_category(struct cfg_state *st, struct ynode *k, struct ynode *v,
+    struct cfg_aaux *x, int cat)
+{
+	struct cfg_cctx c;
+	char sect[192];
+
+	if (!cfg_want_map(st, k, v))
+		return;
+	c.x = x;
+	c.cat = cat;
+	snprintf(sect, sizeof(sect), "category %s of spamblocker of %s",
+	    cfg_spam_cat_names[cat], st->label);
+	cfg_walk(st, v, sect, cfg_cat_keys, &c);
+}
+
+static void
+cfg_k_cat_confirmed(
+    struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
+{
+	cfg_category(st, k, v, o, SPAM_CONFIRMED);
+}
+
+static void
+cfg_k_cat_bulk(struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
+{
+	cfg_category(st, k, v, o, SPAM_BULK);
+}
+
+static void
+cfg_k_cat_suspect(
+    struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
+{
+	cfg_category(st, k, v, o, SPAM_SUSPECT);
+}
+
+static const struct cfg_key cfg_categories_keys[] = {
+    {"confirmed", cfg_k_cat_confirmed, 0},
+    {"bulk", cfg_k_cat_bulk, 0},
+    {"suspect", cfg_k_cat_suspect, 0},
+    {NULL, NULL, 0},
+};
+
+static void
+cfg_k_sp_categories(
+    struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
+{
+	char sect[192];
+
+	if (!cfg_want_map(st, k, v))
+		return;
+	snprintf(
+	    sect, sizeof(sect), "categories of spamblocker of %s", st->label);
+	cfg_walk(st, v, sect, cfg_categories_keys, o);
+}
+
+static void
+cfg_k_exc_sender(
+    struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
+{
+	cfg_set_str(st, k, v, &((struct cfg_spam_exception *)o)->sender);
+}
+
+static void
+cfg_k_exc_recipient(
+    struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
+{
+	cfg_set_str(st, k, v, &((struct cfg_spam_exception *)o)->recipient);
+}
+
+static const struct cfg_key cfg_exception_keys[] = {
+    {"sender", cfg_k_exc_sender, 0},
+    {"recipient", cfg_k_exc_recipient, 0},
+    {NULL, NULL, 0},
+};
+
+static void
+cfg_exception(struct cfg_state *st, struct ynode *item, size_t idx,
+    struct cfg_spam_exception *e)
+{
+	char sect[192];
+	size_t nerrs = st->nerrs;
+
+	e->pos = item->pos;
+	if (item->type == YN_BAD)
+		return;
+	if (item->type != YN_MAP && !yn_null(item)) {
+		cfg_err(st, item->pos, "an exception must be a mapping");
+		return;
+	}
+	snprintf(sect, sizeof(sect), "exception %zu of spamblocker of %s",
+	    idx + 1, st->label);
+	cfg_walk(st, item, sect, cfg_exception_keys, e);
+	if (e->sender == NULL && e->recipient == NULL && st->nerrs == nerrs)
+		cfg_err(
+		    st, item->pos, "%s needs a sender or a recipient", sect);
+}
+
+static void
+cfg_k_sp_exceptions(
+    struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
+{
+	struct cfg_aaux *x = o;
+	size_t i, n;
+
+	if (v->type != YN_SEQ && !yn_null(v)) {
+		cfg_err(st, v->pos, "'%s' must be a sequence", k->str);
+		return;
+	}
+	n = v->type == YN_SEQ ? v->nkids : 0;
+	if (n > CONFIG_MAX_ITEMS) {
+		cfg_err(st, v->pos,
+		    "too many exceptions in spamblocker of %s (at most %d)",
+		    st->label, CONFIG_MAX_ITEMS);
+		return;
+	}
+	x->spset |= SPSET_EXCEPTIONS;
+	if (n == 0)
+		return;
+	if ((x->sp.exceptions = calloc(n, sizeof(*x->sp.exceptions))) == NULL) {
+		cfg_oom(st);
+		return;
+	}
+	for (i = 0; i < n; i++) {
+		x->sp.nexceptions++;
+		cfg_exception(st, v->kids[i], i, &x->sp.exceptions[i]);
+	}
+}
+
+static const struct cfg_key cfg_spam_keys[] = {
+    {"enabled", cfg_k_sp_enabled, 0},
+    {"engine", cfg_k_sp_engine, 0},
+    {"rules", cfg_k_sp_rules, 0},
+    {"address", cfg_k_sp_address, 0},
+    {"timeout", cfg_k_sp_timeout, 0},
+    {"max_size", cfg_k_sp_max_size, 0},
+    {"on_unavailable", cfg_k_sp_unavailable, 0},
+    {"header", cfg_k_sp_header, 0},
+    {"categories", cfg_k_sp_categories, 0},
+    {"exceptions", cfg_k_sp_exceptions, 0},
+    {NULL, NULL, 0},
+};
+
+static void
+cfg_k_spamblocker(
+    struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
+{
+	char sect[192];
+
+	if (!cfg_want_map(st, k, v))
+		return;
+	snprintf(sect, sizeof(sect), "spamblocker of %s", st->label);
+	cfg_walk(st, v, sect, cfg_spam_keys, o);
+}
+
 static const struct cfg_key cfg_action_keys[] = {
     {"inherit", cfg_k_inherit, 0},
     {"general", cfg_k_general, 0},
+    {"content_types", cfg_k_content_types, 0},
+    {"filenames", cfg_k_filenames, 0},
+    {"headers", cfg_k_headers, 0},
     {"antivirus", cfg_k_antivirus, 0},
+    {"apt_blocker", cfg_k_apt_blocker, 0},
+    {"spamblocker", cfg_k_spamblocker, 0},
     {"deny_message", cfg_k_deny_message, 0},
     {NULL, NULL, 0},
 };
@@ -1961,10 +2843,228 @@ cfg_av_apply(struct cfg_state *st, struct cfg_antivirus *av,
 	    st, x->avset & AVSET_DATABASE ? o->database : base->database);
 }
 
-static void
-cfg_act_apply(struct cfg_state *st, struct cfg_action *a,
-    const struct cfg_aaux *x, const struct cfg_action *base)
+/* NULL stays NULL: an action with errors may lack a value. */
+static char *
+cfg_dup(struct cfg_state *st, const char *s)
 {
+	return s == NULL ? NULL : cfg_strdup(st, s);
+}
+
+static void
+cfg_rules_free(struct cfg_rules *rs)
+{
+	size_t i;
+
+	for (i = 0; i < rs->nrules; i++) {
+		free(rs->rules[i].name);
+		free(rs->rules[i].match);
+	}
+	free(rs->rules);
+	rs->rules = NULL;
+	rs->nrules = 0;
+}
+
+static void
+cfg_rules_copy(
+    struct cfg_state *st, struct cfg_rules *dst, const struct cfg_rules *src)
+{
+	struct cfg_rule *r;
+	size_t i;
+
+	dst->rules = NULL;
+	dst->nrules = 0;
+	if (src->nrules == 0)
+		return;
+	if ((dst->rules = calloc(src->nrules, sizeof(*dst->rules))) == NULL) {
+		cfg_oom(st);
+		return;
+	}
+	for (i = 0; i < src->nrules; i++) {
+		r = &dst->rules[dst->nrules++];
+		*r = src->rules[i];
+		r->name = cfg_dup(st, src->rules[i].name);
+		r->match = cfg_dup(st, src->rules[i].match);
+	}
+}
+
+/* The rules list of the file replaces the inherited one as a whole. */
+static void
+cfg_rules_apply(struct cfg_state *st, struct cfg_rules *dst, struct cfg_raux *x,
+    const struct cfg_rules *base)
+{
+	const struct cfg_rules *o = &x->r;
+
+	dst->auto_detect =
+	    x->set & RSET_AUTO ? o->auto_detect : base->auto_detect;
+	dst->archives = x->set & RSET_ARCHIVES ? o->archives : base->archives;
+	dst->none_matched =
+	    x->set & RSET_NONE ? o->none_matched : base->none_matched;
+	if (x->set & RSET_RULES) {
+		dst->rules = x->r.rules;
+		dst->nrules = x->r.nrules;
+		x->r.rules = NULL;
+		x->r.nrules = 0;
+	} else
+		cfg_rules_copy(st, dst, base);
+}
+
+static struct cfg_rules *
+cfg_act_rules(struct cfg_action *a, int kind)
+{
+	switch (kind) {
+	case RULES_CT:
+		return &a->content_types;
+	case RULES_FN:
+		return &a->filenames;
+	default:
+		return &a->headers;
+	}
+}
+
+static void
+cfg_apt_apply(struct cfg_state *st, struct cfg_apt *apt, struct cfg_aaux *x,
+    const struct cfg_apt *base, const struct cfg_aaux *bx)
+{
+	const struct cfg_apt *o = &x->apt;
+	int i;
+
+	apt->enabled = x->aptset & APTSET_ENABLED ? o->enabled : base->enabled;
+	for (i = 0; i < APT_NLEVEL; i++)
+		apt->actions[i] = x->aptset & (APTSET_HIGH << i)
+		                      ? o->actions[i]
+		                      : base->actions[i];
+	apt->data = NULL;
+	apt->len = 0;
+	apt->missing = 0;
+	if (x->aptset & APTSET_DATABASE) {
+		apt->database = cfg_dup(st, o->database);
+		x->r_aptdb = x->aptdb;
+	} else {
+		apt->database = cfg_dup(st, base->database);
+		if (bx != NULL)
+			x->r_aptdb = bx->r_aptdb;
+	}
+}
+
+static void
+cfg_exceptions_copy(
+    struct cfg_state *st, struct cfg_spam *dst, const struct cfg_spam *src)
+{
+	struct cfg_spam_exception *e;
+	size_t i;
+
+	dst->exceptions = NULL;
+	dst->nexceptions = 0;
+	if (src->nexceptions == 0)
+		return;
+	dst->exceptions = calloc(src->nexceptions, sizeof(*dst->exceptions));
+	if (dst->exceptions == NULL) {
+		cfg_oom(st);
+		return;
+	}
+	for (i = 0; i < src->nexceptions; i++) {
+		e = &dst->exceptions[dst->nexceptions++];
+		*e = src->exceptions[i];
+		e->sender = cfg_dup(st, src->exceptions[i].sender);
+		e->recipient = cfg_dup(st, src->exceptions[i].recipient);
+	}
+}
+
+static void
+cfg_spam_address_default(struct cfg_spam *sp)
+{
+	parse_addr(
+	    sp->engine == SPAM_ENGINE_RSPAMD ? CFG_SPAM_RSPAMD : CFG_SPAM_SPAMD,
+	    &sp->address);
+}
+
+static void
+cfg_spam_apply(struct cfg_state *st, struct cfg_spam *sp, struct cfg_aaux *x,
+    const struct cfg_spam *base, const struct cfg_aaux *bx)
+{
+	const struct cfg_spam *o = &x->sp;
+	unsigned set = x->spset;
+	int i;
+
+	sp->enabled = set & SPSET_ENABLED ? o->enabled : base->enabled;
+	sp->engine = set & SPSET_ENGINE ? o->engine : base->engine;
+	sp->timeout_ms = set & SPSET_TIMEOUT ? o->timeout_ms : base->timeout_ms;
+	sp->max_size = set & SPSET_MAXSIZE ? o->max_size : base->max_size;
+	sp->on_unavailable =
+	    set & SPSET_UNAVAIL ? o->on_unavailable : base->on_unavailable;
+	sp->header = cfg_dup(st, set & SPSET_HEADER ? o->header : base->header);
+	sp->rules_data = NULL;
+	sp->rules_len = 0;
+	if (set & SPSET_RULES) {
+		sp->rules = cfg_dup(st, o->rules);
+		x->r_sprules = x->sprules;
+	} else {
+		sp->rules = cfg_dup(st, base->rules);
+		if (bx != NULL)
+			x->r_sprules = bx->r_sprules;
+	}
+	/* An address given here or above; else the engine's default. */
+	x->r_addr = (set & SPSET_ADDRESS) || (bx != NULL && bx->r_addr);
+	if (set & SPSET_ADDRESS)
+		sp->address = o->address;
+	else if (x->r_addr)
+		sp->address = base->address;
+	else
+		cfg_spam_address_default(sp);
+	for (i = 0; i < SPAM_NCAT; i++) {
+		sp->cat[i].action = x->catset[i] & CATSET_ACTION
+		                        ? o->cat[i].action
+		                        : base->cat[i].action;
+		sp->cat[i].score = x->catset[i] & CATSET_SCORE
+		                       ? o->cat[i].score
+		                       : base->cat[i].score;
+		sp->cat[i].tag =
+		    cfg_dup(st, x->catset[i] & CATSET_TAG ? o->cat[i].tag
+		                                          : base->cat[i].tag);
+	}
+	if (set & SPSET_EXCEPTIONS) {
+		sp->exceptions = x->sp.exceptions;
+		sp->nexceptions = x->sp.nexceptions;
+		x->sp.exceptions = NULL;
+		x->sp.nexceptions = 0;
+	} else
+		cfg_exceptions_copy(st, sp, base);
+}
+
+/* Scores set here must keep confirmed >= bulk >= suspect with the
+ * inherited ones (scores not set here were checked where they were). */
+static void
+cfg_spam_scores(
+    struct cfg_state *st, const struct cfg_action *a, const struct cfg_aaux *x)
+{
+	const struct cfg_spam_cat *c = a->spamblocker.cat;
+	int i;
+
+	for (i = 0; i < SPAM_NCAT; i++)
+		if (x->catset[i] & CATSET_SCORE)
+			break;
+	if (i == SPAM_NCAT)
+		return;
+	if (c[SPAM_CONFIRMED].score >= c[SPAM_BULK].score &&
+	    c[SPAM_BULK].score >= c[SPAM_SUSPECT].score)
+		return;
+	cfg_err(st, x->score[i],
+	    "action '%.64s': spamblocker scores must be confirmed >= bulk >= "
+	    "suspect (they are %g, %g and %g)",
+	    a->name, c[SPAM_CONFIRMED].score, c[SPAM_BULK].score,
+	    c[SPAM_SUSPECT].score);
+}
+
+static void
+cfg_act_apply(struct cfg_state *st, struct cfg_action *a, struct cfg_aaux *x,
+    const struct cfg_action *base)
+{
+	size_t bi = (size_t)(base - st->cfg->actions);
+	const struct cfg_aaux *bx;
+	int k;
+
+	/* The built-ins have no aaux: their files come from the defaults. */
+	bx = bi < CFG_NBUILTIN ? NULL : &st->aaux[bi];
 	a->general = base->general;
 	if (x->set & SET_MAXSIZE)
 		a->general.max_email_size = x->ov.max_email_size;
@@ -1972,7 +3072,15 @@ cfg_act_apply(struct cfg_state *st, struct cfg_action *a,
 		a->general.oversize = x->ov.oversize;
 	if (x->set & SET_MAXLINE)
 		a->general.max_line_length = x->ov.max_line_length;
+	if (x->set & SET_ARCDEPTH)
+		a->general.max_archive_depth = x->ov.max_archive_depth;
+	for (k = 0; k < RULES_N; k++)
+		cfg_rules_apply(st, cfg_act_rules(a, k), &x->rules[k],
+		    cfg_act_rules(&st->cfg->actions[bi], k));
 	cfg_av_apply(st, &a->antivirus, x, &base->antivirus);
+	cfg_apt_apply(st, &a->apt_blocker, x, &base->apt_blocker, bx);
+	cfg_spam_apply(st, &a->spamblocker, x, &base->spamblocker, bx);
+	cfg_spam_scores(st, a, x);
 	a->deny_message =
 	    cfg_strdup(st, x->deny ? x->deny : base->deny_message);
 }
@@ -2047,6 +3155,224 @@ cfg_resolve_policy(
 	}
 }
 
+/*
+ * The files scand needs but cannot open itself: read now, by the parent,
+ * for the actions a policy uses.
+ */
+
+/* The whole of a regular file, at most max bytes, NUL-terminated (the
+ * terminator not counted).  -1 with errno set: EFBIG if it is larger. */
+static int
+cfg_slurp(const char *path, size_t max, uint8_t **data, size_t *len)
+{
+	struct stat sb;
+	size_t cap, n = 0;
+	ssize_t r;
+	uint8_t *p = NULL, *q, c;
+	int fd, e;
+
+	*data = NULL;
+	*len = 0;
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+	if (fd == -1)
+		return -1;
+	if (fstat(fd, &sb) == -1)
+		goto fail;
+	if (!S_ISREG(sb.st_mode)) {
+		errno = S_ISDIR(sb.st_mode) ? EISDIR : EINVAL;
+		goto fail;
+	}
+	if ((uint64_t)sb.st_size > max) {
+		errno = EFBIG;
+		goto fail;
+	}
+	/* The size is a hint: the file may change while it is read. */
+	cap = (size_t)sb.st_size + 1;
+	if ((p = malloc(cap)) == NULL)
+		goto fail;
+	for (;;) {
+		if (n + 1 < cap)
+			r = read(fd, p + n, cap - n - 1);
+		else
+			r = read(fd, &c, 1); /* full: the end, or more? */
+		if (r == -1 && errno == EINTR)
+			continue;
+		if (r == -1)
+			goto fail;
+		if (r == 0)
+			break;
+		if (n + 1 < cap) {
+			n += (size_t)r;
+			continue;
+		}
+		if (n + 1 > max) {
+			errno = EFBIG;
+			goto fail;
+		}
+		cap = cap > max / 2 ? max + 1 : cap * 2;
+		if ((q = realloc(p, cap)) == NULL)
+			goto fail;
+		p = q;
+		p[n++] = c;
+	}
+	close(fd);
+	p[n] = '\0';
+	*data = p;
+	*len = n;
+	return 0;
+fail:
+	e = errno;
+	free(p);
+	close(fd);
+	errno = e;
+	return -1;
+}
+
+/* Where the file of action i was named: its key, else the action's name,
+ * else (a built-in's default) the first policy that uses it. */
+static struct cfg_pos
+cfg_file_pos(struct cfg_state *st, size_t i, struct cfg_pos named)
+{
+	const struct cfg_policy *p;
+	size_t j;
+
+	if (named.line != 0)
+		return named;
+	if (i >= CFG_NBUILTIN)
+		return st->cfg->actions[i].pos;
+	for (j = 0; j < st->cfg->npolicies; j++) {
+		p = &st->cfg->policies[j];
+		if (p->actionidx == (int)i)
+			return st->paux[j].action.line != 0 ? st->paux[j].action
+			                                    : p->pos;
+	}
+	return (struct cfg_pos){0, 0};
+}
+
+static void
+cfg_read_err(struct cfg_state *st, size_t i, struct cfg_pos named,
+    const char *what, const char *path, size_t max)
+{
+	const char *name = st->cfg->actions[i].name;
+	struct cfg_pos pos = cfg_file_pos(st, i, named);
+
+	if (errno == EFBIG)
+		cfg_err(st, pos,
+		    "action '%.64s': the %s %.200s is larger than %zuM", name,
+		    what, path, max / (1024 * 1024));
+	else if (errno == EINVAL)
+		cfg_err(st, pos,
+		    "action '%.64s': cannot read the %s %.200s: not a "
+		    "regular file",
+		    name, what, path);
+	else
+		cfg_err(st, pos,
+		    "action '%.64s': cannot read the %s %.200s: %s", name, what,
+		    path, strerror(errno));
+}
+
+static int
+cfg_memdup(struct cfg_state *st, const uint8_t *src, size_t len, uint8_t **data,
+    size_t *dlen)
+{
+	if ((*data = malloc(len + 1)) == NULL) {
+		cfg_oom(st);
+		return -1;
+	}
+	memcpy(*data, src, len);
+	(*data)[len] = '\0';
+	*dlen = len;
+	return 0;
+}
+
+static void
+cfg_read_apt(struct cfg_state *st, size_t i, struct cfg_pos named)
+{
+	struct cfg_apt *apt = &st->cfg->actions[i].apt_blocker;
+	const struct cfg_apt *o;
+	size_t j;
+
+	/* Read once: an action before this one may have the same file. */
+	for (j = 0; j < i; j++) {
+		o = &st->cfg->actions[j].apt_blocker;
+		if ((o->data != NULL || o->missing) &&
+		    strcmp(o->database, apt->database) == 0) {
+			apt->missing = o->missing;
+			if (o->data != NULL)
+				cfg_memdup(
+				    st, o->data, o->len, &apt->data, &apt->len);
+			return;
+		}
+	}
+	if (cfg_slurp(apt->database, CFG_APT_MAX_FILE, &apt->data, &apt->len) ==
+	    0)
+		return;
+	if (errno == ENOENT) {
+		/* Not an error: scand warns that it knows no hashes. */
+		apt->missing = 1;
+		return;
+	}
+	if (errno == ENOMEM)
+		cfg_oom(st);
+	else
+		cfg_read_err(st, i, named, "apt_blocker database",
+		    apt->database, CFG_APT_MAX_FILE);
+}
+
+static void
+cfg_read_spam(struct cfg_state *st, size_t i, struct cfg_pos named)
+{
+	struct cfg_spam *sp = &st->cfg->actions[i].spamblocker;
+	const struct cfg_spam *o;
+	size_t j;
+
+	for (j = 0; j < i; j++) {
+		o = &st->cfg->actions[j].spamblocker;
+		if (o->rules_data != NULL && strcmp(o->rules, sp->rules) == 0) {
+			cfg_memdup(st, o->rules_data, o->rules_len,
+			    &sp->rules_data, &sp->rules_len);
+			return;
+		}
+	}
+	if (cfg_slurp(sp->rules, CFG_SPAM_MAX_FILE, &sp->rules_data,
+	        &sp->rules_len) == 0)
+		return;
+	if (errno == ENOMEM)
+		cfg_oom(st);
+	else
+		cfg_read_err(st, i, named, "spamblocker rules", sp->rules,
+		    CFG_SPAM_MAX_FILE);
+}
+
+static void
+cfg_read_files(struct cfg_state *st)
+{
+	struct cfg_pos none = {0, 0}, apt, spam;
+	struct cfg_action *a;
+	size_t i;
+
+	for (i = 0; i < st->cfg->nactions && !st->oom; i++) {
+		a = &st->cfg->actions[i];
+		if (!a->used)
+			continue;
+		apt = spam = none;
+		if (i >= CFG_NBUILTIN) {
+			/* Not resolved: it has errors already. */
+			if (st->aaux[i].state != ARES_DONE ||
+			    st->aaux[i].ok != 0)
+				continue;
+			apt = st->aaux[i].r_aptdb;
+			spam = st->aaux[i].r_sprules;
+		}
+		if (a->apt_blocker.enabled && a->apt_blocker.database != NULL)
+			cfg_read_apt(st, i, apt);
+		if (a->spamblocker.enabled &&
+		    a->spamblocker.engine == SPAM_ENGINE_BUILTIN &&
+		    a->spamblocker.rules != NULL)
+			cfg_read_spam(st, i, spam);
+	}
+}
+
 static void
 cfg_resolve(struct cfg_state *st)
 {
@@ -2055,6 +3381,7 @@ cfg_resolve(struct cfg_state *st)
 	cfg_resolve_actions(st);
 	for (i = 0; i < st->cfg->npolicies; i++)
 		cfg_resolve_policy(st, &st->cfg->policies[i], &st->paux[i], i);
+	cfg_read_files(st);
 }
 
 /*
@@ -2062,14 +3389,82 @@ cfg_resolve(struct cfg_state *st)
  */
 
 static int
-cfg_builtin(struct cfg_action *a, const char *name)
+cfg_builtin_rules(
+    struct cfg_rules *rs, const struct cfg_builtin_rule *t, int type)
+{
+	struct cfg_rule *r;
+	size_t i, n;
+
+	rs->auto_detect = 1;
+	rs->archives = 1;
+	rs->none_matched = ACT_ALLOW;
+	for (n = 0; t != NULL && t[n].match != NULL; n++)
+		;
+	if (n == 0)
+		return 0;
+	if ((rs->rules = calloc(n, sizeof(*rs->rules))) == NULL)
+		return -1;
+	for (i = 0; i < n; i++) {
+		r = &rs->rules[rs->nrules++];
+		r->type = type;
+		r->action = ACT_STRIP;
+		r->alarm = 0;
+		r->log = 1;
+		if ((r->name = strdup(t[i].name)) == NULL ||
+		    (r->match = strdup(t[i].match)) == NULL)
+			return -1;
+	}
+	return 0;
+}
+
+static int
+cfg_builtin_spam(struct cfg_spam *sp)
+{
+	int i;
+
+	sp->enabled = 1;
+	sp->engine = SPAM_ENGINE_BUILTIN;
+	sp->rules = NULL; /* the compiled-in rules */
+	cfg_spam_address_default(sp);
+	sp->timeout_ms = 30 * 1000;
+	sp->max_size = 1024 * 1024;
+	sp->on_unavailable = ACT_ALLOW;
+	if ((sp->header = strdup(CFG_SPAM_HEADER)) == NULL)
+		return -1;
+	for (i = 0; i < SPAM_NCAT; i++) {
+		sp->cat[i].action = cfg_spam_cat_default[i].action;
+		sp->cat[i].score = cfg_spam_cat_default[i].score;
+		if ((sp->cat[i].tag = strdup(cfg_spam_cat_default[i].tag)) ==
+		    NULL)
+			return -1;
+	}
+	return 0;
+}
+
+/* IMAP-Server.Standard strips what is dangerous; IMAP-Client.Standard
+ * locks viruses, so that the user's own mail can be recovered. */
+static int
+cfg_builtin(struct cfg_action *a, const char *name, int client)
 {
 	a->builtin = 1;
 	a->general = cfg_general_default;
 	a->antivirus = cfg_antivirus_default;
+	a->antivirus.on_virus = client ? ACT_LOCK : ACT_STRIP;
+	a->antivirus.on_error = ACT_LOCK;
+	a->apt_blocker.enabled = 1;
+	a->apt_blocker.actions[APT_HIGH] = ACT_STRIP;
+	a->apt_blocker.actions[APT_MEDIUM] = ACT_STRIP;
+	a->apt_blocker.actions[APT_LOW] = ACT_ALLOW;
 	if ((a->name = strdup(name)) == NULL ||
 	    (a->antivirus.database = strdup(CFG_AV_DATABASE)) == NULL ||
-	    (a->deny_message = strdup(CFG_DENY_MESSAGE)) == NULL)
+	    (a->apt_blocker.database = strdup(CFG_APT_DATABASE)) == NULL ||
+	    (a->deny_message = strdup(CFG_DENY_MESSAGE)) == NULL ||
+	    cfg_builtin_rules(
+	        &a->content_types, cfg_builtin_types, MATCH_EXACT) == -1 ||
+	    cfg_builtin_rules(
+	        &a->filenames, cfg_builtin_files, MATCH_PATTERN) == -1 ||
+	    cfg_builtin_rules(&a->headers, NULL, MATCH_PATTERN) == -1 ||
+	    cfg_builtin_spam(&a->spamblocker) == -1)
 		return -1;
 	return 0;
 }
@@ -2097,7 +3492,8 @@ cfg_new(const char *file)
 	c->actions = calloc(CFG_NBUILTIN, sizeof(*c->actions));
 	if (c->actions != NULL)
 		for (i = 0; i < CFG_NBUILTIN; i++, c->nactions++)
-			if (cfg_builtin(&c->actions[i], cfg_builtin_names[i]))
+			if (cfg_builtin(
+			        &c->actions[i], cfg_builtin_names[i], i == 1))
 				ok = 0;
 	if (!ok || !c->file || !c->user || !c->chroot || !c->state_dir ||
 	    !c->control_socket || !c->actions) {
@@ -2126,14 +3522,42 @@ cfg_top(struct cfg_state *st, struct ynode *root)
 }
 
 static void
+cfg_spam_free(struct cfg_spam *sp)
+{
+	size_t i;
+
+	free(sp->rules);
+	free(sp->rules_data);
+	free(sp->header);
+	for (i = 0; i < SPAM_NCAT; i++)
+		free(sp->cat[i].tag);
+	for (i = 0; i < sp->nexceptions; i++) {
+		free(sp->exceptions[i].sender);
+		free(sp->exceptions[i].recipient);
+	}
+	free(sp->exceptions);
+}
+
+static void
+cfg_aaux_free(struct cfg_aaux *x)
+{
+	int k;
+
+	free(x->deny);
+	free(x->av.database);
+	for (k = 0; k < RULES_N; k++)
+		cfg_rules_free(&x->rules[k].r);
+	free(x->apt.database);
+	cfg_spam_free(&x->sp);
+}
+
+static void
 cfg_state_free(struct cfg_state *st)
 {
 	size_t i;
 
-	for (i = 0; st->aaux != NULL && i < st->cfg->nactions; i++) {
-		free(st->aaux[i].deny);
-		free(st->aaux[i].av.database);
-	}
+	for (i = 0; st->aaux != NULL && i < st->cfg->nactions; i++)
+		cfg_aaux_free(&st->aaux[i]);
 	free(st->aaux);
 	free(st->paux);
 	free(st->stack);
@@ -2254,6 +3678,12 @@ cfg_free_actions(struct config *c)
 		free(c->actions[i].name);
 		free(c->actions[i].inherit);
 		free(c->actions[i].antivirus.database);
+		cfg_rules_free(&c->actions[i].content_types);
+		cfg_rules_free(&c->actions[i].filenames);
+		cfg_rules_free(&c->actions[i].headers);
+		free(c->actions[i].apt_blocker.database);
+		free(c->actions[i].apt_blocker.data);
+		cfg_spam_free(&c->actions[i].spamblocker);
 		free(c->actions[i].deny_message);
 	}
 	free(c->actions);

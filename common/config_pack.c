@@ -5,17 +5,24 @@
  *	header:   u32 magic, u32 version, u32 role, u32 generation,
  *		  u32 log target, u32 log format, u32 log level
  *	netd:	  servers, actions, policies
- *	scand:	  actions
- *
- * An action is: name, builtin, used, general, antivirus, deny message.
+ *	scand:	  state_dir (the lock key is there), actions
  *	tlsd:	  nothing more
  *
+ * An action is: name, builtin, used, general, antivirus, deny message;
+ * for scand it goes on with the content type, file name and header
+ * rules, APT Blocker and spamBlocker, with the bytes of the files the
+ * parent read for them (netd gets none of that).
+ *
  * Socket addresses travel as u8 family (4 or 6), the address bytes and a
- * u16 port, never as raw struct bytes.  Unpack trusts nothing: every count,
- * string, enum and index is checked, and the blob must end exactly where
- * the last field does.
+ * u16 port, never as raw struct bytes.  File contents travel as blobs:
+ * u8 0 (none), 1 (u32 length and the bytes) or 2 (u32 index of an
+ * earlier action whose same file has the same bytes, not sent twice).
+ * Scores travel as the bits of the IEEE 754 double.  Unpack trusts
+ * nothing: every count, string, blob, enum and index is checked, and the
+ * blob must end exactly where the last field does.
  */
 #include <arpa/inet.h>
+#include <math.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,12 +35,39 @@
 #include "util.h"
 
 #define PACK_MAGIC 0x46434749 /* "IGCF" */
-#define PACK_VERSION 2
+#define PACK_VERSION 3
 
 /* Smallest encodings, to refuse a count the blob cannot hold. */
 #define PACK_MIN_SERVER 33
 #define PACK_MIN_MEMBER 24
-#define PACK_MIN_ACTION 78
+#define PACK_MIN_ACTION 82
+#define PACK_MIN_RULE 28
+#define PACK_MIN_EXCEPTION 16
+
+/* The largest files the loader reads (common/config.c). */
+#define PACK_MAX_APT (256 * 1024 * 1024)
+#define PACK_MAX_SPAM_RULES (16 * 1024 * 1024)
+#define PACK_MAX_TAG 128
+#define PACK_MAX_HEADER 76
+#define PACK_MAX_ARCHIVE_DEPTH 16
+#define PACK_MAX_SPAM_TIMEOUT (60 * 60 * 1000)
+
+enum { BLOB_NONE = 0, BLOB_BYTES, BLOB_SAME };
+
+/* The actions each key accepts (a bit per ACT_*). */
+#define A(x) (1u << (x))
+#define ACTS_ON_VIRUS                                              \
+	(A(ACT_ALLOW) | A(ACT_STRIP) | A(ACT_LOCK) | A(ACT_DENY) | \
+	    A(ACT_DROP) | A(ACT_BLOCK))
+#define ACTS_ON_ERROR (A(ACT_ALLOW) | A(ACT_LOCK) | A(ACT_DENY) | A(ACT_DROP))
+#define ACTS_OVERSIZE (A(ACT_ALLOW) | A(ACT_DENY) | A(ACT_DROP))
+#define ACTS_RULE ACTS_ON_VIRUS
+#define ACTS_HEADER \
+	(A(ACT_ALLOW) | A(ACT_STRIP) | A(ACT_DENY) | A(ACT_DROP) | A(ACT_BLOCK))
+#define ACTS_SPAM                                                  \
+	(A(ACT_ALLOW) | A(ACT_TAG) | A(ACT_HEADER) | A(ACT_DENY) | \
+	    A(ACT_DROP) | A(ACT_BLOCK))
+#define ACTS_UNAVAILABLE (A(ACT_ALLOW) | A(ACT_DENY))
 #define PACK_MIN_POLICY 91
 #define PACK_MIN_LISTEN 19
 #define PACK_MIN_CIDR 21
@@ -118,16 +152,158 @@ pack_antivirus(struct buf *b, const struct cfg_antivirus *av)
 }
 
 static int
-pack_action(struct buf *b, const struct cfg_action *a)
+pack_rules(struct buf *b, const struct cfg_rules *rs)
 {
+	const struct cfg_rule *r;
+	size_t i;
+
+	if (rs->nrules > CONFIG_MAX_ITEMS ||
+	    buf_add_u8(b, rs->auto_detect ? 1 : 0) == -1 ||
+	    buf_add_u8(b, rs->archives ? 1 : 0) == -1 ||
+	    buf_add_u32(b, (uint32_t)rs->none_matched) == -1 ||
+	    buf_add_u32(b, (uint32_t)rs->nrules) == -1)
+		return -1;
+	for (i = 0; i < rs->nrules; i++) {
+		r = &rs->rules[i];
+		if (buf_add_str(b, r->name) == -1 ||
+		    buf_add_str(b, r->match) == -1 ||
+		    buf_add_u32(b, (uint32_t)r->type) == -1 ||
+		    buf_add_u32(b, (uint32_t)r->action) == -1 ||
+		    buf_add_u8(b, r->alarm ? 1 : 0) == -1 ||
+		    buf_add_u8(b, r->log ? 1 : 0) == -1 ||
+		    pack_pos(b, &r->pos) == -1)
+			return -1;
+	}
+	return 0;
+}
+
+/* The bytes of a file, or the index of an earlier action that has them
+ * (same as the blob that same() returns for it). */
+static int
+pack_blob(struct buf *b, const struct config *cfg, size_t idx,
+    const uint8_t *data, size_t len, size_t max,
+    const uint8_t *(*same)(const struct cfg_action *, size_t *))
+{
+	const uint8_t *o;
+	size_t j, olen;
+
+	if (data == NULL)
+		return buf_add_u8(b, BLOB_NONE);
+	if (len > max)
+		return -1;
+	for (j = 0; j < idx; j++) {
+		o = same(&cfg->actions[j], &olen);
+		if (o != NULL && olen == len && memcmp(o, data, len) == 0) {
+			if (buf_add_u8(b, BLOB_SAME) == -1)
+				return -1;
+			return buf_add_u32(b, (uint32_t)j);
+		}
+	}
+	if (buf_add_u8(b, BLOB_BYTES) == -1 ||
+	    buf_add_u32(b, (uint32_t)len) == -1)
+		return -1;
+	return buf_add(b, data, len);
+}
+
+static const uint8_t *
+blob_apt(const struct cfg_action *a, size_t *len)
+{
+	*len = a->apt_blocker.len;
+	return a->apt_blocker.data;
+}
+
+static const uint8_t *
+blob_spam(const struct cfg_action *a, size_t *len)
+{
+	*len = a->spamblocker.rules_len;
+	return a->spamblocker.rules_data;
+}
+
+static int
+pack_apt(struct buf *b, const struct config *cfg, size_t idx)
+{
+	const struct cfg_apt *apt = &cfg->actions[idx].apt_blocker;
+	int i;
+
+	if (buf_add_u8(b, apt->enabled ? 1 : 0) == -1 ||
+	    buf_add_str(b, apt->database) == -1)
+		return -1;
+	for (i = 0; i < APT_NLEVEL; i++)
+		if (buf_add_u32(b, (uint32_t)apt->actions[i]) == -1)
+			return -1;
+	if (buf_add_u8(b, apt->missing ? 1 : 0) == -1)
+		return -1;
+	return pack_blob(
+	    b, cfg, idx, apt->data, apt->len, PACK_MAX_APT, blob_apt);
+}
+
+static int
+pack_double(struct buf *b, double d)
+{
+	uint64_t v;
+
+	memcpy(&v, &d, sizeof(v));
+	return buf_add_u64(b, v);
+}
+
+static int
+pack_spam(struct buf *b, const struct config *cfg, size_t idx)
+{
+	const struct cfg_spam *sp = &cfg->actions[idx].spamblocker;
+	const struct cfg_spam_exception *e;
+	size_t i;
+
+	if (sp->nexceptions > CONFIG_MAX_ITEMS ||
+	    buf_add_u8(b, sp->enabled ? 1 : 0) == -1 ||
+	    buf_add_u32(b, (uint32_t)sp->engine) == -1 ||
+	    buf_add_str(b, sp->rules) == -1 ||
+	    pack_blob(b, cfg, idx, sp->rules_data, sp->rules_len,
+	        PACK_MAX_SPAM_RULES, blob_spam) == -1 ||
+	    pack_addr(b, &sp->address) == -1 ||
+	    buf_add_u64(b, sp->timeout_ms) == -1 ||
+	    buf_add_u64(b, sp->max_size) == -1 ||
+	    buf_add_u32(b, (uint32_t)sp->on_unavailable) == -1 ||
+	    buf_add_str(b, sp->header) == -1)
+		return -1;
+	for (i = 0; i < SPAM_NCAT; i++)
+		if (buf_add_u32(b, (uint32_t)sp->cat[i].action) == -1 ||
+		    buf_add_str(b, sp->cat[i].tag) == -1 ||
+		    pack_double(b, sp->cat[i].score) == -1)
+			return -1;
+	if (buf_add_u32(b, (uint32_t)sp->nexceptions) == -1)
+		return -1;
+	for (i = 0; i < sp->nexceptions; i++) {
+		e = &sp->exceptions[i];
+		if (buf_add_str(b, e->sender) == -1 ||
+		    buf_add_str(b, e->recipient) == -1 ||
+		    pack_pos(b, &e->pos) == -1)
+			return -1;
+	}
+	return 0;
+}
+
+static int
+pack_action(
+    struct buf *b, const struct config *cfg, size_t idx, enum imapgw_role role)
+{
+	const struct cfg_action *a = &cfg->actions[idx];
+
 	if (buf_add_str(b, a->name) == -1 ||
 	    buf_add_u8(b, a->builtin ? 1 : 0) == -1 ||
 	    buf_add_u8(b, a->used ? 1 : 0) == -1 ||
 	    buf_add_u64(b, a->general.max_email_size) == -1 ||
 	    buf_add_u32(b, (uint32_t)a->general.oversize) == -1 ||
 	    buf_add_u64(b, a->general.max_line_length) == -1 ||
+	    buf_add_u32(b, a->general.max_archive_depth) == -1 ||
 	    pack_antivirus(b, &a->antivirus) == -1 ||
 	    buf_add_str(b, a->deny_message) == -1)
+		return -1;
+	if (role != ROLE_SCAND)
+		return 0;
+	if (pack_rules(b, &a->content_types) == -1 ||
+	    pack_rules(b, &a->filenames) == -1 ||
+	    pack_rules(b, &a->headers) == -1 || pack_apt(b, cfg, idx) == -1 ||
+	    pack_spam(b, cfg, idx) == -1)
 		return -1;
 	return 0;
 }
@@ -207,14 +383,14 @@ pack_servers(struct buf *b, const struct config *cfg)
 }
 
 static int
-pack_actions(struct buf *b, const struct config *cfg)
+pack_actions(struct buf *b, const struct config *cfg, enum imapgw_role role)
 {
 	size_t i;
 
 	if (buf_add_u32(b, (uint32_t)cfg->nactions) == -1)
 		return -1;
 	for (i = 0; i < cfg->nactions; i++)
-		if (pack_action(b, &cfg->actions[i]) == -1)
+		if (pack_action(b, cfg, i, role) == -1)
 			return -1;
 	return 0;
 }
@@ -251,8 +427,11 @@ config_pack(const struct config *cfg, enum imapgw_role role, struct buf *b)
 		return -1;
 	if (role == ROLE_NETD && pack_servers(b, cfg) == -1)
 		return -1;
+	if (role == ROLE_SCAND &&
+	    buf_add_str(b, cfg->state_dir != NULL ? cfg->state_dir : "") == -1)
+		return -1;
 	if ((role == ROLE_NETD || role == ROLE_SCAND) &&
-	    pack_actions(b, cfg) == -1)
+	    pack_actions(b, cfg, role) == -1)
 		return -1;
 	if (role == ROLE_NETD && pack_policies(b, cfg) == -1)
 		return -1;
@@ -387,16 +566,41 @@ unpack_server(struct reader *r, struct cfg_server *s)
 	return 0;
 }
 
-/* An action the loader accepts for a key (cfg_on_virus, cfg_on_error). */
+/* An action the loader accepts for a key: one of the ACTS_* bits. */
 static int
-unpack_act(struct reader *r, int allow_strip, int *out)
+unpack_act(struct reader *r, unsigned mask, int *out)
 {
-	if (unpack_enum(r, ACT_TAG, out) == -1)
+	uint32_t v = rd_u32(r);
+
+	if (r->err || v > ACT_HEADER || !(mask & (1u << v)))
+		return unpack_fail(r);
+	*out = (int)v;
+	return 0;
+}
+
+/* A boolean: u8 0 or 1. */
+static int
+unpack_flag(struct reader *r, int *out)
+{
+	uint8_t v = rd_u8(r);
+
+	if (r->err || v > 1)
+		return unpack_fail(r);
+	*out = v;
+	return 0;
+}
+
+/* A string that may be absent (empty): NULL then. */
+static int
+unpack_opt(struct reader *r, char **out)
+{
+	if ((*out = rd_str(r, CONFIG_MAX_STR)) == NULL)
 		return -1;
-	if (*out == ACT_ALLOW || *out == ACT_DENY || *out == ACT_DROP ||
-	    (allow_strip && *out == ACT_STRIP))
-		return 0;
-	return unpack_fail(r);
+	if ((*out)[0] == '\0') {
+		free(*out);
+		*out = NULL;
+	}
+	return 0;
 }
 
 static int
@@ -405,8 +609,9 @@ unpack_antivirus(struct reader *r, struct cfg_antivirus *av)
 	uint8_t enabled = rd_u8(r);
 
 	if (enabled > 1 || unpack_name(r, &av->database) == -1 ||
-	    av->database[0] != '/' || unpack_act(r, 1, &av->on_virus) == -1 ||
-	    unpack_act(r, 0, &av->on_error) == -1)
+	    av->database[0] != '/' ||
+	    unpack_act(r, ACTS_ON_VIRUS, &av->on_virus) == -1 ||
+	    unpack_act(r, ACTS_ON_ERROR, &av->on_error) == -1)
 		return unpack_fail(r);
 	av->enabled = enabled;
 	av->max_scan_size = rd_u64(r);
@@ -425,8 +630,194 @@ unpack_antivirus(struct reader *r, struct cfg_antivirus *av)
 }
 
 static int
-unpack_action(struct reader *r, struct cfg_action *a)
+unpack_rule(struct reader *r, unsigned acts, struct cfg_rule *rule)
 {
+	if (unpack_name(r, &rule->name) == -1 ||
+	    unpack_name(r, &rule->match) == -1 ||
+	    unpack_enum(r, MATCH_REGEX, &rule->type) == -1 ||
+	    unpack_act(r, acts, &rule->action) == -1 ||
+	    unpack_flag(r, &rule->alarm) == -1 ||
+	    unpack_flag(r, &rule->log) == -1)
+		return -1;
+	return unpack_pos(r, &rule->pos);
+}
+
+static int
+unpack_rules(struct reader *r, unsigned acts, struct cfg_rules *rs)
+{
+	size_t i, n;
+
+	if (unpack_flag(r, &rs->auto_detect) == -1 ||
+	    unpack_flag(r, &rs->archives) == -1 ||
+	    unpack_act(r, acts, &rs->none_matched) == -1 ||
+	    unpack_count(r, PACK_MIN_RULE, &n) == -1)
+		return -1;
+	if (n && (rs->rules = calloc(n, sizeof(*rs->rules))) == NULL)
+		return unpack_fail(r);
+	for (i = 0; i < n; i++) {
+		rs->nrules++;
+		if (unpack_rule(r, acts, &rs->rules[i]) == -1)
+			return -1;
+	}
+	return 0;
+}
+
+/* A file's bytes (NUL-terminated, the NUL not counted), NULL if none. */
+static int
+unpack_blob(struct reader *r, const struct config *cfg, size_t idx, size_t max,
+    const uint8_t *(*same)(const struct cfg_action *, size_t *), uint8_t **data,
+    size_t *len)
+{
+	const uint8_t *src;
+	uint8_t kind = rd_u8(r);
+	uint32_t v;
+	size_t n;
+
+	if (r->err)
+		return -1;
+	switch (kind) {
+	case BLOB_NONE:
+		return 0;
+	case BLOB_BYTES:
+		v = rd_u32(r);
+		if (r->err || v > max || (src = rd_ptr(r, v)) == NULL)
+			return unpack_fail(r);
+		n = v;
+		break;
+	case BLOB_SAME:
+		v = rd_u32(r);
+		if (r->err || v >= idx ||
+		    (src = same(&cfg->actions[v], &n)) == NULL)
+			return unpack_fail(r);
+		break;
+	default:
+		return unpack_fail(r);
+	}
+	if ((*data = malloc(n + 1)) == NULL)
+		return unpack_fail(r);
+	memcpy(*data, src, n);
+	(*data)[n] = '\0';
+	*len = n;
+	return 0;
+}
+
+static int
+unpack_apt(
+    struct reader *r, const struct config *cfg, size_t idx, struct cfg_apt *apt)
+{
+	int i;
+
+	if (unpack_flag(r, &apt->enabled) == -1 ||
+	    unpack_name(r, &apt->database) == -1)
+		return -1;
+	if (apt->database[0] != '/')
+		return unpack_fail(r);
+	for (i = 0; i < APT_NLEVEL; i++)
+		if (unpack_act(r, ACTS_RULE, &apt->actions[i]) == -1)
+			return -1;
+	if (unpack_flag(r, &apt->missing) == -1 ||
+	    unpack_blob(r, cfg, idx, PACK_MAX_APT, blob_apt, &apt->data,
+	        &apt->len) == -1)
+		return -1;
+	if (apt->missing && apt->data != NULL)
+		return unpack_fail(r);
+	return 0;
+}
+
+/* RFC 5322 ftext, as the loader checks it. */
+static int
+unpack_field_name(const char *s)
+{
+	size_t i;
+
+	for (i = 0; s[i] != '\0'; i++)
+		if ((unsigned char)s[i] < 33 || (unsigned char)s[i] > 126 ||
+		    s[i] == ':')
+			return -1;
+	return i > 0 && i <= PACK_MAX_HEADER ? 0 : -1;
+}
+
+static int
+unpack_cat(struct reader *r, struct cfg_spam_cat *c)
+{
+	uint64_t v;
+
+	if (unpack_act(r, ACTS_SPAM, &c->action) == -1 ||
+	    unpack_name(r, &c->tag) == -1)
+		return -1;
+	if (strlen(c->tag) > PACK_MAX_TAG || strpbrk(c->tag, "\r\n") != NULL)
+		return unpack_fail(r);
+	v = rd_u64(r);
+	memcpy(&c->score, &v, sizeof(c->score));
+	if (r->err || !isfinite(c->score) || c->score < 0)
+		return unpack_fail(r);
+	return 0;
+}
+
+static int
+unpack_exception(struct reader *r, struct cfg_spam_exception *e)
+{
+	if (unpack_opt(r, &e->sender) == -1 ||
+	    unpack_opt(r, &e->recipient) == -1 || unpack_pos(r, &e->pos) == -1)
+		return -1;
+	if (e->sender == NULL && e->recipient == NULL)
+		return unpack_fail(r);
+	return 0;
+}
+
+static int
+unpack_spam(
+    struct reader *r, const struct config *cfg, size_t idx, struct cfg_spam *sp)
+{
+	const struct cfg_spam_cat *c = sp->cat;
+	size_t i, n;
+
+	if (unpack_flag(r, &sp->enabled) == -1 ||
+	    unpack_enum(r, SPAM_ENGINE_RSPAMD, &sp->engine) == -1 ||
+	    unpack_opt(r, &sp->rules) == -1)
+		return -1;
+	if (sp->rules != NULL && sp->rules[0] != '/')
+		return unpack_fail(r);
+	if (unpack_blob(r, cfg, idx, PACK_MAX_SPAM_RULES, blob_spam,
+	        &sp->rules_data, &sp->rules_len) == -1)
+		return -1;
+	if (sp->rules_data != NULL && sp->rules == NULL)
+		return unpack_fail(r);
+	if (unpack_addr(r, &sp->address) == -1)
+		return -1;
+	sp->timeout_ms = rd_u64(r);
+	sp->max_size = rd_u64(r);
+	if (r->err || sp->timeout_ms == 0 ||
+	    sp->timeout_ms > PACK_MAX_SPAM_TIMEOUT || sp->max_size < 1024 ||
+	    sp->max_size > CFG_AV_MAX_SIZE)
+		return unpack_fail(r);
+	if (unpack_act(r, ACTS_UNAVAILABLE, &sp->on_unavailable) == -1 ||
+	    unpack_name(r, &sp->header) == -1)
+		return -1;
+	if (unpack_field_name(sp->header) == -1)
+		return unpack_fail(r);
+	for (i = 0; i < SPAM_NCAT; i++)
+		if (unpack_cat(r, &sp->cat[i]) == -1)
+			return -1;
+	if (c[SPAM_CONFIRMED].score < c[SPAM_BULK].score ||
+	    c[SPAM_BULK].score < c[SPAM_SUSPECT].score)
+		return unpack_fail(r);
+	if (unpack_count(r, PACK_MIN_EXCEPTION, &n) == -1)
+		return -1;
+	if (n && (sp->exceptions = calloc(n, sizeof(*sp->exceptions))) == NULL)
+		return unpack_fail(r);
+	for (i = 0; i < n; i++) {
+		sp->nexceptions++;
+		if (unpack_exception(r, &sp->exceptions[i]) == -1)
+			return -1;
+	}
+	return 0;
+}
+
+static int
+unpack_action(struct reader *r, const struct config *cfg, size_t idx)
+{
+	struct cfg_action *a = &cfg->actions[idx];
 	struct cfg_general *g = &a->general;
 	uint8_t builtin, used;
 
@@ -436,16 +827,26 @@ unpack_action(struct reader *r, struct cfg_action *a)
 	used = rd_u8(r);
 	g->max_email_size = rd_u64(r);
 	if (builtin > 1 || used > 1 ||
-	    unpack_enum(r, ACT_TAG, &g->oversize) == -1)
+	    unpack_act(r, ACTS_OVERSIZE, &g->oversize) == -1)
 		return unpack_fail(r);
 	a->builtin = builtin;
 	a->used = used;
 	g->max_line_length = rd_u64(r);
-	if (r->err || g->max_email_size == 0 || g->max_line_length == 0)
+	g->max_archive_depth = rd_u32(r);
+	if (r->err || g->max_email_size == 0 || g->max_line_length == 0 ||
+	    g->max_archive_depth > PACK_MAX_ARCHIVE_DEPTH)
 		return unpack_fail(r);
-	if (unpack_antivirus(r, &a->antivirus) == -1)
+	if (unpack_antivirus(r, &a->antivirus) == -1 ||
+	    unpack_name(r, &a->deny_message) == -1)
 		return -1;
-	return unpack_name(r, &a->deny_message);
+	if (cfg->role != ROLE_SCAND)
+		return 0;
+	if (unpack_rules(r, ACTS_RULE, &a->content_types) == -1 ||
+	    unpack_rules(r, ACTS_RULE, &a->filenames) == -1 ||
+	    unpack_rules(r, ACTS_HEADER, &a->headers) == -1 ||
+	    unpack_apt(r, cfg, idx, &a->apt_blocker) == -1)
+		return -1;
+	return unpack_spam(r, cfg, idx, &a->spamblocker);
 }
 
 static int
@@ -579,7 +980,7 @@ unpack_actions(struct reader *r, struct config *cfg)
 		return unpack_fail(r);
 	for (i = 0; i < n; i++) {
 		cfg->nactions++;
-		if (unpack_action(r, &cfg->actions[i]) == -1)
+		if (unpack_action(r, cfg, i) == -1)
 			return -1;
 	}
 	return 0;
@@ -635,6 +1036,8 @@ config_unpack(const void *data, size_t len)
 	if (!r.err && unpack_header(&r, cfg) == 0) {
 		if (cfg->role == ROLE_NETD)
 			unpack_servers(&r, cfg);
+		if (cfg->role == ROLE_SCAND)
+			unpack_name(&r, &cfg->state_dir);
 		if (cfg->role == ROLE_NETD || cfg->role == ROLE_SCAND)
 			unpack_actions(&r, cfg);
 		if (cfg->role == ROLE_NETD)

@@ -3,6 +3,7 @@
  * (common/config_pack.c) and the parsers of common/util.c.
  */
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -73,13 +74,13 @@ ncpu(void)
 	return n > 64 ? 64 : (int)n;
 }
 
-/* The antivirus defaults of the built-in actions. */
+/* The antivirus defaults of the built-in actions (on_virus differs). */
 static void
-check_av_defaults(const struct cfg_antivirus *av)
+check_av_defaults(const struct cfg_antivirus *av, int on_virus)
 {
 	CHECK(av->enabled == 1);
 	CHECK(strcmp(av->database, "/var/lib/clamav") == 0);
-	CHECK(av->on_virus == ACT_STRIP && av->on_error == ACT_DENY);
+	CHECK(av->on_virus == on_virus && av->on_error == ACT_LOCK);
 	CHECK(av->max_scan_size == 100 * 1024 * 1024);
 	CHECK(av->max_file_size == 25 * 1024 * 1024);
 	CHECK(av->max_recursion == 17 && av->max_files == 10000);
@@ -140,7 +141,8 @@ test_default(void)
 	/* The default's own action: antivirus on, ClamAV's limits. */
 	if (cfg->policies[0].actionidx >= 0) {
 		check_av_defaults(
-		    &cfg->actions[cfg->policies[0].actionidx].antivirus);
+		    &cfg->actions[cfg->policies[0].actionidx].antivirus,
+		    ACT_STRIP);
 		CHECK(cfg->actions[cfg->policies[0].actionidx].used);
 	}
 	config_free(cfg);
@@ -167,11 +169,425 @@ test_minimal(void)
 	CHECK(a->general.oversize == ACT_DENY);
 	CHECK(a->general.max_line_length == 64 * 1024);
 	CHECK(strstr(a->deny_message, "%(reason)%") != NULL);
-	check_av_defaults(&cfg->actions[0].antivirus);
-	check_av_defaults(&cfg->actions[1].antivirus);
+	check_av_defaults(&cfg->actions[0].antivirus, ACT_STRIP);
+	check_av_defaults(&cfg->actions[1].antivirus, ACT_LOCK);
 	/* No policy refers to them: scand loads no engine for them. */
 	CHECK(!cfg->actions[0].used && !cfg->actions[1].used);
 	config_free(cfg);
+}
+
+static int
+has_rule(const struct cfg_rules *rs, const char *match, int type, int action)
+{
+	size_t i;
+
+	for (i = 0; i < rs->nrules; i++)
+		if (strcmp(rs->rules[i].match, match) == 0)
+			return rs->rules[i].type == type &&
+			       rs->rules[i].action == action &&
+			       rs->rules[i].name != NULL &&
+			       rs->rules[i].name[0] != '\0' &&
+			       rs->rules[i].log == 1 && rs->rules[i].alarm == 0;
+	return 0;
+}
+
+/* What both built-in actions have, and a file action inherits. */
+static void
+check_builtin_sections(const struct cfg_action *a)
+{
+	static const char *const types[] = {"application/x-dosexec",
+	    "application/x-msdownload", "application/x-msdos-program",
+	    "application/vnd.microsoft.portable-executable",
+	    "application/x-executable", "application/x-ms-shortcut",
+	    "application/hta", "application/x-msi", "application/x-bat",
+	    "application/x-sh"};
+	static const char *const files[] = {"*.exe", "*.com", "*.scr", "*.pif",
+	    "*.bat", "*.cmd", "*.vbs", "*.vbe", "*.js", "*.jse", "*.wsf",
+	    "*.wsh", "*.hta", "*.cpl", "*.msi", "*.msp", "*.lnk", "*.ps1",
+	    "*.jar", "*.reg"};
+	const struct cfg_spam *sp = &a->spamblocker;
+	size_t i;
+
+	CHECK(a->general.max_archive_depth == 3);
+	CHECK(a->content_types.auto_detect == 1);
+	CHECK(a->content_types.archives == 1);
+	CHECK(a->content_types.none_matched == ACT_ALLOW);
+	CHECK(a->content_types.nrules == sizeof(types) / sizeof(types[0]));
+	for (i = 0; i < sizeof(types) / sizeof(types[0]); i++)
+		CHECK(has_rule(
+		    &a->content_types, types[i], MATCH_EXACT, ACT_STRIP));
+	CHECK(!has_rule(&a->content_types, "application/javascript",
+	    MATCH_EXACT, ACT_STRIP));
+	CHECK(a->filenames.archives == 1);
+	CHECK(a->filenames.none_matched == ACT_ALLOW);
+	CHECK(a->filenames.nrules == sizeof(files) / sizeof(files[0]));
+	for (i = 0; i < sizeof(files) / sizeof(files[0]); i++)
+		CHECK(has_rule(
+		    &a->filenames, files[i], MATCH_PATTERN, ACT_STRIP));
+	CHECK(a->headers.nrules == 0 && a->headers.rules == NULL);
+	CHECK(a->headers.none_matched == ACT_ALLOW);
+	CHECK(a->apt_blocker.enabled == 1);
+	CHECK(strcmp(a->apt_blocker.database, "/etc/imapgw/apt.db") == 0);
+	CHECK(a->apt_blocker.actions[APT_HIGH] == ACT_STRIP);
+	CHECK(a->apt_blocker.actions[APT_MEDIUM] == ACT_STRIP);
+	CHECK(a->apt_blocker.actions[APT_LOW] == ACT_ALLOW);
+	CHECK(sp->enabled == 1 && sp->engine == SPAM_ENGINE_BUILTIN);
+	CHECK(sp->rules == NULL && sp->rules_data == NULL);
+	CHECK(strcmp(sp->address.text, "127.0.0.1:783") == 0);
+	CHECK(sp->timeout_ms == 30000 && sp->max_size == 1024 * 1024);
+	CHECK(sp->on_unavailable == ACT_ALLOW);
+	CHECK(strcmp(sp->header, "X-Spam-Category") == 0);
+	CHECK(sp->cat[SPAM_CONFIRMED].action == ACT_TAG);
+	CHECK(strcmp(sp->cat[SPAM_CONFIRMED].tag, "***SPAM*** ") == 0);
+	CHECK(sp->cat[SPAM_CONFIRMED].score == 15);
+	CHECK(sp->cat[SPAM_BULK].action == ACT_TAG);
+	CHECK(strcmp(sp->cat[SPAM_BULK].tag, "***BULK*** ") == 0);
+	CHECK(sp->cat[SPAM_BULK].score == 10);
+	CHECK(sp->cat[SPAM_SUSPECT].action == ACT_HEADER);
+	CHECK(sp->cat[SPAM_SUSPECT].tag != NULL);
+	CHECK(sp->cat[SPAM_SUSPECT].score == 5);
+	CHECK(sp->nexceptions == 0 && sp->exceptions == NULL);
+}
+
+static void
+test_builtins(void)
+{
+	struct config *cfg;
+
+	cfg = load_ok("user: _imapgw\n");
+	CHECK(cfg != NULL);
+	if (cfg == NULL)
+		return;
+	check_builtin_sections(&cfg->actions[0]);
+	check_builtin_sections(&cfg->actions[1]);
+	CHECK(cfg->actions[0].antivirus.on_virus == ACT_STRIP);
+	CHECK(cfg->actions[1].antivirus.on_virus == ACT_LOCK);
+	CHECK(cfg->actions[0].antivirus.on_error == ACT_LOCK);
+	CHECK(cfg->actions[1].antivirus.on_error == ACT_LOCK);
+	/* Not used: no file was read. */
+	CHECK(cfg->actions[0].apt_blocker.data == NULL);
+	CHECK(!cfg->actions[0].apt_blocker.missing);
+	config_free(cfg);
+
+	/* Cloned by inherit, rules and all, with nothing else set. */
+	cfg = load_ok("actions:\n"
+	              "  s: {inherit: IMAP-Server.Standard}\n"
+	              "  c: {inherit: IMAP-Client.Standard}\n"
+	              "  n: {}\n");
+	CHECK(cfg != NULL);
+	if (cfg == NULL)
+		return;
+	check_builtin_sections(&cfg->actions[2]);
+	check_builtin_sections(&cfg->actions[3]);
+	check_builtin_sections(&cfg->actions[4]);
+	check_av_defaults(&cfg->actions[2].antivirus, ACT_STRIP);
+	check_av_defaults(&cfg->actions[3].antivirus, ACT_LOCK);
+	check_av_defaults(&cfg->actions[4].antivirus, ACT_STRIP);
+	/* Copies, not shared. */
+	CHECK(
+	    cfg->actions[2].filenames.rules != cfg->actions[0].filenames.rules);
+	CHECK(cfg->actions[2].spamblocker.header !=
+	      cfg->actions[0].spamblocker.header);
+	config_free(cfg);
+}
+
+/* Every key of the proxy-action sections. */
+static const char proxy_yaml[] =
+    "actions:\n"
+    "  p:\n"
+    "    inherit: IMAP-Client.Standard\n"
+    "    general: { max_email_size: 50M, oversize: deny, "
+    "max_line_length: 64K, max_archive_depth: 0 }\n"
+    "    content_types:\n"
+    "      auto_detect: false\n"
+    "      archives: no\n"
+    "      none_matched: lock\n"
+    "      rules:\n"
+    "        - { match: \"application/x-dosexec\", action: strip, "
+    "type: pattern, name: \"executables\", alarm: true, log: false }\n"
+    "        - { match: \"^image/(png|gif)$\", type: regex, "
+    "action: block }\n"
+    "        - { match: \"text/html\", type: exact, action: deny }\n"
+    "    filenames:\n"
+    "      archives: false\n"
+    "      none_matched: drop\n"
+    "      rules: [ { match: \"*.exe\", action: lock } ]\n"
+    "    headers:\n"
+    "      none_matched: strip\n"
+    "      rules:\n"
+    "        - { match: \"X-Mailer: *spam*\", action: strip }\n"
+    "        - { match: \"(?i)^subject: .*viagra\", type: regex, "
+    "action: block, name: pills }\n"
+    "    antivirus: { enabled: true, database: /var/lib/clamav, "
+    "on_virus: block, on_error: lock }\n"
+    "    apt_blocker:\n"
+    "      enabled: false\n"
+    "      database: /srv/apt.db\n"
+    "      actions: { high: block, medium: lock, low: deny }\n"
+    "    spamblocker:\n"
+    "      enabled: true\n"
+    "      engine: rspamd\n"
+    "      rules: /srv/spam.rules\n"
+    "      address: \"[::1]:11334\"\n"
+    "      timeout: 1500ms\n"
+    "      max_size: 2M\n"
+    "      on_unavailable: deny\n"
+    "      header: X-Gw-Spam\n"
+    "      categories:\n"
+    "        confirmed: { action: block, tag: \"[SPAM] \", score: 20.5 }\n"
+    "        bulk: { action: deny, tag: \"[BULK]\", score: 7 }\n"
+    "        suspect: { action: allow, tag: \"[?]\", score: 0 }\n"
+    "      exceptions:\n"
+    "        - { sender: \"*@example.org\" }\n"
+    "        - { recipient: \"postmaster@*\" }\n"
+    "        - { sender: \"a@b\", recipient: \"c@d\" }\n"
+    "  q:\n"
+    "    spamblocker: { engine: spamd, categories: { suspect: "
+    "{ action: tag } } }\n"
+    "  r:\n"
+    "    spamblocker: { engine: rspamd }\n";
+
+static void
+test_proxy_keys(void)
+{
+	const struct cfg_action *a;
+	const struct cfg_spam *sp;
+	struct config *cfg;
+
+	cfg = load_ok(proxy_yaml);
+	CHECK(cfg != NULL);
+	if (cfg == NULL)
+		return;
+	CHECK(cfg->nactions == 5);
+	a = &cfg->actions[2];
+	CHECK(a->general.max_archive_depth == 0);
+	CHECK(a->content_types.auto_detect == 0);
+	CHECK(a->content_types.archives == 0);
+	CHECK(a->content_types.none_matched == ACT_LOCK);
+	CHECK(a->content_types.nrules == 3);
+	if (a->content_types.nrules == 3) {
+		const struct cfg_rule *r = a->content_types.rules;
+
+		CHECK(strcmp(r[0].match, "application/x-dosexec") == 0);
+		CHECK(strcmp(r[0].name, "executables") == 0);
+		CHECK(r[0].type == MATCH_PATTERN && r[0].action == ACT_STRIP);
+		CHECK(r[0].alarm == 1 && r[0].log == 0);
+		CHECK(r[0].pos.line == 10 && r[0].pos.col == 11);
+		CHECK(strcmp(r[1].name, "^image/(png|gif)$") == 0);
+		CHECK(r[1].type == MATCH_REGEX && r[1].action == ACT_BLOCK);
+		CHECK(r[1].alarm == 0 && r[1].log == 1);
+		CHECK(r[2].type == MATCH_EXACT && r[2].action == ACT_DENY);
+	}
+	CHECK(a->filenames.archives == 0);
+	CHECK(a->filenames.none_matched == ACT_DROP);
+	CHECK(a->filenames.nrules == 1);
+	CHECK(a->filenames.nrules == 1 &&
+	      strcmp(a->filenames.rules[0].match, "*.exe") == 0 &&
+	      a->filenames.rules[0].action == ACT_LOCK);
+	CHECK(a->headers.none_matched == ACT_STRIP);
+	CHECK(a->headers.nrules == 2);
+	CHECK(a->headers.nrules == 2 &&
+	      strcmp(a->headers.rules[1].name, "pills") == 0 &&
+	      a->headers.rules[1].type == MATCH_REGEX);
+	CHECK(a->antivirus.on_virus == ACT_BLOCK);
+	CHECK(a->antivirus.on_error == ACT_LOCK);
+	CHECK(a->apt_blocker.enabled == 0);
+	CHECK(strcmp(a->apt_blocker.database, "/srv/apt.db") == 0);
+	CHECK(a->apt_blocker.actions[APT_HIGH] == ACT_BLOCK);
+	CHECK(a->apt_blocker.actions[APT_MEDIUM] == ACT_LOCK);
+	CHECK(a->apt_blocker.actions[APT_LOW] == ACT_DENY);
+	sp = &a->spamblocker;
+	CHECK(sp->enabled == 1 && sp->engine == SPAM_ENGINE_RSPAMD);
+	CHECK(strcmp(sp->rules, "/srv/spam.rules") == 0);
+	/* Not a used action, and not the builtin engine: not read. */
+	CHECK(sp->rules_data == NULL);
+	CHECK(strcmp(sp->address.text, "[::1]:11334") == 0);
+	CHECK(sp->address.ss.ss_family == AF_INET6);
+	CHECK(sp->timeout_ms == 1500 && sp->max_size == 2 * 1024 * 1024);
+	CHECK(sp->on_unavailable == ACT_DENY);
+	CHECK(strcmp(sp->header, "X-Gw-Spam") == 0);
+	CHECK(sp->cat[SPAM_CONFIRMED].action == ACT_BLOCK);
+	CHECK(strcmp(sp->cat[SPAM_CONFIRMED].tag, "[SPAM] ") == 0);
+	CHECK(sp->cat[SPAM_CONFIRMED].score == 20.5);
+	CHECK(sp->cat[SPAM_BULK].action == ACT_DENY);
+	CHECK(strcmp(sp->cat[SPAM_BULK].tag, "[BULK]") == 0);
+	CHECK(sp->cat[SPAM_BULK].score == 7);
+	CHECK(sp->cat[SPAM_SUSPECT].action == ACT_ALLOW);
+	CHECK(sp->cat[SPAM_SUSPECT].score == 0);
+	CHECK(sp->nexceptions == 3);
+	if (sp->nexceptions == 3) {
+		CHECK(strcmp(sp->exceptions[0].sender, "*@example.org") == 0);
+		CHECK(sp->exceptions[0].recipient == NULL);
+		CHECK(sp->exceptions[1].sender == NULL);
+		CHECK(strcmp(sp->exceptions[1].recipient, "postmaster@*") == 0);
+		CHECK(strcmp(sp->exceptions[2].sender, "a@b") == 0);
+		CHECK(strcmp(sp->exceptions[2].recipient, "c@d") == 0);
+		CHECK(sp->exceptions[2].pos.line == 43);
+	}
+	/* The engine's default address; other keys inherited. */
+	sp = &cfg->actions[3].spamblocker;
+	CHECK(sp->engine == SPAM_ENGINE_SPAMD);
+	CHECK(strcmp(sp->address.text, "127.0.0.1:783") == 0);
+	CHECK(sp->cat[SPAM_SUSPECT].action == ACT_TAG);
+	CHECK(sp->cat[SPAM_SUSPECT].score == 5);
+	CHECK(strcmp(sp->cat[SPAM_CONFIRMED].tag, "***SPAM*** ") == 0);
+	sp = &cfg->actions[4].spamblocker;
+	CHECK(strcmp(sp->address.text, "127.0.0.1:11333") == 0);
+	config_free(cfg);
+}
+
+/* A key set overrides that key only; a rules list replaces the list. */
+static const char inherit_yaml[] =
+    "actions:\n"
+    "  base:\n"
+    "    general: { max_archive_depth: 5 }\n"
+    "    content_types:\n"
+    "      none_matched: strip\n"
+    "      rules: [ { match: \"a/b\", action: deny }, "
+    "{ match: \"c/d\", action: lock } ]\n"
+    "    headers: { rules: [ { match: \"X-A: *\", action: strip } ] }\n"
+    "    apt_blocker: { database: /srv/apt.db, actions: { low: lock } }\n"
+    "    spamblocker:\n"
+    "      engine: spamd\n"
+    "      address: \"10.0.0.1:7830\"\n"
+    "      categories: { bulk: { tag: \"B \" } }\n"
+    "      exceptions: [ { sender: \"*@a\" }, { sender: \"*@b\" } ]\n"
+    "  child:\n"
+    "    inherit: base\n"
+    "    general: { oversize: allow }\n"
+    "    content_types:\n"
+    "      auto_detect: false\n"
+    "      rules: [ { match: \"e/f\", action: allow } ]\n"
+    "    filenames: { rules: [] }\n"
+    "    apt_blocker: { actions: { high: deny } }\n"
+    "    spamblocker:\n"
+    "      engine: rspamd\n"
+    "      categories: { bulk: { score: 8 } }\n"
+    "  grandchild:\n"
+    "    inherit: child\n"
+    "    headers: { none_matched: deny }\n"
+    "    spamblocker: { exceptions: [] }\n";
+
+static void
+test_inherit_sections(void)
+{
+	const struct cfg_action *b, *c, *g;
+	struct config *cfg;
+
+	cfg = load_ok(inherit_yaml);
+	CHECK(cfg != NULL);
+	if (cfg == NULL)
+		return;
+	b = &cfg->actions[2];
+	c = &cfg->actions[3];
+	g = &cfg->actions[4];
+	/* base: only what it sets differs from IMAP-Server.Standard. */
+	CHECK(b->general.max_archive_depth == 5);
+	CHECK(b->general.max_email_size == 50 * 1024 * 1024);
+	CHECK(b->content_types.none_matched == ACT_STRIP);
+	CHECK(b->content_types.auto_detect == 1);
+	CHECK(b->content_types.nrules == 2);
+	CHECK(b->filenames.nrules == 20);
+	CHECK(b->headers.nrules == 1);
+	CHECK(strcmp(b->apt_blocker.database, "/srv/apt.db") == 0);
+	CHECK(b->apt_blocker.actions[APT_HIGH] == ACT_STRIP);
+	CHECK(b->apt_blocker.actions[APT_LOW] == ACT_LOCK);
+	CHECK(strcmp(b->spamblocker.address.text, "10.0.0.1:7830") == 0);
+	CHECK(strcmp(b->spamblocker.cat[SPAM_BULK].tag, "B ") == 0);
+	CHECK(b->spamblocker.cat[SPAM_BULK].action == ACT_TAG);
+	CHECK(b->spamblocker.nexceptions == 2);
+	/* child: a new rules list, the other keys of the section kept. */
+	CHECK(c->general.max_archive_depth == 5);
+	CHECK(c->general.oversize == ACT_ALLOW);
+	CHECK(c->content_types.auto_detect == 0);
+	CHECK(c->content_types.none_matched == ACT_STRIP);
+	CHECK(c->content_types.nrules == 1);
+	CHECK(c->content_types.nrules == 1 &&
+	      strcmp(c->content_types.rules[0].match, "e/f") == 0);
+	CHECK(c->filenames.nrules == 0 && c->filenames.rules == NULL);
+	CHECK(c->headers.nrules == 1 &&
+	      strcmp(c->headers.rules[0].match, "X-A: *") == 0);
+	CHECK(strcmp(c->apt_blocker.database, "/srv/apt.db") == 0);
+	CHECK(c->apt_blocker.actions[APT_HIGH] == ACT_DENY);
+	CHECK(c->apt_blocker.actions[APT_MEDIUM] == ACT_STRIP);
+	CHECK(c->apt_blocker.actions[APT_LOW] == ACT_LOCK);
+	/* An address given above is kept when the engine changes. */
+	CHECK(c->spamblocker.engine == SPAM_ENGINE_RSPAMD);
+	CHECK(strcmp(c->spamblocker.address.text, "10.0.0.1:7830") == 0);
+	CHECK(strcmp(c->spamblocker.cat[SPAM_BULK].tag, "B ") == 0);
+	CHECK(c->spamblocker.cat[SPAM_BULK].score == 8);
+	CHECK(c->spamblocker.nexceptions == 2);
+	CHECK(c->spamblocker.nexceptions == 2 &&
+	      strcmp(c->spamblocker.exceptions[1].sender, "*@b") == 0);
+	/* grandchild: two levels, an empty list replaces too. */
+	CHECK(
+	    g->content_types.nrules == 1 && g->content_types.auto_detect == 0);
+	CHECK(g->headers.none_matched == ACT_DENY && g->headers.nrules == 1);
+	CHECK(g->apt_blocker.actions[APT_HIGH] == ACT_DENY);
+	CHECK(g->spamblocker.cat[SPAM_BULK].score == 8);
+	CHECK(g->spamblocker.nexceptions == 0);
+	CHECK(g->spamblocker.exceptions == NULL);
+	config_free(cfg);
+
+	/* Scores: a child that sets none inherits an error, not again. */
+	CHECK(expect_errors("actions:\n"
+	                    "  p: {spamblocker: {categories: {bulk: "
+	                    "{score: 20}}}}\n"
+	                    "  q: {inherit: p}\n"
+	                    "  r: {inherit: p, spamblocker: {categories: "
+	                    "{confirmed: {score: 25}}}}\n"
+	                    "  s: {inherit: p, spamblocker: {categories: "
+	                    "{suspect: {score: 1}}}}\n",
+	    "t.yaml:2:48: action 'p': spamblocker scores must be confirmed "
+	    ">= bulk >= suspect (they are 15, 20 and 5)\n"
+	    "t.yaml:5:63: action 's': spamblocker scores must be confirmed "
+	    ">= bulk >= suspect (they are 15, 20 and 1)\n"));
+	cfg = load_ok("actions:\n"
+	              "  p: {spamblocker: {categories: {bulk: {score: 15}, "
+	              "suspect: {score: 15}}}}\n"
+	              "  q: {inherit: p, spamblocker: {categories: "
+	              "{confirmed: {score: 1e2}}}}\n");
+	CHECK(cfg != NULL);
+	if (cfg != NULL)
+		CHECK(cfg->actions[3].spamblocker.cat[SPAM_CONFIRMED].score ==
+		      100);
+	config_free(cfg);
+}
+
+/* At most CONFIG_MAX_ITEMS rules (and exceptions) in a list. */
+static void
+test_rule_limit(void)
+{
+	struct config *cfg;
+	struct buf t;
+	int i;
+
+	buf_init(&t, 0);
+	buf_printf(&t, "actions:\n  a:\n    filenames:\n      rules:\n");
+	for (i = 0; i < CONFIG_MAX_ITEMS; i++)
+		buf_printf(
+		    &t, "        - {match: \"*.x%d\", action: strip}\n", i);
+	buf_add_u8(&t, 0);
+	cfg = load_ok((char *)t.data);
+	CHECK(cfg != NULL &&
+	      cfg->actions[2].filenames.nrules == CONFIG_MAX_ITEMS);
+	config_free(cfg);
+	t.len--;
+	buf_printf(&t, "        - {match: \"*.y\", action: strip}\n");
+	buf_add_u8(&t, 0);
+	CHECK(expect_errors((char *)t.data,
+	    "t.yaml:5:9: too many rules in filenames of action 'a' (at most "
+	    "1024)\n"));
+
+	buf_reset(&t);
+	buf_printf(&t, "actions:\n  a:\n    spamblocker:\n      exceptions:\n");
+	for (i = 0; i < CONFIG_MAX_ITEMS + 1; i++)
+		buf_printf(&t, "        - {sender: \"*@x%d\"}\n", i);
+	buf_add_u8(&t, 0);
+	CHECK(expect_errors((char *)t.data,
+	    "t.yaml:5:9: too many exceptions in spamblocker of action 'a' (at "
+	    "most 1024)\n"));
+	buf_free(&t);
 }
 
 static const char full_yaml[] =
@@ -301,7 +717,7 @@ test_full(void)
 	CHECK(a->antivirus.on_error == ACT_ALLOW);
 	CHECK(strcmp(a->antivirus.database, "/var/lib/clamav") == 0);
 	CHECK(a->antivirus.max_files == 10000 && !a->used);
-	check_av_defaults(&cfg->actions[1].antivirus);
+	check_av_defaults(&cfg->actions[1].antivirus, ACT_LOCK);
 	/* Policy one uses the default action, two uses child. */
 	CHECK(cfg->actions[0].used && !cfg->actions[1].used);
 
@@ -459,18 +875,18 @@ static const struct {
      "      max_line_length: 100\n"
      "      scan_limit: 1M\n"
      "    antivirus: {enabled: true}\n"
-     "    apt_blocker: {enabled: true}\n",
+     "    apt_blockers: {enabled: true}\n",
         "t.yaml:4:23: bad size '10Q' (use a number with K, M or G)\n"
         "t.yaml:5:17: oversize must be allow, deny or drop\n"
         "t.yaml:6:24: max_line_length must be between 1K and 16M\n"
         "t.yaml:7:7: unknown key 'scan_limit' in general of action 'a'\n"
-        "t.yaml:9:5: unknown key 'apt_blocker' in action 'a'\n"},
+        "t.yaml:9:5: unknown key 'apt_blockers' in action 'a'\n"},
     {"actions:\n"
      "  a:\n"
      "    antivirus:\n"
      "      enabled: maybe\n"
      "      database: var/lib/clamav\n"
-     "      on_virus: lock\n"
+     "      on_virus: tag\n"
      "      on_error: strip\n"
      "      max_scan_size: 100\n"
      "      max_file_size: 4001M\n"
@@ -481,8 +897,9 @@ static const struct {
      "      enabled: true\n",
         "t.yaml:4:16: 'enabled' must be true or false\n"
         "t.yaml:5:17: 'database' must be an absolute path\n"
-        "t.yaml:6:17: on_virus must be allow, strip, deny or drop\n"
-        "t.yaml:7:17: on_error must be allow, deny or drop\n"
+        "t.yaml:6:17: on_virus must be allow, strip, lock, deny, drop or "
+        "block\n"
+        "t.yaml:7:17: on_error must be allow, lock, deny or drop\n"
         "t.yaml:8:22: max_scan_size must be between 1K and 4000M\n"
         "t.yaml:9:22: max_file_size must be between 1K and 4000M\n"
         "t.yaml:10:22: 'max_recursion' must be an integer from 1 to 100\n"
@@ -584,6 +1001,173 @@ static const struct {
         "t.yaml:12:11: 'from' must not be empty\n"
         "t.yaml:13:19: bad duration '30 minutes' (use a number with s, "
         "m, h or d)\n"},
+    /* content_types, filenames, headers and their rules. */
+    {"actions:\n"
+     "  a:\n"
+     "    content_types:\n"
+     "      auto_detect: maybe\n"
+     "      archives: 1\n"
+     "      none_matched: tag\n"
+     "      rules:\n"
+     "        - { match: \"\", action: strip }\n"
+     "        - { action: strip }\n"
+     "        - { match: x, action: header, type: glob, alarm: 2, foo: 1 }\n"
+     "        - { match: \"(ab\", type: regex, action: strip }\n"
+     "        - 5\n"
+     "        - { match: \"[z-a]\", action: strip, type: regex }\n"
+     "      extra: 1\n"
+     "    filenames: { auto_detect: true, none_matched: lock, rules: "
+     "{ match: x } }\n"
+     "    headers: { archives: true, none_matched: lock, rules: "
+     "[ { match: \"X-A: *\", action: lock, log: [] } ] }\n"
+     "  b: { content_types: [], filenames: 1, headers: { rules: "
+     "[ { name: \"\", match: x, action: strip, type: [regex] } ] } }\n",
+        "t.yaml:4:20: 'auto_detect' must be true or false\n"
+        "t.yaml:5:17: 'archives' must be true or false\n"
+        "t.yaml:6:21: none_matched must be allow, strip, lock, deny, drop "
+        "or block\n"
+        "t.yaml:8:20: 'match' must not be empty\n"
+        "t.yaml:9:11: missing required key 'match' in rule 2 of "
+        "content_types of action 'a'\n"
+        "t.yaml:10:31: action must be allow, strip, lock, deny, drop or "
+        "block\n"
+        "t.yaml:10:45: type must be pattern, exact or regex\n"
+        "t.yaml:10:58: 'alarm' must be true or false\n"
+        "t.yaml:10:61: unknown key 'foo' in rule 3 of content_types of "
+        "action 'a'\n"
+        "t.yaml:11:20: bad regular expression: missing closing "
+        "parenthesis at offset 3\n"
+        "t.yaml:12:11: a rule must be a mapping\n"
+        "t.yaml:13:20: bad regular expression: range out of order in "
+        "character class at offset 3\n"
+        "t.yaml:14:7: unknown key 'extra' in content_types of action "
+        "'a'\n"
+        "t.yaml:15:18: unknown key 'auto_detect' in filenames of action "
+        "'a'\n"
+        "t.yaml:15:64: 'rules' must be a sequence\n"
+        "t.yaml:16:16: unknown key 'archives' in headers of action 'a'\n"
+        "t.yaml:16:46: none_matched must be allow, strip, deny, drop or "
+        "block\n"
+        "t.yaml:16:88: action must be allow, strip, deny, drop or block\n"
+        "t.yaml:16:99: 'log' must be true or false\n"
+        "t.yaml:17:23: 'content_types' must be a mapping\n"
+        "t.yaml:17:38: 'filenames' must be a mapping\n"
+        "t.yaml:17:69: 'name' must not be empty\n"
+        "t.yaml:17:104: 'type' must be a string\n"},
+    /* scand compiles regexes without \C (it could split UTF-8). */
+    {"actions:\n  a: {headers: {rules: [{match: 'x\\C', type: regex, "
+     "action: strip}]}}\n",
+        "t.yaml:2:33: bad regular expression: using \\C is disabled by "
+        "the application at offset 3\n"},
+    {"actions:\n  a: {general: {max_archive_depth: 17}}\n"
+     "  b: {general: {max_archive_depth: -1}}\n",
+        "t.yaml:2:36: 'max_archive_depth' must be an integer from 0 to "
+        "16\n"
+        "t.yaml:3:36: 'max_archive_depth' must be an integer from 0 to "
+        "16\n"},
+    /* apt_blocker. */
+    {"actions:\n"
+     "  a:\n"
+     "    apt_blocker:\n"
+     "      enabled: 1\n"
+     "      database: apt.db\n"
+     "      actions: { high: tag, medium: header, low: quarantine, "
+     "none: allow }\n"
+     "      extra: x\n"
+     "  b: { apt_blocker: { actions: [strip], database: \"\" } }\n"
+     "  c: { apt_blocker: 5 }\n",
+        "t.yaml:4:16: 'enabled' must be true or false\n"
+        "t.yaml:5:17: 'database' must be an absolute path\n"
+        "t.yaml:6:24: high must be allow, strip, lock, deny, drop or "
+        "block\n"
+        "t.yaml:6:37: medium must be allow, strip, lock, deny, drop or "
+        "block\n"
+        "t.yaml:6:50: low must be allow, strip, lock, deny, drop or "
+        "block\n"
+        "t.yaml:6:62: unknown key 'none' in actions of apt_blocker of "
+        "action 'a'\n"
+        "t.yaml:7:7: unknown key 'extra' in apt_blocker of action 'a'\n"
+        "t.yaml:8:32: 'actions' must be a mapping\n"
+        "t.yaml:8:51: 'database' must not be empty\n"
+        "t.yaml:9:21: 'apt_blocker' must be a mapping\n"},
+    /* spamblocker. */
+    {"actions:\n"
+     "  a:\n"
+     "    spamblocker:\n"
+     "      enabled: yes please\n"
+     "      engine: spamassassin\n"
+     "      rules: spam.rules\n"
+     "      address: \"localhost:783\"\n"
+     "      timeout: 2h\n"
+     "      max_size: 100\n"
+     "      on_unavailable: strip\n"
+     "      header: \"X Spam\"\n"
+     "      categories:\n"
+     "        confirmed: { action: strip, tag: \"a\\nb\", score: -1 }\n"
+     "        bulk: { action: lock, tag: \"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+     "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+     "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\", score: nan }\n"
+     "        suspect: { score: 1e400, color: red, tag: \"\" }\n"
+     "        ham: { action: allow }\n"
+     "      exceptions:\n"
+     "        - { sender: \"\" }\n"
+     "        - {}\n"
+     "        - { recipient: x, cc: y }\n"
+     "        - [ x ]\n"
+     "        -\n"
+     "      extra: 1\n"
+     "  b: { spamblocker: { header: \"X-Spam:Cat\", timeout: 0s, "
+     "categories: { bulk: { score: 0x10 } } } }\n"
+     "  c: { spamblocker: { header: \"X-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+     "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\", exceptions: "
+     "{ sender: x }, categories: [] } }\n"
+     "  d: { spamblocker: { address: \"127.0.0.1:0\", max_size: 4001M, "
+     "categories: { suspect: { score: [1] } } } }\n",
+        "t.yaml:4:16: 'enabled' must be true or false\n"
+        "t.yaml:5:15: engine must be builtin, spamd or rspamd\n"
+        "t.yaml:6:14: 'rules' must be an absolute path\n"
+        "t.yaml:7:16: bad address 'localhost:783' (use a.b.c.d:port or "
+        "[ipv6]:port)\n"
+        "t.yaml:8:16: timeout must be between 1ms and 1h\n"
+        "t.yaml:9:17: max_size must be between 1K and 4000M\n"
+        "t.yaml:10:23: on_unavailable must be allow or deny\n"
+        "t.yaml:11:15: 'header' must be a header field name (at most 76 "
+        "printable ASCII characters, no space or colon)\n"
+        "t.yaml:13:30: action must be allow, tag, header, deny, drop or "
+        "block\n"
+        "t.yaml:13:42: 'tag' must not contain a line break\n"
+        "t.yaml:13:57: 'score' must be a number, at least 0\n"
+        "t.yaml:14:25: action must be allow, tag, header, deny, drop or "
+        "block\n"
+        "t.yaml:14:36: 'tag' is too long (at most 128 bytes)\n"
+        "t.yaml:14:176: 'score' must be a number, at least 0\n"
+        "t.yaml:15:27: 'score' must be a number, at least 0\n"
+        "t.yaml:15:34: unknown key 'color' in category suspect of "
+        "spamblocker of action 'a'\n"
+        "t.yaml:15:51: 'tag' must not be empty\n"
+        "t.yaml:16:9: unknown key 'ham' in categories of spamblocker of "
+        "action 'a'\n"
+        "t.yaml:18:21: 'sender' must not be empty\n"
+        "t.yaml:19:11: exception 2 of spamblocker of action 'a' needs a "
+        "sender or a recipient\n"
+        "t.yaml:20:27: unknown key 'cc' in exception 3 of spamblocker of "
+        "action 'a'\n"
+        "t.yaml:21:11: an exception must be a mapping\n"
+        "t.yaml:22:10: exception 5 of spamblocker of action 'a' needs a "
+        "sender or a recipient\n"
+        "t.yaml:23:7: unknown key 'extra' in spamblocker of action 'a'\n"
+        "t.yaml:24:31: 'header' must be a header field name (at most 76 "
+        "printable ASCII characters, no space or colon)\n"
+        "t.yaml:24:54: timeout must be between 1ms and 1h\n"
+        "t.yaml:24:87: 'score' must be a number, at least 0\n"
+        "t.yaml:25:31: 'header' must be a header field name (at most 76 "
+        "printable ASCII characters, no space or colon)\n"
+        "t.yaml:25:124: 'exceptions' must be a sequence\n"
+        "t.yaml:25:151: 'categories' must be a mapping\n"
+        "t.yaml:26:32: bad address '127.0.0.1:0' (use a.b.c.d:port or "
+        "[ipv6]:port)\n"
+        "t.yaml:26:57: max_size must be between 1K and 4000M\n"
+        "t.yaml:26:96: 'score' must be a number, at least 0\n"},
     /* Many errors in many sections, all reported, in file order. */
     {"user: [x]\n"
      "policies:\n"
@@ -1076,6 +1660,116 @@ check_policies(const struct config *a, const struct config *b)
 	}
 }
 
+static void
+check_rules(const struct cfg_rules *x, const struct cfg_rules *y)
+{
+	size_t i;
+
+	CHECK(x->auto_detect == y->auto_detect);
+	CHECK(x->archives == y->archives);
+	CHECK(x->none_matched == y->none_matched);
+	CHECK(x->nrules == y->nrules);
+	for (i = 0; i < x->nrules && i < y->nrules; i++) {
+		CHECK(strcmp(x->rules[i].name, y->rules[i].name) == 0);
+		CHECK(strcmp(x->rules[i].match, y->rules[i].match) == 0);
+		CHECK(x->rules[i].type == y->rules[i].type);
+		CHECK(x->rules[i].action == y->rules[i].action);
+		CHECK(x->rules[i].alarm == y->rules[i].alarm);
+		CHECK(x->rules[i].log == y->rules[i].log);
+		CHECK(x->rules[i].pos.line == y->rules[i].pos.line &&
+		      x->rules[i].pos.col == y->rules[i].pos.col);
+	}
+}
+
+static int
+same_blob(const uint8_t *x, size_t xlen, const uint8_t *y, size_t ylen)
+{
+	if (x == NULL || y == NULL)
+		return x == y && xlen == 0 && ylen == 0;
+	return xlen == ylen && memcmp(x, y, xlen) == 0 && y[ylen] == '\0';
+}
+
+static int
+same_opt(const char *x, const char *y)
+{
+	if (x == NULL || y == NULL)
+		return x == y;
+	return strcmp(x, y) == 0;
+}
+
+static void
+check_spam(const struct cfg_spam *x, const struct cfg_spam *y)
+{
+	size_t i;
+
+	CHECK(x->enabled == y->enabled && x->engine == y->engine);
+	CHECK(same_opt(x->rules, y->rules));
+	CHECK(same_blob(
+	    x->rules_data, x->rules_len, y->rules_data, y->rules_len));
+	CHECK(same_addr(&x->address, &y->address));
+	CHECK(memcmp(&x->address.ss, &y->address.ss, x->address.len) == 0);
+	CHECK(x->timeout_ms == y->timeout_ms && x->max_size == y->max_size);
+	CHECK(x->on_unavailable == y->on_unavailable);
+	CHECK(strcmp(x->header, y->header) == 0);
+	for (i = 0; i < SPAM_NCAT; i++) {
+		CHECK(x->cat[i].action == y->cat[i].action);
+		CHECK(strcmp(x->cat[i].tag, y->cat[i].tag) == 0);
+		CHECK(x->cat[i].score == y->cat[i].score);
+	}
+	CHECK(x->nexceptions == y->nexceptions);
+	for (i = 0; i < x->nexceptions && i < y->nexceptions; i++) {
+		CHECK(
+		    same_opt(x->exceptions[i].sender, y->exceptions[i].sender));
+		CHECK(same_opt(
+		    x->exceptions[i].recipient, y->exceptions[i].recipient));
+		CHECK(x->exceptions[i].pos.line == y->exceptions[i].pos.line);
+	}
+}
+
+/* scand gets every field of the proxy-action sections, files included. */
+static void
+check_scand_actions(const struct config *a, const struct config *b)
+{
+	const struct cfg_action *x, *y;
+	size_t i;
+
+	for (i = 0; i < a->nactions && i < b->nactions; i++) {
+		x = &a->actions[i];
+		y = &b->actions[i];
+		check_rules(&x->content_types, &y->content_types);
+		check_rules(&x->filenames, &y->filenames);
+		check_rules(&x->headers, &y->headers);
+		CHECK(x->apt_blocker.enabled == y->apt_blocker.enabled);
+		CHECK(strcmp(x->apt_blocker.database,
+		          y->apt_blocker.database) == 0);
+		CHECK(memcmp(x->apt_blocker.actions, y->apt_blocker.actions,
+		          sizeof(x->apt_blocker.actions)) == 0);
+		CHECK(x->apt_blocker.missing == y->apt_blocker.missing);
+		CHECK(same_blob(x->apt_blocker.data, x->apt_blocker.len,
+		    y->apt_blocker.data, y->apt_blocker.len));
+		check_spam(&x->spamblocker, &y->spamblocker);
+	}
+}
+
+/* netd gets what it had: nothing of the sections it does not use. */
+static void
+check_netd_actions(const struct config *b)
+{
+	const struct cfg_action *y;
+	size_t i;
+
+	for (i = 0; i < b->nactions; i++) {
+		y = &b->actions[i];
+		CHECK(y->content_types.rules == NULL &&
+		      y->filenames.rules == NULL && y->headers.rules == NULL);
+		CHECK(y->apt_blocker.database == NULL &&
+		      y->apt_blocker.data == NULL);
+		CHECK(y->spamblocker.header == NULL &&
+		      y->spamblocker.rules_data == NULL &&
+		      y->spamblocker.exceptions == NULL);
+	}
+}
+
 /* Every proper prefix of the blob must be refused, without a crash. */
 static void
 check_truncations(const struct buf *b)
@@ -1133,14 +1827,22 @@ test_pack_role(const struct config *cfg, enum imapgw_role role)
 		CHECK(u->log_format == cfg->log_format);
 		CHECK(u->log_level == cfg->log_level);
 		CHECK(u->user == NULL && u->chroot == NULL);
-		CHECK(u->state_dir == NULL && u->control_socket == NULL);
+		CHECK(u->control_socket == NULL);
+		/* Only scand gets state_dir: its lock key is there. */
+		if (role == ROLE_SCAND)
+			CHECK(u->state_dir != NULL &&
+			      strcmp(u->state_dir, cfg->state_dir) == 0);
+		else
+			CHECK(u->state_dir == NULL);
 		if (role == ROLE_NETD) {
 			check_servers(cfg, u);
 			check_actions(cfg, u);
+			check_netd_actions(u);
 			check_policies(cfg, u);
 		} else if (role == ROLE_SCAND) {
 			CHECK(u->nservers == 0 && u->npolicies == 0);
 			check_actions(cfg, u);
+			check_scand_actions(cfg, u);
 		} else
 			CHECK(u->nservers == 0 && u->nactions == 0 &&
 			      u->npolicies == 0);
@@ -1154,6 +1856,28 @@ test_pack_role(const struct config *cfg, enum imapgw_role role)
 	big[b.len] = 0;
 	CHECK(config_unpack(big, b.len + 1) == NULL);
 	free(big);
+	buf_free(&b);
+}
+
+/* Pack and unpack once, and compare. */
+static void
+pack_roundtrip(const struct config *cfg, enum imapgw_role role)
+{
+	struct config *u;
+	struct buf b;
+
+	buf_init(&b, 0);
+	CHECK(config_pack(cfg, role, &b) == 0);
+	u = config_unpack(b.data, b.len);
+	CHECK(u != NULL);
+	if (u != NULL) {
+		check_actions(cfg, u);
+		if (role == ROLE_SCAND)
+			check_scand_actions(cfg, u);
+		else
+			check_netd_actions(u);
+	}
+	config_free(u);
 	buf_free(&b);
 }
 
@@ -1174,10 +1898,28 @@ test_pack(void)
 	test_pack_role(cfg, ROLE_TLSD);
 	buf_init(&b, 0);
 	CHECK(config_pack(cfg, ROLE_PARENT, &b) == -1);
+	buf_free(&b);
+	/* Pack checks what it sends too. */
+	cfg->actions[0].spamblocker.rules_data = (uint8_t *)"x";
+	cfg->actions[0].spamblocker.rules_len = 17 * 1024 * 1024;
+	buf_init(&b, 0);
+	CHECK(config_pack(cfg, ROLE_SCAND, &b) == -1);
+	buf_free(&b);
+	cfg->actions[0].spamblocker.rules_data = NULL;
+	cfg->actions[0].spamblocker.rules_len = 0;
 	/* A cap too small for the blob. */
 	buf_init(&b, 64);
 	CHECK(config_pack(cfg, ROLE_NETD, &b) == -1);
 	buf_free(&b);
+	config_free(cfg);
+
+	/* Every key of the sections, regexes and exceptions included. */
+	cfg = load_ok(proxy_yaml);
+	CHECK(cfg != NULL);
+	if (cfg != NULL) {
+		test_pack_role(cfg, ROLE_SCAND);
+		test_pack_role(cfg, ROLE_NETD);
+	}
 	config_free(cfg);
 
 	CHECK(config_unpack(NULL, 0) == NULL);
@@ -1257,12 +1999,240 @@ test_files(void)
 	config_free(NULL);
 }
 
+static int
+write_file(const char *path, const char *text, size_t len)
+{
+	FILE *f;
+	int ok;
+
+	if ((f = fopen(path, "w")) == NULL)
+		return -1;
+	ok = fwrite(text, 1, len, f) == len;
+	return fclose(f) == 0 && ok ? 0 : -1;
+}
+
+static const char apt_text[] =
+    "# test database\n"
+    "\n"
+    "275a021bbfb6489e54d471899f7db9d1663fc695ec2fe2a2c4538aabf651fd0f "
+    "high EICAR\n"
+    "44d88612fea8a8f36de82e1278abb02f low EICAR (MD5)\n";
+static const char spam_text[] = "score body \"viagra\" 5\n";
+
+/* Load a config made of fmt with the directory in place of each %s. */
+static struct config *
+load_dir(const char *fmt, const char *dir, char **errs)
+{
+	struct config *cfg;
+	struct buf t;
+
+	buf_init(&t, 0);
+	buf_printf(&t, fmt, dir, dir, dir, dir, dir, dir);
+	buf_add_u8(&t, 0);
+	cfg = load((char *)t.data, errs);
+	buf_free(&t);
+	return cfg;
+}
+
+static const char files_yaml[] =
+    "servers: {s: {members: [\"127.0.0.1:143\"]}}\n"
+    "actions:\n"
+    "  a:\n"
+    "    apt_blocker: {database: %s/apt.db}\n"
+    "    spamblocker: {rules: %s/spam.rules}\n"
+    "  b: {inherit: a}\n"
+    "  c: {apt_blocker: {database: %s/none.db}}\n"
+    "  unused: {apt_blocker: {database: %s}, spamblocker: {rules: %s/no}}\n"
+    "  off:\n"
+    "    apt_blocker: {enabled: false, database: %s}\n"
+    "policies:\n"
+    "  - {name: p1, listen: \"127.0.0.1:1\", to: s, action: a}\n"
+    "  - {name: p2, listen: \"127.0.0.1:2\", to: s, action: b}\n"
+    "  - {name: p3, listen: \"127.0.0.1:3\", to: s, action: c}\n"
+    "  - {name: p4, listen: \"127.0.0.1:4\", to: s, action: off}\n";
+
+/* Errors: the key that named the file, inherited or not. */
+static const char files_bad_yaml[] =
+    "servers: {s: {members: [\"127.0.0.1:143\"]}}\n"
+    "actions:\n"
+    "  a: {spamblocker: {rules: %s/nonexistent}}\n"
+    "  b: {apt_blocker: {database: %s}}\n"
+    "  c: {inherit: b}\n"
+    "  d: {spamblocker: {engine: spamd, rules: %s/nonexistent}}\n"
+    "  e: {spamblocker: {enabled: false, rules: %s/nonexistent}}\n"
+    "  f: {apt_blocker: {database: %s/big.db}, spamblocker: "
+    "{rules: %s/big.db}}\n"
+    "policies:\n"
+    "  - {name: p1, listen: \"127.0.0.1:1\", to: s, action: a}\n"
+    "  - {name: p2, listen: \"127.0.0.1:2\", to: s, action: b}\n"
+    "  - {name: p3, listen: \"127.0.0.1:3\", to: s, action: c}\n"
+    "  - {name: p4, listen: \"127.0.0.1:4\", to: s, action: d}\n"
+    "  - {name: p5, listen: \"127.0.0.1:5\", to: s, action: e}\n"
+    "  - {name: p6, listen: \"127.0.0.1:6\", to: s, action: f}\n";
+
+static void
+test_read_files(void)
+{
+	char dir[] = "/tmp/test_config.XXXXXX", path[512], want[4096];
+	const struct cfg_action *a, *b, *c;
+	struct config *cfg, *u;
+	struct buf pk;
+	char *errs;
+	int fd;
+
+	CHECK(mkdtemp(dir) != NULL);
+	snprintf(path, sizeof(path), "%s/apt.db", dir);
+	CHECK(write_file(path, apt_text, strlen(apt_text)) == 0);
+	snprintf(path, sizeof(path), "%s/spam.rules", dir);
+	CHECK(write_file(path, spam_text, strlen(spam_text)) == 0);
+
+	cfg = load_dir(files_yaml, dir, &errs);
+	CHECK(cfg != NULL);
+	if (cfg == NULL)
+		fprintf(stderr, "%s", errs);
+	free(errs);
+	if (cfg == NULL)
+		goto out;
+	a = &cfg->actions[2];
+	b = &cfg->actions[3];
+	c = &cfg->actions[4];
+	CHECK(a->used && b->used && c->used && !cfg->actions[5].used);
+	CHECK(
+	    a->apt_blocker.len == strlen(apt_text) && !a->apt_blocker.missing);
+	CHECK(a->apt_blocker.data != NULL &&
+	      memcmp(a->apt_blocker.data, apt_text, strlen(apt_text)) == 0 &&
+	      a->apt_blocker.data[a->apt_blocker.len] == '\0');
+	CHECK(a->spamblocker.rules_len == strlen(spam_text));
+	CHECK(a->spamblocker.rules_data != NULL &&
+	      strcmp((char *)a->spamblocker.rules_data, spam_text) == 0);
+	/* The same file for b, its own copy. */
+	CHECK(b->apt_blocker.len == a->apt_blocker.len);
+	CHECK(b->apt_blocker.data != NULL &&
+	      b->apt_blocker.data != a->apt_blocker.data &&
+	      memcmp(b->apt_blocker.data, apt_text, strlen(apt_text)) == 0);
+	CHECK(b->spamblocker.rules_data != NULL &&
+	      b->spamblocker.rules_data != a->spamblocker.rules_data);
+	/* A database that does not exist: not an error, missing. */
+	CHECK(c->apt_blocker.missing == 1 && c->apt_blocker.data == NULL);
+	CHECK(c->apt_blocker.len == 0);
+	/* The built-in rules: nothing to read. */
+	CHECK(
+	    c->spamblocker.rules == NULL && c->spamblocker.rules_data == NULL);
+	/* Not used, or not enabled: not read (a directory would fail). */
+	CHECK(cfg->actions[5].apt_blocker.data == NULL &&
+	      !cfg->actions[5].apt_blocker.missing);
+	CHECK(cfg->actions[5].spamblocker.rules_data == NULL);
+	CHECK(cfg->actions[6].used && cfg->actions[6].apt_blocker.data == NULL);
+
+	/* scand gets the bytes, b's as a reference to a's; netd none. */
+	cfg->generation = 7;
+	test_pack_role(cfg, ROLE_SCAND);
+	pack_roundtrip(cfg, ROLE_NETD);
+	buf_init(&pk, 0);
+	CHECK(config_pack(cfg, ROLE_SCAND, &pk) == 0);
+	CHECK(memmem(pk.data, pk.len, apt_text, strlen(apt_text)) != NULL);
+	u = config_unpack(pk.data, pk.len);
+	CHECK(u != NULL);
+	if (u != NULL) {
+		CHECK(u->actions[3].apt_blocker.data != NULL &&
+		      u->actions[3].apt_blocker.data !=
+		          u->actions[2].apt_blocker.data);
+		CHECK(u->actions[4].apt_blocker.missing == 1);
+	}
+	config_free(u);
+	{
+		const uint8_t *p = memmem(pk.data, pk.len, apt_text, 20);
+
+		/* Once only. */
+		CHECK(p != NULL &&
+		      memmem(p + 1, pk.len - (size_t)(p + 1 - pk.data),
+		          apt_text, 20) == NULL);
+	}
+	buf_reset(&pk);
+	CHECK(config_pack(cfg, ROLE_NETD, &pk) == 0);
+	CHECK(memmem(pk.data, pk.len, apt_text, 20) == NULL);
+	buf_free(&pk);
+	config_free(cfg);
+
+	/* An empty file is there, with no bytes: not the built-in rules. */
+	snprintf(path, sizeof(path), "%s/spam.rules", dir);
+	CHECK(write_file(path, "", 0) == 0);
+	cfg = load_dir(files_yaml, dir, &errs);
+	free(errs);
+	CHECK(cfg != NULL);
+	if (cfg != NULL) {
+		CHECK(cfg->actions[2].spamblocker.rules_data != NULL);
+		CHECK(cfg->actions[2].spamblocker.rules_len == 0);
+		pack_roundtrip(cfg, ROLE_SCAND);
+	}
+	config_free(cfg);
+
+	/* Files that cannot be read. */
+	snprintf(path, sizeof(path), "%s/big.db", dir);
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	CHECK(fd != -1 && ftruncate(fd, 257LL * 1024 * 1024) == 0);
+	if (fd != -1)
+		close(fd);
+	snprintf(want, sizeof(want),
+	    "t.yaml:3:28: action 'a': cannot read the spamblocker rules "
+	    "%s/nonexistent: No such file or directory\n"
+	    "t.yaml:4:31: action 'b': cannot read the apt_blocker database "
+	    "%s: Is a directory\n"
+	    "t.yaml:4:31: action 'c': cannot read the apt_blocker database "
+	    "%s: Is a directory\n"
+	    "t.yaml:8:31: action 'f': the apt_blocker database %s/big.db is "
+	    "larger than 256M\n"
+	    "t.yaml:8:%zu: action 'f': the spamblocker rules %s/big.db is "
+	    "larger than 16M\n",
+	    dir, dir, dir, dir, strlen(dir) + 62, dir);
+	cfg = load_dir(files_bad_yaml, dir, &errs);
+	CHECK(cfg == NULL && strcmp(errs, want) == 0);
+	if (cfg != NULL || strcmp(errs, want) != 0)
+		fprintf(stderr, "want:\n%sgot:\n%s", want, errs);
+	free(errs);
+	config_free(cfg);
+	unlink(path);
+
+	/* Unreadable (root reads everything: only as another user). */
+	snprintf(path, sizeof(path), "%s/spam.rules", dir);
+	if (geteuid() != 0 && chmod(path, 0) == 0) {
+		cfg = load_dir(files_yaml, dir, &errs);
+		snprintf(want, sizeof(want),
+		    "t.yaml:5:25: action 'a': cannot read the spamblocker "
+		    "rules %s/spam.rules: Permission denied\n",
+		    dir);
+		CHECK(cfg == NULL && strcmp(errs, want) == 0);
+		free(errs);
+		config_free(cfg);
+	}
+	unlink(path);
+
+	/* A built-in action's default file: the policy that uses it. */
+	if (access("/etc/imapgw/apt.db", F_OK) == -1) {
+		cfg =
+		    load_ok("servers: {s: {members: [\"127.0.0.1:143\"]}}\n"
+		            "policies:\n"
+		            "  - {name: p, listen: \"127.0.0.1:1\", to: s}\n");
+		CHECK(cfg != NULL && cfg->actions[0].used &&
+		      cfg->actions[0].apt_blocker.missing == 1);
+		config_free(cfg);
+	}
+out:
+	snprintf(path, sizeof(path), "%s/apt.db", dir);
+	unlink(path);
+	rmdir(dir);
+}
+
 int
 main(void)
 {
 	test_default();
 	test_minimal();
+	test_builtins();
 	test_full();
+	test_proxy_keys();
+	test_inherit_sections();
+	test_rule_limit();
 	test_broken();
 	test_limits();
 	test_error_cap();
@@ -1276,5 +2246,6 @@ main(void)
 	test_action_names();
 	test_pack();
 	test_files();
+	test_read_files();
 	return test_done("test_config");
 }
