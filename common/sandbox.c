@@ -272,6 +272,16 @@ static const struct sc_rule sc_scand[] = {
 	ALLOW(chmod),
 	ALLOW(memfd_create),
 	ALLOW(ftruncate),
+	/*
+	 * spamBlocker's spamd and rspamd clients (scand/spam.c): TCP to
+	 * the numeric address of the config, no DNS.  Allowed whatever the
+	 * engine: the policy is per role, and the parent's audit compiles
+	 * it without the child's config.  send() and recv() are sendto and
+	 * recvfrom; poll and getsockopt (SO_ERROR) are in sc_common.
+	 */
+	ALLOW_IF2(socket, EQ(0, AF_INET), MASKED(1, 0xf, SOCK_STREAM)),
+	ALLOW_IF2(socket, EQ(0, AF_INET6), MASKED(1, 0xf, SOCK_STREAM)),
+	ALLOW(connect),
 };
 
 /* tlsd: gets its sockets passed by netd, opens nothing itself. */

@@ -13,6 +13,8 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 
+#include <netinet/in.h>
+
 #include <linux/audit.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
@@ -54,6 +56,7 @@ struct kid {
 
 static char roots[16][64];
 static pid_t test_pid; /* the test process, for tgkill from a child */
+static int scand_port; /* the test's loopback listener, for scand */
 static int nroots;
 
 static const char *
@@ -276,6 +279,24 @@ do_socket_inet(void)
 }
 
 static void
+do_socket_packet(void)
+{
+	socket(AF_PACKET, SOCK_RAW, 0);
+}
+
+static void
+do_socket_raw(void)
+{
+	socket(AF_INET, SOCK_RAW, IPPROTO_TCP);
+}
+
+static void
+do_socket_udp(void)
+{
+	socket(AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+}
+
+static void
 do_memfd(void)
 {
 	memfd_create("x", 0);
@@ -343,6 +364,40 @@ do_scand_files(void)
 	put(mkdir("/tmp/d", 0700) == 0 && rmdir("/tmp/d") == 0);
 	fd = memfd_create("msg", MFD_CLOEXEC);
 	put(fd >= 0 && ftruncate(fd, 4096) == 0);
+}
+
+/* scand: a TCP client, as for spamd and rspamd (scand/spam.c). */
+static void
+do_scand_net(void)
+{
+	struct sockaddr_in sin;
+	struct pollfd pfd;
+	socklen_t sl = sizeof(int);
+	char b[4];
+	int fd, err = -1, r;
+
+	fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	put(fd >= 0);
+	memset(&sin, 0, sizeof(sin));
+	sin.sin_family = AF_INET;
+	sin.sin_port = htons(scand_port);
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	r = connect(fd, (struct sockaddr *)&sin, sizeof(sin));
+	if (r == -1 && errno == EINPROGRESS) {
+		pfd = (struct pollfd){fd, POLLOUT, 0};
+		if (poll(&pfd, 1, 5000) == 1 &&
+		    getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &sl) == 0)
+			r = err == 0 ? 0 : -1;
+	}
+	put(r == 0);
+	put(send(fd, "hi", 2, MSG_NOSIGNAL) == 2);
+	pfd = (struct pollfd){fd, POLLIN, 0};
+	put(poll(&pfd, 1, 5000) == 1 && recv(fd, b, sizeof(b), 0) == 2 &&
+	    memcmp(b, "ok", 2) == 0);
+	close(fd);
+	fd = socket(AF_INET6, SOCK_STREAM, IPPROTO_TCP);
+	put(fd >= 0);
+	close(fd);
 }
 
 static void
@@ -482,6 +537,33 @@ test_audit_netd(void)
 	CHECK(exited_ok(&k));
 }
 
+/* scand's policy, network clients included, matches its live filter. */
+static void
+test_audit_scand(void)
+{
+	const char *root = mkroot(0755, 0);
+	struct buf out;
+	struct kid k;
+	int d;
+
+	CHECK(kid_start(&k, ROLE_SCAND, root, do_serve) == 0);
+	CHECK(get(&k) == 'r');
+	buf_init(&out, 0);
+	d = audit_child(k.pid, ROLE_SCAND, root, NOBODY, NOBODY, &out);
+	CHECK(d == 0);
+	CHECK(has_line(&out, "ok   syscall connect ", "policy allow"));
+	CHECK(has_line(&out, "ok   syscall socket ", "cond(allow|trap)"));
+	CHECK(has_line(&out, "ok   syscall openat ", "policy allow"));
+	CHECK(!has_line(&out, "syscall accept4 ", NULL));
+	CHECK(!has_line(&out, "DIFF", NULL));
+	if (d != 0)
+		fwrite(buf_head(&out), 1, buf_used(&out), stderr);
+	CHECK(ping(&k));
+	buf_free(&out);
+	CHECK(kid_end(&k) == -1);
+	CHECK(exited_ok(&k));
+}
+
 /* An unconfined process: the audit says so, and leaves it running. */
 static void
 test_audit_unconfined(void)
@@ -603,7 +685,12 @@ test_violations(void)
 	expect_kill(ROLE_NETD, root, do_socket_unix, "socket");
 	expect_kill(ROLE_TLSD, root, do_socket_inet, "socket");
 	expect_kill(ROLE_TLSD, root, do_memfd, "memfd_create");
-	expect_kill(ROLE_SCAND, root, do_socket_inet, "socket");
+	/* scand: TCP clients only. */
+	expect_kill(ROLE_SCAND, root, do_socket_unix, "socket");
+	expect_kill(ROLE_SCAND, root, do_socket_packet, "socket");
+	expect_kill(ROLE_SCAND, root, do_socket_raw, "socket");
+	expect_kill(ROLE_SCAND, root, do_socket_udp, "socket");
+	expect_kill(ROLE_SCAND, root, do_uname, "uname");
 }
 
 /*
@@ -619,6 +706,45 @@ test_sigsys_blocked(void)
 	          do_ptrace_sigsys_blocked) == 0);
 	CHECK(kid_end(&k) == -1);
 	CHECK(died_by(&k, SIGSYS));
+}
+
+/* A scand child connects to a loopback listener and talks to it. */
+static void
+test_scand_net(const char *root)
+{
+	struct sockaddr_in sin;
+	struct pollfd pfd;
+	socklen_t sl = sizeof(sin);
+	struct kid k;
+	char b[4];
+	int lfd, c = -1;
+
+	memset(&sin, 0, sizeof(sin));
+	sin.sin_family = AF_INET;
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	CHECK(lfd != -1 &&
+	      bind(lfd, (struct sockaddr *)&sin, sizeof(sin)) == 0 &&
+	      listen(lfd, 1) == 0 &&
+	      getsockname(lfd, (struct sockaddr *)&sin, &sl) == 0);
+	scand_port = ntohs(sin.sin_port);
+	CHECK(kid_start(&k, ROLE_SCAND, root, do_scand_net) == 0);
+	CHECK(get(&k) == 1);
+	CHECK(get(&k) == 1);
+	pfd = (struct pollfd){lfd, POLLIN, 0};
+	if (poll(&pfd, 1, 5000) == 1)
+		c = accept(lfd, NULL, NULL);
+	CHECK(c != -1);
+	CHECK(c != -1 && read(c, b, 2) == 2 && memcmp(b, "hi", 2) == 0);
+	CHECK(c != -1 && write(c, "ok", 2) == 2);
+	CHECK(get(&k) == 1);
+	CHECK(get(&k) == 1);
+	CHECK(get(&k) == 1);
+	CHECK(kid_end(&k) == -1);
+	CHECK(exited_ok(&k));
+	if (c != -1)
+		close(c);
+	close(lfd);
 }
 
 static void
@@ -655,6 +781,7 @@ test_allowed(void)
 	CHECK(get(&k) == 1);
 	kid_end(&k);
 	CHECK(exited_ok(&k));
+	test_scand_net(root);
 
 	/* abort() still ends in SIGABRT, not in a sandbox report. */
 	CHECK(kid_start(&k, ROLE_TLSD, root, do_abort) == 0);
@@ -872,6 +999,7 @@ main(void)
 	test_sigsys_blocked();
 	test_allowed();
 	test_audit_netd();
+	test_audit_scand();
 	test_audit_unconfined();
 	test_audit_zombie();
 	test_audit_loose();
