@@ -90,24 +90,41 @@ req_later(struct scan_req *r, const char *why)
 static struct proc_chan *
 pick_scand(struct netd *n)
 {
-	unsigned i, k;
-	struct proc_chan *c;
+	unsigned i, k, load, best_load = 0;
+	struct proc_chan *c, *best = NULL;
+	struct scan_req *r;
 
+	/* The scanner with the fewest requests in flight; round robin
+	 * among equals, so that idle scanners share the work. */
 	for (i = 0; i < IMAPGW_MAX_INSTANCES; i++) {
 		k = (rr + i) % IMAPGW_MAX_INSTANCES;
 		c = n->peers.chan[ROLE_SCAND][k];
-		if (c != NULL && !c->dead) {
-			rr = k + 1;
-			return c;
+		if (c == NULL || c->dead)
+			continue;
+		load = 0;
+		for (r = reqs; r != NULL; r = r->next)
+			if (r->chan == c)
+				load++;
+		if (best == NULL || load < best_load) {
+			best = c;
+			best_load = load;
+			if (load == 0) {
+				rr = k + 1;
+				break;
+			}
 		}
 	}
-	return NULL;
+	if (best != NULL && best_load > 0)
+		for (i = 0; i < IMAPGW_MAX_INSTANCES; i++)
+			if (n->peers.chan[ROLE_SCAND][i] == best)
+				rr = i + 1;
+	return best;
 }
 
 struct scan_req *
 scan_submit(struct netd *n, int fd, uint64_t size, int kind, int action,
-    const char *user, const char *client, const struct scan_section *secs,
-    unsigned nsect, scan_cb cb, void *arg)
+    const char *policy, const char *user, const char *client,
+    const struct scan_section *secs, unsigned nsect, scan_cb cb, void *arg)
 {
 	unsigned i;
 	const struct cfg_action *act = &n->cur->cfg->actions[action];
@@ -141,14 +158,13 @@ scan_submit(struct netd *n, int fd, uint64_t size, int kind, int action,
 	buf_add_str(&b, user);
 	buf_add_str(&b, client);
 	buf_add_u64(&b, size);
-	/* Sections are an optional tail: a request without any ends at
-	 * the size. */
-	if (nsect > 0)
-		buf_add_u32(&b, nsect);
+	buf_add_u32(&b, nsect);
 	for (i = 0; i < nsect; i++) {
 		buf_add_u32(&b, (uint32_t)secs[i].binary);
 		buf_add_str(&b, secs[i].spec);
 	}
+	buf_add_u32(&b, 0); /* flags: no report */
+	buf_add_str(&b, policy);
 	if (proc_compose(r->chan, IMSG_SCAN_REQ, 0, fd, buf_head(&b),
 	        buf_used(&b)) == -1) {
 		buf_free(&b);
@@ -225,17 +241,18 @@ scan_peer_frame(struct netd *n, struct proc_chan *c, struct imsg *imsg)
 	res.bs_len = rd_u64(&rd);
 	res.body_off = rd_u64(&rd);
 	res.body_len = rd_u64(&rd);
-	/* Sections: absent from a result without any. */
-	if (!rd.err && rd.left > 0) {
-		res.nsect = rd_u32(&rd);
-		if (res.nsect > SCAN_MAX_SECT)
-			rd.err = 1;
-		for (i = 0; !rd.err && i < res.nsect; i++) {
-			res.sect[i].status = (int)rd_u32(&rd);
-			res.sect[i].off = rd_u64(&rd);
-			res.sect[i].len = rd_u64(&rd);
-		}
+	/* Sections, then the report ranges (empty: netd asks for none). */
+	res.nsect = rd_u32(&rd);
+	if (res.nsect > SCAN_MAX_SECT)
+		rd.err = 1;
+	for (i = 0; !rd.err && i < res.nsect; i++) {
+		res.sect[i].status = (int)rd_u32(&rd);
+		res.sect[i].off = rd_u64(&rd);
+		res.sect[i].len = rd_u64(&rd);
 	}
+	for (i = 0; i < 4; i++)
+		if (rd_u64(&rd) != 0)
+			rd.err = 1;
 	for (r = reqs; r; r = r->next)
 		if (r->id == id && r->chan == c)
 			break;

@@ -45,7 +45,7 @@ struct scan_req;
 /* Takes ownership of fd (the message).  The callback always runs later,
  * from the event loop.  Returns a handle for scan_cancel(). */
 struct scan_req *scan_submit(struct netd *, int fd, uint64_t size, int kind,
-    int action, const char *user, const char *client,
+    int action, const char *policy, const char *user, const char *client,
     const struct scan_section *, unsigned nsect, scan_cb, void *arg);
 /* The requester went away: the verdict will be dropped. */
 void scan_cancel(struct scan_req *);

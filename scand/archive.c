@@ -24,8 +24,10 @@
  * Directories, symbolic links, hard links and devices are skipped.  A
  * member that is itself an archive is walked after the callback has seen
  * it, while the depth allows (members of the top archive are depth 1;
- * max_depth is at most ARC_DEPTH_CAP).  A nested archive that is
- * encrypted, too large or corrupt ends the whole walk likewise.
+ * max_depth is at most ARC_DEPTH_CAP); one deeper than that is not
+ * opened, and is ARC_LIMIT: what nobody looked into is never passed as
+ * judged.  A nested archive that is encrypted, too large or corrupt ends
+ * the whole walk likewise.
  *
  * Member names are made valid UTF-8 without control characters: valid
  * UTF-8 is kept, other bytes from 0xa0 are read as Latin-1, control
@@ -66,6 +68,7 @@ struct walk {
 	uint32_t nother; /* other entries skipped */
 	uint64_t total; /* bytes of the members read */
 	int stop; /* the callback asked to stop */
+	int probe; /* beyond max_depth: any member is ARC_LIMIT */
 	arc_cb cb;
 	void *arg;
 	char *err;
@@ -329,6 +332,12 @@ do_member(struct walk *w, struct archive *a, struct archive_entry *e,
 	size_t len = 0, clen;
 	int st;
 
+	if (w->probe) {
+		set_err(w, "archive \"%.*s\" is nested deeper than %d levels",
+		    (int)(strlen(w->chain) > 0 ? strlen(w->chain) - 1 : 0),
+		    w->chain, w->max_depth);
+		return ARC_LIMIT;
+	}
 	if (archive_entry_is_encrypted(e)) {
 		set_err(w, "member \"%s%s\" is encrypted", w->chain, name);
 		return ARC_ENCRYPTED;
@@ -358,15 +367,16 @@ do_member(struct walk *w, struct archive *a, struct archive_entry *e,
 		free(buf);
 		return ARC_OK;
 	}
-	st = ARC_OK;
-	if (depth < w->max_depth) {
-		clen = strlen(w->chain);
-		snprintf(w->chain + clen, sizeof(w->chain) - clen, "%s/", name);
-		st = walk_data(w, buf, len, depth + 1);
-		w->chain[clen] = '\0';
-		if (st == ARC_NOT)
-			st = ARC_OK;
-	}
+	clen = strlen(w->chain);
+	snprintf(w->chain + clen, sizeof(w->chain) - clen, "%s/", name);
+	/* An archive deeper than max_depth is not opened, and not passed
+	 * as judged either: its first member header makes it ARC_LIMIT. */
+	w->probe = depth >= w->max_depth;
+	st = walk_data(w, buf, len, depth + 1);
+	w->probe = 0;
+	w->chain[clen] = '\0';
+	if (st == ARC_NOT)
+		st = ARC_OK;
 	free(buf);
 	return st;
 }

@@ -135,6 +135,14 @@ detect_type(const void *data, size_t len, char *out, size_t outlen)
 	} else if (!mime_ok(t)) {
 		log_debug("libmagic: unexpected answer \"%s\"", t);
 		t = DETECT_DEFAULT;
+	} else if (strcmp(t, "application/x-dosexec") == 0 &&
+	           (len < 2 || (memcmp(data, "MZ", 2) != 0 &&
+	                           memcmp(data, "ZM", 2) != 0))) {
+		/* libmagic's DOS .COM guess (a jump as the first byte)
+		 * fires on one random or encrypted buffer in a hundred:
+		 * only an MZ header makes a DOS program here.  A .com
+		 * file is still caught by its name. */
+		t = DETECT_DEFAULT;
 	}
 	put_type(t, out, outlen);
 }

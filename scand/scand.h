@@ -267,7 +267,9 @@ enum arc_status {
 	ARC_OK, /* every member was read and given to the callback */
 	ARC_ENCRYPTED, /* a member is encrypted: it cannot be judged */
 	ARC_LIMIT, /* a member larger than max_size, more than max_files
-	              members, or nesting deeper than max_depth */
+	              members, more than 1 GiB of members in all, or an
+	              archive nested deeper than max_depth (at most 16:
+	              it is given to the callback, then not opened) */
 	ARC_ERROR /* corrupt, or out of memory */
 };
 
@@ -382,6 +384,21 @@ struct scan_res {
 	uint64_t text_off, text_len;
 };
 
+/* How a message is judged. */
+struct scan_opts {
+	int kind; /* SCAN_FETCH, SCAN_APPEND */
+	uint32_t flags; /* SCAN_F_* */
+	const char *user, *client, *policy;
+	const struct scan_sect *sect; /* wanted if rewritten */
+	size_t nsect;
+};
+
+/* The lock key (NULL: none; lock then falls back to deny). */
+void scan_set_lock_key(const uint8_t *key);
+/* Check what scand will compile of the used actions of cfg (rules,
+ * APT database, spam rules): -1 with one line per error in errs. */
+int scan_config_check(const struct config *, struct buf *errs);
+
 /* Read a request frame.  0: valid.  1: readable but refused (res is
  * a SCAN_ERROR answer with the reason).  -1: malformed, the channel
  * must be closed.  The request owns imsg->fd from then on. */
@@ -398,6 +415,10 @@ void scan_message(const struct cfg_action *, int kind, const char *user,
 void scan_message_sect(const struct cfg_action *, int kind, const char *user,
     const char *client, const void *, size_t, const struct scan_sect *,
     size_t nsect, struct scan_res *);
+/* The same with every option; the action's rules are compiled for this
+ * one message (scand itself keeps them compiled per configuration). */
+void scan_message_opts(const struct cfg_action *, const struct scan_opts *,
+    const void *, size_t, struct scan_res *);
 /* The IMSG_SCAN_RES payload. */
 int scan_res_write(const struct scan_res *, struct buf *);
 void scan_res_clear(struct scan_res *);

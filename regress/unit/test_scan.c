@@ -135,11 +135,22 @@ make_db(void)
 		die(tmpdir);
 }
 
+/* Antivirus alone: the rules, APT Blocker and spamBlocker of the
+ * built-ins the actions would inherit are turned off (test_pipeline()
+ * turns them on). */
+#define AV_ONLY                                                    \
+	"content_types: { rules: [] }, filenames: { rules: [] }, " \
+	"apt_blocker: { enabled: false }, spamblocker: { enabled: false }"
+
 static const char *const action_yaml =
-    "    strip: { antivirus: { database: %s } }\n"
-    "    deny: { antivirus: { database: %s, on_virus: deny } }\n"
-    "    drop: { antivirus: { database: %s, on_virus: drop } }\n"
-    "    allow: { antivirus: { database: %s, on_virus: allow } }\n"
+    "    strip: { " AV_ONLY ",\n"
+    "             antivirus: { database: %s, on_error: deny } }\n"
+    "    deny: { inherit: strip, antivirus: { database: %s, "
+    "on_virus: deny } }\n"
+    "    drop: { inherit: strip, antivirus: { database: %s, "
+    "on_virus: drop } }\n"
+    "    allow: { inherit: strip, antivirus: { database: %s, "
+    "on_virus: allow } }\n"
     "    small-deny: { inherit: strip, general: { max_email_size: 1K } }\n"
     "    small-allow: { inherit: strip,\n"
     "                   general: { max_email_size: 1K, oversize: allow } }\n"
@@ -149,7 +160,7 @@ static const char *const action_yaml =
     "                 antivirus: { max_scan_time: 1ms } }\n"
     "    slow-allow: { inherit: slow-deny, antivirus: { on_error: allow } }\n"
     "    slow-drop: { inherit: slow-deny, antivirus: { on_error: drop } }\n"
-    "    off: { antivirus: { enabled: false } }\n";
+    "    off: { inherit: strip, antivirus: { enabled: false } }\n";
 
 static void
 make_config(void)
