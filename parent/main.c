@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "offline.h"
 #include "parent.h"
 
 static int
@@ -65,5 +66,7 @@ main(int argc, char **argv)
 	for (i = 1; i < argc; i++)
 		if (strcmp(argv[i], "-P") == 0)
 			return child_dispatch(argc, argv);
+	if (offline_wanted(argc, argv))
+		return offline_main(argc, argv);
 	return parent_main(argc, argv);
 }
