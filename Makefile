@@ -95,10 +95,22 @@ $(B)/test/%: regress/unit/%.c $(LIB_OBJ)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -Iregress/unit -Inetd -Iparent $(LDFLAGS) -o $@ $^ $(LIBS)
 
-$(B)/test-asan/%: regress/unit/%.c $(LIB_SRC) $(GEN_SRC)
+# The library code is compiled once with the sanitizers, then linked into
+# every sanitized test.
+ASAN_CFLAGS = $(filter-out -O2 -D_FORTIFY_SOURCE=2,$(CFLAGS)) $(ASAN_FLAGS)
+ASAN_OBJ   = $(LIB_SRC:%.c=$(B)/obj-asan/%.o) $(B)/obj-asan/gen/default_config.o
+
+$(B)/obj-asan/%.o: %.c $(wildcard common/*.h) $(wildcard */*.h)
 	@mkdir -p $(@D)
-	$(CC) $(filter-out -O2 -D_FORTIFY_SOURCE=2,$(CFLAGS)) $(ASAN_FLAGS) \
-	    -Iregress/unit -Inetd -Iparent -o $@ $^ $(LIBS)
+	$(CC) $(ASAN_CFLAGS) -c -o $@ $<
+
+$(B)/obj-asan/gen/default_config.o: $(GEN_SRC)
+	@mkdir -p $(@D)
+	$(CC) $(ASAN_CFLAGS) -c -o $@ $<
+
+$(B)/test-asan/%: regress/unit/%.c $(ASAN_OBJ)
+	@mkdir -p $(@D)
+	$(CC) $(ASAN_CFLAGS) -Iregress/unit -Inetd -Iparent -o $@ $^ $(LIBS)
 
 deps:
 	@sh regress/deps.sh $(DEB_ALL)
