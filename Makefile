@@ -21,7 +21,7 @@ DEB_BUILD = build-essential pkg-config clang libssl-dev libclamav-dev \
 	    libseccomp-dev libgmime-3.0-dev libpcre2-dev libyaml-dev \
 	    libevent-dev libclang-rt-14-dev libarchive-dev libmagic-dev
 DEB_TEST  = dovecot-imapd python3 python3-pytest isync fetchmail curl clamav \
-	    clamav-testfiles clamav-daemon clamdscan spamd spamc zip \
+	    clamav-testfiles clamav-daemon clamdscan spamd spamc rspamd zip \
 	    openssl mandoc procps iproute2
 DEB_ALL   = $(DEB_BUILD) $(DEB_TEST)
 

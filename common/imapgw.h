@@ -42,6 +42,11 @@ enum imsg_type {
 	IMSG_STATUS, /* u32 request id, u32 sessions, u64 total */
 	IMSG_CFG_APPLIED, /* u32 generation */
 	IMSG_PEER_LOST, /* u32 role, u32 instance: reconnect us */
+	/* parent <-> scand loader: see common/proc.h */
+	IMSG_LOADER_FD,
+	IMSG_LOADER_FORK,
+	IMSG_LOADER_FORKED,
+	IMSG_LOADER_STALE,
 	/* peer <-> peer */
 	IMSG_HELLO, /* u32 role, u32 instance */
 	/* netd <-> scand: see scan.h */

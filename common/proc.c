@@ -6,17 +6,21 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <syslog.h>
 #include <unistd.h>
 
 #include "log.h"
 #include "proc.h"
 #include "sandbox.h"
 
-#define CFG_MAX_BLOB (64 * 1024 * 1024)
+/* A packed config for scand carries the APT database (at most 256 MiB)
+ * and the spam rules files (at most 16 MiB each, sent once). */
+#define CFG_MAX_BLOB (320 * 1024 * 1024)
 
 static const char *role_names[ROLE_MAX] = {
     [ROLE_PARENT] = "parent",
@@ -60,6 +64,10 @@ imsg_type_name(uint32_t t)
 	    [IMSG_STATUS] = "STATUS",
 	    [IMSG_CFG_APPLIED] = "CFG_APPLIED",
 	    [IMSG_PEER_LOST] = "PEER_LOST",
+	    [IMSG_LOADER_FD] = "LOADER_FD",
+	    [IMSG_LOADER_FORK] = "LOADER_FORK",
+	    [IMSG_LOADER_FORKED] = "LOADER_FORKED",
+	    [IMSG_LOADER_STALE] = "LOADER_STALE",
 	    [IMSG_HELLO] = "HELLO",
 	    [IMSG_SCAN_REQ] = "SCAN_REQ",
 	    [IMSG_SCAN_RES] = "SCAN_RES",
@@ -73,6 +81,16 @@ imsg_type_name(uint32_t t)
 
 	if (t < IMSG_MAX && names[t])
 		return names[t];
+	switch (t) {
+	case IMSG_LOADER_FD:
+		return "LOADER_FD";
+	case IMSG_LOADER_FORK:
+		return "LOADER_FORK";
+	case IMSG_LOADER_FORKED:
+		return "LOADER_FORKED";
+	case IMSG_LOADER_STALE:
+		return "LOADER_STALE";
+	}
 	return "unknown";
 }
 
@@ -135,7 +153,7 @@ proc_chan_free(struct proc_chan *c)
 	free(c);
 }
 
-static void
+void
 proc_chan_close(struct proc_chan *c)
 {
 	if (c->dead)
@@ -272,6 +290,73 @@ proc_config_memfd(const struct config *cfg, enum imapgw_role role)
 	fcntl(fd, F_ADD_SEALS,
 	    F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL);
 	return fd;
+}
+
+int
+proc_forked_child(int chanfd, int reportfd, int debug)
+{
+	sigset_t set;
+	long fd, max;
+	int a, b;
+
+	/* Move both above the target numbers first, so dup2 cannot clobber
+	 * one with the other. */
+	if ((a = fcntl(chanfd, F_DUPFD, 10)) == -1 ||
+	    (b = fcntl(reportfd, F_DUPFD, 10)) == -1 ||
+	    dup2(a, IMAPGW_PARENT_FD) == -1 || dup2(b, IMAPGW_REPORT_FD) == -1)
+		return -1;
+	/* syslog's socket goes with the rest; closelog first, so that the
+	 * C library does not keep a number that is closed under it. */
+	closelog();
+	if (close_range(IMAPGW_REPORT_FD + 1, ~0U, 0) == -1) {
+		max = sysconf(_SC_OPEN_MAX);
+		for (fd = IMAPGW_REPORT_FD + 1; fd < max; fd++)
+			close((int)fd);
+	}
+	/* As log_init() does for a child started without -d: connected to
+	 * /dev/log now, before the chroot. */
+	if (!debug)
+		openlog("imapgwd", LOG_PID | LOG_NDELAY, LOG_DAEMON);
+	signal(SIGINT, SIG_IGN);
+	signal(SIGHUP, SIG_IGN);
+	signal(SIGPIPE, SIG_IGN);
+	signal(SIGTERM, SIG_DFL);
+	signal(SIGCHLD, SIG_DFL);
+	sigemptyset(&set);
+	sigprocmask(SIG_SETMASK, &set, NULL);
+	return 0;
+}
+
+void
+proc_set_cmdline(char **origargv, char *const *argv)
+{
+	char *start, *end;
+	size_t len, n;
+	int i;
+
+	/* The original strings, if they lie back to back. */
+	if (origargv == NULL || origargv[0] == NULL)
+		return;
+	start = end = origargv[0];
+	for (i = 0; origargv[i] != NULL; i++) {
+		if (origargv[i] != end)
+			return;
+		end = origargv[i] + strlen(origargv[i]) + 1;
+	}
+	for (len = 0, i = 0; argv[i] != NULL; i++)
+		len += strlen(argv[i]) + 1;
+	if (len > (size_t)(end - start)) {
+		log_debug(
+		    "command line '%s ...' does not fit; left as is", argv[0]);
+		return;
+	}
+	/* The last byte stays NUL: the kernel then shows exactly this. */
+	memset(start, 0, (size_t)(end - start));
+	for (i = 0; argv[i] != NULL; i++) {
+		n = strlen(argv[i]) + 1;
+		memcpy(start, argv[i], n);
+		start += n;
+	}
 }
 
 struct config *

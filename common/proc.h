@@ -37,6 +37,9 @@ struct proc_chan *proc_chan_new(struct event_base *, int fd, int fdpass,
 void proc_chan_free(struct proc_chan *);
 int proc_compose(struct proc_chan *, uint32_t type, uint32_t peerid, int fd,
     const void *data, size_t len);
+/* Close the channel from this side: its closed callback runs as when the
+ * peer closes it (after the dispatch in progress, if any). */
+void proc_chan_close(struct proc_chan *);
 /* Log why a frame is rejected and close the channel. */
 void proc_chan_fail(struct proc_chan *, const char *why, ...)
     __attribute__((format(printf, 2, 3)));
@@ -53,6 +56,27 @@ struct child_env {
 	gid_t gid;
 };
 
+/*
+ * The scand loader (scand/scand.c) loads the scanning engines once and
+ * forks every scand worker from them, so the workers share the engines'
+ * memory.  Its frames with the parent, besides IMSG_CFG (as to any child)
+ * and IMSG_READY (the first config is loaded):
+ *  parent -> loader, an order to fork scand worker <instance>, peer id
+ *  the order number, in two frames since a frame carries one fd:
+ *   IMSG_LOADER_FD      fd: write end of the worker's sandbox report pipe
+ *   IMSG_LOADER_FORK    fd: the worker's end of its parent channel;
+ *                       u32 instance
+ *  loader -> parent:
+ *   IMSG_LOADER_FORKED  peer id the order; u32 instance, u32 pid (0: the
+ *                       fork failed)
+ *   IMSG_CFG_APPLIED    u32 generation: the loaded engines serve this
+ *                       later config
+ *   IMSG_LOADER_STALE   str: what a later config needs that the loader
+ *                       has not loaded; the parent replaces the loader
+ * The loader answers every IMSG_CFG after the first with one of the last
+ * two, in order.  Only the parent and the loader use these types.
+ */
+
 /* Read a packed config from the memfd of an IMSG_CFG frame. */
 struct config *proc_recv_config(struct imsg *, enum imapgw_role);
 /* Blocking startup: hand frames from the parent to early_cb until
@@ -68,6 +92,19 @@ int proc_child_common(struct child_env *, struct imsg *);
 
 /* Build the memfd the parent sends with IMSG_CFG. -1 on failure. */
 int proc_config_memfd(const struct config *, enum imapgw_role);
+
+/*
+ * In a child forked, not executed, from a loader: put chanfd and reportfd
+ * at IMAPGW_PARENT_FD and IMAPGW_REPORT_FD, close every other descriptor
+ * but the standard ones (the loader's channel and the fds of other orders
+ * among them), reconnect to syslog unless logging to stderr, and set the
+ * signal state a child has after exec.  The caller then starts as if
+ * executed.  -1 if the descriptors cannot be moved: the child must exit.
+ */
+int proc_forked_child(int chanfd, int reportfd, int debug);
+/* Show argv as the command line (ps, /proc/PID/cmdline), within the
+ * space of the process's original arguments; NULL-terminated. */
+void proc_set_cmdline(char **origargv, char *const *argv);
 
 /* Peer channels (netd <-> scand, netd <-> tlsd), handed out by the
  * parent with IMSG_PEER.  A newer channel to the same peer replaces the

@@ -55,6 +55,35 @@ fmt_uptime(char *s, size_t len, time_t secs)
 	    (long)(secs % 60));
 }
 
+static const char *
+child_state(const struct child *c)
+{
+	if (c->is_loader) {
+		if (c->pid == 0)
+			return "down";
+		if (c->retiring)
+			return "replaced";
+		return c->ready ? "ready" : "loading";
+	}
+	if (c->pid == 0)
+		return c->waiting   ? "waiting"
+		       : c->pending ? "starting"
+		                    : "down";
+	return c->ready ? "ready" : "starting";
+}
+
+/* The scand loader: one row after the scand workers it forks. */
+static void
+ctl_status_loader(struct parent *p, struct buf *out, time_t now)
+{
+	struct child *l = &p->loader;
+	char up[32];
+
+	fmt_uptime(up, sizeof(up), l->pid ? now - l->started : 0);
+	buf_printf(out, "%-6s %4s %8ld %14s %-8s %9s %9s\n", "loader", "-",
+	    (long)l->pid, up, child_state(l), "-", "-");
+}
+
 static void
 ctl_status_finish(struct parent *p, struct ctl_conn *cc)
 {
@@ -80,10 +109,7 @@ ctl_status_finish(struct parent *p, struct ctl_conn *cc)
 			fmt_uptime(
 			    up, sizeof(up), c->pid ? now - c->started : 0);
 			buf_printf(&out, "%-6s %4d %8ld %14s %-8s",
-			    role_name(r), i, (long)c->pid, up,
-			    c->pid == 0 ? "down"
-			    : c->ready  ? "ready"
-			                : "starting");
+			    role_name(r), i, (long)c->pid, up, child_state(c));
 			if (r == ROLE_NETD) {
 				buf_printf(&out, " %9u %9llu\n", c->sessions,
 				    (unsigned long long)c->total);
@@ -92,6 +118,8 @@ ctl_status_finish(struct parent *p, struct ctl_conn *cc)
 			} else
 				buf_printf(&out, " %9s %9s\n", "-", "-");
 		}
+		if (r == ROLE_SCAND)
+			ctl_status_loader(p, &out, now);
 	}
 	buf_printf(&out, "sessions: %llu active, %llu since start\n",
 	    (unsigned long long)sessions, (unsigned long long)total);
@@ -182,6 +210,16 @@ ctl_audit(struct parent *p, struct ctl_conn *cc)
 			buf_printf(&out, "\n");
 		}
 	}
+	/* Nothing to compare: the loader has no sandbox, by design. */
+	if (p->loader.pid > 0)
+		buf_printf(&out,
+		    "loader pid %ld: unconfined by design: root, no chroot, "
+		    "no seccomp filter; it loads the scand engines and only "
+		    "forks the scand workers, which sandbox themselves "
+		    "(audited above)\n\n",
+		    (long)p->loader.pid);
+	else
+		buf_printf(&out, "loader: not running\n\n");
 	buf_printf(&out, "audit: %d differences, %d processes not audited\n",
 	    diffs, failed);
 	ctl_send_text(cc, &out, (diffs || failed) ? 1 : 0);

@@ -12,16 +12,22 @@
 #include "offline.h"
 #include "parent.h"
 
+/*
+ * A child: "-P role -I instance [-d] [-v]".  The scand loader is
+ * "-P loader -I 0"; its workers, forked from it, show themselves as
+ * "-P scand -I n" in the space of those arguments.
+ */
 static int
 child_dispatch(int argc, char **argv)
 {
-	int role = -1, instance = -1, debug = 0, verbose = 0, ch;
+	int role = -1, instance = -1, debug = 0, verbose = 0, loader = 0, ch;
 	const char *errstr = NULL;
 
 	optind = 1;
 	while ((ch = getopt(argc, argv, "P:I:dv")) != -1) {
 		switch (ch) {
 		case 'P':
+			loader = strcmp(optarg, "loader") == 0;
 			role = role_from_name(optarg);
 			break;
 		case 'I':
@@ -45,6 +51,8 @@ child_dispatch(int argc, char **argv)
 		fprintf(stderr, "imapgwd: child: %s\n", errstr);
 		return 1;
 	}
+	if (loader)
+		return scand_loader_main(debug, verbose, argv);
 	switch (role) {
 	case ROLE_NETD:
 		return netd_main(instance, debug, verbose);

@@ -2,7 +2,15 @@
  * The parent process: loads and validates the config, opens listeners,
  * starts and respawns the children, hands each only what it needs, and
  * reloads on SIGHUP.  It never parses network input.
+ *
+ * netd, tlsd and the scand loader are forked and executed.  The scand
+ * workers are forked by the loader from its loaded engines (see
+ * scand/scand.c): for each, the parent makes the channel and the report
+ * pipe as for any child, sends the loader their ends with a fork order,
+ * and learns the pid from its answer.  The parent is a child subreaper,
+ * so the workers are its children and its SIGCHLD handling sees them.
  */
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -30,6 +38,9 @@
 struct parent *parent_env;
 
 static void child_spawn(struct parent *, struct child *);
+static void child_reaped(struct parent *, struct child *, int);
+static void child_respawn_later(struct parent *, struct child *);
+static void workers_renew(struct parent *);
 
 static void __attribute__((noreturn)) usage(void)
 {
@@ -49,6 +60,10 @@ parent_load_config(const char *path, int debug, int verbose, struct buf *errs)
 		    config_default_yaml_len, errs);
 	if (cfg == NULL)
 		return NULL;
+	if (scan_config_check(cfg, errs) == -1) {
+		config_free(cfg);
+		return NULL;
+	}
 	/* -d: everything logs to stderr, whatever the file says. */
 	if (debug)
 		cfg->log_target = LOGT_STDERR;
@@ -245,24 +260,43 @@ fail:
 	return -1;
 }
 
+/* A child's name in logs: "netd-0", "scand-2", "loader". */
+static const char *
+child_name(const struct child *c, char *buf, size_t len)
+{
+	if (c->is_loader)
+		snprintf(buf, len, "loader");
+	else
+		snprintf(buf, len, "%s-%d", role_name(c->role), c->instance);
+	return buf;
+}
+
+static const char *
+child_role_label(const struct child *c)
+{
+	return c->is_loader ? "loader" : role_name(c->role);
+}
+
 /* Sending to children */
 
+/* Running, or a scand worker whose fork is ordered: frames to it queue
+ * on its channel until it reads them. */
 static int
 child_alive(const struct child *c)
 {
-	return c->pid > 0 && c->chan != NULL && !c->chan->dead;
+	return (c->pid > 0 || c->pending) && c->chan != NULL && !c->chan->dead;
 }
 
-static void
+static int
 child_send_config(struct parent *p, struct child *c)
 {
 	int fd;
 
 	if ((fd = proc_config_memfd(p->cfg, c->role)) == -1) {
 		log_warn("cannot pack config for %s", c->chan->name);
-		return;
+		return -1;
 	}
-	proc_compose(c->chan, IMSG_CFG, 0, fd, NULL, 0);
+	return proc_compose(c->chan, IMSG_CFG, 0, fd, NULL, 0);
 }
 
 static void
@@ -371,7 +405,7 @@ peer_lost(struct parent *p, struct child *c, struct imsg *imsg)
 		peer->lost_at = now;
 		peer->lost = 0;
 	}
-	if (++peer->lost > 10) {
+	if (++peer->lost > 10 && peer->pid > 0) {
 		log_warnx("%s pid %ld keeps breaking its channels; killing it",
 		    peer->chan->name, (long)peer->pid);
 		kill(peer->pid, SIGKILL);
@@ -395,7 +429,13 @@ parent_dispatch_child(struct proc_chan *ch, struct imsg *imsg)
 			return;
 		}
 		c->ready = 1;
-		log_debug("%s pid %ld ready", ch->name, (long)c->pid);
+		/* A scand worker's READY may come before its pid. */
+		if (c->pid > 0)
+			log_debug("%s pid %ld ready", ch->name, (long)c->pid);
+		else
+			log_debug("%s ready", ch->name);
+		if (c->role == ROLE_SCAND)
+			workers_renew(p);
 		break;
 	case IMSG_STATUS:
 		imsg_reader(imsg, &rd);
@@ -423,14 +463,309 @@ parent_dispatch_child(struct proc_chan *ch, struct imsg *imsg)
 	}
 }
 
+/* The scand loader */
+
+static int
+loader_can_fork(struct parent *p)
+{
+	struct child *l = &p->loader;
+
+	return child_alive(l) && l->ready && l->checks == 0 && !l->retiring;
+}
+
+/*
+ * Order scand worker c from the loader (which can fork).  Its channel
+ * gets the frames of any starting child at once; the worker reads them
+ * when it runs.
+ */
+static void
+worker_order(struct parent *p, struct child *c, int chanfd, int reportfd)
+{
+	struct child *l = &p->loader;
+	struct buf b;
+	char name[32];
+	int r;
+
+	child_name(c, name, sizeof(name));
+	c->order = ++p->orders;
+	c->order_reaps = p->reaps;
+	c->gen = l->gen;
+	c->pending = 1;
+	buf_init(&b, 0);
+	buf_add_u32(&b, (uint32_t)c->instance);
+	if ((r = proc_compose(
+	         l->chan, IMSG_LOADER_FD, c->order, reportfd, NULL, 0)) == -1)
+		close(chanfd);
+	else
+		r = proc_compose(l->chan, IMSG_LOADER_FORK, c->order, chanfd,
+		    buf_head(&b), buf_used(&b));
+	buf_free(&b);
+	if (r == -1) {
+		log_warnx("cannot order %s from the loader", name);
+		c->pending = 0;
+		c->chan->dead = 1;
+		proc_chan_free(c->chan);
+		c->chan = NULL;
+		close(c->reportfd);
+		c->reportfd = -1;
+		child_respawn_later(p, c);
+		return;
+	}
+	log_debug("%s: fork order %u to the loader", name, c->order);
+	child_send_config(p, c);
+	child_connect_peers(p, c);
+	child_send_start(p, c);
+}
+
+/* The loader can fork (again): the workers waiting get their orders. */
+static void
+loader_go(struct parent *p)
+{
+	struct child *c;
+	int i;
+
+	if (p->stopping || !loader_can_fork(p))
+		return;
+	for (i = 0; i < p->cfg->workers[ROLE_SCAND]; i++) {
+		c = &p->children[ROLE_SCAND][i];
+		if (c->waiting)
+			child_spawn(p, c);
+	}
+	workers_renew(p);
+}
+
+/*
+ * The loader's channel is gone: what it has not answered never will be.
+ * A worker it forked meanwhile gets no frames and exits.  A config it
+ * did not judge may need more than the running workers have: the next
+ * loader loads it and they are replaced.
+ */
+static void
+loader_gone(struct parent *p)
+{
+	struct child *c;
+	int i;
+
+	if (p->loader.checks > 0) {
+		p->loader.checks = 0;
+		p->need_gen = p->loader_gen + 1;
+	}
+	for (i = 0; i < IMAPGW_MAX_INSTANCES; i++) {
+		c = &p->children[ROLE_SCAND][i];
+		if (!c->pending)
+			continue;
+		c->pending = 0;
+		if (c->chan != NULL)
+			proc_chan_close(c->chan);
+		if (c->reportfd != -1)
+			close(c->reportfd);
+		c->reportfd = -1;
+		c->ready = 0;
+		c->waiting = !p->stopping;
+	}
+}
+
+/*
+ * After the loader was replaced (a reload needed engines the old one had
+ * not loaded), replace the workers the old one forked, one at a time, so
+ * that the others keep scanning meanwhile.  A worker stops when the
+ * parent closes its channel.
+ */
+static void
+workers_renew(struct parent *p)
+{
+	struct child *c, *next = NULL;
+	char name[32];
+	int i;
+
+	if (p->stopping || !loader_can_fork(p))
+		return;
+	for (i = 0; i < p->cfg->workers[ROLE_SCAND]; i++) {
+		c = &p->children[ROLE_SCAND][i];
+		if (c->retiring || c->pending || c->waiting ||
+		    (c->pid > 0 && !c->ready))
+			return;
+		if (next == NULL && c->pid > 0 && c->chan != NULL &&
+		    c->gen < p->need_gen)
+			next = c;
+	}
+	if (next == NULL)
+		return;
+	log_info("replacing %s pid %ld: its engines are those of a replaced "
+	         "loader",
+	    child_name(next, name, sizeof(name)), (long)next->pid);
+	next->retiring = 1;
+	proc_chan_close(next->chan);
+}
+
+/* A child reaped before the loader told its pid. */
+static int
+reaped_take(struct parent *p, pid_t pid, uint64_t since, int *status)
+{
+	struct reaped *r;
+	size_t i;
+
+	for (i = 0; i < PARENT_REAPED; i++) {
+		r = &p->reaped[i];
+		if (r->pid == pid && r->seq > since) {
+			*status = r->status;
+			r->pid = 0;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+static void
+loader_forked(struct parent *p, struct proc_chan *ch, struct imsg *imsg)
+{
+	struct child *c;
+	struct reader rd;
+	uint32_t inst, pid;
+	char name[32];
+	int status;
+
+	imsg_reader(imsg, &rd);
+	inst = rd_u32(&rd);
+	pid = rd_u32(&rd);
+	if (rd_end(&rd) == -1 || inst >= IMAPGW_MAX_INSTANCES ||
+	    pid > INT32_MAX) {
+		proc_chan_fail(ch, "bad LOADER_FORKED frame");
+		return;
+	}
+	c = &p->children[ROLE_SCAND][inst];
+	child_name(c, name, sizeof(name));
+	if (!c->pending || c->order != imsg->hdr.peerid) {
+		log_debug(
+		    "loader: %s pid %u from an order withdrawn", name, pid);
+		return;
+	}
+	c->pending = 0;
+	if (pid == 0) {
+		log_warnx("the loader could not fork %s", name);
+		if (c->chan != NULL) {
+			c->chan->dead = 1;
+			control_child_gone(p, c);
+			proc_chan_free(c->chan);
+			c->chan = NULL;
+		}
+		if (c->reportfd != -1)
+			close(c->reportfd);
+		c->reportfd = -1;
+		child_respawn_later(p, c);
+		return;
+	}
+	c->pid = (pid_t)pid;
+	c->started = time(NULL);
+	log_info("started %s pid %ld", name, (long)c->pid);
+	if (reaped_take(p, c->pid, c->order_reaps, &status) == 0)
+		child_reaped(p, c, status);
+	else if (c->chan == NULL && !p->stopping) {
+		log_debug("%s pid %ld: channel closed; terminating it", name,
+		    (long)c->pid);
+		kill(c->pid, SIGKILL);
+	}
+	/* Its READY may have come first. */
+	workers_renew(p);
+}
+
+/*
+ * A new config: the loader answers whether its engines serve it, and
+ * until then forks no worker.  With no loader to ask, the next one loads
+ * it and the workers of the older ones are replaced, to be safe.
+ */
+static void
+loader_reload(struct parent *p)
+{
+	struct child *l = &p->loader;
+
+	if (l->retiring)
+		return; /* being replaced already */
+	if (child_alive(l) && child_send_config(p, l) == 0) {
+		l->checks++;
+		return;
+	}
+	p->need_gen = p->loader_gen + 1;
+	if (child_alive(l)) {
+		l->retiring = 1;
+		l->ready = 0;
+		proc_chan_close(l->chan);
+	}
+}
+
+/* A reload needs what this loader has not loaded: a new one loads it. */
+static void
+loader_stale(struct parent *p, struct proc_chan *ch, struct imsg *imsg)
+{
+	struct child *l = ch->arg;
+	struct reader rd;
+	char *what;
+
+	imsg_reader(imsg, &rd);
+	what = rd_str(&rd, 2048);
+	if (rd_end(&rd) == -1 || l->checks == 0) {
+		free(what);
+		proc_chan_fail(ch, "bad LOADER_STALE frame");
+		return;
+	}
+	log_info("the configuration needs %s, which the loader pid %ld has "
+	         "not loaded: starting a new loader, then replacing the scand "
+	         "workers one by one",
+	    what, (long)l->pid);
+	free(what);
+	/* The next loader's generation; the old one ends when its
+	 * channel closes and is respawned at once. */
+	p->need_gen = p->loader_gen + 1;
+	l->retiring = 1;
+	l->ready = 0;
+	proc_chan_close(ch);
+}
+
+static void
+parent_dispatch_loader(struct proc_chan *ch, struct imsg *imsg)
+{
+	struct child *l = ch->arg;
+	struct parent *p = parent_env;
+
+	switch (imsg->hdr.type) {
+	case IMSG_READY:
+		if (imsg->datalen != 0 || l->ready) {
+			proc_chan_fail(ch, "unexpected READY");
+			return;
+		}
+		l->ready = 1;
+		log_info(
+		    "loader pid %ld ready: scand engines loaded", (long)l->pid);
+		loader_go(p);
+		break;
+	case IMSG_CFG_APPLIED:
+		if (imsg->datalen != sizeof(uint32_t) || l->checks == 0) {
+			proc_chan_fail(ch, "bad CFG_APPLIED frame");
+			return;
+		}
+		l->checks--;
+		loader_go(p);
+		break;
+	case IMSG_LOADER_STALE:
+		loader_stale(p, ch, imsg);
+		break;
+	case IMSG_LOADER_FORKED:
+		loader_forked(p, ch, imsg);
+		break;
+	default:
+		proc_chan_fail(ch, "unexpected %s from the loader",
+		    imsg_type_name(imsg->hdr.type));
+	}
+}
+
 static void
 parent_child_closed(struct proc_chan *ch)
 {
 	struct child *c = ch->arg;
 
 	/* A child whose channel is gone is of no use; the SIGCHLD path
-	 * logs and respawns it. */
-	if (c->pid > 0 && !parent_env->stopping) {
+	 * logs and respawns it.  One retiring stops by itself. */
+	if (c->pid > 0 && !parent_env->stopping && !c->retiring) {
 		log_debug("%s pid %ld: channel closed; terminating it",
 		    ch->name, (long)c->pid);
 		kill(c->pid, SIGKILL);
@@ -438,6 +773,10 @@ parent_child_closed(struct proc_chan *ch)
 	control_child_gone(parent_env, c);
 	proc_chan_free(ch);
 	c->chan = NULL;
+	if (c->is_loader) {
+		c->ready = 0;
+		loader_gone(parent_env);
+	}
 }
 
 static void
@@ -467,7 +806,9 @@ child_exec(struct parent *p, struct child *c, int chanfd, int reportfd)
 	snprintf(inst, sizeof(inst), "%d", c->instance);
 	argv[n++] = "imapgwd";
 	argv[n++] = "-P";
-	argv[n++] = (char *)role_name(c->role);
+	/* The loader's arguments leave room for its workers' "-P scand
+	 * -I 63": they show themselves in the same space. */
+	argv[n++] = c->is_loader ? "loader" : (char *)role_name(c->role);
 	argv[n++] = "-I";
 	argv[n++] = inst;
 	if (p->cfg->log_target == LOGT_STDERR)
@@ -479,18 +820,48 @@ child_exec(struct parent *p, struct child *c, int chanfd, int reportfd)
 	_exit(127);
 }
 
+/*
+ * Start child c: its channel and report pipe, then fork and exec, or for
+ * a scand worker an order to the loader.  The frames every child needs
+ * at start (config, peers, listeners, START) queue on its channel.
+ */
 static void
 child_spawn(struct parent *p, struct child *c)
 {
 	char name[32];
 	int sp[2], rp[2];
-	pid_t pid;
+	pid_t pid = 0;
 
+	child_name(c, name, sizeof(name));
+	if (c->role == ROLE_SCAND && !c->is_loader && !loader_can_fork(p)) {
+		if (!c->waiting)
+			log_info("%s waits for the loader", name);
+		c->waiting = 1;
+		return;
+	}
+	c->waiting = 0;
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0,
 	        sp) == -1)
 		fatal("socketpair");
 	if (pipe2(rp, O_CLOEXEC | O_NONBLOCK) == -1)
 		fatal("pipe2");
+	c->chan = proc_chan_new(p->base, sp[0], 1, name,
+	    c->is_loader ? parent_dispatch_loader : parent_dispatch_child,
+	    parent_child_closed, c);
+	if (c->chan == NULL)
+		fatal("channel for %s", name);
+	c->chan->role = c->role;
+	c->chan->instance = c->instance;
+	c->reportfd = rp[0];
+	c->started = time(NULL);
+	c->ready = 0;
+	c->sessions = 0;
+	c->total = 0;
+	c->retiring = 0;
+	if (c->role == ROLE_SCAND && !c->is_loader) {
+		worker_order(p, c, sp[1], rp[1]);
+		return;
+	}
 	switch ((pid = fork())) {
 	case -1:
 		fatal("fork");
@@ -500,21 +871,14 @@ child_spawn(struct parent *p, struct child *c)
 	}
 	close(sp[1]);
 	close(rp[1]);
-	snprintf(name, sizeof(name), "%s-%d", role_name(c->role), c->instance);
-	c->chan = proc_chan_new(p->base, sp[0], 1, name, parent_dispatch_child,
-	    parent_child_closed, c);
-	if (c->chan == NULL)
-		fatal("channel for %s", name);
-	c->chan->role = c->role;
-	c->chan->instance = c->instance;
 	c->pid = pid;
-	c->reportfd = rp[0];
-	c->started = time(NULL);
-	c->ready = 0;
-	c->sessions = 0;
-	c->total = 0;
 	log_info("started %s pid %ld", name, (long)pid);
 	child_send_config(p, c);
+	if (c->is_loader) {
+		c->gen = ++p->loader_gen;
+		c->checks = 0;
+		return;
+	}
 	child_connect_peers(p, c);
 	if (c->role == ROLE_NETD)
 		child_send_listeners(p, c);
@@ -526,7 +890,7 @@ respawn_cb(evutil_socket_t fd, short ev, void *arg)
 {
 	struct child *c = arg;
 
-	if (!parent_env->stopping && c->pid == 0 &&
+	if (!parent_env->stopping && c->pid == 0 && !c->pending &&
 	    c->instance < parent_env->cfg->workers[c->role])
 		child_spawn(parent_env, c);
 }
@@ -545,49 +909,23 @@ signal_name(int sig)
 	return buf;
 }
 
+/* Respawn c after a delay that grows while it keeps dying right after
+ * its start. */
 static void
-child_reaped(struct parent *p, struct child *c, int status)
+child_respawn_later(struct parent *p, struct child *c)
 {
-	char pid[16], name[32], sysname[64] = "unknown";
 	struct timeval tv = {0, 0};
 	time_t lived = time(NULL) - c->started;
-	int nr, delay;
+	char name[32];
+	int delay;
 
-	snprintf(pid, sizeof(pid), "%ld", (long)c->pid);
-	snprintf(name, sizeof(name), "%s-%d", role_name(c->role), c->instance);
-	if (WIFSIGNALED(status) && WTERMSIG(status) == SIGSYS) {
-		if (read(c->reportfd, &nr, sizeof(nr)) == sizeof(nr))
-			snprintf(sysname, sizeof(sysname), "%s",
-			    sandbox_syscall_name(nr));
-		log_event(LOG_ERR, "sandbox violation", "role",
-		    role_name(c->role), "instance", name, "pid", pid, "syscall",
-		    sysname, NULL);
-	}
-	if (WIFSIGNALED(status))
-		log_event(p->stopping ? LOG_INFO : LOG_WARNING, "child died",
-		    "role", role_name(c->role), "instance", name, "pid", pid,
-		    "signal", signal_name(WTERMSIG(status)), NULL);
-	else if (!p->stopping || WEXITSTATUS(status) != 0) {
-		char code[16];
-
-		snprintf(code, sizeof(code), "%d", WEXITSTATUS(status));
-		log_event(p->stopping ? LOG_INFO : LOG_WARNING, "child exited",
-		    "role", role_name(c->role), "instance", name, "pid", pid,
-		    "status", code, NULL);
-	}
-	close(c->reportfd);
-	c->reportfd = -1;
-	c->pid = 0;
-	if (c->chan) {
-		c->chan->dead = 1;
-		control_child_gone(p, c);
-		proc_chan_free(c->chan);
-		c->chan = NULL;
-	}
 	if (p->stopping)
 		return;
-	/* Back off when a child keeps dying right after start. */
-	if (lived < RESPAWN_QUICK)
+	if (c->retiring) {
+		/* Replaced on purpose: at once, no penalty. */
+		c->retiring = 0;
+		c->quickdeaths = 0;
+	} else if (lived < RESPAWN_QUICK)
 		c->quickdeaths++;
 	else
 		c->quickdeaths = 0;
@@ -595,8 +933,56 @@ child_reaped(struct parent *p, struct child *c, int status)
 	if (delay > RESPAWN_MAX_DELAY)
 		delay = RESPAWN_MAX_DELAY;
 	tv.tv_sec = delay;
-	log_info("respawning %s in %d s", name, delay);
+	log_info(
+	    "respawning %s in %d s", child_name(c, name, sizeof(name)), delay);
 	evtimer_add(c->respawn, &tv);
+}
+
+static void
+child_reaped(struct parent *p, struct child *c, int status)
+{
+	char pid[16], name[32], sysname[64] = "unknown";
+	const char *role = child_role_label(c);
+	int nr;
+
+	snprintf(pid, sizeof(pid), "%ld", (long)c->pid);
+	child_name(c, name, sizeof(name));
+	if (WIFSIGNALED(status) && WTERMSIG(status) == SIGSYS) {
+		if (c->reportfd != -1 &&
+		    read(c->reportfd, &nr, sizeof(nr)) == sizeof(nr))
+			snprintf(sysname, sizeof(sysname), "%s",
+			    sandbox_syscall_name(nr));
+		log_event(LOG_ERR, "sandbox violation", "role", role,
+		    "instance", name, "pid", pid, "syscall", sysname, NULL);
+	}
+	if (WIFSIGNALED(status))
+		log_event(p->stopping ? LOG_INFO : LOG_WARNING, "child died",
+		    "role", role, "instance", name, "pid", pid, "signal",
+		    signal_name(WTERMSIG(status)), NULL);
+	else if (c->retiring && WEXITSTATUS(status) == 0)
+		log_info("%s pid %s stopped: replaced", name, pid);
+	else if (!p->stopping || WEXITSTATUS(status) != 0) {
+		char code[16];
+
+		snprintf(code, sizeof(code), "%d", WEXITSTATUS(status));
+		log_event(p->stopping ? LOG_INFO : LOG_WARNING, "child exited",
+		    "role", role, "instance", name, "pid", pid, "status", code,
+		    NULL);
+	}
+	if (c->reportfd != -1)
+		close(c->reportfd);
+	c->reportfd = -1;
+	c->pid = 0;
+	c->ready = 0;
+	if (c->chan) {
+		c->chan->dead = 1;
+		control_child_gone(p, c);
+		proc_chan_free(c->chan);
+		c->chan = NULL;
+	}
+	if (c->is_loader)
+		loader_gone(p);
+	child_respawn_later(p, c);
 }
 
 static struct child *
@@ -604,6 +990,10 @@ child_by_pid(struct parent *p, pid_t pid)
 {
 	int r, i;
 
+	if (pid <= 0)
+		return NULL;
+	if (p->loader.pid == pid)
+		return &p->loader;
 	for (r = ROLE_NETD; r < ROLE_MAX; r++)
 		for (i = 0; i < IMAPGW_MAX_INSTANCES; i++)
 			if (p->children[r][i].pid == pid)
@@ -611,9 +1001,14 @@ child_by_pid(struct parent *p, pid_t pid)
 	return NULL;
 }
 
+/*
+ * Every child, and as a subreaper every orphan below us: a scand worker
+ * whose pid the loader has not told yet is remembered for when it does.
+ */
 static void
 reap_children(struct parent *p)
 {
+	struct reaped *r;
 	struct child *c;
 	pid_t pid;
 	int status;
@@ -621,8 +1016,15 @@ reap_children(struct parent *p)
 	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
 		if (!WIFEXITED(status) && !WIFSIGNALED(status))
 			continue;
-		if ((c = child_by_pid(p, pid)) != NULL)
+		p->reaps++;
+		if ((c = child_by_pid(p, pid)) != NULL) {
 			child_reaped(p, c, status);
+			continue;
+		}
+		r = &p->reaped[p->reaps % PARENT_REAPED];
+		r->pid = pid;
+		r->status = status;
+		r->seq = p->reaps;
 	}
 }
 
@@ -635,6 +1037,8 @@ children_running(struct parent *p)
 		for (i = 0; i < IMAPGW_MAX_INSTANCES; i++)
 			if (p->children[r][i].pid > 0)
 				n++;
+	if (p->loader.pid > 0)
+		n++;
 	return n;
 }
 
@@ -655,6 +1059,11 @@ stop_timeout_cb(evutil_socket_t fd, short ev, void *arg)
 				    (long)p->children[r][i].pid);
 				kill(p->children[r][i].pid, SIGKILL);
 			}
+	if (p->loader.pid > 0) {
+		log_warnx("loader pid %ld did not stop; killing",
+		    (long)p->loader.pid);
+		kill(p->loader.pid, SIGKILL);
+	}
 	event_base_loopexit(p->base, NULL);
 }
 
@@ -673,6 +1082,8 @@ parent_stop(struct parent *p, int sig)
 		for (i = 0; i < IMAPGW_MAX_INSTANCES; i++) {
 			c = &p->children[r][i];
 			evtimer_del(c->respawn);
+			c->waiting = 0;
+			c->pending = 0;
 			if (c->chan) {
 				c->chan->dead = 1;
 				control_child_gone(p, c);
@@ -680,6 +1091,16 @@ parent_stop(struct parent *p, int sig)
 				c->chan = NULL;
 			}
 		}
+	}
+	/* The loader reads no frame while it loads: stop it now. */
+	c = &p->loader;
+	evtimer_del(c->respawn);
+	if (c->pid > 0 && !c->ready)
+		kill(c->pid, SIGTERM);
+	if (c->chan) {
+		c->chan->dead = 1;
+		proc_chan_free(c->chan);
+		c->chan = NULL;
 	}
 	control_cleanup(p);
 	if (children_running(p) == 0) {
@@ -754,6 +1175,7 @@ parent_reload(struct parent *p)
 	cfg->generation = old->generation + 1;
 	p->cfg = cfg;
 	log_init(cfg->log_target, cfg->log_format, cfg->log_level, "parent");
+	loader_reload(p);
 	for (r = ROLE_NETD; r < ROLE_MAX; r++) {
 		for (i = 0; i < cfg->workers[r]; i++) {
 			c = &p->children[r][i];
@@ -799,6 +1221,14 @@ start_children(struct parent *p)
 	size_t k;
 	int i;
 
+	/* The loader before all: the scand workers wait for it. */
+	c = &p->loader;
+	c->role = ROLE_SCAND;
+	c->instance = 0;
+	c->is_loader = 1;
+	c->reportfd = -1;
+	c->respawn = evtimer_new(p->base, respawn_cb, c);
+	child_spawn(p, c);
 	for (k = 0; k < sizeof(order) / sizeof(order[0]); k++) {
 		for (i = 0; i < IMAPGW_MAX_INSTANCES; i++) {
 			c = &p->children[order[k]][i];
@@ -820,6 +1250,9 @@ parent_setup(struct parent *p)
 	if ((n = readlink("/proc/self/exe", p->exe, sizeof(p->exe) - 1)) <= 0)
 		fatal("cannot find my own binary (/proc/self/exe)");
 	p->exe[n] = '\0';
+	/* scand workers are forked by the loader and re-parented to us. */
+	if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == -1)
+		fatal("prctl PR_SET_CHILD_SUBREAPER");
 	if (lookup_user(p, p->cfg->user) == -1 || prepare_dirs(p) == -1)
 		return -1;
 	if (listeners_update(p, p->cfg) == -1)

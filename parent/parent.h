@@ -14,8 +14,9 @@
 #include "proc.h"
 
 struct child {
-	enum imapgw_role role;
+	enum imapgw_role role; /* the loader: ROLE_SCAND, is_loader set */
 	int instance;
+	int is_loader;
 	pid_t pid;
 	struct proc_chan *chan;
 	int reportfd; /* read end of the sandbox violation pipe */
@@ -28,7 +29,29 @@ struct child {
 	int status_pending;
 	time_t lost_at; /* peer channel reconnects asked for, per minute */
 	int lost;
+	/*
+	 * scand workers come from the loader: a worker waits until the
+	 * loader can fork it, then an order is out until the loader
+	 * answers with its pid.  gen: the loader's generation (a loader:
+	 * its own).
+	 */
+	int waiting;
+	int pending;
+	uint32_t order;
+	uint64_t order_reaps; /* p->reaps when the order went out */
+	uint32_t gen;
+	int retiring; /* stopped on purpose, to be replaced at once */
+	int checks; /* loader: configs sent, not answered yet */
 };
+
+/* A child process reaped that was no known child (yet). */
+struct reaped {
+	pid_t pid;
+	int status;
+	uint64_t seq;
+};
+
+#define PARENT_REAPED 32
 
 struct listener {
 	char addr[80];
@@ -48,6 +71,12 @@ struct parent {
 	gid_t gid;
 	char scand_root[PATH_MAX];
 	struct child children[ROLE_MAX][IMAPGW_MAX_INSTANCES];
+	struct child loader; /* loads the scand engines, forks the workers */
+	uint32_t loader_gen; /* of the newest loader started */
+	uint32_t need_gen; /* workers of older loaders are replaced */
+	uint32_t orders; /* fork orders sent */
+	uint64_t reaps; /* children reaped */
+	struct reaped reaped[PARENT_REAPED]; /* ring of unknown ones */
 	struct listener *listeners;
 	size_t nlisteners;
 	int ctlfd;
@@ -75,7 +104,11 @@ void control_child_gone(struct parent *, struct child *);
 
 /* child roles, for main.c */
 int netd_main(int instance, int debug, int verbose);
+/* scand/scan.c: what scand will compile of the used actions (rules,
+ * APT database, spam rules), checked when the parent loads a config. */
+int scan_config_check(const struct config *, struct buf *errs);
 int scand_main(int instance, int debug, int verbose);
+int scand_loader_main(int debug, int verbose, char **argv);
 int tlsd_main(int instance, int debug, int verbose);
 
 #endif

@@ -369,7 +369,8 @@ def test_json_log(make_gateway):
         for k in ("time", "level", "role", "pid", "msg"):
             assert k in o, (n, k, line)
         assert isinstance(o["pid"], int), line
-        assert o["role"] in ("parent", "netd", "scand", "tlsd"), line
+        assert o["role"] in ("parent", "netd", "scand", "tlsd", "loader"), \
+            line
         assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$",
                         o["time"]), line
         objs.append(o)
@@ -473,7 +474,8 @@ def _gone(pid):
 def test_sigterm_stops_everything(make_gateway):
     g = make_gateway()
     kids = g.children()
-    assert len(kids) == 4, g.roles()
+    # 2 netd, 1 scand, 1 tlsd and the scand loader
+    assert len(kids) == 5, g.roles()
     assert os.path.exists(g.socket)
     c = RawIMAP(g.port())
     lport = c.local_port
