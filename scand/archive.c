@@ -110,6 +110,53 @@ is_gzip(const uint8_t *d, size_t len)
 	return len >= 10 && d[0] == 0x1f && d[1] == 0x8b && d[2] == 8;
 }
 
+/*
+ * Could libarchive read data as a ZIP, a tar or a bzip2/xz stream?  A
+ * cheap look at the signatures first, since most parts are no archive:
+ * a local file header at the start or an end of central directory record
+ * near the end (self-extracting archives keep the ZIP after a program),
+ * "ustar" or a valid v7 header checksum, the bzip2 and xz magic.
+ */
+static int
+maybe_plain(const uint8_t *d, size_t len)
+{
+	size_t i, from;
+	unsigned long sum = 0, want = 0;
+	int digits = 0;
+
+	if (len >= 4 && memcmp(d, "PK\3\4", 4) == 0)
+		return 1;
+	if (len >= 3 && memcmp(d, "BZh", 3) == 0)
+		return 1;
+	if (len >= 6 && memcmp(d,
+	                    "\xfd"
+	                    "7zXZ\0",
+	                    6) == 0)
+		return 1;
+	if (len >= 22) {
+		/* The EOCD record is 22 bytes plus a comment < 64 KiB. */
+		from = len > 22 + 65535 ? len - 22 - 65535 : 0;
+		for (i = len - 22 + 1; i-- > from;)
+			if (d[i] == 'P' && memcmp(d + i, "PK\5\6", 4) == 0)
+				return 1;
+	}
+	if (len >= 512) {
+		if (memcmp(d + 257, "ustar", 5) == 0)
+			return 1;
+		/* v7: the octal checksum of the header, its own field taken
+		 * as blanks. */
+		for (i = 148; i < 156 && (d[i] == ' ' || d[i] == '\0'); i++)
+			;
+		for (; i < 156 && d[i] >= '0' && d[i] <= '7'; i++, digits++)
+			want = want * 8 + (unsigned long)(d[i] - '0');
+		for (i = 0; i < 512; i++)
+			sum += i >= 148 && i < 156 ? ' ' : d[i];
+		if (digits > 0 && sum == want && d[0] != '\0')
+			return 1;
+	}
+	return 0;
+}
+
 /* Append c as UTF-8. */
 static size_t
 put_utf8(char *o, unsigned int c)
@@ -523,6 +570,8 @@ walk_data(struct walk *w, const uint8_t *data, size_t len, int depth)
 			    w, data, len, depth, MODE_GZIP_RAW, &empty);
 		return st;
 	}
+	if (!maybe_plain(data, len))
+		return ARC_NOT;
 	return walk_mode(w, data, len, depth, MODE_PLAIN, &empty);
 }
 

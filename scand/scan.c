@@ -409,12 +409,6 @@ scan_config_check(const struct config *cfg, struct buf *errs)
 			bad = 1;
 		}
 		scan_rt_free(rt);
-		if (cfg->actions[i].apt_blocker.enabled &&
-		    cfg->actions[i].apt_blocker.missing)
-			log_warnx("action '%s': APT Blocker database %s does "
-			          "not exist: no hashes are known",
-			    cfg->actions[i].name,
-			    cfg->actions[i].apt_blocker.database);
 	}
 	return bad ? -1 : 0;
 }
@@ -1107,9 +1101,9 @@ scan_var(struct buf *o, const char *name, size_t nlen, const char *reason,
 	if (IS("reason"))
 		v = reason;
 	else if (IS("virus"))
-		v = f != NULL && (f->stage == ST_AV || f->stage == ST_APT) ?
-		        f->what :
-		        "";
+		v = f != NULL && (f->stage == ST_AV || f->stage == ST_APT)
+		        ? f->what
+		        : "";
 	else if (IS("filename")) {
 		v = "";
 		if (f != NULL && f->member[0] != '\0')
@@ -2346,10 +2340,18 @@ scan_load(const struct config *cfg, char *err, size_t len)
 		explicit_bzero(key, sizeof(key));
 	}
 	/* Compile now what can be: errors show at start, not per message. */
-	for (i = 0; i < cfg->nactions; i++)
-		if (cfg->actions[i].used &&
-		    scan_rt_get(cfg, i, err, len) == NULL)
+	for (i = 0; i < cfg->nactions; i++) {
+		if (!cfg->actions[i].used)
+			continue;
+		if (scan_rt_get(cfg, i, err, len) == NULL)
 			return -1;
+		if (cfg->actions[i].apt_blocker.enabled &&
+		    cfg->actions[i].apt_blocker.missing)
+			log_warnx("action '%s': APT Blocker database %s does "
+			          "not exist: no hashes are known",
+			    cfg->actions[i].name,
+			    cfg->actions[i].apt_blocker.database);
+	}
 	return 0;
 }
 

@@ -185,7 +185,9 @@ make_samples(void)
 	    "printf x > \"$(printf 'tab\\tname.txt')\"; "
 	    "printf x > \"$(printf 'l\\351at.txt')\"\n"
 	    "LC_ALL=C zip -q names.zip caf*.exe tab*name.txt l*at.txt\n"
-	    "(head -c 1024 /dev/zero; cat pe.exe) | gzip -c > hide.gz\n",
+	    "(head -c 1024 /dev/zero; cat pe.exe) | gzip -c > hide.gz\n"
+	    "cat pe.exe a.zip > sfx.exe\n"
+	    "tar --format=v7 -cf v7.tar t.txt pe.exe\n",
 	    top);
 	if (system(cmd) != 0) {
 		fprintf(stderr, "making the samples failed (zip, gzip, bzip2, "
@@ -583,6 +585,13 @@ test_archive_formats(void)
 	CHECK(strcmp(s.type[0], "text/plain") == 0);
 	CHECK(strcmp(s.type[1],
 	          "application/vnd.microsoft.portable-executable") == 0);
+
+	/* a ZIP after a program (self-extracting) and a v7 tar, without
+	 * signatures at the start, are still found */
+	CHECK(walk("sfx.exe", 3, MB, 100, &s, err, sizeof(err)) == ARC_OK);
+	CHECK(s.n == 2 && memb(&s, 1, "pe.exe", 1, sizeof(pe)));
+	CHECK(walk("v7.tar", 3, MB, 100, &s, err, sizeof(err)) == ARC_OK);
+	CHECK(s.n == 2 && memb(&s, 1, "pe.exe", 1, sizeof(pe)));
 
 	/* directories and symbolic links are skipped */
 	CHECK(walk("ds.zip", 3, MB, 100, &s, err, sizeof(err)) == ARC_OK);
