@@ -1144,6 +1144,90 @@ cfg_k_control(struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
 }
 
 /*
+ * auto_block: { duration, exceptions }.
+ */
+
+static void
+cfg_k_ab_duration(
+    struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
+{
+	struct cfg_auto_block *ab = o;
+	uint64_t ms;
+
+	if (cfg_duration(st, k, v, &ms) == -1)
+		return;
+	if (ms < CFG_BLOCK_MIN_MS || ms > CFG_BLOCK_MAX_MS || ms % 1000 != 0) {
+		cfg_err(st, v->pos,
+		    "duration must be from 1s to 30d, in whole seconds");
+		return;
+	}
+	ab->duration_ms = ms;
+}
+
+static void
+cfg_ab_exception(
+    struct cfg_state *st, struct ynode *item, struct cfg_auto_block *ab)
+{
+	if (item->type == YN_BAD)
+		return;
+	if (item->type != YN_SCALAR) {
+		cfg_err(st, item->pos, "'exceptions' entries must be strings");
+		return;
+	}
+	if (parse_cidr(item->str, &ab->exceptions[ab->nexceptions]) == -1) {
+		cfg_err(st, item->pos,
+		    "bad CIDR '%.80s' (use any, an address or address/prefix)",
+		    item->str);
+		return;
+	}
+	ab->nexceptions++;
+}
+
+static void
+cfg_k_ab_exceptions(
+    struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
+{
+	struct cfg_auto_block *ab = o;
+	struct ynode **items;
+	size_t i, n;
+
+	(void)k;
+	if (v->type == YN_MAP) {
+		cfg_err(st, v->pos, "'exceptions' must be a sequence");
+		return;
+	}
+	if ((n = cfg_items(v, &items)) == 0)
+		return;
+	if (n > CONFIG_MAX_ITEMS) {
+		cfg_err(st, v->pos,
+		    "too many 'exceptions' entries (at most %d)",
+		    CONFIG_MAX_ITEMS);
+		return;
+	}
+	if ((ab->exceptions = calloc(n, sizeof(*ab->exceptions))) == NULL) {
+		cfg_oom(st);
+		return;
+	}
+	for (i = 0; i < n; i++)
+		cfg_ab_exception(st, items ? items[i] : v, ab);
+}
+
+static const struct cfg_key cfg_auto_block_keys[] = {
+    {"duration", cfg_k_ab_duration, 0},
+    {"exceptions", cfg_k_ab_exceptions, 0},
+    {NULL, NULL, 0},
+};
+
+static void
+cfg_k_auto_block(
+    struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
+{
+	if (cfg_want_map(st, k, v))
+		cfg_walk(st, v, "auto_block", cfg_auto_block_keys,
+		    &((struct config *)o)->auto_block);
+}
+
+/*
  * servers: name -> { balance, tls, connect_timeout, send_id, members }.
  */
 
@@ -2739,6 +2823,7 @@ static const struct cfg_key cfg_top_keys[] = {
     {"workers", cfg_k_workers, 0},
     {"log", cfg_k_log, 0},
     {"control", cfg_k_control, 0},
+    {"auto_block", cfg_k_auto_block, 0},
     {"servers", cfg_k_servers, 0},
     {"actions", cfg_k_actions, 0},
     {"policies", cfg_k_policies, 0},
@@ -3489,6 +3574,7 @@ cfg_new(const char *file)
 	c->chroot = strdup("/var/empty");
 	c->state_dir = strdup("/var/lib/imapgw");
 	c->control_socket = strdup("/run/imapgwd.sock");
+	c->auto_block.duration_ms = CFG_BLOCK_DEFAULT_MS;
 	c->actions = calloc(CFG_NBUILTIN, sizeof(*c->actions));
 	if (c->actions != NULL)
 		for (i = 0; i < CFG_NBUILTIN; i++, c->nactions++)
@@ -3719,5 +3805,6 @@ config_free(struct config *c)
 	free(c->chroot);
 	free(c->state_dir);
 	free(c->control_socket);
+	free(c->auto_block.exceptions);
 	free(c);
 }

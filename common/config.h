@@ -211,6 +211,21 @@ struct cfg_policy {
 	struct cfg_pos pos;
 };
 
+/*
+ * auto_block: the list the block action puts client addresses on.  The
+ * parent keeps it (and this part of the config); netd only gets the
+ * addresses blocked.
+ */
+#define CFG_BLOCK_MIN_MS 1000ULL /* 1s */
+#define CFG_BLOCK_MAX_MS (30ULL * 24 * 60 * 60 * 1000) /* 30d */
+#define CFG_BLOCK_DEFAULT_MS (20ULL * 60 * 1000) /* 20m */
+
+struct cfg_auto_block {
+	uint64_t duration_ms; /* whole seconds, default 20m */
+	struct cfg_cidr *exceptions; /* never blocked; default none */
+	size_t nexceptions;
+};
+
 /* Bounds shared by the loader and config_unpack(). */
 #define CONFIG_MAX_ITEMS 1024 /* servers, members, actions, policies, ... */
 #define CONFIG_MAX_STR 65535 /* bytes in any string value */
@@ -233,6 +248,7 @@ struct config {
 	size_t nactions;
 	struct cfg_policy *policies;
 	size_t npolicies;
+	struct cfg_auto_block auto_block; /* the parent's only */
 };
 
 /* Load and validate.  On any error returns NULL and appends one line per

@@ -8,6 +8,10 @@
  *	scand:	  state_dir (the lock key is there), actions
  *	tlsd:	  nothing more
  *
+ * auto_block goes to no child: the parent keeps the list and sends netd
+ * only the addresses blocked (IMSG_BLOCK_SET), so an unpacked config has
+ * no duration and no exceptions.
+ *
  * An action is: name, builtin, used, general, antivirus, deny message;
  * for scand it goes on with the content type, file name and header
  * rules, APT Blocker and spamBlocker, with the bytes of the files the

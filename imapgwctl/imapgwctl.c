@@ -5,6 +5,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <arpa/inet.h>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -35,6 +36,9 @@ static void __attribute__((noreturn)) usage(void)
 	    "  audit      each child's sandbox, read from /proc and from its\n"
 	    "             installed filter, against the policy\n"
 	    "  reload     re-read the configuration (like SIGHUP)\n"
+	    "  blocked    the auto-block list: address, time left, reason\n"
+	    "  unblock address\n"
+	    "             remove an address from the auto-block list\n"
 	    "  unlock [-k keyfile] [-o out] file\n"
 	    "             decrypt a locked attachment with the gateway's key\n"
 	    "             (file: the saved attachment or its base64 text,\n"
@@ -367,6 +371,35 @@ done:
  * The control socket.
  */
 
+/* unblock's argument: u8 family (4 or 6) and the address bytes; an
+ * IPv4-mapped IPv6 address is its IPv4 address, as the daemon lists it. */
+static void
+unblock_arg(const char *s, struct buf *arg)
+{
+	static const uint8_t v4mapped[12] = {
+	    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+	uint8_t a[16];
+
+	if (inet_pton(AF_INET, s, a) == 1) {
+		buf_add_u8(arg, 4);
+		buf_add(arg, a, 4);
+	} else if (inet_pton(AF_INET6, s, a) == 1) {
+		if (memcmp(a, v4mapped, sizeof(v4mapped)) == 0) {
+			buf_add_u8(arg, 4);
+			buf_add(arg, a + 12, 4);
+		} else {
+			buf_add_u8(arg, 6);
+			buf_add(arg, a, 16);
+		}
+	} else {
+		fprintf(stderr,
+		    "imapgwctl: unblock: '%s' is not an IPv4 or IPv6 "
+		    "address\n",
+		    s);
+		exit(2);
+	}
+}
+
 static int
 ctl_connect(const char *path)
 {
@@ -430,7 +463,12 @@ main(int argc, char **argv)
 		type = IMSG_CTL_AUDIT;
 	else if (strcmp(argv[0], "reload") == 0 && argc == 1)
 		type = IMSG_CTL_RELOAD;
-	else if (strcmp(argv[0], "test-violate") == 0 && argc == 2) {
+	else if (strcmp(argv[0], "blocked") == 0 && argc == 1)
+		type = IMSG_CTL_BLOCKED;
+	else if (strcmp(argv[0], "unblock") == 0 && argc == 2) {
+		type = IMSG_CTL_UNBLOCK;
+		unblock_arg(argv[1], &arg);
+	} else if (strcmp(argv[0], "test-violate") == 0 && argc == 2) {
 		/* Answered only by the test build of imapgwd. */
 		type = IMSG_CTL_VIOLATE;
 		buf_add_str(&arg, argv[1]);

@@ -679,7 +679,14 @@ fetch_emit(struct fetch_job *j)
 		if (v == PV_DROP) {
 			log_event(LOG_NOTICE, "message dropped", "client",
 			    s->client, "user", s->user, "reason", why, NULL);
-			session_end(s, "dropped by policy");
+			/* block: drop, and the client on the auto-block
+			 * list (not for oversize or on_error drops). */
+			if (!p->oversize && p->res.verdict == SCAN_DROP &&
+			    p->res.action == ACT_BLOCK) {
+				session_block(s, why);
+				session_end(s, "blocked by policy");
+			} else
+				session_end(s, "dropped by policy");
 			return;
 		}
 		if (v == PV_CLEAN)
@@ -1064,7 +1071,11 @@ append_done(struct append_job *j)
 drop:
 	log_event(LOG_NOTICE, "upload dropped", "client", s->client, "user",
 	    s->user, "reason", why, NULL);
-	session_end(s, "dropped by policy");
+	if (m->res.verdict == SCAN_DROP && m->res.action == ACT_BLOCK) {
+		session_block(s, why);
+		session_end(s, "blocked by policy");
+	} else
+		session_end(s, "dropped by policy");
 }
 
 static void

@@ -3,11 +3,13 @@
  * sockets from the parent, enters its sandbox, and runs the sessions.
  */
 #include <sys/socket.h>
+#include <netinet/in.h>
 
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -36,6 +38,170 @@ netd_cfg_new(struct config *cfg)
 	nc->cfg = cfg;
 	nc->refs = 1;
 	return nc;
+}
+
+/*
+ * The auto-block list: the parent sends every change (IMSG_BLOCK_SET),
+ * and a netd that starts gets the whole list before START.  Sorted by
+ * address; an entry past its expiry counts for nothing and goes at the
+ * next look at it.
+ */
+
+static const uint8_t v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+
+static uint64_t
+wall_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return ts.tv_sec > 0 ? (uint64_t)ts.tv_sec : 0;
+}
+
+static int
+block_cmp(const struct netd_block *b, uint8_t family, const uint8_t *addr)
+{
+	if (b->family != family)
+		return b->family < family ? -1 : 1;
+	return memcmp(b->addr, addr, sizeof(b->addr));
+}
+
+/* The index of the address, or where it goes (*found 0). */
+static size_t
+block_find(
+    const struct netd *n, uint8_t family, const uint8_t *addr, int *found)
+{
+	size_t lo = 0, hi = n->nblocks, mid;
+	int c;
+
+	*found = 0;
+	while (lo < hi) {
+		mid = lo + (hi - lo) / 2;
+		if ((c = block_cmp(&n->blocks[mid], family, addr)) == 0) {
+			*found = 1;
+			return mid;
+		}
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+static void
+block_remove_at(struct netd *n, size_t k)
+{
+	memmove(&n->blocks[k], &n->blocks[k + 1],
+	    (n->nblocks - k - 1) * sizeof(*n->blocks));
+	n->nblocks--;
+}
+
+static void
+block_prune(struct netd *n, uint64_t now)
+{
+	size_t i, j;
+
+	for (i = j = 0; i < n->nblocks; i++)
+		if (n->blocks[i].until > now)
+			n->blocks[j++] = n->blocks[i];
+	n->nblocks = j;
+}
+
+static void
+netd_block_set(struct netd *n, struct imsg *imsg)
+{
+	struct netd_block *nb;
+	struct reader rd;
+	uint8_t family, addr[16];
+	uint64_t until, now;
+	size_t k, cap;
+	int found;
+
+	memset(addr, 0, sizeof(addr));
+	imsg_reader(imsg, &rd);
+	family = rd_u8(&rd);
+	if (family != 4 && family != 6)
+		rd.err = 1;
+	else
+		rd_data(&rd, addr, family == 4 ? 4 : 16);
+	until = rd_u64(&rd);
+	if (rd_end(&rd) == -1 || imsg->fd != -1)
+		fatalx("bad BLOCK_SET frame from parent");
+	now = wall_now();
+	k = block_find(n, family, addr, &found);
+	if (until <= now) {
+		if (found)
+			block_remove_at(n, k);
+		return;
+	}
+	if (found) {
+		n->blocks[k].until = until;
+		return;
+	}
+	if (n->nblocks >= IMAPGW_BLOCK_MAX) {
+		block_prune(n, now);
+		k = block_find(n, family, addr, &found);
+	}
+	if (n->nblocks >= IMAPGW_BLOCK_MAX) {
+		log_warnx("auto-block list full (%d addresses): an address "
+		          "the parent blocked is not refused",
+		    IMAPGW_BLOCK_MAX);
+		return;
+	}
+	if (n->nblocks == n->capblocks) {
+		cap = n->capblocks ? n->capblocks * 2 : 16;
+		if (cap > IMAPGW_BLOCK_MAX)
+			cap = IMAPGW_BLOCK_MAX;
+		if ((nb = reallocarray(n->blocks, cap, sizeof(*nb))) == NULL) {
+			log_warn("auto-block list: an address the parent "
+			         "blocked is not refused");
+			return;
+		}
+		n->blocks = nb;
+		n->capblocks = cap;
+	}
+	memmove(&n->blocks[k + 1], &n->blocks[k],
+	    (n->nblocks - k) * sizeof(*n->blocks));
+	n->nblocks++;
+	n->blocks[k].family = family;
+	memcpy(n->blocks[k].addr, addr, sizeof(addr));
+	n->blocks[k].until = until;
+}
+
+int
+netd_blocked(struct netd *n, const struct sockaddr *sa)
+{
+	const struct sockaddr_in *sin = (const struct sockaddr_in *)sa;
+	const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)sa;
+	uint8_t family, addr[16];
+	size_t k;
+	int found;
+
+	if (n->nblocks == 0)
+		return 0;
+	memset(addr, 0, sizeof(addr));
+	if (sa->sa_family == AF_INET) {
+		family = 4;
+		memcpy(addr, &sin->sin_addr, 4);
+	} else if (sa->sa_family == AF_INET6) {
+		if (memcmp(&sin6->sin6_addr, v4mapped, sizeof(v4mapped)) == 0) {
+			family = 4;
+			memcpy(addr, (const uint8_t *)&sin6->sin6_addr + 12, 4);
+		} else {
+			family = 6;
+			memcpy(addr, &sin6->sin6_addr, 16);
+		}
+	} else
+		return 0;
+	k = block_find(n, family, addr, &found);
+	if (!found)
+		return 0;
+	if (n->blocks[k].until <= wall_now()) {
+		block_remove_at(n, k);
+		return 0;
+	}
+	return 1;
 }
 
 static void
@@ -186,6 +352,9 @@ netd_parent_frame(struct netd *n, struct imsg *imsg)
 	case IMSG_PEER:
 		proc_peer_add(&n->env, &n->peers, imsg);
 		return 1;
+	case IMSG_BLOCK_SET:
+		netd_block_set(n, imsg);
+		return 1;
 	}
 	return 0;
 }
@@ -277,5 +446,6 @@ netd_main(int instance, int debug, int verbose)
 		fatalx("no listeners from parent before START");
 	event_base_dispatch(n.env.base);
 	session_close_all(&n, "shutdown");
+	free(n.blocks);
 	return 0;
 }

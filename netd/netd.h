@@ -6,6 +6,8 @@
 
 #include <sys/socket.h>
 
+#include <stdint.h>
+
 #include <event2/event.h>
 
 #include "config.h"
@@ -30,6 +32,13 @@ struct netd_listener {
 
 struct session;
 
+/* An address on the auto-block list, as the parent sent it. */
+struct netd_block {
+	uint8_t family; /* 4 or 6 */
+	uint8_t addr[16]; /* IPv4: the first 4 bytes, the rest zero */
+	uint64_t until; /* wall-clock seconds: blocked while now < until */
+};
+
 struct netd {
 	struct child_env env;
 	struct netd_cfg *cur;
@@ -41,15 +50,26 @@ struct netd {
 	uint64_t total;
 	uint64_t nextid;
 	int stopping;
+	/* The auto-block list, sorted by address, at most
+	 * IMAPGW_BLOCK_MAX entries. */
+	struct netd_block *blocks;
+	size_t nblocks, capblocks;
 };
 
 extern struct netd *netd_env;
 
 void netd_cfg_unref(struct netd_cfg *);
+/* The client address is on the auto-block list (expired entries are
+ * ignored, and pruned). */
+int netd_blocked(struct netd *, const struct sockaddr *);
 
 /* session.c */
 void session_accept(struct netd *, struct netd_listener *, int fd,
     const struct sockaddr *, socklen_t);
 void session_close_all(struct netd *, const char *why);
+/* A block action ends this session: ask the parent to put the client's
+ * address on the auto-block list, and log it.  The caller then ends the
+ * session. */
+void session_block(struct session *, const char *reason);
 
 #endif

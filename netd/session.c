@@ -134,6 +134,39 @@ session_close_all(struct netd *n, const char *why)
 		session_end(n->sessions, why);
 }
 
+void
+session_block(struct session *s, const char *reason)
+{
+	struct buf b;
+	uint8_t a[16];
+	size_t len;
+
+	buf_init(&b, 0);
+	if (inet_pton(AF_INET, s->client_ip, a) == 1) {
+		buf_add_u8(&b, 4);
+		buf_add(&b, a, 4);
+	} else if (inet_pton(AF_INET6, s->client_ip, a) == 1) {
+		buf_add_u8(&b, 6);
+		buf_add(&b, a, 16);
+	} else {
+		log_warnx(
+		    "cannot block client %s: not an IP address", s->client);
+		buf_free(&b);
+		return;
+	}
+	/* As buf_add_str, cut to what the parent takes. */
+	len = strlen(reason);
+	if (len > IMAPGW_BLOCK_MAX_REASON)
+		len = IMAPGW_BLOCK_MAX_REASON;
+	buf_add_u32(&b, (uint32_t)len);
+	buf_add(&b, reason, len);
+	proc_compose(s->n->env.parent, IMSG_BLOCK_ADD, 0, -1, buf_head(&b),
+	    buf_used(&b));
+	buf_free(&b);
+	log_event(LOG_NOTICE, "site blocked", "client", s->client, "user",
+	    s->user, "reason", reason, NULL);
+}
+
 /*
  * Best effort: a last line to the client before closing.  It goes behind
  * the complete responses already queued, never inside one.
@@ -679,6 +712,11 @@ session_accept(struct netd *n, struct netd_listener *l, int fd,
 	int on = 1, err;
 
 	addr_text(sa, client, sizeof(client));
+	/* Before anything else: a blocked site gets not even a greeting. */
+	if (netd_blocked(n, sa)) {
+		session_refuse(fd, client, pol, "blocked site", 0);
+		return;
+	}
 	if (!policy_allows(pol, sa)) {
 		session_refuse(fd, client, pol, "source not allowed", 0);
 		return;

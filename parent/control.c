@@ -226,6 +226,32 @@ ctl_audit(struct parent *p, struct ctl_conn *cc)
 	buf_free(&out);
 }
 
+/* imapgwctl unblock: u8 family and the address bytes. */
+static void
+ctl_unblock(struct parent *p, struct ctl_conn *cc, struct imsg *imsg)
+{
+	struct block_addr a;
+	struct reader rd;
+	struct buf out;
+	char addr[64];
+
+	imsg_reader(imsg, &rd);
+	if (block_addr_read(&rd, &a) == -1 || rd_end(&rd) == -1) {
+		proc_chan_fail(cc->chan, "bad CTL_UNBLOCK frame");
+		return;
+	}
+	block_addr_text(&a, addr, sizeof(addr));
+	buf_init(&out, 0);
+	if (block_remove(p, &a) == 0) {
+		buf_printf(&out, "%s unblocked\n", addr);
+		ctl_send_text(cc, &out, 0);
+	} else {
+		buf_printf(&out, "%s is not on the auto-block list\n", addr);
+		ctl_send_text(cc, &out, 1);
+	}
+	buf_free(&out);
+}
+
 #ifdef IMAPGW_TEST_HOOKS
 static void
 ctl_violate(struct parent *p, struct ctl_conn *cc, struct imsg *imsg)
@@ -277,6 +303,19 @@ ctl_dispatch(struct proc_chan *ch, struct imsg *imsg)
 		    p->cfg->generation);
 		ctl_send_text(cc, &out, 0);
 		buf_free(&out);
+		break;
+	case IMSG_CTL_BLOCKED:
+		if (imsg->datalen != 0) {
+			proc_chan_fail(ch, "bad CTL_BLOCKED frame");
+			return;
+		}
+		buf_init(&out, 0);
+		block_list(p, &out);
+		ctl_send_text(cc, &out, 0);
+		buf_free(&out);
+		break;
+	case IMSG_CTL_UNBLOCK:
+		ctl_unblock(p, cc, imsg);
 		break;
 #ifdef IMAPGW_TEST_HOOKS
 	case IMSG_CTL_VIOLATE:

@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <netinet/in.h>
+#include <arpa/inet.h>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -30,6 +31,7 @@
 #include "log.h"
 #include "parent.h"
 #include "sandbox.h"
+#include "util.h"
 
 #define DEFAULT_CONFIG "/etc/imapgw/imapgwd.yaml"
 #define RESPAWN_QUICK 10 /* a child dying sooner than this is "quick" */
@@ -415,6 +417,352 @@ peer_lost(struct parent *p, struct child *c, struct imsg *imsg)
 	connect_peers(c, peer);
 }
 
+/*
+ * The auto-block list.  netd reports a client whose session a block
+ * action ended (IMSG_BLOCK_ADD); the parent puts it on the list for
+ * auto_block.duration unless an exception matches, and tells every netd
+ * (IMSG_BLOCK_SET), which then refuses the address at accept.  A netd
+ * that starts gets the whole list before it accepts anything.  A timer
+ * removes entries as they expire; a reload keeps the list.
+ */
+
+static const uint8_t v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+
+int
+block_addr_read(struct reader *rd, struct block_addr *a)
+{
+	memset(a, 0, sizeof(*a));
+	a->family = rd_u8(rd);
+	if (a->family != 4 && a->family != 6) {
+		rd->err = 1;
+		return -1;
+	}
+	if (rd_data(rd, a->addr, a->family == 4 ? 4 : 16) == -1)
+		return -1;
+	/* An IPv4 client seen on an IPv6 socket is that IPv4 client. */
+	if (a->family == 6 && memcmp(a->addr, v4mapped, 12) == 0) {
+		memmove(a->addr, a->addr + 12, 4);
+		memset(a->addr + 4, 0, 12);
+		a->family = 4;
+	}
+	return 0;
+}
+
+void
+block_addr_text(const struct block_addr *a, char *out, size_t len)
+{
+	if (inet_ntop(a->family == 4 ? AF_INET : AF_INET6, a->addr, out,
+	        (socklen_t)len) == NULL)
+		snprintf(out, len, "?");
+}
+
+static int
+block_cmp(const struct block_addr *a, const struct block_addr *b)
+{
+	if (a->family != b->family)
+		return a->family < b->family ? -1 : 1;
+	return memcmp(a->addr, b->addr, sizeof(a->addr));
+}
+
+/* The index of a in the list, or where it goes (*found 0). */
+static size_t
+block_find(const struct parent *p, const struct block_addr *a, int *found)
+{
+	size_t lo = 0, hi = p->nblocks, mid;
+	int c;
+
+	*found = 0;
+	while (lo < hi) {
+		mid = lo + (hi - lo) / 2;
+		if ((c = block_cmp(&p->blocks[mid].a, a)) == 0) {
+			*found = 1;
+			return mid;
+		}
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+static void
+block_send(struct child *c, const struct block_addr *a, time_t until)
+{
+	struct buf b;
+
+	buf_init(&b, 0);
+	buf_add_u8(&b, a->family);
+	buf_add(&b, a->addr, a->family == 4 ? 4 : 16);
+	buf_add_u64(&b, (uint64_t)until);
+	proc_compose(
+	    c->chan, IMSG_BLOCK_SET, 0, -1, buf_head(&b), buf_used(&b));
+	buf_free(&b);
+}
+
+/* Every netd learns a's entry; until 0: a is no longer blocked. */
+static void
+block_broadcast(struct parent *p, const struct block_addr *a, time_t until)
+{
+	struct child *c;
+	int i;
+
+	for (i = 0; i < p->cfg->workers[ROLE_NETD]; i++) {
+		c = &p->children[ROLE_NETD][i];
+		if (child_alive(c))
+			block_send(c, a, until);
+	}
+}
+
+/* A netd that starts: the whole list, after its config. */
+static void
+block_send_all(struct parent *p, struct child *c)
+{
+	time_t now = time(NULL);
+	size_t i;
+
+	for (i = 0; i < p->nblocks; i++)
+		if (p->blocks[i].until > now)
+			block_send(c, &p->blocks[i].a, p->blocks[i].until);
+}
+
+/* The timer fires when the first entry expires. */
+static void
+block_schedule(struct parent *p)
+{
+	struct timeval tv = {0, 0};
+	time_t now = time(NULL), next = 0;
+	size_t i;
+
+	evtimer_del(p->blockev);
+	if (p->nblocks == 0)
+		return;
+	for (i = 0; i < p->nblocks; i++)
+		if (i == 0 || p->blocks[i].until < next)
+			next = p->blocks[i].until;
+	tv.tv_sec = next > now ? next - now : 0;
+	evtimer_add(p->blockev, &tv);
+}
+
+static void
+block_expire_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	struct parent *p = arg;
+	struct block_entry *e;
+	char addr[INET6_ADDRSTRLEN];
+	time_t now = time(NULL);
+	size_t i, j;
+
+	for (i = j = 0; i < p->nblocks; i++) {
+		e = &p->blocks[i];
+		if (e->until > now) {
+			p->blocks[j++] = *e;
+			continue;
+		}
+		block_addr_text(&e->a, addr, sizeof(addr));
+		log_event(LOG_NOTICE, "block expired", "address", addr, NULL);
+		block_broadcast(p, &e->a, 0);
+		free(e->reason);
+	}
+	p->nblocks = j;
+	block_schedule(p);
+}
+
+static void
+block_free(struct parent *p)
+{
+	size_t i;
+
+	for (i = 0; i < p->nblocks; i++)
+		free(p->blocks[i].reason);
+	free(p->blocks);
+	p->blocks = NULL;
+	p->nblocks = p->capblocks = 0;
+	if (p->blockev != NULL)
+		event_free(p->blockev);
+	p->blockev = NULL;
+}
+
+static void
+fmt_localtime(time_t t, char *out, size_t len)
+{
+	struct tm tm;
+
+	if (localtime_r(&t, &tm) == NULL ||
+	    strftime(out, len, "%Y-%m-%d %H:%M:%S", &tm) == 0)
+		snprintf(out, len, "%lld", (long long)t);
+}
+
+static void
+fmt_left(time_t secs, char *out, size_t len)
+{
+	long long s = secs;
+
+	if (s >= 86400)
+		snprintf(out, len, "%lldd%02lldh%02lldm", s / 86400,
+		    s / 3600 % 24, s / 60 % 60);
+	else if (s >= 3600)
+		snprintf(out, len, "%lldh%02lldm%02llds", s / 3600, s / 60 % 60,
+		    s % 60);
+	else if (s >= 60)
+		snprintf(out, len, "%lldm%02llds", s / 60, s % 60);
+	else
+		snprintf(out, len, "%llds", s);
+}
+
+/* IMSG_BLOCK_ADD from a netd. */
+static void
+block_add(struct parent *p, struct child *c, struct imsg *imsg)
+{
+	const struct cfg_auto_block *ab = &p->cfg->auto_block;
+	struct sockaddr_storage ss;
+	struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
+	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
+	struct block_entry *e, *nb;
+	struct block_addr a;
+	struct reader rd;
+	char addr[INET6_ADDRSTRLEN], until[32], dur[32];
+	char *reason, *r;
+	time_t now = time(NULL), t;
+	size_t i, k, cap;
+	int found;
+
+	imsg_reader(imsg, &rd);
+	block_addr_read(&rd, &a);
+	reason = rd_str(&rd, IMAPGW_BLOCK_MAX_REASON);
+	if (rd_end(&rd) == -1 || reason == NULL || imsg->fd != -1 ||
+	    c->role != ROLE_NETD) {
+		free(reason);
+		proc_chan_fail(c->chan, "bad BLOCK_ADD frame");
+		return;
+	}
+	/* Shown by imapgwctl as it is: no control bytes. */
+	for (r = reason; *r; r++)
+		if ((unsigned char)*r < 0x20 || *r == 0x7f)
+			*r = '?';
+	block_addr_text(&a, addr, sizeof(addr));
+	memset(&ss, 0, sizeof(ss));
+	if (a.family == 4) {
+		sin->sin_family = AF_INET;
+		memcpy(&sin->sin_addr, a.addr, 4);
+	} else {
+		sin6->sin6_family = AF_INET6;
+		memcpy(&sin6->sin6_addr, a.addr, 16);
+	}
+	for (i = 0; i < ab->nexceptions; i++) {
+		if (cidr_match(&ab->exceptions[i], (struct sockaddr *)&ss)) {
+			log_event(LOG_NOTICE, "site not blocked", "address",
+			    addr, "exception", ab->exceptions[i].text, "reason",
+			    reason, NULL);
+			free(reason);
+			return;
+		}
+	}
+	t = now + (time_t)(ab->duration_ms / 1000);
+	k = block_find(p, &a, &found);
+	if (found) {
+		/* Again: extended, never shortened (a reload may have made
+		 * the duration shorter). */
+		e = &p->blocks[k];
+		if (t > e->until)
+			e->until = t;
+		free(e->reason);
+		e->reason = reason;
+	} else {
+		if (p->nblocks >= IMAPGW_BLOCK_MAX) {
+			log_warnx("auto-block list full (%d addresses): not "
+			          "blocking %s",
+			    IMAPGW_BLOCK_MAX, addr);
+			free(reason);
+			return;
+		}
+		if (p->nblocks == p->capblocks) {
+			cap = p->capblocks ? p->capblocks * 2 : 16;
+			if (cap > IMAPGW_BLOCK_MAX)
+				cap = IMAPGW_BLOCK_MAX;
+			if ((nb = reallocarray(p->blocks, cap, sizeof(*nb))) ==
+			    NULL) {
+				log_warn(
+				    "auto-block list: not blocking %s", addr);
+				free(reason);
+				return;
+			}
+			p->blocks = nb;
+			p->capblocks = cap;
+		}
+		memmove(&p->blocks[k + 1], &p->blocks[k],
+		    (p->nblocks - k) * sizeof(*p->blocks));
+		p->nblocks++;
+		e = &p->blocks[k];
+		e->a = a;
+		e->until = t;
+		e->reason = reason;
+	}
+	fmt_localtime(e->until, until, sizeof(until));
+	fmt_left(e->until - now, dur, sizeof(dur));
+	log_event(LOG_NOTICE, "site blocked", "address", addr, "until", until,
+	    "for", dur, "reason", e->reason, "from", c->chan->name, NULL);
+	block_broadcast(p, &e->a, e->until);
+	block_schedule(p);
+}
+
+int
+block_remove(struct parent *p, const struct block_addr *a)
+{
+	char addr[INET6_ADDRSTRLEN];
+	size_t k;
+	int found;
+
+	k = block_find(p, a, &found);
+	/* One that expired is gone, whether the timer ran yet or not. */
+	if (!found || p->blocks[k].until <= time(NULL))
+		return -1;
+	block_addr_text(a, addr, sizeof(addr));
+	log_event(LOG_NOTICE, "site unblocked", "address", addr, NULL);
+	block_broadcast(p, a, 0);
+	free(p->blocks[k].reason);
+	memmove(&p->blocks[k], &p->blocks[k + 1],
+	    (p->nblocks - k - 1) * sizeof(*p->blocks));
+	p->nblocks--;
+	block_schedule(p);
+	return 0;
+}
+
+void
+block_list(struct parent *p, struct buf *out)
+{
+	const struct block_entry *e;
+	char addr[INET6_ADDRSTRLEN], until[32], left[32];
+	time_t now = time(NULL);
+	size_t i, n = 0;
+	int w = (int)strlen("ADDRESS");
+
+	/* The address column as wide as the longest address listed. */
+	for (i = 0; i < p->nblocks; i++) {
+		e = &p->blocks[i];
+		if (e->until <= now)
+			continue;
+		block_addr_text(&e->a, addr, sizeof(addr));
+		if ((int)strlen(addr) > w)
+			w = (int)strlen(addr);
+	}
+	for (i = 0; i < p->nblocks; i++) {
+		e = &p->blocks[i];
+		if (e->until <= now)
+			continue;
+		if (n++ == 0)
+			buf_printf(out, "%-*s %-10s %-19s %s\n", w, "ADDRESS",
+			    "REMAINING", "UNTIL", "REASON");
+		block_addr_text(&e->a, addr, sizeof(addr));
+		fmt_left(e->until - now, left, sizeof(left));
+		fmt_localtime(e->until, until, sizeof(until));
+		buf_printf(out, "%-*s %-10s %-19s %s\n", w, addr, left, until,
+		    e->reason);
+	}
+	if (n == 0)
+		buf_printf(out, "no blocked sites\n");
+}
+
 static void
 parent_dispatch_child(struct proc_chan *ch, struct imsg *imsg)
 {
@@ -450,6 +798,9 @@ parent_dispatch_child(struct proc_chan *ch, struct imsg *imsg)
 		break;
 	case IMSG_PEER_LOST:
 		peer_lost(p, c, imsg);
+		break;
+	case IMSG_BLOCK_ADD:
+		block_add(p, c, imsg);
 		break;
 	case IMSG_CFG_APPLIED:
 		if (imsg->datalen != sizeof(uint32_t)) {
@@ -880,8 +1231,10 @@ child_spawn(struct parent *p, struct child *c)
 		return;
 	}
 	child_connect_peers(p, c);
-	if (c->role == ROLE_NETD)
+	if (c->role == ROLE_NETD) {
 		child_send_listeners(p, c);
+		block_send_all(p, c);
+	}
 	child_send_start(p, c);
 }
 
@@ -1330,6 +1683,8 @@ parent_main(int argc, char **argv)
 	p.cfg->generation = 1;
 	if ((p.base = event_base_new()) == NULL)
 		fatalx("event_base_new");
+	if ((p.blockev = evtimer_new(p.base, block_expire_cb, &p)) == NULL)
+		fatalx("evtimer_new");
 	if (parent_setup(&p) == -1)
 		fatalx("cannot start; see the messages above");
 	for (i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
@@ -1342,6 +1697,7 @@ parent_main(int argc, char **argv)
 	    p.cfg->workers[ROLE_TLSD]);
 	start_children(&p);
 	event_base_dispatch(p.base);
+	block_free(&p);
 	log_info("stopped");
 	return 0;
 }

@@ -5,6 +5,7 @@
 #define IMAPGW_PARENT_H
 
 #include <limits.h>
+#include <stdint.h>
 #include <sys/types.h>
 #include <time.h>
 
@@ -61,6 +62,22 @@ struct listener {
 
 struct ctl_conn;
 
+/*
+ * The auto-block list: the addresses the block action put on it, sorted
+ * by address, at most IMAPGW_BLOCK_MAX.  An IPv4 client that reached an
+ * IPv6 socket (::ffff:a.b.c.d) is its IPv4 address.
+ */
+struct block_addr {
+	uint8_t family; /* 4 or 6 */
+	uint8_t addr[16]; /* IPv4: the first 4 bytes, the rest zero */
+};
+
+struct block_entry {
+	struct block_addr a;
+	time_t until; /* blocked while now < until */
+	char *reason;
+};
+
 struct parent {
 	struct event_base *base;
 	struct config *cfg;
@@ -86,6 +103,9 @@ struct parent {
 	int stopping;
 	struct event *sigev[5];
 	struct event *stopev;
+	struct block_entry *blocks;
+	size_t nblocks, capblocks;
+	struct event *blockev; /* removes entries as they expire */
 };
 
 extern struct parent *parent_env;
@@ -95,6 +115,15 @@ void parent_reload(struct parent *);
 const char *child_root(struct parent *, enum imapgw_role);
 struct config *parent_load_config(
     const char *path, int debug, int verbose, struct buf *errs);
+
+/* The auto-block list, for the control socket: the entries as text
+ * (address, time left, reason); remove one address (-1 if not listed). */
+void block_list(struct parent *, struct buf *out);
+/* Read u8 family (4 or 6) and the address bytes; ::ffff:a.b.c.d is
+ * taken as a.b.c.d.  -1 (rd's error set) if malformed. */
+int block_addr_read(struct reader *, struct block_addr *);
+int block_remove(struct parent *, const struct block_addr *);
+void block_addr_text(const struct block_addr *, char *, size_t);
 
 /* control.c */
 int control_init(struct parent *);

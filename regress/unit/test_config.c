@@ -138,6 +138,8 @@ test_default(void)
 	CHECK(cfg->policies[0].disposition == DISP_ALLOW);
 	CHECK(cfg->policies[0].idle_timeout_ms == 30 * 60 * 1000);
 	CHECK(cfg->policies[0].actionidx >= 0);
+	CHECK(cfg->auto_block.duration_ms == 20 * 60 * 1000);
+	CHECK(cfg->auto_block.nexceptions == 0);
 	/* The default's own action: antivirus on, ClamAV's limits. */
 	if (cfg->policies[0].actionidx >= 0) {
 		check_av_defaults(
@@ -163,6 +165,9 @@ test_minimal(void)
 	CHECK(strcmp(cfg->control_socket, "/run/imapgwd.sock") == 0);
 	CHECK(cfg->nservers == 0 && cfg->npolicies == 0);
 	CHECK(cfg->nactions == 2);
+	CHECK(cfg->auto_block.duration_ms == 20 * 60 * 1000);
+	CHECK(cfg->auto_block.nexceptions == 0 &&
+	      cfg->auto_block.exceptions == NULL);
 	a = &cfg->actions[0];
 	CHECK(a->builtin && a->inherit == NULL);
 	CHECK(a->general.max_email_size == 50 * 1024 * 1024);
@@ -1946,6 +1951,127 @@ test_pack(void)
 	config_free(cfg);
 }
 
+/* auto_block: kept by the parent, sent to no child. */
+static void
+test_auto_block(void)
+{
+	static const struct {
+		const char *text;
+		uint64_t ms;
+	} durations[] = {
+	    {"auto_block: { duration: 1s }\n", 1000},
+	    {"auto_block: { duration: 2 }\n", 2000},
+	    {"auto_block: { duration: 3000ms }\n", 3000},
+	    {"auto_block: { duration: 90m }\n", 90 * 60 * 1000},
+	    {"auto_block: { duration: 30d }\n", 30ULL * 86400 * 1000},
+	    {"auto_block: { duration: 720h }\n", 30ULL * 86400 * 1000},
+	    {"auto_block:\n", 20 * 60 * 1000},
+	    {"auto_block: { exceptions: [] }\n", 20 * 60 * 1000},
+	};
+	struct sockaddr_in sin;
+	struct sockaddr_in6 sin6;
+	const struct cfg_auto_block *ab;
+	struct config *cfg, *u;
+	enum imapgw_role r;
+	struct buf b;
+	size_t i;
+
+	for (i = 0; i < sizeof(durations) / sizeof(durations[0]); i++) {
+		cfg = load_ok(durations[i].text);
+		CHECK(cfg != NULL);
+		if (cfg == NULL)
+			continue;
+		CHECK(cfg->auto_block.duration_ms == durations[i].ms);
+		CHECK(cfg->auto_block.nexceptions == 0);
+		config_free(cfg);
+	}
+
+	cfg = load_ok("auto_block:\n"
+	              "  duration: 2s\n"
+	              "  exceptions:\n"
+	              "    - 127.0.0.0/8\n"
+	              "    - \"::1\"\n"
+	              "    - 192.0.2.77\n"
+	              "    - 2001:db8::/32\n");
+	CHECK(cfg != NULL);
+	if (cfg == NULL)
+		return;
+	ab = &cfg->auto_block;
+	CHECK(ab->duration_ms == 2000);
+	CHECK(ab->nexceptions == 4);
+	CHECK(strcmp(ab->exceptions[0].text, "127.0.0.0/8") == 0);
+	CHECK(strcmp(ab->exceptions[1].text, "::1/128") == 0);
+	CHECK(strcmp(ab->exceptions[2].text, "192.0.2.77/32") == 0);
+	CHECK(strcmp(ab->exceptions[3].text, "2001:db8::/32") == 0);
+	memset(&sin, 0, sizeof(sin));
+	sin.sin_family = AF_INET;
+	inet_pton(AF_INET, "127.0.0.1", &sin.sin_addr);
+	CHECK(cidr_match(&ab->exceptions[0], (struct sockaddr *)&sin));
+	CHECK(!cidr_match(&ab->exceptions[2], (struct sockaddr *)&sin));
+	memset(&sin6, 0, sizeof(sin6));
+	sin6.sin6_family = AF_INET6;
+	inet_pton(AF_INET6, "2001:db8:1::5", &sin6.sin6_addr);
+	CHECK(cidr_match(&ab->exceptions[3], (struct sockaddr *)&sin6));
+	CHECK(!cidr_match(&ab->exceptions[1], (struct sockaddr *)&sin6));
+	/* No child gets it. */
+	for (r = ROLE_NETD; r < ROLE_MAX; r++) {
+		buf_init(&b, 0);
+		CHECK(config_pack(cfg, r, &b) == 0);
+		u = config_unpack(b.data, b.len);
+		CHECK(u != NULL);
+		if (u != NULL)
+			CHECK(u->auto_block.duration_ms == 0 &&
+			      u->auto_block.nexceptions == 0 &&
+			      u->auto_block.exceptions == NULL);
+		config_free(u);
+		buf_free(&b);
+	}
+	config_free(cfg);
+
+	/* One item stands for a sequence of one. */
+	cfg = load_ok("auto_block: { exceptions: 10.0.0.0/8 }\n");
+	CHECK(cfg != NULL);
+	if (cfg != NULL) {
+		CHECK(cfg->auto_block.nexceptions == 1);
+		CHECK(strcmp(cfg->auto_block.exceptions[0].text,
+		          "10.0.0.0/8") == 0);
+		CHECK(cfg->auto_block.duration_ms == 20 * 60 * 1000);
+	}
+	config_free(cfg);
+
+	CHECK(expect_errors("auto_block:\n"
+	                    "  duration: 0s\n"
+	                    "  exceptions: [ 10.0.0.0/33, [a], any, x ]\n"
+	                    "  ttl: 5\n",
+	    "t.yaml:2:13: duration must be from 1s to 30d, in whole seconds\n"
+	    "t.yaml:3:17: bad CIDR '10.0.0.0/33' (use any, an address or "
+	    "address/prefix)\n"
+	    "t.yaml:3:30: 'exceptions' entries must be strings\n"
+	    "t.yaml:3:40: bad CIDR 'x' (use any, an address or "
+	    "address/prefix)\n"
+	    "t.yaml:4:3: unknown key 'ttl' in auto_block\n"));
+	CHECK(expect_errors("auto_block: { duration: 31d }\n"
+	                    "workers: { netd: 1 }\n",
+	    "t.yaml:1:25: duration must be from 1s to 30d, in whole "
+	    "seconds\n"));
+	CHECK(expect_errors("auto_block: { duration: 1500ms }\n",
+	    "t.yaml:1:25: duration must be from 1s to 30d, in whole "
+	    "seconds\n"));
+	CHECK(expect_errors("auto_block: { duration: 999ms }\n",
+	    "t.yaml:1:25: duration must be from 1s to 30d, in whole "
+	    "seconds\n"));
+	CHECK(expect_errors("auto_block: { duration: 20 minutes, "
+	                    "exceptions: { a: 1 } }\n",
+	    "t.yaml:1:25: bad duration '20 minutes' (use a number with s, m, "
+	    "h or d)\n"
+	    "t.yaml:1:49: 'exceptions' must be a sequence\n"));
+	CHECK(expect_errors("auto_block: [ 20m ]\n",
+	    "t.yaml:1:13: 'auto_block' must be a mapping\n"));
+	CHECK(expect_errors("auto_block: { duration: 20m, duration: 1m }\n",
+	    "t.yaml:1:30: duplicate key 'duration' in auto_block (first at "
+	    "line 1)\n"));
+}
+
 static void
 test_files(void)
 {
@@ -2245,6 +2371,7 @@ main(void)
 	test_addr_text();
 	test_action_names();
 	test_pack();
+	test_auto_block();
 	test_files();
 	test_read_files();
 	return test_done("test_config");
