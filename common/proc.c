@@ -435,13 +435,19 @@ proc_child_start(
 		fatalx("no config from parent before START");
 	log_init(env->cfg->log_target, env->cfg->log_format,
 	    env->cfg->log_level, role_name(env->role));
-	if (sandbox_enter(env->role, env->root, env->uid, env->gid) == -1)
+	/* The config before START is the one the parent started us with:
+	 * it computes the same flags from it. */
+	env->sbflags = sandbox_flags(env->role, env->cfg);
+	if (sandbox_enter_flags(
+	        env->role, env->sbflags, env->root, env->uid, env->gid) == -1)
 		fatalx("cannot enter sandbox; exiting");
 	proc_compose(env->parent, IMSG_READY, 0, -1, NULL, 0);
 	/* Frames that arrived behind START are already buffered. */
 	event_active(env->parent->ev, EV_READ, 0);
-	log_debug("instance %d sandboxed in %s as uid %u", env->instance,
-	    env->root, (unsigned)env->uid);
+	log_debug("instance %d sandboxed in %s as uid %u%s%s", env->instance,
+	    env->root, (unsigned)env->uid,
+	    *sandbox_flags_text(env->role, env->sbflags) ? ", " : "",
+	    sandbox_flags_text(env->role, env->sbflags));
 }
 
 void

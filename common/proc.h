@@ -54,6 +54,8 @@ struct child_env {
 	char *root;
 	uid_t uid;
 	gid_t gid;
+	unsigned int sbflags; /* of its sandbox: sandbox_flags(role, cfg)
+	                         of the config it had at IMSG_START */
 };
 
 /*
@@ -80,8 +82,11 @@ struct child_env {
 /* Read a packed config from the memfd of an IMSG_CFG frame. */
 struct config *proc_recv_config(struct imsg *, enum imapgw_role);
 /* Blocking startup: hand frames from the parent to early_cb until
- * IMSG_START, then enter the sandbox.  env->cfg must be set by then.
- * Exits the process on any failure: a child never runs unsandboxed. */
+ * IMSG_START, then enter the sandbox, with the policy flags
+ * sandbox_flags() gives for env->cfg (the parent computes the same from
+ * the config it sent before START, to audit the child).  env->cfg must
+ * be set by then.  Exits the process on any failure: a child never runs
+ * unsandboxed. */
 void proc_child_start(
     struct child_env *, void (*early_cb)(struct child_env *, struct imsg *));
 /* IMSG_CFG: replace env->cfg (fatal if unusable). */

@@ -33,6 +33,7 @@
 
 #include <seccomp.h>
 
+#include "config.h"
 #include "imapgw.h"
 #include "log.h"
 #include "sandbox.h"
@@ -272,13 +273,17 @@ static const struct sc_rule sc_scand[] = {
 	ALLOW(chmod),
 	ALLOW(memfd_create),
 	ALLOW(ftruncate),
-	/*
-	 * spamBlocker's spamd and rspamd clients (scand/spam.c): TCP to
-	 * the numeric address of the config, no DNS.  Allowed whatever the
-	 * engine: the policy is per role, and the parent's audit compiles
-	 * it without the child's config.  send() and recv() are sendto and
-	 * recvfrom; poll and getsockopt (SO_ERROR) are in sc_common.
-	 */
+};
+
+/*
+ * scand with SANDBOX_NET: spamBlocker's spamd and rspamd clients
+ * (scand/spam.c), TCP to the numeric address of the config, no DNS.
+ * Only when an action in use asks for one of those engines (see
+ * sandbox_flags): a process that parses hostile mail gets no network
+ * access it does not need.  send() and recv() are sendto and recvfrom;
+ * poll and getsockopt (SO_ERROR) are in sc_common.
+ */
+static const struct sc_rule sc_scand_net[] = {
 	ALLOW_IF2(socket, EQ(0, AF_INET), MASKED(1, 0xf, SOCK_STREAM)),
 	ALLOW_IF2(socket, EQ(0, AF_INET6), MASKED(1, 0xf, SOCK_STREAM)),
 	ALLOW(connect),
@@ -297,7 +302,20 @@ static const struct {
 	[ROLE_SCAND] = { sc_scand, nitems(sc_scand) },
 	[ROLE_TLSD]  = { sc_tlsd, nitems(sc_tlsd) },
 };
+
+/* The parts of a role's policy that a flag adds. */
+static const struct {
+	enum imapgw_role role;
+	unsigned int flag;
+	const struct sc_rule *rules;
+	size_t n;
+} sc_optional[] = {
+	{ ROLE_SCAND, SANDBOX_NET, sc_scand_net, nitems(sc_scand_net) },
+};
 /* clang-format on */
+
+/* The flags of the policy this process loaded; -1: none loaded. */
+static int sandbox_loaded = -1;
 
 static int
 role_sandboxed(enum imapgw_role role)
@@ -315,6 +333,53 @@ sandbox_role_limits(enum imapgw_role role, struct sandbox_limits *lim)
 	for (i = 0; i < nitems(role_limits); i++)
 		if (role_limits[i].role == role)
 			*lim = role_limits[i].lim;
+}
+
+unsigned int
+sandbox_role_flags(enum imapgw_role role)
+{
+	unsigned int flags = 0;
+	size_t i;
+
+	for (i = 0; i < nitems(sc_optional); i++)
+		if (sc_optional[i].role == role)
+			flags |= sc_optional[i].flag;
+	return flags;
+}
+
+unsigned int
+sandbox_flags(enum imapgw_role role, const struct config *cfg)
+{
+	const struct cfg_spam *sp;
+	size_t i;
+
+	if (role != ROLE_SCAND || cfg == NULL)
+		return 0;
+	for (i = 0; i < cfg->nactions; i++) {
+		sp = &cfg->actions[i].spamblocker;
+		if (cfg->actions[i].used && sp->enabled &&
+		    (sp->engine == SPAM_ENGINE_SPAMD ||
+		        sp->engine == SPAM_ENGINE_RSPAMD))
+			return SANDBOX_NET;
+	}
+	return 0;
+}
+
+const char *
+sandbox_flags_text(enum imapgw_role role, unsigned int flags)
+{
+	if ((sandbox_role_flags(role) & SANDBOX_NET) == 0)
+		return "";
+	return (flags & SANDBOX_NET) ? "network" : "no network";
+}
+
+int
+sandbox_current(unsigned int *flags)
+{
+	if (sandbox_loaded == -1)
+		return 0;
+	*flags = (unsigned int)sandbox_loaded;
+	return 1;
 }
 
 const char *
@@ -412,13 +477,19 @@ sc_add_table(
 }
 
 scmp_filter_ctx
-sandbox_policy_ctx(enum imapgw_role role, pid_t self)
+sandbox_policy_ctx(enum imapgw_role role, unsigned int flags, pid_t self)
 {
 	scmp_filter_ctx ctx;
+	size_t i;
 
 	if (!role_sandboxed(role)) {
 		log_warnx(
 		    "sandbox: no seccomp policy for role %s", role_name(role));
+		return NULL;
+	}
+	if (flags & ~sandbox_role_flags(role)) {
+		log_warnx("sandbox: policy flags 0x%x unknown to role %s",
+		    flags & ~sandbox_role_flags(role), role_name(role));
 		return NULL;
 	}
 	/* TRAP, not KILL: the parent learns which call it was. */
@@ -430,13 +501,19 @@ sandbox_policy_ctx(enum imapgw_role role, pid_t self)
 	if (seccomp_attr_set(
 	        ctx, SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_KILL_PROCESS) < 0 ||
 	    sc_add_table(ctx, sc_common, nitems(sc_common), self) == -1 ||
-	    sc_add_table(ctx, sc_role[role].rules, sc_role[role].n, self) ==
-	        -1) {
-		log_warnx("sandbox: cannot build the seccomp policy");
-		seccomp_release(ctx);
-		return NULL;
-	}
+	    sc_add_table(ctx, sc_role[role].rules, sc_role[role].n, self) == -1)
+		goto fail;
+	for (i = 0; i < nitems(sc_optional); i++)
+		if (sc_optional[i].role == role &&
+		    (flags & sc_optional[i].flag) &&
+		    sc_add_table(ctx, sc_optional[i].rules, sc_optional[i].n,
+		        self) == -1)
+			goto fail;
 	return ctx;
+fail:
+	log_warnx("sandbox: cannot build the seccomp policy");
+	seccomp_release(ctx);
+	return NULL;
 }
 
 /*
@@ -653,12 +730,12 @@ sandbox_set_limits(enum imapgw_role role)
 }
 
 static int
-sandbox_seccomp(enum imapgw_role role)
+sandbox_seccomp(enum imapgw_role role, unsigned int flags)
 {
 	scmp_filter_ctx ctx;
 	int rc;
 
-	if ((ctx = sandbox_policy_ctx(role, getpid())) == NULL)
+	if ((ctx = sandbox_policy_ctx(role, flags, getpid())) == NULL)
 		return -1;
 	/* Cover every thread, should a library have started one. */
 	if ((rc = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_TSYNC, 1)) < 0 ||
@@ -668,14 +745,28 @@ sandbox_seccomp(enum imapgw_role role)
 		return -1;
 	}
 	seccomp_release(ctx);
+	sandbox_loaded = (int)flags;
 	return 0;
 }
 
 int
 sandbox_enter(enum imapgw_role role, const char *root, uid_t uid, gid_t gid)
 {
+	return sandbox_enter_flags(
+	    role, sandbox_role_flags(role), root, uid, gid);
+}
+
+int
+sandbox_enter_flags(enum imapgw_role role, unsigned int flags, const char *root,
+    uid_t uid, gid_t gid)
+{
 	if (!role_sandboxed(role)) {
 		log_warnx("sandbox: role %s has no sandbox", role_name(role));
+		return -1;
+	}
+	if (flags & ~sandbox_role_flags(role)) {
+		log_warnx("sandbox: policy flags 0x%x unknown to role %s",
+		    flags & ~sandbox_role_flags(role), role_name(role));
 		return -1;
 	}
 	if (geteuid() != 0) {
@@ -700,7 +791,8 @@ sandbox_enter(enum imapgw_role role, const char *root, uid_t uid, gid_t gid)
 		log_warn("sandbox: prctl PR_SET_NO_NEW_PRIVS");
 		return -1;
 	}
-	if (sandbox_sigsys_install() == -1 || sandbox_seccomp(role) == -1)
+	if (sandbox_sigsys_install() == -1 ||
+	    sandbox_seccomp(role, flags) == -1)
 		return -1;
 	return 0;
 }

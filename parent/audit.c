@@ -7,12 +7,14 @@
  * the role's policy compiles to (seccomp_export_bpf) both run in a small
  * classic-BPF interpreter for every system call number, with the
  * argument values either program compares against, and every outcome
- * must agree.
+ * must agree.  The policy is the role's with the flags the child was
+ * started with (scand: network access or not, common/sandbox.c).
  */
 #include <sys/types.h>
 #include <sys/mman.h>
 #include <sys/ptrace.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 
@@ -773,17 +775,17 @@ audit_live_bpf(
 	return rc;
 }
 
-/* The filter the role's policy compiles to, for a process pid. */
+/* The filter the role's policy with flags compiles to, for process pid. */
 static int
-audit_policy_bpf(
-    enum imapgw_role role, pid_t pid, struct sock_filter **f, size_t *n)
+audit_policy_bpf(enum imapgw_role role, unsigned int flags, pid_t pid,
+    struct sock_filter **f, size_t *n)
 {
 	scmp_filter_ctx ctx;
 	struct stat st;
 	int fd = -1, rc = -1;
 
 	*f = NULL;
-	if ((ctx = sandbox_policy_ctx(role, pid)) == NULL)
+	if ((ctx = sandbox_policy_ctx(role, flags, pid)) == NULL)
 		return -1;
 	if ((fd = memfd_create("imapgw-audit", MFD_CLOEXEC)) == -1 ||
 	    seccomp_export_bpf(ctx, fd) < 0 || fstat(fd, &st) == -1 ||
@@ -885,14 +887,47 @@ audit_syscalls(struct audit *a, const struct sock_filter *pol, size_t pn,
 	free(p);
 }
 
+/*
+ * What a filter does with a TCP client as spam.c makes one: socket(
+ * AF_INET and AF_INET6, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC) and
+ * connect.  "tcp" if it allows all three, "none" if none.
+ */
+static const char *
+filter_net(const struct sock_filter *f, size_t n)
+{
+	static const int domain[] = {AF_INET, AF_INET6, -1};
+	struct seccomp_data d;
+	uint32_t action;
+	size_t i, allowed = 0;
+
+	for (i = 0; i < sizeof(domain) / sizeof(domain[0]); i++) {
+		memset(&d, 0, sizeof(d));
+		d.arch = seccomp_arch_native();
+		if (domain[i] != -1) {
+			d.nr = SCMP_SYS(socket);
+			d.args[0] = (uint64_t)domain[i];
+			d.args[1] = SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC;
+		} else
+			d.nr = SCMP_SYS(connect);
+		if (bpf_exec(f, n, &d, &action, NULL) == -1)
+			return "error";
+		if (action_class(action) == AUDIT_ALLOW)
+			allowed++;
+	}
+	if (allowed == i)
+		return "tcp";
+	return allowed == 0 ? "none" : "partial";
+}
+
 static void
-audit_filter(struct audit *a, pid_t pid, enum imapgw_role role)
+audit_filter(
+    struct audit *a, pid_t pid, enum imapgw_role role, unsigned int flags)
 {
 	struct sock_filter *pol = NULL, *live = NULL;
 	size_t pn = 0, ln = 0;
 	char err[160];
 
-	if (audit_policy_bpf(role, pid, &pol, &pn) == -1) {
+	if (audit_policy_bpf(role, flags, pid, &pol, &pn) == -1) {
 		a->diffs++;
 		buf_printf(a->out, "DIFF seccomp_program policy cannot be "
 		                   "compiled\n");
@@ -900,17 +935,24 @@ audit_filter(struct audit *a, pid_t pid, enum imapgw_role role)
 		a->diffs++;
 		buf_printf(
 		    a->out, "DIFF seccomp_program live unreadable: %s\n", err);
-	} else
+	} else {
+		/* scand: network access is a matter of configuration. */
+		if (sandbox_role_flags(role) & SANDBOX_NET)
+			audit_str(a, "network", filter_net(pol, pn),
+			    filter_net(live, ln));
 		audit_syscalls(a, pol, pn, live, ln);
+	}
 	free(pol);
 	free(live);
 }
 
 int
-audit_child(pid_t pid, enum imapgw_role role, const char *expect_root,
-    uid_t expect_uid, gid_t expect_gid, struct buf *out)
+audit_child(pid_t pid, enum imapgw_role role, unsigned int flags,
+    const char *expect_root, uid_t expect_uid, gid_t expect_gid,
+    struct buf *out)
 {
 	struct audit a = {out, 0};
+	const char *what = sandbox_flags_text(role, flags);
 	char path[64], status[8192];
 
 	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
@@ -919,11 +961,12 @@ audit_child(pid_t pid, enum imapgw_role role, const char *expect_root,
 		    role_name(role), (int)pid, path);
 		return -1;
 	}
-	buf_printf(out, "audit %s pid %d\n", role_name(role), (int)pid);
+	buf_printf(out, "audit %s pid %d%s%s%s\n", role_name(role), (int)pid,
+	    *what ? " (" : "", what, *what ? ")" : "");
 	audit_identity(&a, status, expect_uid, expect_gid);
 	audit_root(&a, pid, expect_root);
 	audit_limits(&a, pid, role);
-	audit_filter(&a, pid, role);
+	audit_filter(&a, pid, role, flags);
 	buf_printf(out, "audit %s pid %d: %d differences\n", role_name(role),
 	    (int)pid, a.diffs);
 	return a.diffs;

@@ -20,6 +20,12 @@
  * Append a report to out, one check per line, each starting with "ok" or
  * "DIFF", ending with "audit <role> pid <pid>: N differences".  Returns
  * N, or -1 if the process cannot be read (gone, or no permission).
+ * flags are the policy flags the child was started with (SANDBOX_NET,
+ * see common/sandbox.h): the expected filter is the role's policy with
+ * them.  For a role that may have SANDBOX_NET (scand) the first line
+ * says "(network)" or "(no network)", and a "network" line compares
+ * what the expected and the live filter do with a TCP socket and
+ * connect.
  *
  * The parent calls this from its event loop for its own child, with no
  * other waitpid(-1) running at the same time: the filter is read under a
@@ -29,8 +35,9 @@
  * returns, on every path.  Needs root (CAP_SYS_ADMIN) and a parent that is
  * not under seccomp itself.
  */
-int audit_child(pid_t, enum imapgw_role, const char *expect_root,
-    uid_t expect_uid, gid_t expect_gid, struct buf *out);
+int audit_child(pid_t, enum imapgw_role, unsigned int flags,
+    const char *expect_root, uid_t expect_uid, gid_t expect_gid,
+    struct buf *out);
 
 /* How a filter treats a system call over all the argument values tried. */
 enum audit_class {

@@ -201,8 +201,8 @@ ctl_audit(struct parent *p, struct ctl_conn *cc)
 				failed++;
 				continue;
 			}
-			d = audit_child(c->pid, c->role, child_root(p, c->role),
-			    p->uid, p->gid, &out);
+			d = audit_child(c->pid, c->role, c->sbflags,
+			    child_root(p, c->role), p->uid, p->gid, &out);
 			if (d < 0)
 				failed++;
 			else

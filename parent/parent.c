@@ -917,15 +917,21 @@ loader_gone(struct parent *p)
 }
 
 /*
- * After the loader was replaced (a reload needed engines the old one had
- * not loaded), replace the workers the old one forked, one at a time, so
- * that the others keep scanning meanwhile.  A worker stops when the
- * parent closes its channel.
+ * Replace, one at a time so that the others keep scanning meanwhile, the
+ * scand workers that no longer fit the configuration: those a replaced
+ * loader forked (a reload needed engines the old one had not loaded),
+ * and those whose sandbox policy differs from the one the configuration
+ * needs (network access for spamBlocker's spamd or rspamd, given or no
+ * longer needed): a loaded seccomp filter cannot change.  The loader has
+ * answered the config by then (loader_can_fork), so a new worker is
+ * forked from engines that serve it.  A worker stops when the parent
+ * closes its channel, and is respawned at once.
  */
 static void
 workers_renew(struct parent *p)
 {
 	struct child *c, *next = NULL;
+	unsigned int want = sandbox_flags(ROLE_SCAND, p->cfg);
 	char name[32];
 	int i;
 
@@ -937,14 +943,25 @@ workers_renew(struct parent *p)
 		    (c->pid > 0 && !c->ready))
 			return;
 		if (next == NULL && c->pid > 0 && c->chan != NULL &&
-		    c->gen < p->need_gen)
+		    (c->gen < p->need_gen || c->sbflags != want))
 			next = c;
 	}
 	if (next == NULL)
 		return;
-	log_info("replacing %s pid %ld: its engines are those of a replaced "
-	         "loader",
-	    child_name(next, name, sizeof(name)), (long)next->pid);
+	child_name(next, name, sizeof(name));
+	if (next->gen < p->need_gen)
+		log_info("replacing %s pid %ld: its engines are those of a "
+		         "replaced loader",
+		    name, (long)next->pid);
+	else if (want & SANDBOX_NET)
+		log_info("replacing %s pid %ld: the configuration uses "
+		         "spamBlocker's spamd or rspamd engine, and its "
+		         "sandbox allows no network access",
+		    name, (long)next->pid);
+	else
+		log_info("replacing %s pid %ld: its sandbox allows network "
+		         "access the configuration no longer needs",
+		    name, (long)next->pid);
 	next->retiring = 1;
 	proc_chan_close(next->chan);
 }
@@ -1209,6 +1226,9 @@ child_spawn(struct parent *p, struct child *c)
 	c->sessions = 0;
 	c->total = 0;
 	c->retiring = 0;
+	/* The child enters its sandbox with the config sent below, the
+	 * last before its START: it computes the same flags. */
+	c->sbflags = c->is_loader ? 0 : sandbox_flags(c->role, p->cfg);
 	if (c->role == ROLE_SCAND && !c->is_loader) {
 		worker_order(p, c, sp[1], rp[1]);
 		return;

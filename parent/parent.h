@@ -43,6 +43,14 @@ struct child {
 	uint32_t gen;
 	int retiring; /* stopped on purpose, to be replaced at once */
 	int checks; /* loader: configs sent, not answered yet */
+	/*
+	 * The flags of its sandbox policy (SANDBOX_NET): sandbox_flags()
+	 * of the config it was started with, which it computes the same
+	 * way.  A reload does not change them: the audit compares with
+	 * them, and scand workers whose flags differ from what a new
+	 * config needs are replaced.
+	 */
+	unsigned int sbflags;
 };
 
 /* A child process reaped that was no known child (yet). */

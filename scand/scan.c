@@ -391,6 +391,24 @@ scan_rt_get(const struct config *cfg, size_t idx, char *err, size_t errlen)
 	return scan_rts.rt[idx];
 }
 
+void
+scan_config_release(struct config *cfg)
+{
+	size_t i;
+
+	if (scan_rts.rt == NULL || scan_rts.generation != cfg->generation ||
+	    scan_rts.n != cfg->nactions)
+		return;
+	for (i = 0; i < cfg->nactions; i++) {
+		if (scan_rts.rt[i] == NULL)
+			continue;
+		free(cfg->actions[i].apt_blocker.data);
+		cfg->actions[i].apt_blocker.data = NULL;
+		free(cfg->actions[i].spamblocker.rules_data);
+		cfg->actions[i].spamblocker.rules_data = NULL;
+	}
+}
+
 int
 scan_config_check(const struct config *cfg, struct buf *errs)
 {

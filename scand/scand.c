@@ -31,6 +31,14 @@
  * loads it and replaces the workers one by one.  A worker asked to scan
  * with such a config meanwhile answers SCAN_ERROR.
  *
+ * A worker's seccomp policy allows TCP clients only if its config, when
+ * it entered the sandbox, used spamBlocker's spamd or rspamd engine
+ * (sandbox_flags).  A reload that changes that does not change a loaded
+ * filter: the parent replaces the workers whose policy differs, one by
+ * one.  A worker without network asked meanwhile to use such an engine
+ * does not call socket() (which would kill it): the spam check is
+ * unavailable and the action's on_unavailable applies.
+ *
  * imapgwd -P scand, executed directly, is one scand that loads its own
  * engines (imapgwd -S uses it to judge one message); the daemon's
  * workers always come from the loader.
@@ -50,6 +58,7 @@
 #include "log.h"
 #include "parent.h"
 #include "proc.h"
+#include "sandbox.h"
 #include "scand.h"
 
 struct loader {
@@ -63,6 +72,15 @@ struct loader {
 
 static struct child_env *scand_env;
 static uint32_t scand_missing_gen;
+static uint32_t scand_nonet_gen;
+
+int
+scand_net_allowed(void)
+{
+	unsigned int flags;
+
+	return !sandbox_current(&flags) || (flags & SANDBOX_NET) != 0;
+}
 
 static int
 scand_load(const struct config *cfg)
@@ -93,6 +111,9 @@ scand_sandboxed(struct child_env *env)
 		log_warnx("cannot scan in the sandbox: %s", err);
 		return -1;
 	}
+	/* What the loader compiled from the config's files is shared: the
+	 * worker's own copy of those bytes is not needed. */
+	scan_config_release(env->cfg);
 	return 0;
 }
 
@@ -139,6 +160,16 @@ scand_scan(struct proc_chan *c, struct imsg *imsg)
 		snprintf(res.reason, sizeof(res.reason),
 		    "scand is being replaced to load %s", missing);
 		r = 1;
+	}
+	/* The parent is replacing this worker by one with network. */
+	if (r == 0 && !scand_net_allowed() &&
+	    (sandbox_flags(ROLE_SCAND, cfg) & SANDBOX_NET) &&
+	    scand_nonet_gen != cfg->generation) {
+		log_warnx("the configuration uses spamBlocker's spamd or "
+		          "rspamd engine, but this scand's sandbox allows no "
+		          "network access; spam checks are unavailable until "
+		          "a new scand replaces it");
+		scand_nonet_gen = cfg->generation;
 	}
 	if (r == 0)
 		scan_request(cfg, &req, &res);

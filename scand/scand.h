@@ -328,6 +328,15 @@ void spam_engine_free(struct spam_engine *);
 void spam_check(struct spam_engine *, const void *, size_t, struct spam_result *);
 
 /*
+ * scand.c: 1 if this process may open a TCP connection to a spam engine:
+ * it runs unconfined, or its seccomp policy has SANDBOX_NET.  0 in a
+ * scand sandboxed without it (its config used no spamd or rspamd engine
+ * when it started), where socket() would kill it: spam.c then reports
+ * the engine unavailable instead of connecting.
+ */
+int scand_net_allowed(void);
+
+/*
  * scan.c: one IMSG_SCAN_REQ.
  */
 /* Before the sandbox, as root: everything the config's used actions need
@@ -336,6 +345,11 @@ void spam_check(struct spam_engine *, const void *, size_t, struct spam_result *
  * scanning works in it (tmp directory, a test scan). */
 int scan_load(const struct config *, char *err, size_t);
 int scan_ready(char *err, size_t);
+/* A scand worker's copy of the config it was forked with: the file bytes
+ * the loader compiled (APT database, spam rules) are freed, so that they
+ * are not held once per worker.  Nothing if they were not compiled for
+ * this generation. */
+void scan_config_release(struct config *);
 /* After a reload: what the new config needs that scan_load() did not
  * load (NULL if nothing): scand restarts to load it. */
 const char *scan_missing(const struct config *);

@@ -1275,6 +1275,13 @@ exchange(struct exchange *x, const char *hdr, const void *msg, size_t len)
 	x->deadline = now_ms() + x->e->timeout_ms;
 	x->len = 0;
 	x->err[0] = '\0';
+	/* A scand started without network access: socket() would trap. */
+	if (!scand_net_allowed()) {
+		snprintf(x->err, sizeof(x->err),
+		    "this scand has no network access (started under a "
+		    "configuration without spamd or rspamd; it is replaced)");
+		return -1;
+	}
 	fd = socket(x->e->addr.ss.ss_family,
 	    SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd == -1) {

@@ -75,6 +75,15 @@ def test_audit_reports_no_differences(gw):
     out = r.stdout.decode(errors="replace")
     assert r.returncode == 0, out + r.stderr.decode(errors="replace")
     assert re.search(r"\b0 differences?\b", out), out
+    # No action of this gateway uses spamd or rspamd: no scand may open
+    # a socket (test_scand_net.py has the other cases).
+    scand = gw.pids_of("scand")
+    nets = re.findall(r"^audit scand pid (\d+) \((no network|network)\)$",
+                      out, re.M)
+    assert sorted(int(p) for p, _ in nets) == sorted(scand), (scand, out)
+    assert all(w == "no network" for _, w in nets), out
+    assert re.search(r"^ok   network +expected none +live none$", out,
+                     re.M), out
 
 
 def test_status_lists_children(gw):

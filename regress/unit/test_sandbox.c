@@ -32,8 +32,10 @@
 
 #include <seccomp.h>
 
+#include "../../scand/scand.h"
 #include "audit.h"
 #include "buf.h"
+#include "config.h"
 #include "imapgw.h"
 #include "log.h"
 #include "sandbox.h"
@@ -116,9 +118,11 @@ kid_fds(int rep, int res, int go)
 	closefrom(KID_GO + 1);
 }
 
-/* Fork a child that enters role's sandbox in root, then runs fn. */
+/* Fork a child that enters role's sandbox with flags in root, then runs
+ * fn. */
 static int
-kid_start(struct kid *k, enum imapgw_role role, const char *root, kid_fn fn)
+kid_start_flags(struct kid *k, enum imapgw_role role, unsigned int flags,
+    const char *root, kid_fn fn)
 {
 	int rep[2], res[2], go[2];
 
@@ -129,7 +133,8 @@ kid_start(struct kid *k, enum imapgw_role role, const char *root, kid_fn fn)
 		return -1;
 	if (k->pid == 0) {
 		kid_fds(rep[1], res[1], go[0]);
-		if (sandbox_enter(role, root, NOBODY, NOBODY) == -1)
+		if (sandbox_enter_flags(role, flags, root, NOBODY, NOBODY) ==
+		    -1)
 			_exit(90);
 		fn();
 		_exit(0);
@@ -141,6 +146,13 @@ kid_start(struct kid *k, enum imapgw_role role, const char *root, kid_fn fn)
 	k->res = res[0];
 	k->go = go[1];
 	return 0;
+}
+
+/* The same with every flag the role may have (sandbox_enter). */
+static int
+kid_start(struct kid *k, enum imapgw_role role, const char *root, kid_fn fn)
+{
+	return kid_start_flags(k, role, sandbox_role_flags(role), root, fn);
 }
 
 /* Wait for the child; its reported system call number, or -1. */
@@ -171,22 +183,31 @@ exited_ok(const struct kid *k)
 	return WIFEXITED(k->status) && WEXITSTATUS(k->status) == 0;
 }
 
-/* Run fn sandboxed in role; expect death by SIGSYS reporting syscall. */
+/* Run fn sandboxed in role with flags; expect death by SIGSYS reporting
+ * syscall. */
 static void
-expect_kill(
-    enum imapgw_role role, const char *root, kid_fn fn, const char *syscall)
+expect_kill_flags(enum imapgw_role role, unsigned int flags, const char *root,
+    kid_fn fn, const char *syscall)
 {
 	struct kid k;
 	int nr;
 
-	CHECK(kid_start(&k, role, root, fn) == 0);
+	CHECK(kid_start_flags(&k, role, flags, root, fn) == 0);
 	nr = kid_end(&k);
 	CHECK(died_by(&k, SIGSYS));
 	CHECK(strcmp(sandbox_syscall_name(nr), syscall) == 0);
 	if (!died_by(&k, SIGSYS) || strcmp(sandbox_syscall_name(nr), syscall))
-		fprintf(stderr, "  %s: status 0x%x, reported %s, want %s\n",
-		    role_name(role), k.status, sandbox_syscall_name(nr),
+		fprintf(stderr,
+		    "  %s flags 0x%x: status 0x%x, reported %s, want %s\n",
+		    role_name(role), flags, k.status, sandbox_syscall_name(nr),
 		    syscall);
+}
+
+static void
+expect_kill(
+    enum imapgw_role role, const char *root, kid_fn fn, const char *syscall)
+{
+	expect_kill_flags(role, sandbox_role_flags(role), root, fn, syscall);
 }
 
 /* ---- what sandboxed children do ---- */
@@ -276,6 +297,32 @@ static void
 do_socket_inet(void)
 {
 	socket(AF_INET, SOCK_STREAM, 0);
+}
+
+/* As scand/spam.c opens its TCP client. */
+static void
+do_socket_inet_nb(void)
+{
+	socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+}
+
+static void
+do_socket_inet6(void)
+{
+	socket(AF_INET6, SOCK_STREAM, IPPROTO_TCP);
+}
+
+/* connect on a descriptor we hold (the pipe: ENOTSOCK if allowed). */
+static void
+do_connect(void)
+{
+	struct sockaddr_in sin;
+
+	memset(&sin, 0, sizeof(sin));
+	sin.sin_family = AF_INET;
+	sin.sin_port = htons(9);
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	connect(KID_RES, (struct sockaddr *)&sin, sizeof(sin));
 }
 
 static void
@@ -504,7 +551,7 @@ test_audit_netd(void)
 	CHECK(strcmp(link, root) == 0);
 
 	buf_init(&out, 0);
-	d = audit_child(k.pid, ROLE_NETD, root, NOBODY, NOBODY, &out);
+	d = audit_child(k.pid, ROLE_NETD, 0, root, NOBODY, NOBODY, &out);
 	CHECK(d == 0);
 	CHECK(has_line(&out, "audit netd pid", ": 0 differences"));
 	CHECK(has_line(&out, "syscall accept4 ", "policy allow"));
@@ -521,13 +568,14 @@ test_audit_netd(void)
 
 	/* The audit sees what does not match. */
 	buf_reset(&out);
-	d = audit_child(k.pid, ROLE_SCAND, root, NOBODY, NOBODY, &out);
+	d = audit_child(
+	    k.pid, ROLE_SCAND, SANDBOX_NET, root, NOBODY, NOBODY, &out);
 	CHECK(d > 0);
 	CHECK(has_line(&out, "DIFF syscall accept4 ", "policy trap"));
 	CHECK(has_line(&out, "DIFF syscall openat ", "policy allow"));
 	CHECK(has_line(&out, "DIFF rlimit_nofile", "expected 256 256"));
 	buf_reset(&out);
-	CHECK(audit_child(k.pid, ROLE_NETD, "/", 1000, NOBODY, &out) == 2);
+	CHECK(audit_child(k.pid, ROLE_NETD, 0, "/", 1000, NOBODY, &out) == 2);
 	CHECK(has_line(&out, "DIFF uid", NULL));
 	CHECK(has_line(&out, "DIFF root", NULL));
 	CHECK(ping(&k));
@@ -537,7 +585,11 @@ test_audit_netd(void)
 	CHECK(exited_ok(&k));
 }
 
-/* scand's policy, network clients included, matches its live filter. */
+/*
+ * scand's policy, with and without network clients, matches its live
+ * filter when audited with the flags it was started with, and differs
+ * when audited with the other.
+ */
 static void
 test_audit_scand(void)
 {
@@ -546,11 +598,17 @@ test_audit_scand(void)
 	struct kid k;
 	int d;
 
-	CHECK(kid_start(&k, ROLE_SCAND, root, do_serve) == 0);
+	/* With SANDBOX_NET. */
+	CHECK(
+	    kid_start_flags(&k, ROLE_SCAND, SANDBOX_NET, root, do_serve) == 0);
 	CHECK(get(&k) == 'r');
 	buf_init(&out, 0);
-	d = audit_child(k.pid, ROLE_SCAND, root, NOBODY, NOBODY, &out);
+	d = audit_child(
+	    k.pid, ROLE_SCAND, SANDBOX_NET, root, NOBODY, NOBODY, &out);
 	CHECK(d == 0);
+	CHECK(has_line(&out, "audit scand pid", "(network)"));
+	CHECK(has_line(&out, "ok   network ", "expected tcp"));
+	CHECK(has_line(&out, "ok   network ", "live tcp"));
 	CHECK(has_line(&out, "ok   syscall connect ", "policy allow"));
 	CHECK(has_line(&out, "ok   syscall socket ", "cond(allow|trap)"));
 	CHECK(has_line(&out, "ok   syscall openat ", "policy allow"));
@@ -559,9 +617,174 @@ test_audit_scand(void)
 	if (d != 0)
 		fwrite(buf_head(&out), 1, buf_used(&out), stderr);
 	CHECK(ping(&k));
+	/* Audited as if started without: the difference is shown. */
+	buf_reset(&out);
+	d = audit_child(k.pid, ROLE_SCAND, 0, root, NOBODY, NOBODY, &out);
+	CHECK(d > 0);
+	CHECK(has_line(&out, "audit scand pid", "(no network)"));
+	CHECK(has_line(&out, "DIFF network ", "expected none"));
+	CHECK(has_line(&out, "DIFF network ", "live tcp"));
+	CHECK(has_line(&out, "DIFF syscall connect ", "policy trap"));
+	CHECK(has_line(&out, "DIFF syscall socket ", "policy trap"));
+	CHECK(ping(&k));
+	CHECK(kid_end(&k) == -1);
+	CHECK(exited_ok(&k));
+
+	/* Without: socket and connect are forbidden like any other. */
+	CHECK(kid_start_flags(&k, ROLE_SCAND, 0, root, do_serve) == 0);
+	CHECK(get(&k) == 'r');
+	buf_reset(&out);
+	d = audit_child(k.pid, ROLE_SCAND, 0, root, NOBODY, NOBODY, &out);
+	CHECK(d == 0);
+	CHECK(has_line(&out, "audit scand pid", "(no network)"));
+	CHECK(has_line(&out, "ok   network ", "expected none"));
+	CHECK(has_line(&out, "ok   network ", "live none"));
+	CHECK(!has_line(&out, "syscall connect ", NULL));
+	CHECK(!has_line(&out, "syscall socket ", NULL));
+	CHECK(has_line(&out, "ok   syscall openat ", "policy allow"));
+	CHECK(!has_line(&out, "DIFF", NULL));
+	if (d != 0)
+		fwrite(buf_head(&out), 1, buf_used(&out), stderr);
+	CHECK(ping(&k));
+	buf_reset(&out);
+	d = audit_child(
+	    k.pid, ROLE_SCAND, SANDBOX_NET, root, NOBODY, NOBODY, &out);
+	CHECK(d > 0);
+	CHECK(has_line(&out, "DIFF network ", "expected tcp"));
+	CHECK(has_line(&out, "DIFF syscall connect ", "live trap"));
+	CHECK(ping(&k));
 	buf_free(&out);
 	CHECK(kid_end(&k) == -1);
 	CHECK(exited_ok(&k));
+}
+
+/*
+ * A scand without network asked to use spamd: spam.c does not call
+ * socket() (which would kill it) but reports the engine unavailable.
+ * With SANDBOX_NET the same engine connects.
+ */
+static struct spam_engine *net_spamd;
+
+static void
+do_scand_spamd(void)
+{
+	struct spam_result r;
+	static const char msg[] = "From: a@example.org\r\n"
+	                          "Subject: hi\r\n\r\nhello\r\n";
+
+	put(scand_net_allowed());
+	spam_check(net_spamd, msg, sizeof(msg) - 1, &r);
+	put(r.status);
+	put(strstr(r.detail, "no network access") != NULL);
+}
+
+static void
+test_scand_spam_nonet(void)
+{
+	const char *root = mkroot(0755, 0);
+	struct sockaddr_in *sin;
+	struct cfg_spam c;
+	struct pollfd pfd;
+	socklen_t sl;
+	struct kid k;
+	char err[256];
+	int lfd, fd;
+
+	memset(&c, 0, sizeof(c));
+	c.enabled = 1;
+	c.engine = SPAM_ENGINE_SPAMD;
+	c.timeout_ms = 2000;
+	c.max_size = 1024 * 1024;
+	c.cat[SPAM_CONFIRMED].score = 15;
+	c.cat[SPAM_BULK].score = 10;
+	c.cat[SPAM_SUSPECT].score = 5;
+	sin = (struct sockaddr_in *)&c.address.ss;
+	sin->sin_family = AF_INET;
+	sin->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	sl = sizeof(*sin);
+	lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	CHECK(lfd != -1 && bind(lfd, (struct sockaddr *)sin, sl) == 0 &&
+	      listen(lfd, 4) == 0 &&
+	      getsockname(lfd, (struct sockaddr *)sin, &sl) == 0);
+	c.address.len = sizeof(*sin);
+	snprintf(c.address.text, sizeof(c.address.text), "127.0.0.1:%d",
+	    ntohs(sin->sin_port));
+	net_spamd = spam_engine_new(&c, err, sizeof(err));
+	CHECK(net_spamd != NULL);
+	if (net_spamd == NULL) {
+		close(lfd);
+		return;
+	}
+	/* Unconfined (the tests, imapgwd before its sandbox): allowed. */
+	CHECK(scand_net_allowed() == 1);
+
+	CHECK(kid_start_flags(&k, ROLE_SCAND, 0, root, do_scand_spamd) == 0);
+	CHECK(get(&k) == 0);
+	CHECK(get(&k) == SPAM_UNAVAILABLE);
+	CHECK(get(&k) == 1);
+	CHECK(kid_end(&k) == -1);
+	CHECK(exited_ok(&k));
+	/* No connection was even tried. */
+	pfd = (struct pollfd){lfd, POLLIN, 0};
+	CHECK(poll(&pfd, 1, 0) == 0);
+
+	/* With network: it connects (the listener answers nothing and
+	 * closes: unavailable too, but for another reason). */
+	CHECK(kid_start_flags(
+	          &k, ROLE_SCAND, SANDBOX_NET, root, do_scand_spamd) == 0);
+	CHECK(get(&k) == 1);
+	pfd = (struct pollfd){lfd, POLLIN, 0};
+	fd = -1;
+	if (poll(&pfd, 1, 5000) == 1)
+		fd = accept(lfd, NULL, NULL);
+	CHECK(fd != -1);
+	if (fd != -1)
+		close(fd);
+	CHECK(get(&k) == SPAM_UNAVAILABLE);
+	CHECK(get(&k) == 0);
+	CHECK(kid_end(&k) == -1);
+	CHECK(exited_ok(&k));
+	spam_engine_free(net_spamd);
+	close(lfd);
+}
+
+/* sandbox_flags() of a config: network for scand only when an action in
+ * use has spamBlocker on with spamd or rspamd. */
+static void
+test_flags_config(void)
+{
+	struct cfg_action act[3];
+	struct config cfg;
+
+	memset(&cfg, 0, sizeof(cfg));
+	memset(act, 0, sizeof(act));
+	cfg.actions = act;
+	cfg.nactions = 3;
+	act[0].used = 1;
+	act[0].spamblocker.enabled = 1;
+	act[0].spamblocker.engine = SPAM_ENGINE_BUILTIN;
+	act[1].used = 0;
+	act[1].spamblocker.enabled = 1;
+	act[1].spamblocker.engine = SPAM_ENGINE_SPAMD;
+	act[2].used = 1;
+	act[2].spamblocker.enabled = 0;
+	act[2].spamblocker.engine = SPAM_ENGINE_RSPAMD;
+	CHECK(sandbox_flags(ROLE_SCAND, &cfg) == 0);
+	CHECK(sandbox_flags(ROLE_SCAND, NULL) == 0);
+	act[1].used = 1;
+	CHECK(sandbox_flags(ROLE_SCAND, &cfg) == SANDBOX_NET);
+	CHECK(sandbox_flags(ROLE_NETD, &cfg) == 0);
+	CHECK(sandbox_flags(ROLE_TLSD, &cfg) == 0);
+	CHECK(sandbox_flags(ROLE_PARENT, &cfg) == 0);
+	act[1].used = 0;
+	act[2].spamblocker.enabled = 1;
+	CHECK(sandbox_flags(ROLE_SCAND, &cfg) == SANDBOX_NET);
+	act[2].spamblocker.engine = SPAM_ENGINE_BUILTIN;
+	CHECK(sandbox_flags(ROLE_SCAND, &cfg) == 0);
+	CHECK(strcmp(sandbox_flags_text(ROLE_SCAND, SANDBOX_NET), "network") ==
+	      0);
+	CHECK(strcmp(sandbox_flags_text(ROLE_SCAND, 0), "no network") == 0);
+	CHECK(strcmp(sandbox_flags_text(ROLE_NETD, 0), "") == 0);
 }
 
 /* An unconfined process: the audit says so, and leaves it running. */
@@ -581,7 +804,7 @@ test_audit_unconfined(void)
 	}
 	close(p[0]);
 	buf_init(&out, 0);
-	d = audit_child(pid, ROLE_NETD, "/", NOBODY, NOBODY, &out);
+	d = audit_child(pid, ROLE_NETD, 0, "/", NOBODY, NOBODY, &out);
 	CHECK(d > 0);
 	CHECK(has_line(&out, "DIFF seccomp_mode", NULL));
 	CHECK(has_line(&out, "DIFF seccomp_program live unreadable", NULL));
@@ -589,7 +812,7 @@ test_audit_unconfined(void)
 	CHECK(waitpid(pid, &st, 0) == pid && WIFEXITED(st) &&
 	      WEXITSTATUS(st) == 0);
 	buf_reset(&out);
-	CHECK(audit_child(pid, ROLE_NETD, "/", NOBODY, NOBODY, &out) == -1);
+	CHECK(audit_child(pid, ROLE_NETD, 0, "/", NOBODY, NOBODY, &out) == -1);
 	buf_free(&out);
 	close(p[1]);
 }
@@ -610,7 +833,7 @@ test_audit_zombie(void)
 	for (i = 0; i < 1000 && !proc_field(pid, state); i++)
 		usleep(1000);
 	buf_init(&out, 0);
-	CHECK(audit_child(pid, ROLE_NETD, "/", NOBODY, NOBODY, &out) != 0);
+	CHECK(audit_child(pid, ROLE_NETD, 0, "/", NOBODY, NOBODY, &out) != 0);
 	buf_free(&out);
 	CHECK(waitpid(pid, &st, 0) == pid && WIFEXITED(st) &&
 	      WEXITSTATUS(st) == 7);
@@ -623,7 +846,7 @@ do_loose_filter(void)
 	scmp_filter_ctx ctx;
 	char c;
 
-	ctx = sandbox_policy_ctx(ROLE_NETD, getpid());
+	ctx = sandbox_policy_ctx(ROLE_NETD, 0, getpid());
 	if (ctx == NULL ||
 	    seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(socket), 1,
 	        SCMP_A0(SCMP_CMP_EQ, AF_UNIX, 0)) < 0 ||
@@ -651,7 +874,7 @@ test_audit_loose(void)
 	k.res = res[0];
 	CHECK(get(&k) == 'r');
 	buf_init(&out, 0);
-	CHECK(audit_child(k.pid, ROLE_NETD, "/", 0, 0, &out) > 0);
+	CHECK(audit_child(k.pid, ROLE_NETD, 0, "/", 0, 0, &out) > 0);
 	CHECK(has_line(&out, "note seccomp_program", NULL));
 	CHECK(has_line(&out, "DIFF syscall socket ", "live cond(allow|trap)"));
 	CHECK(has_line(&out, "DIFF syscall socket ", "differs at args 0x1 "));
@@ -685,12 +908,25 @@ test_violations(void)
 	expect_kill(ROLE_NETD, root, do_socket_unix, "socket");
 	expect_kill(ROLE_TLSD, root, do_socket_inet, "socket");
 	expect_kill(ROLE_TLSD, root, do_memfd, "memfd_create");
-	/* scand: TCP clients only. */
+	/* scand with network: TCP clients only. */
+	expect_kill_flags(
+	    ROLE_SCAND, SANDBOX_NET, root, do_socket_unix, "socket");
+	expect_kill_flags(
+	    ROLE_SCAND, SANDBOX_NET, root, do_socket_packet, "socket");
+	expect_kill_flags(
+	    ROLE_SCAND, SANDBOX_NET, root, do_socket_raw, "socket");
+	expect_kill_flags(
+	    ROLE_SCAND, SANDBOX_NET, root, do_socket_udp, "socket");
+	expect_kill_flags(ROLE_SCAND, SANDBOX_NET, root, do_uname, "uname");
+	/* scand without: not even TCP. */
+	expect_kill_flags(ROLE_SCAND, 0, root, do_socket_inet, "socket");
+	expect_kill_flags(ROLE_SCAND, 0, root, do_socket_inet_nb, "socket");
+	expect_kill_flags(ROLE_SCAND, 0, root, do_socket_inet6, "socket");
+	expect_kill_flags(ROLE_SCAND, 0, root, do_connect, "connect");
+	expect_kill_flags(ROLE_SCAND, 0, root, do_socket_unix, "socket");
+	expect_kill_flags(ROLE_SCAND, 0, root, do_socket_udp, "socket");
+	/* sandbox_enter: every flag the role may have. */
 	expect_kill(ROLE_SCAND, root, do_socket_unix, "socket");
-	expect_kill(ROLE_SCAND, root, do_socket_packet, "socket");
-	expect_kill(ROLE_SCAND, root, do_socket_raw, "socket");
-	expect_kill(ROLE_SCAND, root, do_socket_udp, "socket");
-	expect_kill(ROLE_SCAND, root, do_uname, "uname");
 }
 
 /*
@@ -728,7 +964,8 @@ test_scand_net(const char *root)
 	      listen(lfd, 1) == 0 &&
 	      getsockname(lfd, (struct sockaddr *)&sin, &sl) == 0);
 	scand_port = ntohs(sin.sin_port);
-	CHECK(kid_start(&k, ROLE_SCAND, root, do_scand_net) == 0);
+	CHECK(kid_start_flags(
+	          &k, ROLE_SCAND, SANDBOX_NET, root, do_scand_net) == 0);
 	CHECK(get(&k) == 1);
 	CHECK(get(&k) == 1);
 	pfd = (struct pollfd){lfd, POLLIN, 0};
@@ -886,6 +1123,101 @@ sigaction_action(const struct sock_filter *f, size_t n, uint64_t sig)
 	return action;
 }
 
+/* The program role's policy with flags compiles to; *n instructions. */
+static struct sock_filter *
+policy_bpf(enum imapgw_role role, unsigned int flags, size_t *n)
+{
+	struct sock_filter *pol = NULL;
+	scmp_filter_ctx ctx;
+	FILE *f;
+
+	*n = 0;
+	if ((ctx = sandbox_policy_ctx(role, flags, 4242)) == NULL)
+		return NULL;
+	if ((f = tmpfile()) != NULL &&
+	    seccomp_export_bpf(ctx, fileno(f)) == 0 &&
+	    (*n = lseek(fileno(f), 0, SEEK_END) / sizeof(*pol)) > 0 &&
+	    (pol = calloc(*n, sizeof(*pol))) != NULL &&
+	    pread(fileno(f), pol, *n * sizeof(*pol), 0) !=
+	        (ssize_t)(*n * sizeof(*pol))) {
+		free(pol);
+		pol = NULL;
+	}
+	if (f != NULL)
+		fclose(f);
+	seccomp_release(ctx);
+	return pol;
+}
+
+static uint32_t
+socket_action(const struct sock_filter *f, size_t n, int nr, uint64_t domain,
+    uint64_t type)
+{
+	struct seccomp_data d;
+	uint32_t action;
+
+	memset(&d, 0, sizeof(d));
+	d.arch = AUDIT_ARCH_X86_64;
+	d.nr = nr;
+	d.args[0] = domain;
+	d.args[1] = type;
+	if (audit_bpf_run(f, n, &d, &action) == -1)
+		return UINT32_MAX;
+	return action;
+}
+
+/* scand's policy: TCP clients with SANDBOX_NET only. */
+static void
+test_bpf_scand_net(void)
+{
+	const int nb = SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC;
+	struct sock_filter *net, *nonet;
+	size_t nn, n0;
+	char desc[96];
+
+	net = policy_bpf(ROLE_SCAND, SANDBOX_NET, &nn);
+	nonet = policy_bpf(ROLE_SCAND, 0, &n0);
+	CHECK(net != NULL && nonet != NULL);
+	if (net == NULL || nonet == NULL) {
+		free(net);
+		free(nonet);
+		return;
+	}
+	CHECK(socket_action(net, nn, SYS_socket, AF_INET, nb) ==
+	      SECCOMP_RET_ALLOW);
+	CHECK(socket_action(net, nn, SYS_socket, AF_INET6, SOCK_STREAM) ==
+	      SECCOMP_RET_ALLOW);
+	CHECK(socket_action(net, nn, SYS_connect, 7, 0) == SECCOMP_RET_ALLOW);
+	CHECK(socket_action(net, nn, SYS_socket, AF_UNIX, SOCK_STREAM) ==
+	      SECCOMP_RET_TRAP);
+	CHECK(socket_action(net, nn, SYS_socket, AF_PACKET, SOCK_RAW) ==
+	      SECCOMP_RET_TRAP);
+	CHECK(socket_action(net, nn, SYS_socket, AF_INET, SOCK_DGRAM) ==
+	      SECCOMP_RET_TRAP);
+	CHECK(socket_action(net, nn, SYS_socket, AF_INET6, SOCK_RAW) ==
+	      SECCOMP_RET_TRAP);
+	CHECK(audit_bpf_classify(net, nn, AUDIT_ARCH_X86_64, SYS_socket, desc,
+	          sizeof(desc)) == AUDIT_COND);
+	CHECK(socket_action(nonet, n0, SYS_socket, AF_INET, nb) ==
+	      SECCOMP_RET_TRAP);
+	CHECK(socket_action(nonet, n0, SYS_socket, AF_INET6, SOCK_STREAM) ==
+	      SECCOMP_RET_TRAP);
+	CHECK(socket_action(nonet, n0, SYS_connect, 7, 0) == SECCOMP_RET_TRAP);
+	CHECK(socket_action(nonet, n0, SYS_socket, AF_UNIX, SOCK_STREAM) ==
+	      SECCOMP_RET_TRAP);
+	CHECK(audit_bpf_classify(nonet, n0, AUDIT_ARCH_X86_64, SYS_socket, desc,
+	          sizeof(desc)) == AUDIT_TRAP);
+	CHECK(audit_bpf_classify(nonet, n0, AUDIT_ARCH_X86_64, SYS_connect,
+	          desc, sizeof(desc)) == AUDIT_TRAP);
+	/* The rest of scand's policy is the same. */
+	CHECK(audit_bpf_classify(nonet, n0, AUDIT_ARCH_X86_64, SYS_openat, desc,
+	          sizeof(desc)) == AUDIT_ALLOW);
+	CHECK(audit_bpf_classify(nonet, n0, AUDIT_ARCH_X86_64, SYS_ptrace, desc,
+	          sizeof(desc)) == AUDIT_TRAP);
+	free(net);
+	free(nonet);
+}
+
 static void
 test_bpf(void)
 {
@@ -934,7 +1266,7 @@ test_bpf(void)
 	      action == SECCOMP_RET_KILL_THREAD);
 
 	/* libseccomp's output for the real policy. */
-	CHECK((ctx = sandbox_policy_ctx(ROLE_NETD, 4242)) != NULL);
+	CHECK((ctx = sandbox_policy_ctx(ROLE_NETD, 0, 4242)) != NULL);
 	CHECK((f = tmpfile()) != NULL);
 	CHECK(seccomp_export_bpf(ctx, fileno(f)) == 0);
 	n = lseek(fileno(f), 0, SEEK_END) / sizeof(*pol);
@@ -974,10 +1306,21 @@ test_bpf(void)
 	fclose(f);
 	seccomp_release(ctx);
 	for (r = ROLE_NETD; r < ROLE_MAX; r++) {
-		CHECK((ctx = sandbox_policy_ctx(r, 1)) != NULL);
+		CHECK((ctx = sandbox_policy_ctx(r, 0, 1)) != NULL);
+		seccomp_release(ctx);
+		CHECK((ctx = sandbox_policy_ctx(r, sandbox_role_flags(r), 1)) !=
+		      NULL);
 		seccomp_release(ctx);
 	}
-	CHECK(sandbox_policy_ctx(ROLE_PARENT, 1) == NULL);
+	CHECK(sandbox_policy_ctx(ROLE_PARENT, 0, 1) == NULL);
+	/* A flag the role does not have is refused, not ignored. */
+	CHECK(sandbox_role_flags(ROLE_SCAND) == SANDBOX_NET);
+	CHECK(sandbox_role_flags(ROLE_NETD) == 0);
+	CHECK(sandbox_role_flags(ROLE_TLSD) == 0);
+	CHECK(sandbox_policy_ctx(ROLE_NETD, SANDBOX_NET, 1) == NULL);
+	CHECK(sandbox_policy_ctx(ROLE_TLSD, SANDBOX_NET, 1) == NULL);
+	CHECK(sandbox_policy_ctx(ROLE_SCAND, 0x80, 1) == NULL);
+	test_bpf_scand_net();
 }
 
 int
@@ -993,6 +1336,7 @@ main(void)
 	signal(SIGPIPE, SIG_IGN);
 	log_init(LOGT_STDERR, LOGF_TEXT, LOG_WARNING, "test_sandbox");
 	test_limits_table();
+	test_flags_config();
 	test_bpf();
 	test_refusals();
 	test_violations();
@@ -1000,6 +1344,7 @@ main(void)
 	test_allowed();
 	test_audit_netd();
 	test_audit_scand();
+	test_scand_spam_nonet();
 	test_audit_unconfined();
 	test_audit_zombie();
 	test_audit_loose();
