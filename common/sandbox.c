@@ -750,13 +750,6 @@ sandbox_seccomp(enum imapgw_role role, unsigned int flags)
 }
 
 int
-sandbox_enter(enum imapgw_role role, const char *root, uid_t uid, gid_t gid)
-{
-	return sandbox_enter_flags(
-	    role, sandbox_role_flags(role), root, uid, gid);
-}
-
-int
 sandbox_enter_flags(enum imapgw_role role, unsigned int flags, const char *root,
     uid_t uid, gid_t gid)
 {

@@ -58,12 +58,6 @@ const char *sandbox_flags_text(enum imapgw_role, unsigned int flags);
  */
 int sandbox_enter_flags(
     enum imapgw_role, unsigned int flags, const char *root, uid_t, gid_t);
-/*
- * The same with every flag the role may have (sandbox_role_flags): for
- * tests and tools that have no configuration.  The daemon's children use
- * sandbox_enter_flags() with sandbox_flags() of their config.
- */
-int sandbox_enter(enum imapgw_role, const char *root, uid_t, gid_t);
 
 /*
  * 1 and *flags the flags of the policy this process loaded, if it entered

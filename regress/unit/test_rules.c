@@ -915,7 +915,7 @@ test_sandboxed(void)
 			fprintf(stderr, "sandboxed: %s\n", t);
 			_exit(94);
 		}
-		if (sandbox_enter(ROLE_SCAND, root, NOBODY, NOBODY) == -1)
+		if (sandbox_enter_flags(ROLE_SCAND, 0, root, NOBODY, NOBODY) == -1)
 			_exit(90);
 		failed = t_fail;
 		kid_work();

@@ -148,7 +148,7 @@ kid_start_flags(struct kid *k, enum imapgw_role role, unsigned int flags,
 	return 0;
 }
 
-/* The same with every flag the role may have (sandbox_enter). */
+/* The same with every flag the role may have. */
 static int
 kid_start(struct kid *k, enum imapgw_role role, const char *root, kid_fn fn)
 {
@@ -925,7 +925,7 @@ test_violations(void)
 	expect_kill_flags(ROLE_SCAND, 0, root, do_connect, "connect");
 	expect_kill_flags(ROLE_SCAND, 0, root, do_socket_unix, "socket");
 	expect_kill_flags(ROLE_SCAND, 0, root, do_socket_udp, "socket");
-	/* sandbox_enter: every flag the role may have. */
+	/* Every flag the role may have: still no AF_UNIX. */
 	expect_kill(ROLE_SCAND, root, do_socket_unix, "socket");
 }
 
@@ -1026,7 +1026,7 @@ test_allowed(void)
 	CHECK(died_by(&k, SIGABRT));
 }
 
-/* In a child: sandbox_enter must fail and leave the process unconfined. */
+/* In a child: sandbox_enter_flags must fail and leave the process unconfined. */
 static int
 refused(enum imapgw_role role, const char *root, uid_t uid, int drop_first)
 {
@@ -1037,7 +1037,7 @@ refused(enum imapgw_role role, const char *root, uid_t uid, int drop_first)
 	if ((pid = fork()) == 0) {
 		if (drop_first && setresuid(NOBODY, NOBODY, NOBODY) == -1)
 			_exit(2);
-		if (sandbox_enter(role, root, uid, NOBODY) != -1)
+		if (sandbox_enter_flags(role, 0, root, uid, NOBODY) != -1)
 			_exit(3);
 		if (prctl(PR_GET_SECCOMP) != 0 ||
 		    prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) != 0)

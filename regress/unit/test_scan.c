@@ -2627,7 +2627,7 @@ test_sandboxed(void)
 		out = fcntl(res[1], F_DUPFD, 100);
 		if (out == -1 || dup2(rep[1], IMAPGW_REPORT_FD) == -1)
 			_exit(92);
-		if (sandbox_enter(ROLE_SCAND, root, NOBODY, NOBODY) == -1)
+		if (sandbox_enter_flags(ROLE_SCAND, 0, root, NOBODY, NOBODY) == -1)
 			_exit(90);
 		kid_scan(out);
 		kid_zip(out, zip, ziplen);

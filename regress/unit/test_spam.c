@@ -1329,7 +1329,7 @@ test_sandboxed(void)
 		out = fcntl(res[1], F_DUPFD, 100);
 		if (out == -1 || dup2(rep[1], IMAPGW_REPORT_FD) == -1)
 			_exit(92);
-		if (sandbox_enter(ROLE_SCAND, root, NOBODY, NOBODY) == -1)
+		if (sandbox_enter_flags(ROLE_SCAND, SANDBOX_NET, root, NOBODY, NOBODY) == -1)
 			_exit(90);
 		kid_checks(out, &b, msg8);
 		_exit(0);
@@ -1439,7 +1439,7 @@ test_real(const char *name, const char *env, int engine)
 	fflush(NULL);
 	if ((pid = fork()) == 0) {
 		if (dup2(res[1], 100) == -1 ||
-		    sandbox_enter(ROLE_SCAND, root, NOBODY, NOBODY) == -1)
+		    sandbox_enter_flags(ROLE_SCAND, SANDBOX_NET, root, NOBODY, NOBODY) == -1)
 			_exit(90);
 		spam_check(e, gtube, strlen(gtube), &r);
 		put_res(100, &r);
