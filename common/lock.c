@@ -21,6 +21,7 @@
 #include <openssl/rand.h>
 
 #include "lock.h"
+#include "util.h"
 
 #define LOCK_HDR_MAX (8 + 2 * LOCK_MAX_NAME)
 #define LOCK_CHUNK (1 << 30) /* EVP takes int lengths */
@@ -434,23 +435,6 @@ fail:
 	return -1;
 }
 
-static int
-lock_write_all(int fd, const uint8_t *p, size_t n)
-{
-	ssize_t r;
-
-	while (n > 0) {
-		r = write(fd, p, n);
-		if (r == -1 && errno == EINTR)
-			continue;
-		if (r <= 0)
-			return -1;
-		p += r;
-		n -= (size_t)r;
-	}
-	return 0;
-}
-
 /* Create the key of dir at path; if another process links its key
  * first, read that one. */
 static int
@@ -487,7 +471,7 @@ lock_key_create(const char *dir, const char *path, uint8_t key[LOCK_KEY_LEN],
 		lock_err(err, errlen, "no random bytes from OpenSSL");
 		goto fail;
 	}
-	if (fchmod(fd, 0600) == -1 || lock_write_all(fd, key, LOCK_KEY_LEN) ||
+	if (fchmod(fd, 0600) == -1 || write_all(fd, key, LOCK_KEY_LEN) ||
 	    fsync(fd) == -1) {
 		lock_err(err, errlen, "%s: %s", tmp, strerror(errno));
 		goto fail;

@@ -19,5 +19,11 @@ int parse_cidr(const char *, struct cfg_cidr *);
 int cidr_match(const struct cfg_cidr *, const struct sockaddr *);
 /* Text form of a socket address into out ("[::1]:143"). */
 void addr_text(const struct sockaddr *, char *out, size_t outlen);
+/* Write all of p to fd, going on after EINTR.  -1 on error. */
+int write_all(int fd, const void *p, size_t n);
+/* The value of a hex digit, either case; -1 if c is none. */
+int hex_value(int c);
+/* n bytes as 2n lowercase hex digits and a NUL, into out. */
+void hex_encode(const uint8_t *, size_t n, char *out);
 
 #endif

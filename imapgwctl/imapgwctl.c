@@ -22,6 +22,7 @@
 #include "imapgw.h"
 #include "imsg.h"
 #include "lock.h"
+#include "util.h"
 
 #define DEFAULT_CONFIG "/etc/imapgw/imapgwd.yaml"
 #define DEFAULT_SOCKET "/run/imapgwd.sock"
@@ -193,23 +194,6 @@ read_input(const char *path, struct buf *in)
 	}
 	if (fd != STDIN_FILENO)
 		close(fd);
-	return 0;
-}
-
-static int
-write_all(int fd, const uint8_t *p, size_t n)
-{
-	ssize_t r;
-
-	while (n > 0) {
-		r = write(fd, p, n);
-		if (r == -1 && errno == EINTR)
-			continue;
-		if (r <= 0)
-			return -1;
-		p += r;
-		n -= (size_t)r;
-	}
 	return 0;
 }
 

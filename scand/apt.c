@@ -35,6 +35,7 @@
 #include <openssl/evp.h>
 
 #include "scand.h"
+#include "util.h"
 
 #define APT_NAME_MAX 127 /* bytes; struct apt_hit has room for it */
 #define APT_OFF_BITS 30 /* name offsets: meta keeps them in 30 bits */
@@ -98,31 +99,6 @@ static int
 apt_blank(int c)
 {
 	return c == ' ' || c == '\t';
-}
-
-static int
-apt_hexval(int c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
-static void
-apt_hex(const uint8_t *h, size_t n, char *out)
-{
-	static const char digits[] = "0123456789abcdef";
-	size_t i;
-
-	for (i = 0; i < n; i++) {
-		out[2 * i] = digits[h[i] >> 4];
-		out[2 * i + 1] = digits[h[i] & 15];
-	}
-	out[2 * n] = '\0';
 }
 
 /* A word of the line for an error message: at most 32 bytes, anything
@@ -314,7 +290,7 @@ apt_line(struct apt_parse *ap, size_t line, const char *p, size_t len)
 		;
 	hn = (size_t)(p - h);
 	for (i = 0; i < hn; i++)
-		if (apt_hexval((unsigned char)h[i]) == -1) {
+		if (hex_value((unsigned char)h[i]) == -1) {
 			apt_word(h, hn, word, sizeof(word));
 			apt_err(ap, line,
 			    "\"%s\" is not a hash (64 hex digits for SHA-256, "
@@ -328,8 +304,8 @@ apt_line(struct apt_parse *ap, size_t line, const char *p, size_t len)
 		return -1;
 	}
 	for (i = 0; i < hn / 2; i++) {
-		v = apt_hexval((unsigned char)h[2 * i]) << 4 |
-		    apt_hexval((unsigned char)h[2 * i + 1]);
+		v = hex_value((unsigned char)h[2 * i]) << 4 |
+		    hex_value((unsigned char)h[2 * i + 1]);
 		bin[i] = (uint8_t)v;
 	}
 
@@ -565,8 +541,8 @@ apt_lookup(
 	        data, len, md5, &n2, db ? db->md_md5 : EVP_md5(), NULL) != 1 ||
 	    n1 != sizeof(sha) || n2 != sizeof(md5))
 		return -1;
-	apt_hex(sha, sizeof(sha), hit->sha256);
-	apt_hex(md5, sizeof(md5), hit->md5);
+	hex_encode(sha, sizeof(sha), hit->sha256);
+	hex_encode(md5, sizeof(md5), hit->md5);
 	if (db == NULL)
 		return 0;
 	if (db->nsha)

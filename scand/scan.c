@@ -61,6 +61,7 @@
 #include "lock.h"
 #include "log.h"
 #include "scand.h"
+#include "util.h"
 
 #define SCAN_MAX_FINDINGS 64 /* more are counted, not kept */
 #define SCAN_MAX_APT_PENDING 32 /* APT hits of one part, before AV */
@@ -1670,23 +1671,6 @@ scan_edits_apply(const struct scan_job *j, struct scan_edits *es, struct buf *o)
  * ranges of the message.
  */
 
-static int
-scan_write_all(int fd, const uint8_t *p, size_t n)
-{
-	ssize_t w;
-
-	while (n > 0) {
-		if ((w = write(fd, p, n)) == -1) {
-			if (errno == EINTR)
-				continue;
-			return -1;
-		}
-		p += w;
-		n -= (size_t)w;
-	}
-	return 0;
-}
-
 /* Write the content of a section at *end, or point into the message. */
 static int
 scan_sect_put(int fd, uint64_t *end, const struct sect_content *c,
@@ -1703,8 +1687,7 @@ scan_sect_put(int fd, uint64_t *end, const struct sect_content *c,
 	}
 	sr->off = *end;
 	*end += c->len;
-	return scan_write_all(
-	    fd, c->ref ? data + c->off : c->data.data, c->len);
+	return write_all(fd, c->ref ? data + c->off : c->data.data, c->len);
 }
 
 /*
@@ -1956,9 +1939,9 @@ scan_result_fd(const struct scan_job *j, const struct buf *m,
 		goto fail;
 	if (m != NULL) {
 		end = m->len + bs.len + body.len;
-		if (scan_write_all(fd, m->data, m->len) == -1 ||
-		    scan_write_all(fd, bs.data, bs.len) == -1 ||
-		    scan_write_all(fd, body.data, body.len) == -1 ||
+		if (write_all(fd, m->data, m->len) == -1 ||
+		    write_all(fd, bs.data, bs.len) == -1 ||
+		    write_all(fd, body.data, body.len) == -1 ||
 		    scan_sections(j, m, &msg, fd, &end, res) == -1)
 			goto fail;
 		res->msg_off = 0;
@@ -1975,8 +1958,8 @@ scan_result_fd(const struct scan_job *j, const struct buf *m,
 		res->text_off = end;
 		res->text_len = text->len;
 		end += text->len;
-		if (scan_write_all(fd, json->data, json->len) == -1 ||
-		    scan_write_all(fd, text->data, text->len) == -1)
+		if (write_all(fd, json->data, json->len) == -1 ||
+		    write_all(fd, text->data, text->len) == -1)
 			goto fail;
 	}
 	if (fcntl(fd, F_ADD_SEALS,

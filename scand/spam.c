@@ -450,18 +450,6 @@ parse_pattern(struct spam_parse *p, const char *w, size_t n, pcre2_code **re)
 }
 
 static int
-hexval(int c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
-static int
 parse_sha(struct spam_parse *p, const char *w, size_t n, uint8_t *sha)
 {
 	size_t i;
@@ -473,8 +461,8 @@ parse_sha(struct spam_parse *p, const char *w, size_t n, uint8_t *sha)
 		return -1;
 	}
 	for (i = 0; i < 32; i++) {
-		hi = hexval((unsigned char)w[2 * i]);
-		lo = hexval((unsigned char)w[2 * i + 1]);
+		hi = hex_value((unsigned char)w[2 * i]);
+		lo = hex_value((unsigned char)w[2 * i + 1]);
 		if (hi == -1 || lo == -1) {
 			parse_err(
 			    p, "fingerprint \"%.64s\" is not hexadecimal", w);
@@ -681,7 +669,7 @@ html_entity(const uint8_t *s, size_t n, struct buf *out, int *r)
 			i++;
 		}
 		for (start = i; i < n && i - start < 8; i++) {
-			d = hexval(s[i]);
+			d = hex_value(s[i]);
 			if (d == -1 || d >= base)
 				break;
 			c = c * base + (uint32_t)d;
@@ -1652,7 +1640,8 @@ json_string(struct json *j, char *out, size_t outlen)
 				esc_u = 1;
 				for (c = 0, i = 0; i < 4; i++) {
 					if (j->p >= j->end ||
-					    (d = hexval((uint8_t)*j->p)) == -1)
+					    (d = hex_value((uint8_t)*j->p)) ==
+					        -1)
 						return json_fail(
 						    j, "bad \\u escape");
 					c = c << 4 | (uint32_t)d;
@@ -1663,7 +1652,7 @@ json_string(struct json *j, char *out, size_t outlen)
 				    j->end - j->p >= 6 && j->p[0] == '\\' &&
 				    j->p[1] == 'u') {
 					for (lo = 0, i = 2; i < 6; i++) {
-						if ((d = hexval(
+						if ((d = hex_value(
 						         (uint8_t)j->p[i])) ==
 						    -1)
 							break;
