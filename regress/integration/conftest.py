@@ -27,7 +27,7 @@ DIRECT = os.environ.get("IMAPGW_TEST_DIRECT") == "1"
 PASSWORD = "secret"
 USERS = ["alice", "bob", "carol", "dave", "bulk", "idler", "lplus", "syncer",
          "fetcher", "curler", "logger", "reloader", "hooker", "sandbox",
-         "caps", "scandshared",
+         "caps", "scandshared", "aptreload",
          # test_relay.py, test_cli.py
          "silent", "early", "active", "longline", "shortline", "literal",
          "halfclose", "bigfetch", "jsonlog", "respawn", "sigterm",
