@@ -726,7 +726,13 @@ scan_ctype(struct scan_job *j, const void *data, size_t len,
 		return;
 	if (declared != NULL)
 		subj[n++] = declared;
-	if (cr->auto_detect || declared == NULL) {
+	/* A part that says it is text and is text keeps its type: what
+	 * libmagic would tell is another text type, at a millisecond
+	 * a part (its text tests compile their regular expressions on
+	 * every call). */
+	if ((cr->auto_detect || declared == NULL) &&
+	    !(declared != NULL && strncmp(declared, "text/", 5) == 0 &&
+	        detect_is_text(data, len))) {
 		detect_type(data, len, detected, sizeof(detected));
 		if (declared == NULL || strcasecmp(declared, detected) != 0)
 			subj[n++] = detected;
@@ -758,7 +764,7 @@ scan_apt_hold(
 	struct apt_hit hit;
 	int r;
 
-	if (j->rt->apt == NULL)
+	if (j->rt->apt == NULL || apt_db_count(j->rt->apt) == 0)
 		return;
 	r = apt_lookup(j->rt->apt, data, len, &hit);
 	if (r == -1) {
@@ -807,7 +813,7 @@ scan_archive(struct scan_job *j, const void *data, size_t len)
 	    !(a->filenames.archives &&
 	        (a->filenames.nrules > 0 ||
 	            a->filenames.none_matched != ACT_ALLOW)) &&
-	    j->rt->apt == NULL)
+	    (j->rt->apt == NULL || apt_db_count(j->rt->apt) == 0))
 		return;
 	if (a->general.max_archive_depth == 0)
 		return;
@@ -911,7 +917,10 @@ scan_leaf(struct scan_job *j, const struct mime_part *part)
 	/* 2. */
 	scan_ctype(j, body.data, body.len, declared, NULL);
 	scan_fname(j, name, NULL);
-	scan_apt_hold(j, body.data, body.len, NULL);
+	/* APT Blocker judges files: attachments, anything but text, and
+	 * archive members; not the text of a message. */
+	if (name[0] != '\0' || strcmp(type, "text") != 0)
+		scan_apt_hold(j, body.data, body.len, NULL);
 	scan_archive(j, body.data, body.len);
 	/* 3., part by part only when the whole message was not clean:
 	 * to tell which part a finding is in. */

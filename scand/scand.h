@@ -249,6 +249,9 @@ int detect_init(char *err, size_t);
 /* The MIME type of data ("application/pdf"), lowercase, into out;
  * "application/octet-stream" if libmagic cannot tell. */
 void detect_type(const void *, size_t, char *out, size_t);
+/* Is data text (no NUL, no control character but blanks and ESC, in its
+ * first 4 KB)? */
+int detect_is_text(const void *, size_t);
 
 /*
  * archive.c: the members of ZIP, GZIP, tar (and compressed tar)

@@ -391,6 +391,28 @@ test_rules(void)
 		mime_free(&m);
 	}
 	out_free(&o, &res);
+
+	/* Declared text: libmagic is asked only when the bytes are not
+	 * text (a NUL here), and then its type counts. */
+	{
+		char bin[sizeof(pdf) + 1];
+
+		memcpy(bin, pdf, sizeof(pdf));
+		bin[12] = '\0';
+		buf_reset(&b);
+		msg_att(&b, "", "text/plain", "notes.txt", bin, sizeof(bin));
+		judge(A_PIPE, SCAN_FETCH, &b, &res, &o);
+		CHECK(res.verdict == SCAN_CHANGED && res.action == ACT_LOCK);
+		CHECK(o.json && strstr(o.json, "\"detected\":\"application/"
+		                               "pdf\"") != NULL);
+		out_free(&o, &res);
+		buf_reset(&b);
+		msg_att(&b, "", "text/plain", "notes.txt", "just text\r\n", 11);
+		judge(A_PIPE, SCAN_FETCH, &b, &res, &o);
+		CHECK(res.verdict == SCAN_CLEAN);
+		CHECK(o.json && strstr(o.json, "\"detected\"") == NULL);
+		out_free(&o, &res);
+	}
 	buf_free(&b);
 }
 
