@@ -1519,29 +1519,6 @@ spamd_parse(const char *s, size_t len, struct spam_result *res)
 	res->score = score;
 }
 
-static void
-spam_spamd(const struct spam_engine *e, const void *msg, size_t len,
-    struct spam_result *res)
-{
-	struct exchange x;
-	char hdr[96];
-
-	memset(&x, 0, sizeof(x));
-	x.e = e;
-	x.complete = answer_complete;
-	if ((x.ans = malloc(SPAM_ANSWER_MAX + 1)) == NULL) {
-		spam_fail(res, "spamd: out of memory");
-		return;
-	}
-	snprintf(hdr, sizeof(hdr),
-	    "SYMBOLS SPAMC/1.5\r\nContent-length: %zu\r\n\r\n", len);
-	if (exchange(&x, hdr, msg, len) == -1)
-		spam_fail(res, "spamd %s: %s", e->addr.text, x.err);
-	else
-		spamd_parse(x.ans, x.len, res);
-	free(x.ans);
-}
-
 /*
  * rspamd: HTTP and a strict, bounded JSON reader for its answer.
  */
@@ -2002,10 +1979,16 @@ rspamd_parse(const char *s, size_t len, struct spam_result *res)
 	rspamd_json(body, blen, res);
 }
 
+/*
+ * One request to spamd or rspamd: the protocol's header, the message, the
+ * answer read within the deadline and handed to the engine's parser.
+ */
 static void
-spam_rspamd(const struct spam_engine *e, const void *msg, size_t len,
+spam_remote(const struct spam_engine *e, const void *msg, size_t len,
     struct spam_result *res)
 {
+	const int spamd = e->engine == SPAM_ENGINE_SPAMD;
+	const char *name = spamd ? "spamd" : "rspamd";
 	struct exchange x;
 	char hdr[96];
 
@@ -2013,13 +1996,20 @@ spam_rspamd(const struct spam_engine *e, const void *msg, size_t len,
 	x.e = e;
 	x.complete = answer_complete;
 	if ((x.ans = malloc(SPAM_ANSWER_MAX + 1)) == NULL) {
-		spam_fail(res, "rspamd: out of memory");
+		spam_fail(res, "%s: out of memory", name);
 		return;
 	}
-	snprintf(hdr, sizeof(hdr),
-	    "POST /checkv2 HTTP/1.0\r\nContent-Length: %zu\r\n\r\n", len);
+	if (spamd)
+		snprintf(hdr, sizeof(hdr),
+		    "SYMBOLS SPAMC/1.5\r\nContent-length: %zu\r\n\r\n", len);
+	else
+		snprintf(hdr, sizeof(hdr),
+		    "POST /checkv2 HTTP/1.0\r\nContent-Length: %zu\r\n\r\n",
+		    len);
 	if (exchange(&x, hdr, msg, len) == -1)
-		spam_fail(res, "rspamd %s: %s", e->addr.text, x.err);
+		spam_fail(res, "%s %s: %s", name, e->addr.text, x.err);
+	else if (spamd)
+		spamd_parse(x.ans, x.len, res);
 	else
 		rspamd_parse(x.ans, x.len, res);
 	free(x.ans);
@@ -2368,11 +2358,8 @@ spam_check(struct spam_engine *e, const void *data, size_t len,
 	case SPAM_ENGINE_BUILTIN:
 		spam_builtin(e, &m, res);
 		break;
-	case SPAM_ENGINE_SPAMD:
-		spam_spamd(e, data, len, res);
-		break;
 	default:
-		spam_rspamd(e, data, len, res);
+		spam_remote(e, data, len, res);
 		break;
 	}
 	if (res->status == SPAM_OK) {
