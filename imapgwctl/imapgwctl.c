@@ -18,6 +18,7 @@
 
 #include <openssl/crypto.h>
 
+#include "blockaddr.h"
 #include "config.h"
 #include "imapgw.h"
 #include "imsg.h"
@@ -355,33 +356,21 @@ done:
  * The control socket.
  */
 
-/* unblock's argument: u8 family (4 or 6) and the address bytes; an
- * IPv4-mapped IPv6 address is its IPv4 address, as the daemon lists it. */
+/* unblock's argument: the address as the daemon holds it (an IPv4-mapped
+ * IPv6 address is its IPv4 address, as the daemon lists it). */
 static void
 unblock_arg(const char *s, struct buf *arg)
 {
-	static const uint8_t v4mapped[12] = {
-	    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-	uint8_t a[16];
+	struct block_addr a;
 
-	if (inet_pton(AF_INET, s, a) == 1) {
-		buf_add_u8(arg, 4);
-		buf_add(arg, a, 4);
-	} else if (inet_pton(AF_INET6, s, a) == 1) {
-		if (memcmp(a, v4mapped, sizeof(v4mapped)) == 0) {
-			buf_add_u8(arg, 4);
-			buf_add(arg, a + 12, 4);
-		} else {
-			buf_add_u8(arg, 6);
-			buf_add(arg, a, 16);
-		}
-	} else {
+	if (block_addr_parse(s, &a) == -1) {
 		fprintf(stderr,
 		    "imapgwctl: unblock: '%s' is not an IPv4 or IPv6 "
 		    "address\n",
 		    s);
 		exit(2);
 	}
+	block_addr_write(arg, &a);
 }
 
 static int

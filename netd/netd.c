@@ -47,8 +47,6 @@ netd_cfg_new(struct config *cfg)
  * next look at it.
  */
 
-static const uint8_t v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-
 static uint64_t
 wall_now(void)
 {
@@ -58,35 +56,12 @@ wall_now(void)
 	return ts.tv_sec > 0 ? (uint64_t)ts.tv_sec : 0;
 }
 
-static int
-block_cmp(const struct netd_block *b, uint8_t family, const uint8_t *addr)
-{
-	if (b->family != family)
-		return b->family < family ? -1 : 1;
-	return memcmp(b->addr, addr, sizeof(b->addr));
-}
-
-/* The index of the address, or where it goes (*found 0). */
+/* The index of a in the list, or where it goes (*found 0). */
 static size_t
-block_find(
-    const struct netd *n, uint8_t family, const uint8_t *addr, int *found)
+block_find(const struct netd *n, const struct block_addr *a, int *found)
 {
-	size_t lo = 0, hi = n->nblocks, mid;
-	int c;
-
-	*found = 0;
-	while (lo < hi) {
-		mid = lo + (hi - lo) / 2;
-		if ((c = block_cmp(&n->blocks[mid], family, addr)) == 0) {
-			*found = 1;
-			return mid;
-		}
-		if (c < 0)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return lo;
+	return block_addr_find(
+	    n->blocks, n->nblocks, sizeof(*n->blocks), a, found);
 }
 
 static void
@@ -112,24 +87,19 @@ static void
 netd_block_set(struct netd *n, struct imsg *imsg)
 {
 	struct netd_block *nb;
+	struct block_addr a;
 	struct reader rd;
-	uint8_t family, addr[16];
 	uint64_t until, now;
 	size_t k, cap;
 	int found;
 
-	memset(addr, 0, sizeof(addr));
 	imsg_reader(imsg, &rd);
-	family = rd_u8(&rd);
-	if (family != 4 && family != 6)
-		rd.err = 1;
-	else
-		rd_data(&rd, addr, family == 4 ? 4 : 16);
+	block_addr_read(&rd, &a);
 	until = rd_u64(&rd);
 	if (rd_end(&rd) == -1 || imsg->fd != -1)
 		fatalx("bad BLOCK_SET frame from parent");
 	now = wall_now();
-	k = block_find(n, family, addr, &found);
+	k = block_find(n, &a, &found);
 	if (until <= now) {
 		if (found)
 			block_remove_at(n, k);
@@ -141,7 +111,7 @@ netd_block_set(struct netd *n, struct imsg *imsg)
 	}
 	if (n->nblocks >= IMAPGW_BLOCK_MAX) {
 		block_prune(n, now);
-		k = block_find(n, family, addr, &found);
+		k = block_find(n, &a, &found);
 	}
 	if (n->nblocks >= IMAPGW_BLOCK_MAX) {
 		log_warnx("auto-block list full (%d addresses): an address "
@@ -164,37 +134,20 @@ netd_block_set(struct netd *n, struct imsg *imsg)
 	memmove(&n->blocks[k + 1], &n->blocks[k],
 	    (n->nblocks - k) * sizeof(*n->blocks));
 	n->nblocks++;
-	n->blocks[k].family = family;
-	memcpy(n->blocks[k].addr, addr, sizeof(addr));
+	n->blocks[k].a = a;
 	n->blocks[k].until = until;
 }
 
 int
 netd_blocked(struct netd *n, const struct sockaddr *sa)
 {
-	const struct sockaddr_in *sin = (const struct sockaddr_in *)sa;
-	const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)sa;
-	uint8_t family, addr[16];
+	struct block_addr a;
 	size_t k;
 	int found;
 
-	if (n->nblocks == 0)
+	if (n->nblocks == 0 || block_addr_from_sa(sa, &a) == -1)
 		return 0;
-	memset(addr, 0, sizeof(addr));
-	if (sa->sa_family == AF_INET) {
-		family = 4;
-		memcpy(addr, &sin->sin_addr, 4);
-	} else if (sa->sa_family == AF_INET6) {
-		if (memcmp(&sin6->sin6_addr, v4mapped, sizeof(v4mapped)) == 0) {
-			family = 4;
-			memcpy(addr, (const uint8_t *)&sin6->sin6_addr + 12, 4);
-		} else {
-			family = 6;
-			memcpy(addr, &sin6->sin6_addr, 16);
-		}
-	} else
-		return 0;
-	k = block_find(n, family, addr, &found);
+	k = block_find(n, &a, &found);
 	if (!found)
 		return 0;
 	if (n->blocks[k].until <= wall_now()) {

@@ -10,6 +10,8 @@
 
 #include <event2/event.h>
 
+#include "blockaddr.h"
+
 #include "config.h"
 #include "framer.h"
 #include "proc.h"
@@ -34,8 +36,7 @@ struct session;
 
 /* An address on the auto-block list, as the parent sent it. */
 struct netd_block {
-	uint8_t family; /* 4 or 6 */
-	uint8_t addr[16]; /* IPv4: the first 4 bytes, the rest zero */
+	struct block_addr a;
 	uint64_t until; /* wall-clock seconds: blocked while now < until */
 };
 

@@ -137,23 +137,17 @@ session_close_all(struct netd *n, const char *why)
 void
 session_block(struct session *s, const char *reason)
 {
+	struct block_addr a;
 	struct buf b;
-	uint8_t a[16];
 	size_t len;
 
-	buf_init(&b, 0);
-	if (inet_pton(AF_INET, s->client_ip, a) == 1) {
-		buf_add_u8(&b, 4);
-		buf_add(&b, a, 4);
-	} else if (inet_pton(AF_INET6, s->client_ip, a) == 1) {
-		buf_add_u8(&b, 6);
-		buf_add(&b, a, 16);
-	} else {
+	if (block_addr_parse(s->client_ip, &a) == -1) {
 		log_warnx(
 		    "cannot block client %s: not an IP address", s->client);
-		buf_free(&b);
 		return;
 	}
+	buf_init(&b, 0);
+	block_addr_write(&b, &a);
 	/* As buf_add_str, cut to what the parent takes. */
 	len = strlen(reason);
 	if (len > IMAPGW_BLOCK_MAX_REASON)

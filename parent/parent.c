@@ -426,74 +426,13 @@ peer_lost(struct parent *p, struct child *c, struct imsg *imsg)
  * removes entries as they expire; a reload keeps the list.
  */
 
-static const uint8_t v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-
-int
-block_addr_read(struct reader *rd, struct block_addr *a)
-{
-	memset(a, 0, sizeof(*a));
-	a->family = rd_u8(rd);
-	if (a->family != 4 && a->family != 6) {
-		rd->err = 1;
-		return -1;
-	}
-	if (rd_data(rd, a->addr, a->family == 4 ? 4 : 16) == -1)
-		return -1;
-	/* An IPv4 client seen on an IPv6 socket is that IPv4 client. */
-	if (a->family == 6 && memcmp(a->addr, v4mapped, 12) == 0) {
-		memmove(a->addr, a->addr + 12, 4);
-		memset(a->addr + 4, 0, 12);
-		a->family = 4;
-	}
-	return 0;
-}
-
-void
-block_addr_text(const struct block_addr *a, char *out, size_t len)
-{
-	if (inet_ntop(a->family == 4 ? AF_INET : AF_INET6, a->addr, out,
-	        (socklen_t)len) == NULL)
-		snprintf(out, len, "?");
-}
-
-static int
-block_cmp(const struct block_addr *a, const struct block_addr *b)
-{
-	if (a->family != b->family)
-		return a->family < b->family ? -1 : 1;
-	return memcmp(a->addr, b->addr, sizeof(a->addr));
-}
-
-/* The index of a in the list, or where it goes (*found 0). */
-static size_t
-block_find(const struct parent *p, const struct block_addr *a, int *found)
-{
-	size_t lo = 0, hi = p->nblocks, mid;
-	int c;
-
-	*found = 0;
-	while (lo < hi) {
-		mid = lo + (hi - lo) / 2;
-		if ((c = block_cmp(&p->blocks[mid].a, a)) == 0) {
-			*found = 1;
-			return mid;
-		}
-		if (c < 0)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return lo;
-}
-
 static void
 block_send(struct child *c, const struct block_addr *a, time_t until)
 {
 	struct buf b;
 
 	buf_init(&b, 0);
-	buf_add_u8(&b, a->family);
-	buf_add(&b, a->addr, a->family == 4 ? 4 : 16);
+	block_addr_write(&b, a);
 	buf_add_u64(&b, (uint64_t)until);
 	proc_compose(
 	    c->chan, IMSG_BLOCK_SET, 0, -1, buf_head(&b), buf_used(&b));
@@ -659,7 +598,8 @@ block_add(struct parent *p, struct child *c, struct imsg *imsg)
 		}
 	}
 	t = now + (time_t)(ab->duration_ms / 1000);
-	k = block_find(p, &a, &found);
+	k = block_addr_find(
+	    p->blocks, p->nblocks, sizeof(*p->blocks), &a, &found);
 	if (found) {
 		/* Again: extended, never shortened (a reload may have made
 		 * the duration shorter). */
@@ -713,7 +653,8 @@ block_remove(struct parent *p, const struct block_addr *a)
 	size_t k;
 	int found;
 
-	k = block_find(p, a, &found);
+	k = block_addr_find(
+	    p->blocks, p->nblocks, sizeof(*p->blocks), a, &found);
 	/* One that expired is gone, whether the timer ran yet or not. */
 	if (!found || p->blocks[k].until <= time(NULL))
 		return -1;

@@ -11,6 +11,7 @@
 
 #include <event2/event.h>
 
+#include "blockaddr.h"
 #include "config.h"
 #include "proc.h"
 
@@ -75,11 +76,6 @@ struct ctl_conn;
  * by address, at most IMAPGW_BLOCK_MAX.  An IPv4 client that reached an
  * IPv6 socket (::ffff:a.b.c.d) is its IPv4 address.
  */
-struct block_addr {
-	uint8_t family; /* 4 or 6 */
-	uint8_t addr[16]; /* IPv4: the first 4 bytes, the rest zero */
-};
-
 struct block_entry {
 	struct block_addr a;
 	time_t until; /* blocked while now < until */
@@ -129,9 +125,7 @@ struct config *parent_load_config(
 void block_list(struct parent *, struct buf *out);
 /* Read u8 family (4 or 6) and the address bytes; ::ffff:a.b.c.d is
  * taken as a.b.c.d.  -1 (rd's error set) if malformed. */
-int block_addr_read(struct reader *, struct block_addr *);
 int block_remove(struct parent *, const struct block_addr *);
-void block_addr_text(const struct block_addr *, char *, size_t);
 
 /* control.c */
 int control_init(struct parent *);
