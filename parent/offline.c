@@ -47,6 +47,7 @@
 
 #include "log.h"
 #include "offline.h"
+#include "parent.h"
 #include "proc.h"
 #include "sandbox.h"
 #include "scan.h"
@@ -344,52 +345,15 @@ lookup_user(struct offline *o)
 	o->gid = pw->pw_gid;
 }
 
-/* A root-owned directory nobody else may write, as the daemon wants for
- * the roots of its children. */
-static void
-root_dir(const char *dir)
-{
-	struct stat st;
-
-	if (stat(dir, &st) == -1) {
-		if (errno != ENOENT)
-			fail(OFFLINE_EXIT_FAIL, "%s: %s", dir, strerror(errno));
-		if (mkdir(dir, 0755) == -1 || stat(dir, &st) == -1)
-			fail(OFFLINE_EXIT_FAIL, "cannot create %s: %s", dir,
-			    strerror(errno));
-		log_info("created directory %s", dir);
-	}
-	if (!S_ISDIR(st.st_mode))
-		fail(OFFLINE_EXIT_FAIL, "%s is not a directory", dir);
-	if (st.st_uid != 0 || (st.st_mode & 022))
-		fail(OFFLINE_EXIT_FAIL,
-		    "%s must be owned by root and not writable by group or "
-		    "others (chown root %s; chmod 755 %s)",
-		    dir, dir, dir);
-}
-
 /* scand's root, state_dir/scand, with its private tmp: as the daemon
  * prepares it. */
 static void
 prepare_root(struct offline *o)
 {
-	char tmp[PATH_MAX];
-	struct stat st;
-
-	root_dir(o->cfg->state_dir);
-	if (snprintf(o->root, sizeof(o->root), "%s/scand", o->cfg->state_dir) >=
-	        (int)sizeof(o->root) ||
-	    snprintf(tmp, sizeof(tmp), "%s/tmp", o->root) >= (int)sizeof(tmp))
-		fail(OFFLINE_EXIT_FAIL, "state_dir path too long");
-	root_dir(o->root);
-	if (mkdir(tmp, 0700) == -1 && errno != EEXIST)
-		fail(OFFLINE_EXIT_FAIL, "cannot create %s: %s", tmp,
-		    strerror(errno));
-	if (lstat(tmp, &st) == -1 || !S_ISDIR(st.st_mode))
-		fail(OFFLINE_EXIT_FAIL, "%s is not a directory", tmp);
-	if (chown(tmp, o->uid, o->gid) == -1 || chmod(tmp, 0700) == -1)
-		fail(OFFLINE_EXIT_FAIL, "cannot give %s to uid %u: %s", tmp,
-		    (unsigned)o->uid, strerror(errno));
+	if (scand_root_prepare(o->cfg->state_dir, o->uid, o->gid, o->root,
+	        sizeof(o->root)) == -1)
+		fail(OFFLINE_EXIT_FAIL, "cannot prepare scand's root in %s",
+		    o->cfg->state_dir);
 }
 
 /*

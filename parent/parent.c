@@ -101,12 +101,15 @@ check_root_dir(const char *dir, int create)
 			log_warn("%s", dir);
 			return -1;
 		}
-		if (mkdir(dir, 0755) == -1) {
+		/* Another imapgwd (-S) may create it at the same time. */
+		if (mkdir(dir, 0755) == -1 && errno != EEXIST) {
 			log_warn("cannot create %s", dir);
 			return -1;
 		}
-		if (stat(dir, &st) == -1)
+		if (stat(dir, &st) == -1) {
+			log_warn("%s", dir);
 			return -1;
+		}
 		log_info("created directory %s", dir);
 	}
 	if (!S_ISDIR(st.st_mode)) {
@@ -122,24 +125,23 @@ check_root_dir(const char *dir, int create)
 	return 0;
 }
 
-/* scand gets its own root with a private tmp that only it may write. */
-static int
-prepare_dirs(struct parent *p)
+/* scand gets its own root, state_dir/scand, with a private tmp that only
+ * it (uid) may write.  The daemon and imapgwd -S prepare it alike. */
+int
+scand_root_prepare(
+    const char *state_dir, uid_t uid, gid_t gid, char *root, size_t rootlen)
 {
 	char tmp[PATH_MAX];
 	struct stat st;
 
-	if (check_root_dir(p->cfg->chroot, 1) == -1 ||
-	    check_root_dir(p->cfg->state_dir, 1) == -1)
+	if (check_root_dir(state_dir, 1) == -1)
 		return -1;
-	if (snprintf(p->scand_root, sizeof(p->scand_root), "%s/scand",
-	        p->cfg->state_dir) >= (int)sizeof(p->scand_root) ||
-	    snprintf(tmp, sizeof(tmp), "%s/tmp", p->scand_root) >=
-	        (int)sizeof(tmp)) {
+	if (snprintf(root, rootlen, "%s/scand", state_dir) >= (int)rootlen ||
+	    snprintf(tmp, sizeof(tmp), "%s/tmp", root) >= (int)sizeof(tmp)) {
 		log_warnx("state_dir path too long");
 		return -1;
 	}
-	if (check_root_dir(p->scand_root, 1) == -1)
+	if (check_root_dir(root, 1) == -1)
 		return -1;
 	if (mkdir(tmp, 0700) == -1 && errno != EEXIST) {
 		log_warn("cannot create %s", tmp);
@@ -149,11 +151,20 @@ prepare_dirs(struct parent *p)
 		log_warnx("%s is not a directory", tmp);
 		return -1;
 	}
-	if (chown(tmp, p->uid, p->gid) == -1 || chmod(tmp, 0700) == -1) {
-		log_warn("cannot give %s to uid %u", tmp, (unsigned)p->uid);
+	if (chown(tmp, uid, gid) == -1 || chmod(tmp, 0700) == -1) {
+		log_warn("cannot give %s to uid %u", tmp, (unsigned)uid);
 		return -1;
 	}
 	return 0;
+}
+
+static int
+prepare_dirs(struct parent *p)
+{
+	if (check_root_dir(p->cfg->chroot, 1) == -1)
+		return -1;
+	return scand_root_prepare(p->cfg->state_dir, p->uid, p->gid,
+	    p->scand_root, sizeof(p->scand_root));
 }
 
 static int

@@ -138,6 +138,11 @@ int netd_main(int instance, int debug, int verbose);
 /* scand/scan.c: what scand will compile of the used actions (rules,
  * APT database, spam rules), checked when the parent loads a config. */
 int scan_config_check(const struct config *, struct buf *errs);
+/* state_dir and scand's root in it (state_dir/scand, root-owned, with a
+ * tmp only uid may write), as the daemon and imapgwd -S need them; the
+ * root's path in root.  -1 with the reason logged. */
+int scand_root_prepare(
+    const char *state_dir, uid_t, gid_t, char *root, size_t rootlen);
 int scand_main(int instance, int debug, int verbose);
 int scand_loader_main(int debug, int verbose, char **argv);
 int tlsd_main(int instance, int debug, int verbose);
