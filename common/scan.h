@@ -126,7 +126,11 @@ enum scan_sect_status {
 
 /* Request flags. */
 #define SCAN_F_REPORT 0x1 /* answer with the report (offline mode) */
-#define SCAN_F_ALL 0x1
+/* The message is one the gateway already sanitized (from the verdict
+ * cache): do not scan it; answer CHANGED with the message as it is, its
+ * BODYSTRUCTURE, BODY, ENVELOPE and the sections asked for. */
+#define SCAN_F_CUT 0x2
+#define SCAN_F_ALL 0x3
 
 #define SCAN_MAX_REASON 1024
 #define SCAN_MAX_SECT 64 /* sections in one request */

@@ -917,7 +917,7 @@ msg_fetch(struct session *s, struct lineasm *la, struct imap_resp *r)
 		}
 		p->req = scan_submit(s->n, fd, it->str.len, SCAN_FETCH,
 		    s->pol->actionidx, s->pol->name, s->user, s->client, j->req,
-		    j->nsect, fetch_verdict, p);
+		    j->nsect, 0, fetch_verdict, p);
 	}
 	/* Judged already (nothing to scan): finish from the event loop. */
 	if (--j->pending == 0)
@@ -1152,7 +1152,7 @@ msg_append(struct session *s, struct lineasm *la, struct imap_cmd *c)
 		}
 		m->req = scan_submit(s->n, fd, m->len, SCAN_APPEND,
 		    s->pol->actionidx, s->pol->name, s->user, s->client, NULL,
-		    0, append_verdict, m);
+		    0, 0, append_verdict, m);
 	}
 	if (--j->pending == 0)
 		session_kick(s);

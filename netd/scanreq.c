@@ -124,7 +124,8 @@ pick_scand(struct netd *n)
 struct scan_req *
 scan_submit(struct netd *n, int fd, uint64_t size, int kind, int action,
     const char *policy, const char *user, const char *client,
-    const struct scan_section *secs, unsigned nsect, scan_cb cb, void *arg)
+    const struct scan_section *secs, unsigned nsect, uint32_t flags,
+    scan_cb cb, void *arg)
 {
 	unsigned i;
 	const struct cfg_action *act = &n->cur->cfg->actions[action];
@@ -163,7 +164,7 @@ scan_submit(struct netd *n, int fd, uint64_t size, int kind, int action,
 		buf_add_u32(&b, (uint32_t)secs[i].binary);
 		buf_add_str(&b, secs[i].spec);
 	}
-	buf_add_u32(&b, 0); /* flags: no report */
+	buf_add_u32(&b, flags); /* never SCAN_F_REPORT here */
 	buf_add_str(&b, policy);
 	if (proc_compose(r->chan, IMSG_SCAN_REQ, 0, fd, buf_head(&b),
 	        buf_used(&b)) == -1) {

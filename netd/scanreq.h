@@ -31,6 +31,7 @@ struct scan_result {
 	uint64_t msg_off, msg_len;
 	uint64_t bs_off, bs_len;
 	uint64_t body_off, body_len;
+	uint64_t env_off, env_len; /* CHANGED: its ENVELOPE */
 	unsigned nsect; /* CHANGED: as many as were asked, else 0 */
 	struct {
 		int status; /* 0 ok, else not available (see scan.h) */
@@ -46,7 +47,8 @@ struct scan_req;
  * from the event loop.  Returns a handle for scan_cancel(). */
 struct scan_req *scan_submit(struct netd *, int fd, uint64_t size, int kind,
     int action, const char *policy, const char *user, const char *client,
-    const struct scan_section *, unsigned nsect, scan_cb, void *arg);
+    const struct scan_section *, unsigned nsect, uint32_t flags, scan_cb,
+    void *arg);
 /* The requester went away: the verdict will be dropped. */
 void scan_cancel(struct scan_req *);
 
