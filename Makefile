@@ -11,7 +11,7 @@
 CC	?= cc
 PKG_CONFIG ?= pkg-config
 PKGS	= openssl libclamav libseccomp gmime-3.0 libpcre2-8 yaml-0.1 \
-	  libevent libevent_openssl libarchive libmagic
+	  libevent libevent_openssl libarchive libmagic lmdb
 PREFIX	?= /usr/local
 DESTDIR	?=
 B	= build
@@ -19,7 +19,8 @@ B	= build
 # Debian packages needed to build and to run every test.
 DEB_BUILD = build-essential pkg-config clang libssl-dev libclamav-dev \
 	    libseccomp-dev libgmime-3.0-dev libpcre2-dev libyaml-dev \
-	    libevent-dev libclang-rt-14-dev libarchive-dev libmagic-dev
+	    libevent-dev libclang-rt-14-dev libarchive-dev libmagic-dev \
+	    liblmdb-dev
 DEB_TEST  = dovecot-imapd python3 python3-pytest isync fetchmail curl clamav \
 	    clamav-testfiles clamav-daemon clamdscan spamd spamc rspamd zip \
 	    openssl mandoc procps iproute2

@@ -46,6 +46,7 @@ static const struct cfg_general cfg_general_default = {
     .oversize = ACT_DENY,
     .max_line_length = 64 * 1024,
     .max_archive_depth = 3,
+    .consistency = CONSIST_STRICT,
 };
 #define CFG_MAX_ARCHIVE_DEPTH 16
 
@@ -155,7 +156,13 @@ struct cfg_error {
 };
 
 /* Per action: what the file set, to apply on top of the inherited values. */
-enum { SET_MAXSIZE = 1, SET_OVERSIZE = 2, SET_MAXLINE = 4, SET_ARCDEPTH = 8 };
+enum {
+	SET_MAXSIZE = 1,
+	SET_OVERSIZE = 2,
+	SET_MAXLINE = 4,
+	SET_ARCDEPTH = 8,
+	SET_CONSIST = 16
+};
 enum {
 	AVSET_ENABLED = 0x01,
 	AVSET_DATABASE = 0x02,
@@ -291,6 +298,11 @@ static const struct cfg_enum cfg_oversize[] = {
     {"allow", ACT_ALLOW},
     {"deny", ACT_DENY},
     {"drop", ACT_DROP},
+    {NULL, 0},
+};
+static const struct cfg_enum cfg_consistency[] = {
+    {"strict", CONSIST_STRICT},
+    {"lazy", CONSIST_LAZY},
     {NULL, 0},
 };
 static const struct cfg_enum cfg_on_virus[] = {
@@ -1228,6 +1240,38 @@ cfg_k_auto_block(
 }
 
 /*
+ * verdict_cache: { size }.  The LMDB map size of state_dir/verdicts; 0
+ * keeps verdicts in memory only.
+ */
+
+static void
+cfg_k_vc_size(struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
+{
+	uint64_t n;
+
+	if (cfg_size(st, k, v, &n) == -1)
+		return;
+	if (n != 0 && (n < CFG_VCACHE_MIN || n > CFG_VCACHE_MAX)) {
+		cfg_err(st, v->pos, "size must be 0 or from 1M to 64G");
+		return;
+	}
+	((struct config *)o)->vcache_size = n;
+}
+
+static const struct cfg_key cfg_vcache_keys[] = {
+    {"size", cfg_k_vc_size, 0},
+    {NULL, NULL, 0},
+};
+
+static void
+cfg_k_verdict_cache(
+    struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
+{
+	if (cfg_want_map(st, k, v))
+		cfg_walk(st, v, "verdict_cache", cfg_vcache_keys, o);
+}
+
+/*
  * servers: name -> { balance, tls, connect_timeout, send_id, members }.
  */
 
@@ -1542,11 +1586,22 @@ cfg_k_max_archive_depth(
 	}
 }
 
+static void
+cfg_k_consistency(
+    struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
+{
+	struct cfg_aaux *x = o;
+
+	if (cfg_enum(st, k, v, cfg_consistency, &x->ov.consistency) == 0)
+		x->set |= SET_CONSIST;
+}
+
 static const struct cfg_key cfg_general_keys[] = {
     {"max_email_size", cfg_k_max_email_size, 0},
     {"oversize", cfg_k_oversize, 0},
     {"max_line_length", cfg_k_max_line_length, 0},
     {"max_archive_depth", cfg_k_max_archive_depth, 0},
+    {"consistency", cfg_k_consistency, 0},
     {NULL, NULL, 0},
 };
 
@@ -2824,6 +2879,7 @@ static const struct cfg_key cfg_top_keys[] = {
     {"log", cfg_k_log, 0},
     {"control", cfg_k_control, 0},
     {"auto_block", cfg_k_auto_block, 0},
+    {"verdict_cache", cfg_k_verdict_cache, 0},
     {"servers", cfg_k_servers, 0},
     {"actions", cfg_k_actions, 0},
     {"policies", cfg_k_policies, 0},
@@ -3159,6 +3215,8 @@ cfg_act_apply(struct cfg_state *st, struct cfg_action *a, struct cfg_aaux *x,
 		a->general.max_line_length = x->ov.max_line_length;
 	if (x->set & SET_ARCDEPTH)
 		a->general.max_archive_depth = x->ov.max_archive_depth;
+	if (x->set & SET_CONSIST)
+		a->general.consistency = x->ov.consistency;
 	for (k = 0; k < RULES_N; k++)
 		cfg_rules_apply(st, cfg_act_rules(a, k), &x->rules[k],
 		    cfg_act_rules(&st->cfg->actions[bi], k));
@@ -3575,6 +3633,7 @@ cfg_new(const char *file)
 	c->state_dir = strdup("/var/lib/imapgw");
 	c->control_socket = strdup("/run/imapgwd.sock");
 	c->auto_block.duration_ms = CFG_BLOCK_DEFAULT_MS;
+	c->vcache_size = CFG_VCACHE_DEFAULT;
 	c->actions = calloc(CFG_NBUILTIN, sizeof(*c->actions));
 	if (c->actions != NULL)
 		for (i = 0; i < CFG_NBUILTIN; i++, c->nactions++)

@@ -77,7 +77,15 @@ struct cfg_general {
 	uint64_t max_line_length; /* default 64K */
 	uint32_t max_archive_depth; /* archives opened for content type and
 	                               file name rules, 0..16; default 3 */
+	int consistency; /* CONSIST_*, default strict */
 };
+
+/*
+ * general.consistency: strict judges every message a client fetches
+ * anything message-derived of (the verdict cache makes it look the same
+ * everywhere); lazy judges only fetches that carry message bytes.
+ */
+enum { CONSIST_STRICT = 0, CONSIST_LAZY };
 
 /*
  * Rules: content_types, filenames, headers.  First match wins; a part
@@ -180,6 +188,12 @@ struct cfg_antivirus {
 
 struct cfg_action {
 	char *name;
+	/* netd only: a digest of what judges mail under this action (its
+	 * packed scand configuration, with rules, the APT and spam rules
+	 * files, and the names, sizes and times of the ClamAV database
+	 * files), set by the parent when it packs the config.  A clean
+	 * verdict remembered under another stamp is judged again. */
+	uint64_t judge_stamp;
 	char *inherit; /* NULL for built-ins */
 	int builtin;
 	int used; /* a policy refers to it: scand loads its engines */
@@ -226,6 +240,11 @@ struct cfg_auto_block {
 	size_t nexceptions;
 };
 
+/* verdict_cache.size: the LMDB map size, 0 = memory only. */
+#define CFG_VCACHE_MIN (1024ULL * 1024) /* 1M */
+#define CFG_VCACHE_MAX (64ULL * 1024 * 1024 * 1024) /* 64G */
+#define CFG_VCACHE_DEFAULT (256ULL * 1024 * 1024) /* 256M */
+
 /* Bounds shared by the loader and config_unpack(). */
 #define CONFIG_MAX_ITEMS 1024 /* servers, members, actions, policies, ... */
 #define CONFIG_MAX_STR 65535 /* bytes in any string value */
@@ -249,6 +268,7 @@ struct config {
 	struct cfg_policy *policies;
 	size_t npolicies;
 	struct cfg_auto_block auto_block; /* the parent's only */
+	uint64_t vcache_size; /* verdict_cache.size, default 256M */
 };
 
 /* Load and validate.  On any error returns NULL and appends one line per

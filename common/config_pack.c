@@ -4,7 +4,8 @@
  *
  *	header:   u32 magic, u32 version, u32 role, u32 generation,
  *		  u32 log target, u32 log format, u32 log level
- *	netd:	  servers, actions, policies
+ *	netd:	  state_dir, u64 verdict cache size, servers, actions,
+ *		  policies
  *	scand:	  state_dir (the lock key is there), actions
  *	tlsd:	  nothing more
  *
@@ -12,7 +13,8 @@
  * only the addresses blocked (IMSG_BLOCK_SET), so an unpacked config has
  * no duration and no exceptions.
  *
- * An action is: name, builtin, used, general, antivirus, deny message;
+ * An action is: name, builtin, used, general (with consistency),
+ * antivirus, deny message;
  * for scand it goes on with the content type, file name and header
  * rules, APT Blocker and spamBlocker, with the bytes of the files the
  * parent read for them (netd gets none of that).
@@ -25,7 +27,11 @@
  * nothing: every count, string, blob, enum and index is checked, and the
  * blob must end exactly where the last field does.
  */
+#include <sys/stat.h>
+
 #include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
 #include <math.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -34,17 +40,19 @@
 #include <sys/socket.h>
 #include <syslog.h>
 
+#include <openssl/evp.h>
+
 #include "config.h"
 #include "log.h"
 #include "util.h"
 
 #define PACK_MAGIC 0x46434749 /* "IGCF" */
-#define PACK_VERSION 3
+#define PACK_VERSION 5
 
 /* Smallest encodings, to refuse a count the blob cannot hold. */
 #define PACK_MIN_SERVER 33
 #define PACK_MIN_MEMBER 24
-#define PACK_MIN_ACTION 82
+#define PACK_MIN_ACTION 86
 #define PACK_MIN_RULE 28
 #define PACK_MIN_EXCEPTION 16
 
@@ -286,6 +294,95 @@ pack_spam(struct buf *b, const struct config *cfg, size_t idx)
 	return 0;
 }
 
+static int pack_action(
+    struct buf *, const struct config *, size_t, enum imapgw_role);
+
+static int
+name_cmp(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Names, sizes and modification times of the files of a ClamAV database
+ * directory, in name order.  An unreadable directory adds its error. */
+static void
+stamp_dir(EVP_MD_CTX *ctx, const char *dir)
+{
+	char path[4096], **names = NULL;
+	size_t n = 0, cap = 0, i;
+	struct dirent *de;
+	struct stat st;
+	DIR *d;
+
+	if (dir == NULL || (d = opendir(dir)) == NULL) {
+		EVP_DigestUpdate(ctx, &errno, sizeof(errno));
+		return;
+	}
+	while ((de = readdir(d)) != NULL) {
+		if (de->d_name[0] == '.')
+			continue;
+		if (n == cap) {
+			char **nn;
+
+			cap = cap ? cap * 2 : 16;
+			if ((nn = reallocarray(names, cap, sizeof(*nn))) ==
+			    NULL)
+				break;
+			names = nn;
+		}
+		if ((names[n] = strdup(de->d_name)) == NULL)
+			break;
+		n++;
+	}
+	closedir(d);
+	if (n > 0)
+		qsort(names, n, sizeof(*names), name_cmp);
+	for (i = 0; i < n; i++) {
+		uint64_t v[3] = {0, 0, 0};
+
+		EVP_DigestUpdate(ctx, names[i], strlen(names[i]) + 1);
+		if (snprintf(path, sizeof(path), "%s/%s", dir, names[i]) <
+		        (int)sizeof(path) &&
+		    stat(path, &st) == 0) {
+			v[0] = (uint64_t)st.st_size;
+			v[1] = (uint64_t)st.st_mtim.tv_sec;
+			v[2] = (uint64_t)st.st_mtim.tv_nsec;
+		}
+		EVP_DigestUpdate(ctx, v, sizeof(v));
+		free(names[i]);
+	}
+	free(names);
+}
+
+/* The action's judge stamp (config.h), for netd. */
+static uint64_t
+judge_stamp(const struct config *cfg, size_t idx)
+{
+	const struct cfg_action *a = &cfg->actions[idx];
+	uint8_t md[EVP_MAX_MD_SIZE];
+	unsigned mdlen = 0;
+	EVP_MD_CTX *ctx;
+	struct buf b;
+	uint64_t v = 0;
+	int i;
+
+	buf_init(&b, 0);
+	if ((ctx = EVP_MD_CTX_new()) == NULL ||
+	    EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1)
+		fatalx("cannot compute the judge stamp");
+	if (pack_action(&b, cfg, idx, ROLE_SCAND) == 0)
+		EVP_DigestUpdate(ctx, buf_head(&b), buf_used(&b));
+	if (a->antivirus.enabled)
+		stamp_dir(ctx, a->antivirus.database);
+	if (EVP_DigestFinal_ex(ctx, md, &mdlen) != 1 || mdlen < 8)
+		fatalx("cannot compute the judge stamp");
+	EVP_MD_CTX_free(ctx);
+	buf_free(&b);
+	for (i = 0; i < 8; i++)
+		v = v << 8 | md[i];
+	return v;
+}
+
 static int
 pack_action(
     struct buf *b, const struct config *cfg, size_t idx, enum imapgw_role role)
@@ -299,9 +396,12 @@ pack_action(
 	    buf_add_u32(b, (uint32_t)a->general.oversize) == -1 ||
 	    buf_add_u64(b, a->general.max_line_length) == -1 ||
 	    buf_add_u32(b, a->general.max_archive_depth) == -1 ||
+	    buf_add_u32(b, (uint32_t)a->general.consistency) == -1 ||
 	    pack_antivirus(b, &a->antivirus) == -1 ||
 	    buf_add_str(b, a->deny_message) == -1)
 		return -1;
+	if (role == ROLE_NETD)
+		return buf_add_u64(b, judge_stamp(cfg, idx));
 	if (role != ROLE_SCAND)
 		return 0;
 	if (pack_rules(b, &a->content_types) == -1 ||
@@ -429,10 +529,11 @@ config_pack(const struct config *cfg, enum imapgw_role role, struct buf *b)
 	    buf_add_u32(b, (uint32_t)cfg->log_format) == -1 ||
 	    buf_add_u32(b, (uint32_t)cfg->log_level) == -1)
 		return -1;
-	if (role == ROLE_NETD && pack_servers(b, cfg) == -1)
-		return -1;
-	if (role == ROLE_SCAND &&
+	if ((role == ROLE_NETD || role == ROLE_SCAND) &&
 	    buf_add_str(b, cfg->state_dir != NULL ? cfg->state_dir : "") == -1)
+		return -1;
+	if (role == ROLE_NETD && (buf_add_u64(b, cfg->vcache_size) == -1 ||
+	                             pack_servers(b, cfg) == -1))
 		return -1;
 	if ((role == ROLE_NETD || role == ROLE_SCAND) &&
 	    pack_actions(b, cfg, role) == -1)
@@ -838,11 +939,16 @@ unpack_action(struct reader *r, const struct config *cfg, size_t idx)
 	g->max_line_length = rd_u64(r);
 	g->max_archive_depth = rd_u32(r);
 	if (r->err || g->max_email_size == 0 || g->max_line_length == 0 ||
-	    g->max_archive_depth > PACK_MAX_ARCHIVE_DEPTH)
+	    g->max_archive_depth > PACK_MAX_ARCHIVE_DEPTH ||
+	    unpack_enum(r, CONSIST_LAZY, &g->consistency) == -1)
 		return unpack_fail(r);
 	if (unpack_antivirus(r, &a->antivirus) == -1 ||
 	    unpack_name(r, &a->deny_message) == -1)
 		return -1;
+	if (cfg->role == ROLE_NETD) {
+		a->judge_stamp = rd_u64(r);
+		return r->err ? unpack_fail(r) : 0;
+	}
 	if (cfg->role != ROLE_SCAND)
 		return 0;
 	if (unpack_rules(r, ACTS_RULE, &a->content_types) == -1 ||
@@ -1008,6 +1114,16 @@ unpack_policies(struct reader *r, struct config *cfg)
 }
 
 static int
+unpack_netd(struct reader *r, struct config *cfg)
+{
+	cfg->vcache_size = rd_u64(r);
+	if (r->err || cfg->vcache_size > CFG_VCACHE_MAX ||
+	    (cfg->vcache_size != 0 && cfg->vcache_size < CFG_VCACHE_MIN))
+		return unpack_fail(r);
+	return unpack_servers(r, cfg);
+}
+
+static int
 unpack_header(struct reader *r, struct config *cfg)
 {
 	uint32_t magic = rd_u32(r), version = rd_u32(r);
@@ -1038,10 +1154,10 @@ config_unpack(const void *data, size_t len)
 	if ((cfg->file = strdup("<packed>")) == NULL)
 		r.err = 1;
 	if (!r.err && unpack_header(&r, cfg) == 0) {
-		if (cfg->role == ROLE_NETD)
-			unpack_servers(&r, cfg);
-		if (cfg->role == ROLE_SCAND)
+		if (cfg->role == ROLE_NETD || cfg->role == ROLE_SCAND)
 			unpack_name(&r, &cfg->state_dir);
+		if (cfg->role == ROLE_NETD)
+			unpack_netd(&r, cfg);
 		if (cfg->role == ROLE_NETD || cfg->role == ROLE_SCAND)
 			unpack_actions(&r, cfg);
 		if (cfg->role == ROLE_NETD)

@@ -247,6 +247,20 @@ static const struct sc_rule sc_netd[] = {
 	 * a copy of it goes to scand. */
 	ALLOW(sendfile),
 	ALLOW(dup),
+	/*
+	 * The verdict cache (common/vcache.c), an LMDB environment opened
+	 * before the sandbox: its commits write pages with pwrite64 and
+	 * lseek+writev, take the locks of lock.mdb with fcntl and futex (all
+	 * in sc_common) and flush the data file with fdatasync
+	 * (MDB_NOMETASYNC: one per commit).
+	 */
+	ALLOW(fdatasync),
+	/*
+	 * glibc's qsort() asks sysinfo for the amount of physical memory
+	 * before it sorts a large array (netd/consist.c sorts the messages
+	 * of a FETCH by UID); it only reads the memory and load figures.
+	 */
+	ALLOW(sysinfo),
 };
 
 /*

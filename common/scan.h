@@ -15,7 +15,8 @@
  *			it ("", "TEXT", "2.MIME", "HEADER.FIELDS (From To)"),
  *			at most SCAN_MAX_SECT_SPEC bytes; no partial <o.n>
  *
- *	then, optional (absent in requests that end after the sections):
+ *	then, optional (absent in requests that end after the sections;
+ *	netd always sends them):
  *	u32 flags	SCAN_F_* below
  *	str policy	the policy name, for the log line of the verdict
  *
@@ -36,6 +37,7 @@
  *	u64 msg_off, msg_len	the sanitized message inside the result fd
  *	u64 bs_off, bs_len	its BODYSTRUCTURE (IMAP syntax, no "BODYSTRUCTURE")
  *	u64 body_off, body_len	its BODY (non-extensible form)
+ *			(each range 0 unless the verdict is CHANGED)
  *	u32 nsect	the request's nsect if verdict is CHANGED, else 0;
  *			absent if the request had no nsect
  *	nsect times, in the request's order:
@@ -49,6 +51,9 @@
  *			(both 0 unless the request asked for SCAN_F_REPORT;
  *			with SCAN_F_REPORT the result fd is always there,
  *			and msg_len is 0 when the verdict is not CHANGED)
+ *	u64 env_off, env_len	its ENVELOPE (IMAP syntax with its
+ *			parentheses, no "ENVELOPE"), inside the result fd;
+ *			both 0 unless the verdict is CHANGED; at most 1 MiB
  *
  * The report (imapgwd -S, the offline mode) is every finding of the
  * pipeline, the action taken and why.  JSON:
@@ -57,12 +62,15 @@
  *    "part":"2","filename":"eicar.com","type":"application/x-msdos",
  *    "detected":"text/plain","rule":"...","virus":"...","sha256":"...",
  *    "md5":"...","level":"high","category":"confirmed","score":1000.0,
- *    "action":"strip","detail":"..."}, ...]}
+ *    "action":"strip","detail":"..."}, ...],"envelope":"(...)"}
  * with only the keys that apply to a finding; stage is one of header,
  * content_type, filename, antivirus, apt, spam, error, oversize.
+ * "envelope" is there only when the verdict is CHANGED: the ENVELOPE of
+ * the answer, its bytes from 0x80 up written as \u0080..\u00ff (Latin-1
+ * code points), so that a reader gets the exact bytes back.
  *
- * The result fd holds [message][BODYSTRUCTURE][BODY] and then the
- * sections that are not byte ranges of the message.  A section that is
+ * The result fd holds [message][BODYSTRUCTURE][BODY][ENVELOPE] and then
+ * the sections that are not byte ranges of the message.  A section that is
  * (BODY[], BODY[TEXT], BODY[2], BODY[2.MIME], ... of a message that
  * uses CRLF and has no NUL) points into the message, and sections that
  * ask for the same thing share bytes: netd must rely on nothing but
@@ -84,6 +92,29 @@
  *     base64 and quoted-printable body below the part decoded, their
  *     Content-Transfer-Encoding field rewritten to binary where a
  *     header is included; other BINARY sections are as BODY.
+ *
+ * The ENVELOPE is what Dovecot 2.3 answers for FETCH ENVELOPE of the
+ * message, byte for byte (as BODYSTRUCTURE and BODY are): date,
+ * subject, from, sender, reply-to, to, cc, bcc, in-reply-to, message-id
+ * from the raw header text (no RFC 2047 decoding; NUL as U+FFFD);
+ * of a string field the last one counts (its line ends removed, the
+ * subject's blanks folded), of an address field every one, their lists
+ * appended; sender and reply-to with no address are from's; addresses
+ * as ((name adl mailbox host) ...) parsed as Dovecot's message-address.c
+ * does (MISSING_MAILBOX, MISSING_DOMAIN, SYNTAX_ERROR, INVALID_ROUTE),
+ * a group as (NIL NIL "group" NIL) ... (NIL NIL NIL NIL); a string is
+ * a literal when it has CR, LF, 8-bit or more than four quotes and
+ * backslashes (the subject and names: any quote, backslash, NUL, 8-bit
+ * byte or blank that was folded), else quoted; NIL for what is absent.
+ *
+ * SCAN_F_CUT: the message is one the gateway sanitized before (its
+ * verdict cache).  scand does not judge it: no antivirus, no rules, no
+ * spam check, no "message judged" log line (debug only).  The answer is
+ * CHANGED, action ACT_ALLOW (nothing was applied now), reason "already
+ * sanitized", the message as it was sent (msg range = the request's
+ * bytes), its BODYSTRUCTURE, BODY, ENVELOPE and the sections asked for,
+ * as for any CHANGED answer.  With SCAN_APPEND it is SCAN_ERROR: an
+ * upload is never rewritten.
  *
  * The result fd is a sealed memfd that scand wrote; netd only reads it.
  * Every field is bounds-checked on receipt (offsets inside the fd's size);
@@ -133,6 +164,9 @@ enum scan_sect_status {
 #define SCAN_F_ALL 0x3
 
 #define SCAN_MAX_REASON 1024
+/* Bytes of the BODYSTRUCTURE, the BODY and the ENVELOPE of an answer:
+ * netd refuses larger ones; scand answers SCAN_ERROR instead. */
+#define SCAN_MAX_STRUCT (1024 * 1024)
 #define SCAN_MAX_SECT 64 /* sections in one request */
 #define SCAN_MAX_SECT_SPEC 1024 /* bytes of one section spec */
 

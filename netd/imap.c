@@ -19,6 +19,7 @@
 
 #include <openssl/evp.h>
 
+#include "consist.h"
 #include "log.h"
 #include "imap_parse.h"
 #include "session.h"
@@ -259,7 +260,8 @@ server_line(struct session *s, struct dir *d)
 		    "malformed response: %.100s", r->err);
 		return -1;
 	}
-	if (own_answer(s, la, r) || msg_server_answer(s, la, r))
+	if (own_answer(s, la, r) || consist_server(s, la, r) ||
+	    msg_server_answer(s, la, r))
 		return 0;
 	if (!s->greeted) {
 		s->greeted = 1;
@@ -529,6 +531,12 @@ client_command(struct session *s, struct dir *d)
 		if (msg_fetch_command(s, la, c))
 			return 0;
 		break;
+	case IMAP_CMD_SELECT:
+	case IMAP_CMD_EXAMINE:
+	case IMAP_CMD_CLOSE:
+	case IMAP_CMD_UNSELECT:
+		consist_client(s, la, c);
+		break;
 	default:
 		break;
 	}
@@ -556,6 +564,11 @@ imap_line(struct session *s, struct dir *d)
 			session_protocol_error(s, d);
 			return -1;
 		}
+		if (s->ending)
+			return -1;
+		/* A FETCH held for judging starts once nothing of the
+		 * client's could answer like our own commands. */
+		consist_kick(s);
 	} else if (d->la.streamed)
 		/* The rest of a line whose beginning already went out. */
 		outq_line(&s->to_s.q, &d->la);
@@ -723,6 +736,8 @@ int
 imap_paused(struct session *s, struct dir *d)
 {
 	if (d == &s->c && (s->wait_cont || !s->greeted))
+		return 1;
+	if (consist_paused(s, d == &s->c))
 		return 1;
 	return msg_paused(s, d);
 }

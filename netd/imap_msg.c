@@ -28,8 +28,10 @@
 
 #include "imap_parse.h"
 #include "log.h"
+#include "consist.h"
 #include "scanreq.h"
 #include "session.h"
+#include "vcache.h"
 
 #define FETCH_MAX_PARTS 8
 #define FETCH_MAX_EDITS 32
@@ -43,6 +45,8 @@ struct fetch_part {
 	struct scan_req *req;
 	int done;
 	int oversize; /* discarded for its size */
+	int virt; /* stands for the message: no literal of its own */
+	uint64_t len; /* bytes of the literal */
 	struct scan_result res;
 	struct imap_span val;
 };
@@ -55,8 +59,13 @@ struct fetch_job {
 	uint32_t msgno;
 	unsigned nparts, pending;
 	struct fetch_part part[FETCH_MAX_PARTS];
-	int has_size, has_bs, has_body;
-	struct imap_span size_val, bs_val, body_val;
+	int has_size, has_bs, has_body, has_env;
+	struct imap_span size_val, bs_val, body_val, env_val;
+	int cutmode; /* answered from a message sanitized before */
+	int remember; /* strict: the verdict goes to the cache */
+	uint32_t uid;
+	uint64_t size;
+	uint8_t sha[32];
 	unsigned nbinsize;
 	struct imap_span binsize_val[4];
 	/* Section items answered from the sanitized message if it changes:
@@ -175,6 +184,14 @@ whole_message_item(const struct imap_item *it)
 	       a->sect.text == IMAP_SECT_NONE && !a->has_partial;
 }
 
+/* The message as stored: BODY[], BODY.PEEK[], RFC822 (not BINARY[],
+ * which is decoded). */
+static int
+stored_whole_item(const struct imap_item *it)
+{
+	return whole_message_item(it) && it->att.kind != IMAP_FA_BINARY;
+}
+
 int
 line_is_append(const struct lineasm *la)
 {
@@ -203,6 +220,12 @@ msg_literal_mode(struct session *s, struct dir *d, uint64_t n)
 	if (!is_fetch_line(&d->la.text) ||
 	    item_before_literal(&d->la.text, name, sizeof(name)) == -1)
 		return LIT_STREAM;
+	/* The gateway's own fetch: never the client's to see. */
+	if (consist_own_body(s))
+		return !whole_message_name(name) ||
+		               n > s->act->general.max_email_size
+		           ? LIT_DISCARD
+		           : LIT_SPOOL;
 	if (!whole_message_name(name))
 		return fcmd_current(s) && fcmd_current(s)->judged &&
 		               n <= s->act->general.max_email_size
@@ -238,6 +261,15 @@ edit_add(struct edit *ed, size_t *ned, struct imap_span sp, char *bytes,
 	ed[*ned].foff = foff;
 	ed[*ned].flen = flen;
 	(*ned)++;
+}
+
+/* The response without one item (the UID the gateway added). */
+static void
+emit_cut(struct session *s, struct lineasm *la, struct imap_span cut)
+{
+	struct edit ed = {cut.off, cut.len, NULL, 0, -1, 0, 0};
+
+	outq_line_edits(&s->to_c.q, NULL, la, &ed, 1);
 }
 
 static char *
@@ -400,17 +432,11 @@ fcmd_current(struct session *s)
  * the client sees the response.  Returns 1 if the command was forwarded
  * (rewritten) or refused here.
  */
-int
-msg_fetch_command(struct session *s, struct lineasm *la, struct imap_cmd *c)
+struct fcmd *
+fcmd_push(struct session *s)
 {
-	const uint8_t *b = buf_head(&la->text);
 	struct fcmd *f;
-	struct buf out;
-	unsigned i, content = 0, whole = 0;
-	char tag[64];
-	size_t end;
 
-	snprintf(tag, sizeof(tag), "%.*s", (int)c->tag.len, b + c->tag.off);
 	if (s->nfcmd == s->fcmdcap && s->fcmdcap < FCMD_MAX) {
 		struct fcmd *nf;
 		unsigned ncap = s->fcmdcap ? s->fcmdcap * 2 : 2;
@@ -420,22 +446,129 @@ msg_fetch_command(struct session *s, struct lineasm *la, struct imap_cmd *c)
 		s->fcmds = nf;
 		s->fcmdcap = ncap;
 	}
-	if (s->nfcmd == s->fcmdcap) {
-		outq_bytes(&s->to_c.q, tag, strlen(tag));
-		outq_bytes(&s->to_c.q,
-		    " NO [LIMIT] Too many FETCH commands in "
-		    "flight\r\n",
-		    47);
-		return 1;
-	}
+	if (s->nfcmd == s->fcmdcap)
+		return NULL;
 	f = &s->fcmds[s->nfcmd++];
 	memset(f, 0, sizeof(*f));
+	return f;
+}
+
+static int
+fcmd_strict_inflight(const struct session *s)
+{
+	unsigned i;
+
+	for (i = 0; i < s->nfcmd; i++)
+		if (s->fcmds[i].strict)
+			return 1;
+	return 0;
+}
+
+/* Items derived from the message: what strict mode answers from the
+ * sanitized message (INTERNALDATE, FLAGS, UID, MODSEQ are the server's). */
+static int
+derived_att(const struct imap_fatt *a)
+{
+	switch (a->kind) {
+	case IMAP_FA_RFC822:
+	case IMAP_FA_RFC822_HEADER:
+	case IMAP_FA_RFC822_TEXT:
+	case IMAP_FA_RFC822_SIZE:
+	case IMAP_FA_ENVELOPE:
+	case IMAP_FA_BODY:
+	case IMAP_FA_BODYSTRUCTURE:
+	case IMAP_FA_BODY_SECTION:
+	case IMAP_FA_BINARY:
+	case IMAP_FA_BINARY_SIZE:
+	case IMAP_FA_PREVIEW:
+		return 1;
+	default:
+		return 0;
+	}
+}
+
+static void
+refuse_fetch(struct session *s, const char *tag, const char *text)
+{
+	outq_bytes(&s->to_c.q, tag, strlen(tag));
+	outq_bytes(&s->to_c.q, text, strlen(text));
+}
+
+/*
+ * The client's FETCH upstream with items added: " BODY.PEEK[]" (lazy) or
+ * " UID" (strict) inside the list; ALL, FAST and FULL are spelled out, as
+ * a macro cannot be part of a list.
+ */
+static void
+fetch_forward_adding(
+    struct session *s, struct lineasm *la, struct imap_cmd *c, const char *add)
+{
+	const uint8_t *b = buf_head(&la->text);
+	size_t end = c->fetch.atts.off + c->fetch.atts.len;
+	struct buf out;
+
+	buf_init(&out, 0);
+	buf_add(&out, b, c->fetch.atts.off);
+	if (c->fetch.macro != IMAP_FA_OTHER)
+		buf_printf(&out, "(FLAGS INTERNALDATE RFC822.SIZE%s%s %s)",
+		    c->fetch.macro != IMAP_FA_FAST ? " ENVELOPE" : "",
+		    c->fetch.macro == IMAP_FA_FULL ? " BODY" : "", add);
+	else if (b[c->fetch.atts.off] == '(')
+		buf_printf(&out, "%.*s %s)", (int)c->fetch.atts.len - 1,
+		    b + c->fetch.atts.off, add);
+	else
+		buf_printf(&out, "(%.*s %s)", (int)c->fetch.atts.len,
+		    b + c->fetch.atts.off, add);
+	buf_add(&out, b + end, buf_used(&la->text) - end);
+	outq_buf(&s->to_s.q, &out);
+	buf_free(&out);
+	buf_reset(&la->text);
+}
+
+/*
+ * A FETCH from the client.
+ *
+ * strict (the default): a FETCH of derived items is answered from the
+ * sanitized message.  With a whole-message item the response itself
+ * brings the message to judge (or the verdict cache knows it); without
+ * one, the gateway judges the messages first (consist.c).  UID is added
+ * when the client did not ask for it: verdicts are remembered by UID.
+ *
+ * lazy: when a FETCH reaches message content other than through a
+ * whole-message item (BODY[TEXT], BODY[2], BINARY[1], RFC822.TEXT,
+ * partial fetches), the gateway adds BODY.PEEK[] so the same response
+ * brings the whole message: it is judged, the sections are answered
+ * from the sanitized message, and the added item is cut before the
+ * client sees the response.
+ *
+ * Returns 1 if the command was forwarded (rewritten), held or refused
+ * here.
+ */
+int
+msg_fetch_command(struct session *s, struct lineasm *la, struct imap_cmd *c)
+{
+	const uint8_t *b = buf_head(&la->text);
+	struct fcmd *f;
+	unsigned i, content = 0, whole = 0, stored = 0, derived = 0;
+	unsigned uid = c->uid;
+	char tag[64];
+	int strict;
+
+	snprintf(tag, sizeof(tag), "%.*s", (int)c->tag.len, b + c->tag.off);
+	if ((f = fcmd_push(s)) == NULL) {
+		refuse_fetch(s, tag,
+		    " NO [LIMIT] Too many FETCH commands in flight\r\n");
+		return 1;
+	}
 	snprintf(f->tag, sizeof(f->tag), "%s", tag);
 	for (i = 0; i < c->fetch.natt; i++) {
 		const struct imap_fatt *a = &c->fetch.att[i];
 
 		whole += whole_att(a);
+		stored += whole_att(a) && a->kind != IMAP_FA_BINARY;
 		content += content_att(a);
+		derived += derived_att(a);
+		uid |= a->kind == IMAP_FA_UID;
 		if (a->has_partial && f->npartial < FCMD_MAX_PARTIAL) {
 			f->partial[f->npartial].binary =
 			    a->kind == IMAP_FA_BINARY;
@@ -446,35 +579,45 @@ msg_fetch_command(struct session *s, struct lineasm *la, struct imap_cmd *c)
 			f->npartial++;
 		}
 	}
+	strict = av_on(s) && derived > 0 &&
+	         s->act->general.consistency == CONSIST_STRICT;
 	/* Sections answered beside a whole message come from its verdict
 	 * too, so none of them may pass before it. */
-	f->judged = av_on(s) && content > 0;
-	if (!av_on(s) || content == 0 || whole > 0)
-		return 0;
-	if (la->nspools > 0 || c->fetch.atts.len == 0) {
+	f->judged = av_on(s) && (content > 0 || strict);
+	if ((strict || (av_on(s) && content > 0 && whole == 0)) &&
+	    (la->nspools > 0 || c->fetch.atts.len == 0)) {
 		s->nfcmd--;
-		outq_bytes(&s->to_c.q, tag, strlen(tag));
-		outq_bytes(&s->to_c.q,
-		    " BAD Command not supported by the "
-		    "gateway\r\n",
-		    44);
+		refuse_fetch(
+		    s, tag, " BAD Command not supported by the gateway\r\n");
 		return 1;
 	}
-	f->added = 1;
-	buf_init(&out, 0);
-	end = c->fetch.atts.off + c->fetch.atts.len;
-	if (b[c->fetch.atts.off] == '(') {
-		buf_add(&out, b, end - 1);
-		buf_printf(&out, " BODY.PEEK[])");
-	} else {
-		buf_add(&out, b, c->fetch.atts.off);
-		buf_printf(&out, "(%.*s BODY.PEEK[])", (int)c->fetch.atts.len,
-		    b + c->fetch.atts.off);
+	if (strict) {
+		f->strict = 1;
+		f->add_uid = !uid;
 	}
-	buf_add(&out, b + end, buf_used(&la->text) - end);
-	outq_buf(&s->to_s.q, &out);
-	buf_free(&out);
-	buf_reset(&la->text);
+	/*
+	 * Responses to pipelined FETCHes may interleave (Dovecot runs them
+	 * side by side), and only the command's own responses may be
+	 * answered from its verdicts: a strict FETCH runs alone.  Without
+	 * a whole message, its messages are judged first.
+	 */
+	if (s->pj != NULL || (strict && s->nfcmd > 1) ||
+	    (!strict && fcmd_strict_inflight(s)) || (strict && stored == 0)) {
+		struct fcmd held = *f;
+
+		s->nfcmd--;
+		return consist_command(s, la, c, &held, strict && stored == 0);
+	}
+	if (strict) {
+		if (!f->add_uid)
+			return 0;
+		fetch_forward_adding(s, la, c, "UID");
+		return 1;
+	}
+	if (!av_on(s) || content == 0 || whole > 0)
+		return 0;
+	f->added = 1;
+	fetch_forward_adding(s, la, c, "BODY.PEEK[]");
 	return 1;
 }
 
@@ -487,6 +630,7 @@ msg_tagged(struct session *s, struct lineasm *la, struct imap_resp *r)
 	for (i = 0; i < s->nfcmd; i++) {
 		if (!lineasm_is(la, r->tag.off, r->tag.len, s->fcmds[i].tag))
 			continue;
+		pjmap_free(s->fcmds[i].map);
 		memmove(&s->fcmds[i], &s->fcmds[i + 1],
 		    (s->nfcmd - i - 1) * sizeof(*s->fcmds));
 		/* An idle session keeps nothing allocated. */
@@ -552,7 +696,18 @@ part_verdict(struct session *s, struct fetch_part *p, char *why, size_t whylen)
 	if (p->oversize) {
 		snprintf(why, whylen, "message larger than %llu bytes",
 		    (unsigned long long)s->act->general.max_email_size);
+		if (s->act->general.oversize == ACT_ALLOW)
+			return PV_CLEAN; /* strict: passed unscanned */
 		return s->act->general.oversize == ACT_DROP ? PV_DROP : PV_DENY;
+	}
+	/* A message sanitized before never turns back into the original:
+	 * if its items cannot be cut, it is withheld. */
+	if (p->job->cutmode && p->res.verdict != SCAN_CHANGED) {
+		snprintf(why, whylen, "could not be shown: %s",
+		    p->res.reason[0] ? p->res.reason : "scanner answer");
+		log_event(LOG_WARNING, "scan error", "client", s->client,
+		    "user", s->user, "error", why, "action", "deny", NULL);
+		return PV_DENY;
 	}
 	switch (p->res.verdict) {
 	case SCAN_CLEAN:
@@ -659,6 +814,28 @@ sect_edits(struct fetch_job *j, struct fetch_part *first, int v,
 	}
 }
 
+/* A structure item (BODYSTRUCTURE, BODY, ENVELOPE) of a job's response:
+ * from scand's result when the message changed, else deny (taken; NULL
+ * when it changed). */
+static void
+struct_edit(struct edit *ed, size_t *ned, int has, struct imap_span val, int v,
+    const struct fetch_part *first, uint64_t off, uint64_t len, char *deny)
+{
+	size_t blen = deny ? strlen(deny) : 0;
+	char *b = deny;
+
+	if (!has) {
+		free(deny);
+		return;
+	}
+	if (v == PV_CHANGED)
+		b = fd_string(first->res.fd, off, len, &blen);
+	if (b != NULL && blen > 0)
+		edit_add(ed, ned, val, b, blen, -1, 0, 0);
+	else
+		free(b);
+}
+
 static void
 fetch_emit(struct fetch_job *j)
 {
@@ -670,7 +847,7 @@ fetch_emit(struct fetch_job *j)
 	size_t ned = 0, blen;
 	uint64_t newsize = 0;
 	unsigned i;
-	int v, firstv = PV_CLEAN;
+	int v, firstv = PV_CLEAN, changed;
 	char *b;
 
 	for (i = 0; i < j->nparts; i++) {
@@ -697,14 +874,17 @@ fetch_emit(struct fetch_job *j)
 			newsize = p->res.msg_len;
 		else
 			newsize = dm.len;
-		b = xprintf(&blen, "{%llu}\r\n", (unsigned long long)newsize);
-		if (v == PV_CHANGED)
+		if (p->virt)
+			; /* no literal of its own */
+		else if (v == PV_CHANGED) {
+			b = xprintf(
+			    &blen, "{%llu}\r\n", (unsigned long long)newsize);
 			edit_add(ed, &ned, p->val, b, blen, p->res.fd,
 			    p->res.msg_off, p->res.msg_len);
-		else {
-			b = realloc(b, blen + dm.len);
-			memcpy(b + blen, dm.msg, dm.len);
-			edit_add(ed, &ned, p->val, b, blen + dm.len, -1, 0, 0);
+		} else {
+			b = xprintf(&blen, "{%llu}\r\n%.*s",
+			    (unsigned long long)newsize, (int)dm.len, dm.msg);
+			edit_add(ed, &ned, p->val, b, blen, -1, 0, 0);
 		}
 		if (first == NULL) {
 			first = p;
@@ -721,34 +901,31 @@ fetch_emit(struct fetch_job *j)
 			edit_add(
 			    ed, &ned, j->binsize_val[i], b, blen, -1, 0, 0);
 		}
-		if (j->has_bs) {
-			if (firstv == PV_CHANGED)
-				b = fd_string(first->res.fd, first->res.bs_off,
-				    first->res.bs_len, &blen);
-			else
-				b = xprintf(&blen,
-				    "(\"TEXT\" \"PLAIN\" (\"CHARSET\" "
-				    "\"utf-8\") NIL NIL \"8BIT\" %zu %u NIL "
-				    "NIL NIL NIL)",
-				    deny_body_octets(&dm), dm.lines);
-			if (b)
-				edit_add(
-				    ed, &ned, j->bs_val, b, blen, -1, 0, 0);
-		}
-		if (j->has_body) {
-			if (firstv == PV_CHANGED)
-				b = fd_string(first->res.fd,
-				    first->res.body_off, first->res.body_len,
-				    &blen);
-			else
-				b = xprintf(&blen,
-				    "(\"TEXT\" \"PLAIN\" (\"CHARSET\" "
-				    "\"utf-8\") NIL NIL \"8BIT\" %zu %u)",
-				    deny_body_octets(&dm), dm.lines);
-			if (b)
-				edit_add(
-				    ed, &ned, j->body_val, b, blen, -1, 0, 0);
-		}
+		/* BODYSTRUCTURE, BODY, ENVELOPE: of the sanitized message,
+		 * or of netd's own deny message. */
+		changed = firstv == PV_CHANGED;
+		b = changed
+		        ? NULL
+		        : xprintf(&blen,
+		              "(\"TEXT\" \"PLAIN\" (\"CHARSET\" \"utf-8\") NIL "
+		              "NIL \"8BIT\" %zu %u NIL NIL NIL NIL)",
+		              deny_body_octets(&dm), dm.lines);
+		struct_edit(ed, &ned, j->has_bs, j->bs_val, firstv, first,
+		    first->res.bs_off, first->res.bs_len, b);
+		b = changed
+		        ? NULL
+		        : xprintf(&blen,
+		              "(\"TEXT\" \"PLAIN\" (\"CHARSET\" \"utf-8\") NIL "
+		              "NIL \"8BIT\" %zu %u)",
+		              deny_body_octets(&dm), dm.lines);
+		struct_edit(ed, &ned, j->has_body, j->body_val, firstv, first,
+		    first->res.body_off, first->res.body_len, b);
+		b = changed ? NULL
+		            : xprintf(&blen,
+		                  "(NIL \"[imapgw] message withheld\" NIL "
+		                  "NIL NIL NIL NIL NIL NIL NIL)");
+		struct_edit(ed, &ned, j->has_env, j->env_val, firstv, first,
+		    first->res.env_off, first->res.env_len, b);
 	}
 	if (first != NULL)
 		sect_edits(j, first, firstv, &dm, ed, &ned);
@@ -772,6 +949,8 @@ fetch_verdict(void *arg, struct scan_result *res)
 	p->req = NULL;
 	p->res = *res;
 	p->done = 1;
+	if (j->remember && p == &j->part[0])
+		consist_remember(j->s, 1, j->uid, j->sha, j->size, res);
 	if (--j->pending == 0)
 		fetch_emit(j);
 }
@@ -801,31 +980,16 @@ job_sect(struct session *s, struct fetch_job *j, const struct lineasm *la,
 	j->nsect++;
 }
 
-/*
- * A complete FETCH response.  Returns 1 if it was taken for judging, 0 if
- * it goes out as it is.
- */
-int
-msg_fetch(struct session *s, struct lineasm *la, struct imap_resp *r)
+/* A job for a FETCH response: the items answered from its verdict. */
+static struct fetch_job *
+job_new(struct session *s, struct lineasm *la, struct imap_resp *r)
 {
+	int strict = fcmd_current(s) && fcmd_current(s)->strict;
 	struct fetch_job *j;
 	struct fetch_part *p;
 	const struct imap_item *it;
-	unsigned i, n = 0;
-	int fd, discarded;
+	unsigned i;
 
-	for (i = 0; i < r->fetch.nitem; i++) {
-		it = &r->fetch.item[i];
-		if (!whole_message_item(it) || it->str.kind != IMAP_STR_LITERAL)
-			continue;
-		discarded =
-		    it->str.spool >= 0 && la->spools[it->str.spool].fd == -1;
-		if (discarded || (av_on(s) && it->str.spool >= 0) ||
-		    (av_on(s) && it->str.len > 0))
-			n++;
-	}
-	if (n == 0)
-		return 0;
 	if ((j = calloc(1, sizeof(*j))) == NULL)
 		fatal("calloc");
 	j->s = s;
@@ -845,8 +1009,15 @@ msg_fetch(struct session *s, struct lineasm *la, struct imap_resp *r)
 			j->has_body = 1;
 			j->body_val = it->val;
 			continue;
+		case IMAP_FA_ENVELOPE:
+			j->has_env = 1;
+			j->env_val = it->val;
+			continue;
 		case IMAP_FA_BINARY_SIZE:
-			if (it->att.sect.npart == 0 && j->nbinsize < 4)
+			/* strict judges the message as stored (BODY[]): its
+			 * BINARY[] is the decoded form, a section of it. */
+			if (it->att.sect.npart == 0 && j->nbinsize < 4 &&
+			    !strict)
 				j->binsize_val[j->nbinsize++] = it->val;
 			else
 				job_sect(s, j, la, it, 1);
@@ -857,7 +1028,8 @@ msg_fetch(struct session *s, struct lineasm *la, struct imap_resp *r)
 			continue;
 		case IMAP_FA_BODY_SECTION:
 		case IMAP_FA_BINARY:
-			if (!whole_message_item(it)) {
+			if (!whole_message_item(it) ||
+			    (strict && it->att.kind == IMAP_FA_BINARY)) {
 				job_sect(s, j, la, it, 0);
 				continue;
 			}
@@ -872,10 +1044,329 @@ msg_fetch(struct session *s, struct lineasm *la, struct imap_resp *r)
 		p = &j->part[j->nparts++];
 		p->job = j;
 		p->val = it->val;
+		p->len = it->str.len;
 		p->res.fd = -1;
 		p->oversize =
 		    it->str.spool >= 0 && la->spools[it->str.spool].fd == -1;
 	}
+	return j;
+}
+
+/* The job takes the line and holds the client's output behind it. */
+static void
+job_start(struct fetch_job *j, struct lineasm *la)
+{
+	struct session *s = j->s;
+
+	lineasm_move(&j->la, la);
+	j->next = s->fjobs;
+	s->fjobs = j;
+	j->hold = outq_hold(&s->to_c.q);
+}
+
+static void
+part_preset(struct fetch_part *p, int verdict, const char *reason)
+{
+	p->done = 1;
+	p->res.verdict = verdict;
+	snprintf(p->res.reason, sizeof(p->res.reason), "%s", reason);
+	p->job->pending--;
+}
+
+/* The literal of a whole-message item of the job's line. */
+static int
+part_literal_fd(struct fetch_job *j, struct imap_resp *r, struct fetch_part *p)
+{
+	const struct imap_item *it;
+	unsigned n;
+
+	for (n = 0; n < r->fetch.nitem; n++) {
+		it = &r->fetch.item[n];
+		if (it->val.off == p->val.off)
+			return lineasm_literal_fd(
+			    &j->la, it->str.spool, it->str.data, it->str.len);
+	}
+	errno = ENOENT;
+	return -1;
+}
+
+/* Submit every part of a started job: its literal, judged. */
+static void
+job_judge(struct fetch_job *j, struct imap_resp *r)
+{
+	struct session *s = j->s;
+	struct fetch_part *p;
+	char why[128];
+	unsigned i;
+	int fd;
+
+	/* Count first: a verdict may arrive inside scan_submit(). */
+	j->pending = j->nparts + 1;
+	for (i = 0; i < j->nparts; i++) {
+		p = &j->part[i];
+		if (p->oversize || !av_on(s)) {
+			part_preset(p, SCAN_CLEAN, "");
+			continue;
+		}
+		if ((fd = part_literal_fd(j, r, p)) == -1) {
+			snprintf(why, sizeof(why),
+			    "cannot pass the message to the scanner: %s",
+			    strerror(errno));
+			part_preset(p, SCAN_ERROR, why);
+			continue;
+		}
+		p->req = scan_submit(s->n, fd, p->len, SCAN_FETCH,
+		    s->pol->actionidx, s->pol->name, s->user, s->client, j->req,
+		    j->nsect, 0, fetch_verdict, p);
+	}
+	/* Judged already (nothing to scan): finish from the event loop. */
+	if (--j->pending == 0)
+		session_kick(s);
+}
+
+/*
+ * A message the gateway sanitized before (from the verdict cache or our
+ * own fetch): scand cuts the items from those bytes without scanning
+ * them again.  Without the bytes, or if the cut fails, the message is
+ * withheld: the original never goes in its place.
+ */
+static void
+job_cut(struct fetch_job *j, int fd, uint64_t len)
+{
+	struct session *s = j->s;
+	struct fetch_part *p;
+	unsigned i;
+	int pfd;
+
+	j->cutmode = 1;
+	j->pending = j->nparts + 1;
+	for (i = 0; i < j->nparts; i++) {
+		p = &j->part[i];
+		if (fd == -1 || (pfd = dup(fd)) == -1) {
+			part_preset(p, SCAN_ERROR,
+			    "the sanitized message is not available");
+			continue;
+		}
+		p->req = scan_submit(s->n, pfd, len, SCAN_FETCH,
+		    s->pol->actionidx, s->pol->name, s->user, s->client, j->req,
+		    j->nsect, SCAN_F_CUT, fetch_verdict, p);
+	}
+	if (fd != -1)
+		close(fd);
+	if (--j->pending == 0)
+		session_kick(s);
+}
+
+/* A job whose message has a verdict already (scan error, oversize,
+ * not judged): every part gets it. */
+static void
+job_preset(struct fetch_job *j, int oversize, const char *reason)
+{
+	unsigned i;
+
+	j->pending = j->nparts + 1;
+	for (i = 0; i < j->nparts; i++) {
+		j->part[i].oversize |= oversize;
+		part_preset(&j->part[i], SCAN_ERROR, reason);
+	}
+	if (--j->pending == 0)
+		session_kick(j->s);
+}
+
+/* Strict answers with no whole-message item: the items come from one
+ * part that stands for the message. */
+static void
+job_virtual_part(struct fetch_job *j)
+{
+	struct fetch_part *p;
+
+	if (j->nparts > 0)
+		return;
+	p = &j->part[j->nparts++];
+	p->job = j;
+	p->virt = 1;
+	p->res.fd = -1;
+}
+
+static int
+uid_cut(
+    struct fcmd *f, struct imap_resp *r, int uid_item, struct imap_span *cut)
+{
+	return f->add_uid && uid_item >= 0 && r->fetch.nitem > 1 &&
+	       imap_item_cut(r, (unsigned)uid_item, cut) == 0;
+}
+
+/*
+ * A strict response that brings its message whole, which the gateway
+ * does not know by UID: known by its bytes (judged in another mailbox,
+ * session or worker), or judged now, and remembered.
+ */
+static int
+strict_whole(struct session *s, struct lineasm *la, struct imap_resp *r,
+    struct fcmd *f, uint32_t uid, int uid_item)
+{
+	const struct imap_item *it = NULL;
+	struct fetch_job *j;
+	struct vc_msgkey k;
+	struct vc_entry e;
+	struct imap_span cut;
+	uint8_t sha[32];
+	unsigned i;
+	int fd, sha_ok = 0;
+
+	for (i = 0; i < r->fetch.nitem && it == NULL; i++)
+		if (stored_whole_item(&r->fetch.item[i]) &&
+		    r->fetch.item[i].str.kind == IMAP_STR_LITERAL)
+			it = &r->fetch.item[i];
+	if (!(it->str.spool >= 0 && la->spools[it->str.spool].fd == -1) &&
+	    (fd = lineasm_literal_fd(
+	         la, it->str.spool, it->str.data, it->str.len)) != -1) {
+		sha_ok = consist_sha(fd, it->str.len, sha) == 0;
+		close(fd);
+	}
+	if (sha_ok && consist_cached_sha(s, sha, &e)) {
+		if (consist_key(s, uid, &k))
+			vcache_put(s->n->vc, &k, &e);
+		if (e.cls == VC_CLEAN) {
+			vc_entry_free(&e);
+			if (uid_cut(f, r, uid_item, &cut))
+				emit_cut(s, la, cut);
+			else
+				outq_line(&s->to_c.q, la);
+			return 1;
+		}
+		fd = consist_memfd(e.msg, e.msglen);
+		j = job_new(s, la, r);
+		if (uid_cut(f, r, uid_item, &j->cut))
+			j->has_cut = 1;
+		job_start(j, la);
+		job_cut(j, fd, e.msglen);
+		vc_entry_free(&e);
+		return 1;
+	}
+	j = job_new(s, la, r);
+	j->remember = sha_ok;
+	j->uid = uid;
+	j->size = it->str.len;
+	memcpy(j->sha, sha, sizeof(sha));
+	if (uid_cut(f, r, uid_item, &j->cut))
+		j->has_cut = 1;
+	job_start(j, la);
+	job_judge(j, r);
+	return 1;
+}
+
+/*
+ * A response to a FETCH in strict mode.  Its message was judged before
+ * the command went (the map), or is known to the verdict cache, or the
+ * response brings it whole: judged now and remembered.  A clean message
+ * goes out as the server sent it; a changed one with every derived item
+ * from its sanitized form.
+ */
+static int
+strict_fetch(
+    struct session *s, struct lineasm *la, struct imap_resp *r, struct fcmd *f)
+{
+	const struct imap_item *it;
+	struct fetch_job *j;
+	struct pjmsg *m = NULL;
+	struct vc_entry e;
+	struct imap_span cut;
+	uint32_t uid = 0;
+	unsigned i, derived = 0, wholelit = 0;
+	int uid_item = -1, cls = PJ_UNKNOWN, have_e = 0, fd = -1;
+	uint64_t len = 0;
+	const char *reason = "the message was not judged";
+
+	for (i = 0; i < r->fetch.nitem; i++) {
+		it = &r->fetch.item[i];
+		if (it->att.kind == IMAP_FA_UID && it->has_num &&
+		    it->num <= UINT32_MAX) {
+			uid = (uint32_t)it->num;
+			uid_item = (int)i;
+		}
+		derived += derived_att(&it->att);
+		if (stored_whole_item(it) && it->str.kind == IMAP_STR_LITERAL)
+			wholelit++;
+	}
+	if (derived == 0) {
+		/* FLAGS of another client's change, or our UID alone. */
+		if (uid_cut(f, r, uid_item, &cut)) {
+			emit_cut(s, la, cut);
+			return 1;
+		}
+		return 0;
+	}
+	memset(&e, 0, sizeof(e));
+	if ((m = pjmap_find(f->map, uid)) != NULL) {
+		cls = m->cls;
+		if (m->reason)
+			reason = m->reason;
+		if (cls == PJ_CHANGED && m->fd != -1) {
+			fd = dup(m->fd);
+			len = m->len;
+		} else if (cls == PJ_CHANGED)
+			have_e =
+			    consist_cached(s, uid, &e) ||
+			    (m->have_sha && consist_cached_sha(s, m->sha, &e));
+	} else if (uid != 0 && (have_e = consist_cached(s, uid, &e)))
+		cls = e.cls == VC_CLEAN ? PJ_CLEAN : PJ_CHANGED;
+	if (have_e && cls == PJ_CHANGED && e.cls == VC_CHANGED) {
+		fd = consist_memfd(e.msg, e.msglen);
+		len = e.msglen;
+	}
+	if (have_e)
+		vc_entry_free(&e);
+	if (cls == PJ_UNKNOWN && f->map == NULL && wholelit > 0)
+		return strict_whole(s, la, r, f, uid, uid_item);
+	if (cls == PJ_CLEAN) {
+		if (fd != -1)
+			close(fd);
+		if (uid_cut(f, r, uid_item, &cut))
+			emit_cut(s, la, cut);
+		else
+			outq_line(&s->to_c.q, la);
+		return 1;
+	}
+	j = job_new(s, la, r);
+	job_virtual_part(j);
+	if (uid_cut(f, r, uid_item, &j->cut))
+		j->has_cut = 1;
+	job_start(j, la);
+	if (cls == PJ_CHANGED)
+		job_cut(j, fd, len);
+	else
+		job_preset(j, cls == PJ_OVERSIZE, reason);
+	return 1;
+}
+
+/*
+ * A complete FETCH response.  Returns 1 if it was taken for judging, 0 if
+ * it goes out as it is.
+ */
+int
+msg_fetch(struct session *s, struct lineasm *la, struct imap_resp *r)
+{
+	struct fetch_job *j;
+	const struct imap_item *it;
+	unsigned i, n = 0;
+	int discarded;
+
+	if (fcmd_current(s) && fcmd_current(s)->strict && av_on(s))
+		return strict_fetch(s, la, r, fcmd_current(s));
+	for (i = 0; i < r->fetch.nitem; i++) {
+		it = &r->fetch.item[i];
+		if (!whole_message_item(it) || it->str.kind != IMAP_STR_LITERAL)
+			continue;
+		discarded =
+		    it->str.spool >= 0 && la->spools[it->str.spool].fd == -1;
+		if (discarded || (av_on(s) && it->str.spool >= 0) ||
+		    (av_on(s) && it->str.len > 0))
+			n++;
+	}
+	if (n == 0)
+		return 0;
+	j = job_new(s, la, r);
 	/* The whole message the gateway asked for on its own is not the
 	 * client's to see. */
 	if (fcmd_current(s) && fcmd_current(s)->added)
@@ -885,43 +1376,8 @@ msg_fetch(struct session *s, struct lineasm *la, struct imap_resp *r)
 				j->has_cut = 1;
 				break;
 			}
-	lineasm_move(&j->la, la);
-	j->next = s->fjobs;
-	s->fjobs = j;
-	j->hold = outq_hold(&s->to_c.q);
-	/* Count first: a verdict may arrive inside scan_submit(). */
-	j->pending = j->nparts + 1;
-	for (i = 0; i < j->nparts; i++) {
-		p = &j->part[i];
-		if (p->oversize || !av_on(s)) {
-			p->done = 1;
-			p->res.verdict = SCAN_CLEAN;
-			j->pending--;
-			continue;
-		}
-		it = NULL;
-		for (n = 0; n < r->fetch.nitem; n++)
-			if (r->fetch.item[n].val.off == p->val.off)
-				it = &r->fetch.item[n];
-		fd = it ? lineasm_literal_fd(
-		              &j->la, it->str.spool, it->str.data, it->str.len)
-		        : -1;
-		if (fd == -1) {
-			p->done = 1;
-			p->res.verdict = SCAN_ERROR;
-			snprintf(p->res.reason, sizeof(p->res.reason),
-			    "cannot pass the message to the scanner: %s",
-			    strerror(errno));
-			j->pending--;
-			continue;
-		}
-		p->req = scan_submit(s->n, fd, it->str.len, SCAN_FETCH,
-		    s->pol->actionidx, s->pol->name, s->user, s->client, j->req,
-		    j->nsect, 0, fetch_verdict, p);
-	}
-	/* Judged already (nothing to scan): finish from the event loop. */
-	if (--j->pending == 0)
-		session_kick(s);
+	job_start(j, la);
+	job_judge(j, r);
 	return 1;
 }
 
@@ -1258,9 +1714,12 @@ msg_paused(struct session *s, struct dir *d)
 void
 msg_session_end(struct session *s)
 {
+	consist_session_end(s);
 	while (s->fjobs)
 		fetch_job_free(s->fjobs);
 	append_job_free(s);
+	while (s->nfcmd > 0)
+		pjmap_free(s->fcmds[--s->nfcmd].map);
 	free(s->fcmds);
 	s->fcmds = NULL;
 	s->nfcmd = s->fcmdcap = 0;

@@ -253,6 +253,26 @@ listeners_switch(struct netd *n, struct imsg *imsg)
 	proc_compose(n->env.parent, IMSG_CFG_APPLIED, 0, -1, &gen, sizeof(gen));
 }
 
+/* Entries of the verdict cache kept in memory, per kind of key. */
+#define NETD_VCACHE_MEM 16384
+
+/* The first config opens the verdict cache, as root, unsandboxed. */
+static void
+netd_open_vcache(struct netd *n, const struct config *cfg)
+{
+	char dir[4096];
+
+	if (n->vc != NULL)
+		return;
+	if (cfg->state_dir == NULL || snprintf(dir, sizeof(dir), "%s/verdicts",
+	                                  cfg->state_dir) >= (int)sizeof(dir)) {
+		log_warnx("state_dir path too long; verdicts kept in memory");
+		n->vc = vcache_open(NULL, 0, NETD_VCACHE_MEM);
+		return;
+	}
+	n->vc = vcache_open(dir, cfg->vcache_size, NETD_VCACHE_MEM);
+}
+
 static void
 netd_new_config(struct netd *n, struct imsg *imsg)
 {
@@ -268,6 +288,7 @@ netd_new_config(struct netd *n, struct imsg *imsg)
 	if (n->env.cfg == NULL)
 		n->env.cfg = cfg; /* borrowed, for the startup checks */
 	log_init(cfg->log_target, cfg->log_format, cfg->log_level, "netd");
+	netd_open_vcache(n, cfg);
 }
 
 static void
@@ -399,6 +420,8 @@ netd_main(int instance, int debug, int verbose)
 		fatalx("no listeners from parent before START");
 	event_base_dispatch(n.env.base);
 	session_close_all(&n, "shutdown");
+	vcache_close(n.vc);
+	n.vc = NULL;
 	free(n.blocks);
 	return 0;
 }

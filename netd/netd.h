@@ -15,6 +15,7 @@
 #include "config.h"
 #include "framer.h"
 #include "proc.h"
+#include "vcache.h"
 
 /* A config generation, kept while sessions still use it. */
 struct netd_cfg {
@@ -55,6 +56,9 @@ struct netd {
 	 * IMAPGW_BLOCK_MAX entries. */
 	struct netd_block *blocks;
 	size_t nblocks, capblocks;
+	/* The verdict cache, opened with the first config (before the
+	 * sandbox); its size and place change only at a restart. */
+	struct vcache *vc;
 };
 
 extern struct netd *netd_env;

@@ -124,8 +124,8 @@ pick_scand(struct netd *n)
 struct scan_req *
 scan_submit(struct netd *n, int fd, uint64_t size, int kind, int action,
     const char *policy, const char *user, const char *client,
-    const struct scan_section *secs, unsigned nsect, uint32_t flags,
-    scan_cb cb, void *arg)
+    const struct scan_section *secs, unsigned nsect, uint32_t flags, scan_cb cb,
+    void *arg)
 {
 	unsigned i;
 	const struct cfg_action *act = &n->cur->cfg->actions[action];
@@ -197,15 +197,22 @@ result_check(struct scan_result *res, const struct imsg *imsg)
 
 	unsigned i;
 
-	if (res->verdict != SCAN_CHANGED)
-		return imsg->fd == -1 && res->nsect == 0 ? 0 : -1;
+	if (res->verdict != SCAN_CHANGED) {
+		/* No message: no fd, no section, no ENVELOPE. */
+		if (imsg->fd != -1 || res->nsect != 0 || res->env_off != 0 ||
+		    res->env_len != 0)
+			return -1;
+		return 0;
+	}
 	if (imsg->fd == -1 || fstat(imsg->fd, &st) == -1 || st.st_size < 0)
 		return -1;
 	size = (uint64_t)st.st_size;
 	if (res->msg_off > size || res->msg_len > size - res->msg_off ||
 	    res->bs_off > size || res->bs_len > size - res->bs_off ||
 	    res->body_off > size || res->body_len > size - res->body_off ||
-	    res->bs_len > 1024 * 1024 || res->body_len > 1024 * 1024)
+	    res->env_off > size || res->env_len > size - res->env_off ||
+	    res->bs_len > SCAN_MAX_STRUCT || res->body_len > SCAN_MAX_STRUCT ||
+	    res->env_len > SCAN_MAX_STRUCT)
 		return -1;
 	for (i = 0; i < res->nsect; i++)
 		if (res->sect[i].off > size ||
@@ -242,7 +249,8 @@ scan_peer_frame(struct netd *n, struct proc_chan *c, struct imsg *imsg)
 	res.bs_len = rd_u64(&rd);
 	res.body_off = rd_u64(&rd);
 	res.body_len = rd_u64(&rd);
-	/* Sections, then the report ranges (empty: netd asks for none). */
+	/* Sections, the report ranges (empty: netd asks for none), then
+	 * the ENVELOPE. */
 	res.nsect = rd_u32(&rd);
 	if (res.nsect > SCAN_MAX_SECT)
 		rd.err = 1;
@@ -254,6 +262,8 @@ scan_peer_frame(struct netd *n, struct proc_chan *c, struct imsg *imsg)
 	for (i = 0; i < 4; i++)
 		if (rd_u64(&rd) != 0)
 			rd.err = 1;
+	res.env_off = rd_u64(&rd);
+	res.env_len = rd_u64(&rd);
 	for (r = reqs; r; r = r->next)
 		if (r->id == id && r->chan == c)
 			break;

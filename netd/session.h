@@ -15,9 +15,11 @@
 #define SINK_HIGH (1024 * 1024) /* stop reading the source above this */
 
 struct session;
+struct pjmap;
+struct prejudge;
 
 #define FCMD_MAX 32
-#define FCMD_MAX_PARTIAL 4
+#define FCMD_MAX_PARTIAL 16
 
 /* A FETCH the client sent: whether the gateway added BODY.PEEK[], and
  * the counts of its partial items (responses carry only the origin). */
@@ -25,6 +27,9 @@ struct fcmd {
 	char tag[64];
 	int added;
 	int judged; /* its responses wait for a verdict: spool, not stream */
+	int strict; /* consistency strict: answered from verdicts */
+	int add_uid; /* UID added to its items: cut from the responses */
+	struct pjmap *map; /* strict: its messages, judged before it went */
 	unsigned npartial;
 	struct {
 		int binary;
@@ -108,6 +113,15 @@ struct session {
 	 * responses in between belong to the first. */
 	unsigned nfcmd, fcmdcap;
 	struct fcmd *fcmds; /* freed when none is in flight */
+
+	/* The selected mailbox, for the verdict cache (consist.c). */
+	int mbox_ok; /* name and UIDVALIDITY known */
+	char mbox[256];
+	uint32_t uidvalidity;
+	char sel_tag[64]; /* SELECT or EXAMINE in flight */
+	char sel_mbox[256];
+	uint32_t sel_uidvalidity;
+	struct prejudge *pj; /* a client FETCH held while we judge */
 };
 
 /* session.c */
@@ -132,6 +146,7 @@ int msg_ready(struct session *); /* finish jobs judged meanwhile */
 int line_is_append(const struct lineasm *);
 void line_verb(const struct lineasm *, char *verb, size_t verblen);
 int msg_fetch_command(struct session *, struct lineasm *, struct imap_cmd *);
+struct fcmd *fcmd_push(struct session *); /* NULL: too many in flight */
 void msg_tagged(struct session *, struct lineasm *, struct imap_resp *);
 
 /* imap.c: the engine.  Each returns -1 when the session ended. */

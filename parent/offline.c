@@ -97,6 +97,7 @@ struct answer {
 	uint32_t nsect;
 	uint64_t json_off, json_len;
 	uint64_t text_off, text_len;
+	uint64_t env_off, env_len;
 	int fd;
 	uint64_t fdsize;
 };
@@ -824,6 +825,8 @@ answer_read(struct imsg *imsg, struct answer *a)
 	a->json_len = rd_u64(&rd);
 	a->text_off = rd_u64(&rd);
 	a->text_len = rd_u64(&rd);
+	a->env_off = rd_u64(&rd);
+	a->env_len = rd_u64(&rd);
 	a->fd = imsg->fd;
 	imsg->fd = -1;
 	if (rd_end(&rd) == -1 || a->reason == NULL)
@@ -848,7 +851,8 @@ answer_read(struct imsg *imsg, struct answer *a)
 	    !range_ok(a->bs_off, a->bs_len, a->fdsize) ||
 	    !range_ok(a->body_off, a->body_len, a->fdsize) ||
 	    !range_ok(a->json_off, a->json_len, a->fdsize) ||
-	    !range_ok(a->text_off, a->text_len, a->fdsize))
+	    !range_ok(a->text_off, a->text_len, a->fdsize) ||
+	    !range_ok(a->env_off, a->env_len, a->fdsize))
 		return "a range outside the result fd";
 	if (a->json_len > OFFLINE_MAX_REPORT ||
 	    a->text_len > OFFLINE_MAX_REPORT)

@@ -158,13 +158,50 @@ scand_root_prepare(
 	return 0;
 }
 
+/*
+ * The verdict cache, state_dir/verdicts: root's, 0700.  Every netd
+ * opens it as root before its sandbox, and no child may reach it (it is
+ * outside their roots), so no child can plant a file or a link there.
+ * A failure is not fatal: netd then keeps verdicts in memory only (and
+ * says so).
+ */
+static void
+verdicts_prepare(const char *state_dir, uint64_t size)
+{
+	char dir[PATH_MAX];
+	struct stat st;
+
+	if (size == 0)
+		return;
+	if (snprintf(dir, sizeof(dir), "%s/verdicts", state_dir) >=
+	    (int)sizeof(dir)) {
+		log_warnx("state_dir path too long for the verdict cache");
+		return;
+	}
+	if (mkdir(dir, 0700) == -1 && errno != EEXIST) {
+		log_warn("cannot create %s", dir);
+		return;
+	}
+	if (lstat(dir, &st) == -1 || !S_ISDIR(st.st_mode)) {
+		log_warnx("%s is not a directory", dir);
+		return;
+	}
+	if ((st.st_uid != 0 || st.st_gid != 0 ||
+	        (st.st_mode & 07777) != 0700) &&
+	    (chown(dir, 0, 0) == -1 || chmod(dir, 0700) == -1))
+		log_warn("cannot make %s root's with mode 0700", dir);
+}
+
 static int
 prepare_dirs(struct parent *p)
 {
 	if (check_root_dir(p->cfg->chroot, 1) == -1)
 		return -1;
-	return scand_root_prepare(p->cfg->state_dir, p->uid, p->gid,
-	    p->scand_root, sizeof(p->scand_root));
+	if (scand_root_prepare(p->cfg->state_dir, p->uid, p->gid, p->scand_root,
+	        sizeof(p->scand_root)) == -1)
+		return -1;
+	verdicts_prepare(p->cfg->state_dir, p->cfg->vcache_size);
+	return 0;
 }
 
 static int

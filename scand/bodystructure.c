@@ -403,7 +403,8 @@ bs_take(struct buf *s)
 
 	if ((v = malloc(s->len + 1)) == NULL)
 		return NULL;
-	memcpy(v, s->data, s->len);
+	if (s->len > 0) /* never allocated if nothing was added */
+		memcpy(v, s->data, s->len);
 	v[s->len] = '\0';
 	buf_reset(s);
 	return v;
@@ -990,24 +991,25 @@ bs_angle_addr(struct bs_alist *al)
 	al->r.p++; /* '<' */
 	if (rp_skip_lwsp(&al->r) <= 0)
 		return -1;
-	if (*al->r.p == '>') {
-		/* "<>": no address, not a syntax error */
-		al->r.p++;
-		return rp_skip_lwsp(&al->r);
-	}
 	if (*al->r.p == '@') {
-		if (bs_route(al) <= 0 || *al->r.p != ':') {
+		if (bs_route(al) > 0 && *al->r.p == ':')
+			al->r.p++;
+		else {
+			/* Dovecot goes on after a broken route. */
 			bs_set(&al->cur.route, strdup("INVALID_ROUTE"));
-			return -1;
+			if (al->r.p == al->r.end)
+				return -1;
 		}
-		al->r.p++;
 		if (rp_skip_lwsp(&al->r) <= 0)
 			return -1;
 	}
-	if (bs_local_part(al) <= 0)
-		return -1;
-	if (*al->r.p == '@' && bs_addr_domain(al) <= 0)
-		return -1;
+	/* "<>" (after a route too): no address, not a syntax error. */
+	if (*al->r.p != '>') {
+		if (bs_local_part(al) <= 0)
+			return -1;
+		if (*al->r.p == '@' && bs_addr_domain(al) <= 0)
+			return -1;
+	}
 	if (*al->r.p != '>')
 		return -1;
 	al->r.p++;
@@ -1029,10 +1031,12 @@ bs_name_addr(struct bs_alist *al)
 static int
 bs_addr_spec(struct bs_alist *al)
 {
-	int ret, ret2;
+	int ret, ret2 = -2, quoted = *al->r.p == '"', invalid = 0;
+	size_t n;
 
 	buf_reset(&al->comment);
-	ret = bs_local_part(al);
+	if ((ret = bs_local_part(al)) <= 0)
+		invalid = 1;
 	if (ret != 0 && al->r.p < al->r.end && *al->r.p == '@') {
 		ret2 = bs_addr_domain(al);
 		if (ret2 <= 0)
@@ -1041,6 +1045,32 @@ bs_addr_spec(struct bs_alist *al)
 	if (al->comment.len > 0) {
 		buf_add_u8(&al->comment, 0);
 		bs_set(&al->cur.name, strdup((char *)al->comment.data));
+	} else if (ret2 == -2) {
+		/* A "user" without @domain and without a (comment) is a
+		 * mailbox if nothing follows, else the start of a display
+		 * name (Dovecot 2.3): the words that follow are appended to
+		 * it (al->s holds what a failed local part read). */
+		if (al->cur.mailbox != NULL) {
+			buf_reset(&al->s);
+			buf_add(
+			    &al->s, al->cur.mailbox, strlen(al->cur.mailbox));
+		}
+		buf_add_u8(&al->s, ' ');
+		n = al->s.len;
+		(void)rp_phrase(&al->r, &al->s);
+		if (al->s.len != n) {
+			bs_set(&al->cur.mailbox, NULL);
+			bs_set(&al->cur.name, bs_take(&al->s));
+		} else if (!quoted)
+			bs_set(&al->cur.domain, strdup(""));
+		invalid = 1;
+		ret = -1;
+	}
+	/* A broken lone word: a name, not a mailbox. */
+	if (invalid && al->cur.name == NULL && al->cur.mailbox != NULL &&
+	    al->cur.domain == NULL) {
+		al->cur.name = al->cur.mailbox;
+		al->cur.mailbox = NULL;
 	}
 	return ret;
 }
@@ -1050,8 +1080,8 @@ bs_addr_fixed(struct bs_alist *al)
 {
 	if (al->cur.mailbox == NULL)
 		al->cur.mailbox = strdup("MISSING_MAILBOX");
-	if (al->cur.domain == NULL)
-		al->cur.domain = strdup("MISSING_DOMAIN");
+	if (al->cur.domain == NULL || al->cur.domain[0] == '\0')
+		bs_set(&al->cur.domain, strdup("MISSING_DOMAIN"));
 	bs_addr_push(al);
 }
 
@@ -1087,11 +1117,9 @@ bs_group(struct bs_alist *al)
 	bs_addr_push(al);
 	if (ret > 0 && *al->r.p != ';') {
 		for (;;) {
-			if (bs_mailbox(al) <= 0) {
-				ret = -1;
-				break;
-			}
-			if (*al->r.p != ',')
+			/* A broken mailbox: Dovecot goes on. */
+			(void)bs_mailbox(al);
+			if (al->r.p == al->r.end || *al->r.p != ',')
 				break;
 			al->r.p++;
 			if (rp_skip_lwsp(&al->r) <= 0) {
@@ -1198,21 +1226,46 @@ bs_write_addrs(struct buf *o, const struct bs_addr *a)
 	buf_add_u8(o, ')');
 }
 
-/* The last field of that name wins, as in Dovecot's envelope parser. */
+static int
+bs_field_is(const struct mime_msg *m, const struct mime_field *f,
+    const char *name, size_t n)
+{
+	return f->name_len == n &&
+	       strncasecmp((const char *)m->data + f->off, name, n) == 0;
+}
+
+/* Of a string, the last field of that name wins, as in Dovecot's
+ * envelope parser. */
 static const struct mime_field *
 bs_last_field(
     const struct mime_msg *m, const struct mime_part *part, const char *name)
 {
-	const struct mime_field *f, *found = NULL;
+	const struct mime_field *found = NULL;
+	size_t i, n = strlen(name);
+
+	for (i = 0; i < part->nfields; i++)
+		if (bs_field_is(m, &part->fields[i], name, n))
+			found = &part->fields[i];
+	return found;
+}
+
+/* Of addresses, every field of that name counts: their lists are
+ * appended, in message order (Dovecot 2.3). */
+static struct bs_addr *
+bs_env_alist(
+    const struct mime_msg *m, const struct mime_part *part, const char *name)
+{
+	struct bs_addr *first = NULL, **tail = &first;
 	size_t i, n = strlen(name);
 
 	for (i = 0; i < part->nfields; i++) {
-		f = &part->fields[i];
-		if (f->name_len == n &&
-		    strncasecmp((const char *)m->data + f->off, name, n) == 0)
-			found = f;
+		if (!bs_field_is(m, &part->fields[i], name, n))
+			continue;
+		*tail = bs_addresses(m, &part->fields[i]);
+		while (*tail != NULL)
+			tail = &(*tail)->next;
 	}
-	return found;
+	return first;
 }
 
 static void
@@ -1230,16 +1283,15 @@ bs_env_string(struct buf *o, const struct mime_msg *m,
 	free(v);
 }
 
+/* Sender and Reply-To with no address (absent, or empty) are From. */
 static void
 bs_env_addrs(struct buf *o, const struct mime_msg *m,
     const struct mime_part *part, const char *name, const char *dflt)
 {
-	const struct mime_field *f = bs_last_field(m, part, name);
-	struct bs_addr *a;
+	struct bs_addr *a = bs_env_alist(m, part, name);
 
-	if (f == NULL && dflt != NULL)
-		f = bs_last_field(m, part, dflt);
-	a = f != NULL ? bs_addresses(m, f) : NULL;
+	if (a == NULL && dflt != NULL)
+		a = bs_env_alist(m, part, dflt);
 	bs_write_addrs(o, a);
 	bs_addrs_free(a);
 }
@@ -1449,6 +1501,22 @@ bs_write(const struct mime_msg *m, int ext, struct buf *o)
 	buf_add_u8(o, '(');
 	bs_part(o, m, m->root, ext);
 	if (buf_add_u8(o, ')') == -1) {
+		o->len = start;
+		return -1;
+	}
+	return 0;
+}
+
+int
+bs_envelope_write(const struct mime_msg *m, struct buf *o)
+{
+	size_t start = o->len;
+
+	if (m->root == NULL)
+		return -1;
+	bs_envelope(o, m, m->root);
+	/* Its closing parenthesis is the last byte written. */
+	if (o->len == start || o->data[o->len - 1] != ')') {
 		o->len = start;
 		return -1;
 	}

@@ -1700,14 +1700,58 @@ scan_sect_put(int fd, uint64_t *end, const struct sect_content *c,
 }
 
 /*
- * The sections wanted, of the message m (parsed: pm) that is at offset 0
- * of fd, from *end on.  A section that asks for what an earlier one did
- * shares its bytes: the same part decoded twice is not written twice.
+ * What a CHANGED answer carries about its message, computed once for
+ * the report and the result fd: the message parsed, its BODYSTRUCTURE,
+ * BODY and ENVELOPE.
+ */
+struct scan_out {
+	const uint8_t *data; /* the message: the rewrite, or the input */
+	size_t len;
+	struct mime_msg msg;
+	struct buf bs, body, env;
+};
+
+/* NULL, or why it cannot be described; scan_out_free() in any case. */
+static const char *
+scan_out_make(struct scan_out *out, const void *data, size_t len)
+{
+	memset(out, 0, sizeof(*out));
+	out->data = data;
+	out->len = len;
+	buf_init(&out->bs, 0);
+	buf_init(&out->body, 0);
+	buf_init(&out->env, 0);
+	if (mime_parse(&out->msg, data, len) == -1 ||
+	    bs_write(&out->msg, 1, &out->bs) == -1 ||
+	    bs_write(&out->msg, 0, &out->body) == -1 ||
+	    bs_envelope_write(&out->msg, &out->env) == -1)
+		return "out of memory";
+	/* netd would take more for a broken scanner. */
+	if (out->bs.len > SCAN_MAX_STRUCT || out->body.len > SCAN_MAX_STRUCT ||
+	    out->env.len > SCAN_MAX_STRUCT)
+		return "its BODYSTRUCTURE or ENVELOPE is too large";
+	return NULL;
+}
+
+static void
+scan_out_free(struct scan_out *out)
+{
+	mime_free(&out->msg);
+	buf_free(&out->bs);
+	buf_free(&out->body);
+	buf_free(&out->env);
+}
+
+/*
+ * The sections wanted, of the message out that is at offset 0 of fd,
+ * from *end on.  A section that asks for what an earlier one did shares
+ * its bytes: the same part decoded twice is not written twice.
  */
 static int
-scan_sections(const struct scan_job *j, const struct buf *m,
-    const struct mime_msg *pm, int fd, uint64_t *end, struct scan_res *res)
+scan_sections(const struct scan_job *j, const struct scan_out *out, int fd,
+    uint64_t *end, struct scan_res *res)
 {
+	const struct mime_msg *pm = &out->msg;
 	struct sect s[SCAN_MAX_SECT];
 	struct sect_content c;
 	struct mime_msg own;
@@ -1722,7 +1766,7 @@ scan_sections(const struct scan_job *j, const struct buf *m,
 	memset(&own, 0, sizeof(own));
 	buf_init(&crlf, 0);
 	/* Of the message as the server would serve it: CRLF. */
-	if ((r = sect_crlf(m->data, m->len, &crlf)) == -1)
+	if ((r = sect_crlf(out->data, out->len, &crlf)) == -1)
 		goto out;
 	if (r == 1) {
 		if (mime_parse(&own, crlf.data, crlf.len) == -1)
@@ -1761,21 +1805,30 @@ out:
  * The report: every finding, the action and why (scan.h).
  */
 
+/* A JSON string of n bytes; with latin1, bytes from 0x80 up are written
+ * as \u0080..\u00ff, so that a reader gets the bytes back exactly. */
+static void
+scan_json_mem(struct buf *o, const uint8_t *p, size_t n, int latin1)
+{
+	size_t i;
+
+	buf_add_u8(o, '"');
+	for (i = 0; i < n; i++) {
+		if (p[i] == '"' || p[i] == '\\')
+			buf_printf(o, "\\%c", p[i]);
+		else if (p[i] < 0x20 || p[i] == 0x7f ||
+		         (latin1 && p[i] >= 0x80))
+			buf_printf(o, "\\u%04x", p[i]);
+		else
+			buf_add_u8(o, p[i]);
+	}
+	buf_add_u8(o, '"');
+}
+
 static void
 scan_json_str(struct buf *o, const char *s)
 {
-	const unsigned char *p;
-
-	buf_add_u8(o, '"');
-	for (p = (const unsigned char *)s; *p != '\0'; p++) {
-		if (*p == '"' || *p == '\\')
-			buf_printf(o, "\\%c", *p);
-		else if (*p < 0x20 || *p == 0x7f)
-			buf_printf(o, "\\u%04x", *p);
-		else
-			buf_add_u8(o, *p);
-	}
-	buf_add_u8(o, '"');
+	scan_json_mem(o, (const uint8_t *)s, strlen(s), 0);
 }
 
 static void
@@ -1816,8 +1869,8 @@ scan_utf8(char *s)
 }
 
 static void
-scan_report_json(const struct scan_job *j, const struct scan_res *res, long ms,
-    struct buf *o)
+scan_report_json(const struct scan_job *j, const struct scan_res *res,
+    const struct scan_out *out, long ms, struct buf *o)
 {
 	struct scan_find fc;
 	size_t i;
@@ -1884,7 +1937,12 @@ scan_report_json(const struct scan_job *j, const struct scan_res *res, long ms,
 			buf_printf(o, ",\"alarm\":true");
 		buf_add_u8(o, '}');
 	}
-	buf_printf(o, "]}\n");
+	buf_add_u8(o, ']');
+	if (out != NULL) {
+		buf_printf(o, ",\"envelope\":");
+		scan_json_mem(o, out->env.data, out->env.len, 1);
+	}
+	buf_printf(o, "}\n");
 }
 
 static void
@@ -1919,46 +1977,37 @@ scan_report_text(const struct scan_job *j, const struct scan_res *res, long ms,
 }
 
 /*
- * The result fd: [message][BODYSTRUCTURE][BODY][sections][json][text].
+ * The result fd:
+ * [message][BODYSTRUCTURE][BODY][ENVELOPE][sections][json][text].
  * With no message (a report of a verdict that is not CHANGED), only the
  * report.
  */
 static int
-scan_result_fd(const struct scan_job *j, const struct buf *m,
+scan_result_fd(const struct scan_job *j, const struct scan_out *out,
     const struct buf *json, const struct buf *text, struct scan_res *res)
 {
-	struct mime_msg msg;
-	struct buf bs, body;
 	uint64_t end = 0;
-	int fd = -1, ok = 0, parsed = 0;
+	int fd;
 
-	buf_init(&bs, 0);
-	buf_init(&body, 0);
-	memset(&msg, 0, sizeof(msg));
-	if (m != NULL) {
-		if (mime_parse(&msg, m->data, m->len) == -1)
-			goto out;
-		parsed = 1;
-		if (bs_write(&msg, 1, &bs) == -1 ||
-		    bs_write(&msg, 0, &body) == -1)
-			goto out;
-	}
 	fd = memfd_create("imapgw-scan", MFD_CLOEXEC | MFD_ALLOW_SEALING);
 	if (fd == -1)
 		goto fail;
-	if (m != NULL) {
-		end = m->len + bs.len + body.len;
-		if (write_all(fd, m->data, m->len) == -1 ||
-		    write_all(fd, bs.data, bs.len) == -1 ||
-		    write_all(fd, body.data, body.len) == -1 ||
-		    scan_sections(j, m, &msg, fd, &end, res) == -1)
-			goto fail;
+	if (out != NULL) {
 		res->msg_off = 0;
-		res->msg_len = m->len;
-		res->bs_off = m->len;
-		res->bs_len = bs.len;
-		res->body_off = m->len + bs.len;
-		res->body_len = body.len;
+		res->msg_len = out->len;
+		res->bs_off = res->msg_len;
+		res->bs_len = out->bs.len;
+		res->body_off = res->bs_off + res->bs_len;
+		res->body_len = out->body.len;
+		res->env_off = res->body_off + res->body_len;
+		res->env_len = out->env.len;
+		end = res->env_off + res->env_len;
+		if (write_all(fd, out->data, out->len) == -1 ||
+		    write_all(fd, out->bs.data, out->bs.len) == -1 ||
+		    write_all(fd, out->body.data, out->body.len) == -1 ||
+		    write_all(fd, out->env.data, out->env.len) == -1 ||
+		    scan_sections(j, out, fd, &end, res) == -1)
+			goto fail;
 	}
 	if (json != NULL) {
 		res->json_off = end;
@@ -1977,19 +2026,12 @@ scan_result_fd(const struct scan_job *j, const struct buf *m,
 	    lseek(fd, 0, SEEK_SET) == -1)
 		goto fail;
 	res->fd = fd;
-	fd = -1;
-	ok = 1;
-	goto out;
+	return 0;
 fail:
 	log_warn("scan: result memfd");
-out:
-	if (parsed)
-		mime_free(&msg);
 	if (fd != -1)
 		close(fd);
-	buf_free(&bs);
-	buf_free(&body);
-	return ok ? 0 : -1;
+	return -1;
 }
 
 /*
@@ -2090,6 +2132,10 @@ static void
 scan_error_res(struct scan_res *res, const char *why)
 {
 	scan_res_clear(res);
+	/* No result fd: no range points into one. */
+	res->msg_off = res->msg_len = res->bs_off = res->bs_len = 0;
+	res->body_off = res->body_len = res->env_off = res->env_len = 0;
+	res->json_off = res->json_len = res->text_off = res->text_len = 0;
 	res->nsect = 0;
 	res->verdict = SCAN_ERROR;
 	res->action = ACT_ALLOW;
@@ -2221,13 +2267,38 @@ scan_ms_since(const struct timespec *t0)
 	              (t1.tv_nsec - t0->tv_nsec) / 1000000);
 }
 
+/*
+ * SCAN_F_CUT: a message the gateway sanitized before.  It is not judged
+ * again; the answer describes it as it is.
+ */
+static void
+scan_cut(struct scan_job *j, struct scan_res *res)
+{
+	if (j->kind == SCAN_APPEND) {
+		/* An upload is never rewritten: CHANGED cannot answer it. */
+		scan_error_res(res, "an upload cannot be an already "
+		                    "sanitized message (SCAN_F_CUT)");
+		log_warnx("scan: %s", res->reason);
+		return;
+	}
+	res->verdict = SCAN_CHANGED;
+	res->action = ACT_ALLOW;
+	snprintf(res->reason, sizeof(res->reason), "already sanitized");
+	log_debug("scan: an already sanitized message (%zu bytes) for %s, "
+	          "policy %s: not scanned",
+	    j->len, j->client, j->policy);
+}
+
 static void
 scan_job_run(const struct cfg_action *act, const struct scan_rt *rt,
     const struct scan_opts *o, const void *data, size_t len,
     struct scan_res *res)
 {
 	struct scan_job *j;
+	struct scan_out out, *outp = NULL;
 	struct buf m, json, text;
+	const char *why;
+	int cut = (o->flags & SCAN_F_CUT) != 0, described = 0;
 	long ms;
 
 	scan_res_init(res);
@@ -2257,19 +2328,37 @@ scan_job_run(const struct cfg_action *act, const struct scan_rt *rt,
 	buf_init(&m, 0);
 	buf_init(&json, 0);
 	buf_init(&text, 0);
-	scan_run(j);
-	scan_apply(j, res, &m);
+	if (cut)
+		scan_cut(j, res);
+	else {
+		scan_run(j);
+		scan_apply(j, res, &m);
+	}
 	scan_ascii(res->reason);
+	if (res->verdict == SCAN_CHANGED) {
+		described = 1;
+		why = scan_out_make(
+		    &out, cut ? j->data : m.data, cut ? j->len : m.len);
+		if (why == NULL)
+			outp = &out;
+		else {
+			scan_error_res(res, "cannot build the result");
+			log_warnx("scan: cannot describe the message: %s", why);
+		}
+	}
 	ms = scan_ms_since(&j->t0);
 	if (o->flags & SCAN_F_REPORT) {
-		scan_report_json(j, res, ms, &json);
+		scan_report_json(j, res, outp, ms, &json);
 		scan_report_text(j, res, ms, &text);
 	}
-	if ((res->verdict == SCAN_CHANGED || (o->flags & SCAN_F_REPORT)) &&
-	    scan_result_fd(j, res->verdict == SCAN_CHANGED ? &m : NULL,
-	        (o->flags & SCAN_F_REPORT) ? &json : NULL, &text, res) == -1)
+	if ((outp != NULL || (o->flags & SCAN_F_REPORT)) &&
+	    scan_result_fd(j, outp, (o->flags & SCAN_F_REPORT) ? &json : NULL,
+	        &text, res) == -1)
 		scan_error_res(res, "cannot build the result");
-	scan_log(j, res, ms);
+	if (!cut)
+		scan_log(j, res, ms);
+	if (described)
+		scan_out_free(&out);
 	buf_free(&m);
 	buf_free(&json);
 	buf_free(&text);
@@ -2645,7 +2734,9 @@ scan_res_write(const struct scan_res *res, struct buf *b)
 	if (buf_add_u64(b, res->json_off) == -1 ||
 	    buf_add_u64(b, res->json_len) == -1 ||
 	    buf_add_u64(b, res->text_off) == -1 ||
-	    buf_add_u64(b, res->text_len) == -1)
+	    buf_add_u64(b, res->text_len) == -1 ||
+	    buf_add_u64(b, res->env_off) == -1 ||
+	    buf_add_u64(b, res->env_len) == -1)
 		return -1;
 	return 0;
 }

@@ -109,6 +109,12 @@ void mime_init(void);
  * (extended 1), written the way Dovecot writes them.
  */
 int bs_write(const struct mime_msg *, int extended, struct buf *);
+/* The ENVELOPE of the message (its top-level header), with its
+ * parentheses, as Dovecot answers FETCH ENVELOPE: the last field of each
+ * name, raw header text (no RFC 2047 decoding), Sender and Reply-To
+ * from From when absent, addresses as Dovecot's message-address.c
+ * parses them, groups as (NIL NIL "name" NIL) ... (NIL NIL NIL NIL). */
+int bs_envelope_write(const struct mime_msg *, struct buf *);
 /* A Content-Type field read as Dovecot reads it: type and subtype,
  * lowercase ("" when broken), and its boundary parameter if asked
  * (RFC 2231 pieces merged, at most MIME_MAX_BOUNDARY bytes, NULL if
@@ -328,7 +334,8 @@ struct spam_result {
 struct spam_engine *spam_engine_new(const struct cfg_spam *, char *err, size_t);
 void spam_engine_free(struct spam_engine *);
 /* Judge a whole message (exceptions, max_size, the engine, thresholds). */
-void spam_check(struct spam_engine *, const void *, size_t, struct spam_result *);
+void spam_check(
+    struct spam_engine *, const void *, size_t, struct spam_result *);
 
 /*
  * scand.c: 1 if this process may open a TCP connection to a spam engine:
@@ -393,10 +400,11 @@ struct scan_res {
 	uint64_t msg_off, msg_len;
 	uint64_t bs_off, bs_len;
 	uint64_t body_off, body_len;
+	uint64_t env_off, env_len; /* its ENVELOPE (CHANGED) */
 	int has_sect; /* answer with a section count: the request had one */
 	uint32_t nsect; /* the request's, when CHANGED; else 0 */
 	struct scan_sect_res sect[SCAN_MAX_SECT];
-	int has_flags; /* answer with the report ranges */
+	int has_flags; /* answer with the report and ENVELOPE ranges */
 	uint64_t json_off, json_len;
 	uint64_t text_off, text_len;
 };

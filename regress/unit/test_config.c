@@ -1833,12 +1833,15 @@ test_pack_role(const struct config *cfg, enum imapgw_role role)
 		CHECK(u->log_level == cfg->log_level);
 		CHECK(u->user == NULL && u->chroot == NULL);
 		CHECK(u->control_socket == NULL);
-		/* Only scand gets state_dir: its lock key is there. */
-		if (role == ROLE_SCAND)
+		/* scand gets state_dir for its lock key, netd for the
+		 * verdict cache (with its size). */
+		if (role == ROLE_SCAND || role == ROLE_NETD)
 			CHECK(u->state_dir != NULL &&
 			      strcmp(u->state_dir, cfg->state_dir) == 0);
 		else
 			CHECK(u->state_dir == NULL);
+		CHECK(u->vcache_size ==
+		      (role == ROLE_NETD ? cfg->vcache_size : 0));
 		if (role == ROLE_NETD) {
 			check_servers(cfg, u);
 			check_actions(cfg, u);
@@ -1884,6 +1887,97 @@ pack_roundtrip(const struct config *cfg, enum imapgw_role role)
 	}
 	config_free(u);
 	buf_free(&b);
+}
+
+/* general.consistency and verdict_cache. */
+static void
+test_consistency(void)
+{
+	static const struct {
+		const char *text;
+		uint64_t size;
+	} sizes[] = {
+	    {"verdict_cache: { size: 0 }\n", 0},
+	    {"verdict_cache: { size: 1M }\n", 1024 * 1024},
+	    {"verdict_cache: { size: 1024K }\n", 1024 * 1024},
+	    {"verdict_cache: { size: 512M }\n", 512 * 1024 * 1024},
+	    {"verdict_cache: { size: 64G }\n", 64ULL << 30},
+	    {"verdict_cache:\n", 256 * 1024 * 1024},
+	    {"verdict_cache: {}\n", 256 * 1024 * 1024},
+	};
+	struct config *cfg, *u;
+	struct buf b;
+	size_t i;
+
+	/* Defaults: strict everywhere, a 256M map. */
+	cfg = load_ok("user: _imapgw\n");
+	CHECK(cfg != NULL);
+	if (cfg == NULL)
+		return;
+	CHECK(cfg->vcache_size == 256 * 1024 * 1024);
+	for (i = 0; i < cfg->nactions; i++)
+		CHECK(cfg->actions[i].general.consistency == CONSIST_STRICT);
+	config_free(cfg);
+
+	for (i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+		cfg = load_ok(sizes[i].text);
+		CHECK(cfg != NULL && cfg->vcache_size == sizes[i].size);
+		config_free(cfg);
+	}
+
+	/* Inherited key by key; packed for netd and scand. */
+	cfg = load_ok("verdict_cache: { size: 2G }\n"
+	              "actions:\n"
+	              "  a: { general: { consistency: lazy } }\n"
+	              "  b: { inherit: a, general: { max_archive_depth: 2 } }\n"
+	              "  c: { inherit: b, general: { consistency: strict } }\n"
+	              "  d: { inherit: IMAP-Client.Standard }\n");
+	CHECK(cfg != NULL);
+	if (cfg == NULL)
+		return;
+	CHECK(cfg->actions[2].general.consistency == CONSIST_LAZY);
+	CHECK(cfg->actions[3].general.consistency == CONSIST_LAZY);
+	CHECK(cfg->actions[3].general.max_archive_depth == 2);
+	CHECK(cfg->actions[4].general.consistency == CONSIST_STRICT);
+	CHECK(cfg->actions[5].general.consistency == CONSIST_STRICT);
+	buf_init(&b, 0);
+	CHECK(config_pack(cfg, ROLE_NETD, &b) == 0);
+	u = config_unpack(b.data, b.len);
+	CHECK(u != NULL && u->vcache_size == 2ULL << 30 && u->nactions == 6 &&
+	      u->actions[2].general.consistency == CONSIST_LAZY &&
+	      u->actions[4].general.consistency == CONSIST_STRICT);
+	config_free(u);
+	buf_free(&b);
+	buf_init(&b, 0);
+	CHECK(config_pack(cfg, ROLE_SCAND, &b) == 0);
+	u = config_unpack(b.data, b.len);
+	CHECK(u != NULL && u->vcache_size == 0 &&
+	      u->actions[3].general.consistency == CONSIST_LAZY);
+	config_free(u);
+	buf_free(&b);
+	/* Unpack refuses a size out of bounds. */
+	cfg->vcache_size = 512 * 1024;
+	buf_init(&b, 0);
+	CHECK(config_pack(cfg, ROLE_NETD, &b) == 0);
+	CHECK(config_unpack(b.data, b.len) == NULL);
+	buf_free(&b);
+	config_free(cfg);
+
+	CHECK(expect_errors("actions:\n"
+	                    "  a: { general: { consistency: eager } }\n"
+	                    "  b: { general: { consistency: [ lazy ] } }\n",
+	    "t.yaml:2:32: consistency must be strict or lazy\n"
+	    "t.yaml:3:32: 'consistency' must be a string\n"));
+	CHECK(expect_errors("verdict_cache: { size: 1K }\n",
+	    "t.yaml:1:24: size must be 0 or from 1M to 64G\n"));
+	CHECK(expect_errors("verdict_cache: { size: 65G }\n",
+	    "t.yaml:1:24: size must be 0 or from 1M to 64G\n"));
+	CHECK(expect_errors("verdict_cache: { size: lots }\n",
+	    "t.yaml:1:24: bad size 'lots' (use a number with K, M or G)\n"));
+	CHECK(expect_errors("verdict_cache: 256M\n",
+	    "t.yaml:1:16: 'verdict_cache' must be a mapping\n"));
+	CHECK(expect_errors("verdict_cache: { sise: 1M }\n",
+	    "t.yaml:1:18: unknown key 'sise' in verdict_cache\n"));
 }
 
 static void
@@ -2371,6 +2465,7 @@ main(void)
 	test_addr_text();
 	test_action_names();
 	test_pack();
+	test_consistency();
 	test_auto_block();
 	test_files();
 	test_read_files();

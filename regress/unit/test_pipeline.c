@@ -260,6 +260,8 @@ test_clean(void)
 	CHECK(res.verdict == SCAN_CLEAN && res.action == ACT_ALLOW);
 	CHECK(o.json && strstr(o.json, "\"verdict\":\"clean\"") != NULL);
 	CHECK(o.json && strstr(o.json, "\"findings\":[]") != NULL);
+	CHECK(o.json && strstr(o.json, "\"envelope\"") == NULL);
+	CHECK(res.env_off == 0 && res.env_len == 0);
 	CHECK(o.text && strncmp(o.text, "verdict: clean\n", 15) == 0);
 	out_free(&o, &res);
 	buf_free(&b);
@@ -283,10 +285,23 @@ test_header_strip(void)
 	      memcmp(o.msg, want.data, want.len) == 0);
 	CHECK(o.json && strstr(o.json, "\"stage\":\"header\"") != NULL);
 	CHECK(o.json && strstr(o.json, "\"rule\":\"tracker\"") != NULL);
+	CHECK(o.json && strstr(o.json, "],\"envelope\":\"(") != NULL);
+	CHECK(res.env_len > 0);
 	out_free(&o, &res);
 	/* An upload is refused instead. */
 	judge(A_PIPE, SCAN_APPEND, &b, &res, &o);
 	CHECK(res.verdict == SCAN_REJECT);
+	CHECK(o.json && strstr(o.json, "\"envelope\"") == NULL);
+	out_free(&o, &res);
+	/* The ENVELOPE in the report: its bytes from 0x80 up as
+	 * \u0080..\u00ff, the literal's CRLF escaped. */
+	buf_reset(&b);
+	buf_printf(&b, "Subject: caf\xc3\xa9\r\nX-Tracker: 7\r\n\r\nwords\r\n");
+	judge(A_PIPE, SCAN_FETCH, &b, &res, &o);
+	CHECK(res.verdict == SCAN_CHANGED);
+	CHECK(o.json && strstr(o.json, "\"envelope\":\"(NIL {5}\\u000d\\u000a"
+	                               "caf\\u00c3\\u00a9 NIL NIL NIL NIL NIL "
+	                               "NIL NIL NIL)\"}") != NULL);
 	out_free(&o, &res);
 	/* A regex rule with deny. */
 	buf_reset(&b);

@@ -40,6 +40,7 @@
 #include "log.h"
 #include "sandbox.h"
 #include "test.h"
+#include "vcache.h"
 
 #define NOBODY 65534
 #define KID_RES 5 /* child's write end: results */
@@ -55,6 +56,10 @@ struct kid {
 	int go; /* write end of KID_GO */
 	int status;
 };
+
+/* A verdict cache the child opens before its sandbox, as netd does. */
+static const char *kid_vcdir;
+static struct vcache *kid_vc;
 
 static char roots[16][64];
 static pid_t test_pid; /* the test process, for tgkill from a child */
@@ -133,6 +138,8 @@ kid_start_flags(struct kid *k, enum imapgw_role role, unsigned int flags,
 		return -1;
 	if (k->pid == 0) {
 		kid_fds(rep[1], res[1], go[0]);
+		if (kid_vcdir != NULL)
+			kid_vc = vcache_open(kid_vcdir, 64 << 20, 0);
 		if (sandbox_enter_flags(role, flags, root, NOBODY, NOBODY) ==
 		    -1)
 			_exit(90);
@@ -984,6 +991,95 @@ test_scand_net(const char *root)
 	close(lfd);
 }
 
+#define VC_BIG (1024 * 1024)
+
+static void
+vc_test_entry(struct vc_entry *e, int cls, unsigned n, struct vc_msgkey *k)
+{
+	memset(e, 0, sizeof(*e));
+	e->cls = cls;
+	memset(e->sha, (int)n, sizeof(e->sha));
+	e->sha[0] = (uint8_t)(n >> 8);
+	e->orig_size = n;
+	k->action = "act";
+	k->user = "user";
+	k->mailbox = "INBOX";
+	k->uidvalidity = 1;
+	k->uid = n;
+}
+
+/* Sandboxed netd with the verdict cache opened before: 100 CLEAN
+ * verdicts (a batch commit) and a CHANGED one of 1 MiB (a commit synced
+ * at once), all read back from LMDB (no memory layer), then closed. */
+static void
+do_netd_vcache(void)
+{
+	struct vc_msgkey k;
+	struct vc_entry e, g;
+	unsigned i, ok = 1;
+
+	for (i = 1; i <= 100; i++) {
+		vc_test_entry(&e, VC_CLEAN, i, &k);
+		vcache_put(kid_vc, &k, &e);
+	}
+	vc_test_entry(&e, VC_CHANGED, 1000, &k);
+	snprintf(e.reason, sizeof(e.reason), "stripped");
+	e.msglen = VC_BIG;
+	e.msg = malloc(VC_BIG);
+	memset(e.msg, 'S', VC_BIG);
+	vcache_put(kid_vc, &k, &e);
+	vc_entry_free(&e);
+	put(1);
+	for (i = 1; i <= 100; i++) {
+		vc_test_entry(&e, VC_CLEAN, i, &k);
+		if (vcache_get_msg(kid_vc, &k, &g) != 1 || g.cls != VC_CLEAN)
+			ok = 0;
+	}
+	put(ok);
+	vc_test_entry(&e, VC_CHANGED, 1000, &k);
+	put(vcache_get_msg(kid_vc, &k, &g) == 1 && g.cls == VC_CHANGED &&
+	    g.msglen == VC_BIG && g.msg[VC_BIG - 1] == 'S');
+	vc_entry_free(&g);
+	vcache_close(kid_vc);
+	put(1);
+}
+
+static void
+test_netd_vcache(void)
+{
+	const char *root = mkroot(0755, 0);
+	const char *dir = mkroot(0700, 0);
+	char p[PATH_MAX];
+	struct vcache *vc;
+	struct vc_msgkey k;
+	struct vc_entry e, g;
+	struct kid kd;
+
+	kid_vcdir = dir;
+	CHECK(kid_start(&kd, ROLE_NETD, root, do_netd_vcache) == 0);
+	kid_vcdir = NULL;
+	CHECK(get(&kd) == 1);
+	CHECK(get(&kd) == 1);
+	CHECK(get(&kd) == 1);
+	CHECK(get(&kd) == 1);
+	CHECK(kid_end(&kd) == -1);
+	CHECK(exited_ok(&kd));
+	/* What the sandboxed child wrote is there for the next process. */
+	vc = vcache_open(dir, 64 << 20, 0);
+	vc_test_entry(&e, VC_CLEAN, 77, &k);
+	CHECK(vcache_get_msg(vc, &k, &g) == 1 && g.cls == VC_CLEAN);
+	vc_entry_free(&g);
+	vc_test_entry(&e, VC_CHANGED, 1000, &k);
+	CHECK(vcache_get_msg(vc, &k, &g) == 1 && g.msglen == VC_BIG &&
+	      strcmp(g.reason, "stripped") == 0);
+	vc_entry_free(&g);
+	vcache_close(vc);
+	snprintf(p, sizeof(p), "%s/data.mdb", dir);
+	unlink(p);
+	snprintf(p, sizeof(p), "%s/lock.mdb", dir);
+	unlink(p);
+}
+
 static void
 test_allowed(void)
 {
@@ -1342,6 +1438,7 @@ main(void)
 	test_violations();
 	test_sigsys_blocked();
 	test_allowed();
+	test_netd_vcache();
 	test_audit_netd();
 	test_audit_scand();
 	test_scand_spam_nonet();

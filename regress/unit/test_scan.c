@@ -331,7 +331,7 @@ imap_wellformed(const char *s, size_t len)
 struct result {
 	uint8_t *all;
 	size_t size;
-	char *msg, *bs, *body;
+	char *msg, *bs, *body, *env;
 	size_t msg_len;
 };
 
@@ -351,11 +351,12 @@ result_read(const struct scan_res *res, struct result *r)
 	    (F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL))
 		return -1;
 	r->size = (size_t)st.st_size;
-	/* sections that are not in the message follow BODY */
+	/* sections that are not in the message follow the ENVELOPE */
 	if (res->msg_off != 0 || res->bs_off != res->msg_len ||
 	    res->body_off != res->bs_off + res->bs_len ||
-	    res->body_off + res->body_len > r->size ||
-	    (res->nsect == 0 && res->body_off + res->body_len != r->size))
+	    res->env_off != res->body_off + res->body_len ||
+	    res->env_off + res->env_len > r->size ||
+	    (res->nsect == 0 && res->env_off + res->env_len != r->size))
 		return -1;
 	r->all = malloc(r->size + 1);
 	if (pread(res->fd, r->all, r->size, 0) != (ssize_t)r->size)
@@ -364,6 +365,7 @@ result_read(const struct scan_res *res, struct result *r)
 	r->msg_len = res->msg_len;
 	r->bs = strndup((char *)r->all + res->bs_off, res->bs_len);
 	r->body = strndup((char *)r->all + res->body_off, res->body_len);
+	r->env = strndup((char *)r->all + res->env_off, res->env_len);
 	return 0;
 }
 
@@ -374,6 +376,7 @@ result_free(struct result *r)
 	free(r->msg);
 	free(r->bs);
 	free(r->body);
+	free(r->env);
 }
 
 static void
@@ -847,6 +850,309 @@ test_dovecot_cases(void)
 	          "{5}\r\nd\xef\xbf\xbd"
 	          "e \"7bit\" 3 1)") == 0);
 	mime_free(&m);
+	buf_free(&b);
+	buf_free(&o);
+}
+
+/* Header fields and what Dovecot 2.3.19 answers for FETCH ENVELOPE of a
+ * message with them (captured from a real Dovecot, the comparison of
+ * regress/integration/test_envelope.py; \n is CRLF). */
+static const struct {
+	const char *hdr, *env;
+} env_cases[] = {
+    /* full */
+    {"Date: Thu, 15 Feb 2007 01:02:03 +0200\n"
+     "Subject: subject header\n"
+     "From: From Real <fromuser@fromdomain.org>\n"
+     "Sender: Sender Real <senderuser@senderdomain.org>\n"
+     "Reply-To: Reply Real <replyuser@replydomain.org>\n"
+     "To: To Real <touser@todomain.org>\n"
+     "Cc: Cc Real <ccuser@ccdomain.org>\n"
+     "Bcc: Bcc Real <bccuser@bccdomain.org>\n"
+     "In-Reply-To: <reply@to.id>\n"
+     "Message-ID: <msg@id>\n",
+        "(\"Thu, 15 Feb 2007 01:02:03 +0200\" \"subject header\" ((\"From R"
+        "eal\" NIL \"fromuser\" \"fromdomain.org\")) ((\"Sender Real\" NIL "
+        "\"senderuser\" \"senderdomain.org\")) ((\"Reply Real\" NIL \"reply"
+        "user\" \"replydomain.org\")) ((\"To Real\" NIL \"touser\" \"todoma"
+        "in.org\")) ((\"Cc Real\" NIL \"ccuser\" \"ccdomain.org\")) ((\"Bcc"
+        " Real\" NIL \"bccuser\" \"bccdomain.org\")) \"<reply@to.id>\" \"<m"
+        "sg@id>\")"},
+    /* none */
+    {"", "(NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL)"},
+    /* sender-empty */
+    {"From: Joe <joe@example.com>\n"
+     "Sender:\nReply-To: \n",
+        "(NIL NIL ((\"Joe\" NIL \"joe\" \"example.com\")) ((\"Joe\" NIL \"j"
+        "oe\" \"example.com\")) ((\"Joe\" NIL \"joe\" \"example.com\")) NIL"
+        " NIL NIL NIL NIL)"},
+    /* groups */
+    {"From: a@b.c\nTo: undisclosed-recipients:;\n"
+     "Cc: team: x@y.z, \"Some One\" <s@o.ne>;, after@x.y\n"
+     "Bcc: g1: a@a.a;, g2:;\n",
+        "(NIL NIL ((NIL NIL \"a\" \"b.c\")) ((NIL NIL \"a\" \"b.c\")) ((NIL"
+        " NIL \"a\" \"b.c\")) ((NIL NIL \"undisclosed-recipients\" NIL)(NIL"
+        " NIL NIL NIL)) ((NIL NIL \"team\" NIL)(NIL NIL \"x\" \"y.z\")(\"So"
+        "me One\" NIL \"s\" \"o.ne\")(NIL NIL NIL NIL)(NIL NIL \"after\" \""
+        "x.y\")) ((NIL NIL \"g1\" NIL)(NIL NIL \"a\" \"a.a\")(NIL NIL NIL N"
+        "IL)(NIL NIL \"g2\" NIL)(NIL NIL NIL NIL)) NIL NIL)"},
+    /* group-open */
+    {"From: a@b.c\nTo: open: x@y.z, w@v.u\n",
+        "(NIL NIL ((NIL NIL \"a\" \"b.c\")) ((NIL NIL \"a\" \"b.c\")) ((NIL"
+        " NIL \"a\" \"b.c\")) ((NIL NIL \"open\" NIL)(NIL NIL \"x\" \"y.z\""
+        ")(NIL NIL \"w\" \"v.u\")(NIL NIL NIL NIL)) NIL NIL NIL NIL)"},
+    /* 8bit */
+    {"Subject: Gr\xc3\xbc\xc3\x9f"
+     "e aus K\xc3\xb6ln\nFrom: J\xc3\xb6rg M\xc3\xbcller <jm@example.de>"
+     "\nTo: \"Ren\xe9 Latin1\" <rene@example.fr>\n"
+     "Cc: j\xc3\xb6rg@ex\xc3\xa4mple.de\n"
+     "Message-ID: <\xc3\xa9t\xc3\xa9@example.com>\n",
+        "(NIL {17}\r\nGr\xc3\xbc\xc3\x9f"
+        "e aus K\xc3\xb6ln (({13}\r\n"
+        "J\xc3\xb6rg M\xc3\xbcller NIL \"jm\" \"example.de\")) (({13}\r\n"
+        "J\xc3\xb6rg M\xc3\xbcller NIL \"jm\" \"example.de\")) (({13}\r\n"
+        "J\xc3\xb6rg M\xc3\xbcller NIL \"jm\" \"example.de\")) (({11}\r\n"
+        "Ren\xe9 Latin1 NIL \"rene\" \"example.fr\")) ((NIL NIL {5}\r\n"
+        "j\xc3\xb6rg {11}\r\nex\xc3\xa4mple.de)) NIL NIL {19}\r\n"
+        "<\xc3\xa9t\xc3\xa9@example.com>)"},
+    /* quotes */
+    {"Subject: he said \"hi\" and \\ left\n"
+     "From: \"a \\\"q\\\" b\" <q@x.org>\n"
+     "To: \"back\\\\slash\" <b@x.org>\n"
+     "Cc: \"five\"\"\"\"\"quotes\" <f@x.org>\n"
+     "Date: \"quoted\" \\date\n",
+        "(\"\\\"quoted\\\" \\\\date\" {23}\r\n"
+        "he said \"hi\" and \\ left (({7}\r\n"
+        "a \"q\" b NIL \"q\" \"x.org\")) (({7}\r\n"
+        "a \"q\" b NIL \"q\" \"x.org\")) (({7}\r\n"
+        "a \"q\" b NIL \"q\" \"x.org\")) (({10}\r\n"
+        "back\\slash NIL \"b\" \"x.org\")) (({11}\r\n"
+        "five quotes NIL \"MISSING_MAILBOX\" \"MISSING_DOMAIN\")) NIL NIL N"
+        "IL)"},
+    /* folded */
+    {"Subject: a folded\n\tsubject with a tab\n"
+     "  and spaces\nFrom: Folded\n"
+     " Name <f@x.org>\nTo: one@x.org,\n"
+     " two@x.org,\n\tThree <three@x.org>\n"
+     "Date: Thu, 15 Feb 2007\n"
+     " 01:02:03 +0200\nMessage-ID:\n"
+     " <folded@id>\n",
+        "(\"Thu, 15 Feb 2007 01:02:03 +0200\" {38}\r\n"
+        "a folded subject with a tab and spaces ((\"Folded Name\" NIL \"f\""
+        " \"x.org\")) ((\"Folded Name\" NIL \"f\" \"x.org\")) ((\"Folded Na"
+        "me\" NIL \"f\" \"x.org\")) ((NIL NIL \"one\" \"x.org\")(NIL NIL \""
+        "two\" \"x.org\")(\"Three\" NIL \"three\" \"x.org\")) NIL NIL NIL \""
+        " <folded@id>\")"},
+    /* multiple-from */
+    {"From: First <first@x.org>\n"
+     "Subject: first subject\n"
+     "From: Second <second@x.org>, Third <third@x.org>\n"
+     "Subject: second subject\n"
+     "Date: one\nDate: two\n",
+        "(\"two\" \"second subject\" ((\"First\" NIL \"first\" \"x.org\")(\""
+        "Second\" NIL \"second\" \"x.org\")(\"Third\" NIL \"third\" \"x.org"
+        "\")) ((\"First\" NIL \"first\" \"x.org\")(\"Second\" NIL \"second\""
+        " \"x.org\")(\"Third\" NIL \"third\" \"x.org\")) ((\"First\" NIL \""
+        "first\" \"x.org\")(\"Second\" NIL \"second\" \"x.org\")(\"Third\" "
+        "NIL \"third\" \"x.org\")) NIL NIL NIL NIL NIL)"},
+    /* empty-subject */
+    {"Subject:\nFrom: a@b.c\n"
+     "To:\nCc: \n",
+        "(NIL \"\" ((NIL NIL \"a\" \"b.c\")) ((NIL NIL \"a\" \"b.c\")) ((NI"
+        "L NIL \"a\" \"b.c\")) NIL NIL NIL NIL NIL)"},
+    /* blank-subject */
+    {"Subject:    \nFrom: a@b.c\n",
+        "(NIL \"\" ((NIL NIL \"a\" \"b.c\")) ((NIL NIL \"a\" \"b.c\")) ((NI"
+        "L NIL \"a\" \"b.c\")) NIL NIL NIL NIL NIL)"},
+    /* spaces-subject */
+    {"Subject:   lots   of \t  blanks   \n"
+     "From: a@b.c\n",
+        "(NIL {14}\r\nlots of blanks ((NIL NIL \"a\" \"b.c\")) ((NIL NIL \""
+        "a\" \"b.c\")) ((NIL NIL \"a\" \"b.c\")) NIL NIL NIL NIL NIL)"},
+    /* rfc2047 */
+    {"Subject: =?UTF-8?B?R3LDvMOfZQ==?= and =?ISO-8859-1?Q?J=F6rg?=\n"
+     "From: =?ISO-8859-1?Q?J=F6rg?= <j@x.de>\n"
+     "To: \"=?UTF-8?Q?Z=C3=BC?=\" <z@x.de>\n",
+        "(NIL \"=?UTF-8?B?R3LDvMOfZQ==?= and =?ISO-8859-1?Q?J=F6rg?=\" ((\""
+        "=?ISO-8859-1?Q?J=F6rg?=\" NIL \"j\" \"x.de\")) ((\"=?ISO-8859-1?Q?"
+        "J=F6rg?=\" NIL \"j\" \"x.de\")) ((\"=?ISO-8859-1?Q?J=F6rg?=\" NIL "
+        "\"j\" \"x.de\")) ((\"=?UTF-8?Q?Z=C3=BC?=\" NIL \"z\" \"x.de\")) NI"
+        "L NIL NIL NIL)"},
+    /* syntax */
+    {"From: joe@\nTo: <a@b\n"
+     "Cc: a@b c@d, , e@f\nBcc: Name <>\n"
+     "Reply-To: @only.domain\n",
+        "(NIL NIL ((NIL NIL \"joe\" \"MISSING_DOMAIN\")) ((NIL NIL \"joe\" "
+        "\"MISSING_DOMAIN\")) ((NIL NIL \"MISSING_MAILBOX\" \"only.domain\""
+        ")) ((NIL NIL \"a\" \"SYNTAX_ERROR\")) ((NIL NIL \"a\" \"b\")) ((\""
+        "Name\" NIL \"MISSING_MAILBOX\" \"MISSING_DOMAIN\")) NIL NIL)"},
+    /* route */
+    {"From: <@r1.example,@r2.example:u@d.example>\n"
+     "To: Name <@r.example:u@d.example>\n"
+     "Cc: <@bad:>\n",
+        "(NIL NIL ((NIL \"@r1.example,@r2.example\" \"u\" \"d.example\")) ("
+        "(NIL \"@r1.example,@r2.example\" \"u\" \"d.example\")) ((NIL \"@r1"
+        ".example,@r2.example\" \"u\" \"d.example\")) ((\"Name\" \"@r.examp"
+        "le\" \"u\" \"d.example\")) ((NIL \"@bad\" \"MISSING_MAILBOX\" \"MI"
+        "SSING_DOMAIN\")) NIL NIL NIL)"},
+    /* comments */
+    {"From: joe@example.com (Joe Bloggs)\n"
+     "To: (lead) x@y.z (trail), Name (c) <n@m.o>\n"
+     "Subject: (not a comment)\n",
+        "(NIL \"(not a comment)\" ((\"Joe Bloggs\" NIL \"joe\" \"example.co"
+        "m\")) ((\"Joe Bloggs\" NIL \"joe\" \"example.com\")) ((\"Joe Blogg"
+        "s\" NIL \"joe\" \"example.com\")) ((\"trail\" NIL \"x\" \"y.z\")(\""
+        "Name\" NIL \"n\" \"m.o\")) NIL NIL NIL NIL)"},
+    /* words */
+    {"From: user\nTo: Undisclosed recipients\n"
+     "Cc: \"john doe\"\nBcc: \"quoted\" and words\n"
+     "Reply-To: a b c, d@e.f\n"
+     "Sender: word (comment)\n",
+        "(NIL NIL ((NIL NIL \"user\" \"MISSING_DOMAIN\")) ((\"comment\" NIL"
+        " \"word\" \"MISSING_DOMAIN\")) ((\"a b c\" NIL \"MISSING_MAILBOX\""
+        " \"MISSING_DOMAIN\")(NIL NIL \"d\" \"e.f\")) ((\"Undisclosed recip"
+        "ients\" NIL \"MISSING_MAILBOX\" \"MISSING_DOMAIN\")) ((\"john doe\""
+        " NIL \"MISSING_MAILBOX\" \"MISSING_DOMAIN\")) ((\"quoted and words"
+        "\" NIL \"MISSING_MAILBOX\" \"MISSING_DOMAIN\")) NIL NIL)"},
+    /* group-broken */
+    {"From: a@b.c\nTo: g: bad@, ok@x.y, <z;\n"
+     "Cc: h: \"q\";, tail@x.y\n"
+     "Bcc: :;\n",
+        "(NIL NIL ((NIL NIL \"a\" \"b.c\")) ((NIL NIL \"a\" \"b.c\")) ((NIL"
+        " NIL \"a\" \"b.c\")) ((NIL NIL \"g\" NIL)(NIL NIL \"bad\" \"MISSIN"
+        "G_DOMAIN\")(NIL NIL \"ok\" \"x.y\")(NIL NIL \"z\" \"SYNTAX_ERROR\""
+        ")(NIL NIL NIL NIL)) ((NIL NIL \"h\" NIL)(\"q\" NIL \"MISSING_MAILB"
+        "OX\" \"MISSING_DOMAIN\")(NIL NIL NIL NIL)(NIL NIL \"tail\" \"x.y\""
+        ")) ((NIL NIL \"\" NIL)(NIL NIL NIL NIL)) NIL NIL)"},
+    /* routes-broken */
+    {"From: <@r1.example x@y.z>\n"
+     "To: <@:u@d.example>\n"
+     "Cc: <@r.example,u@d.example>\n"
+     "Bcc: <@r.example:>\n",
+        "(NIL NIL ((NIL \"INVALID_ROUTE\" \"x\" \"y.z\")) ((NIL \"INVALID_R"
+        "OUTE\" \"x\" \"y.z\")) ((NIL \"INVALID_ROUTE\" \"x\" \"y.z\")) ((N"
+        "IL \"INVALID_ROUTE\" \"MISSING_MAILBOX\" \"SYNTAX_ERROR\")) ((NIL "
+        "\"INVALID_ROUTE\" \"u\" \"d.example\")) ((NIL \"@r.example\" \"MIS"
+        "SING_MAILBOX\" \"MISSING_DOMAIN\")) NIL NIL)"},
+    /* empty-group-sender */
+    {"From: a@b.c\nSender: empty:;\n"
+     "Reply-To: (only a comment)\n",
+        "(NIL NIL ((NIL NIL \"a\" \"b.c\")) ((NIL NIL \"empty\" NIL)(NIL NI"
+        "L NIL NIL)) ((NIL NIL \"a\" \"b.c\")) NIL NIL NIL NIL NIL)"},
+    /* specials */
+    {"Subject: {5}\n braces\n"
+     "From: \"paren ( and )\" <p@x.org>\n"
+     "To: \"NIL\" <nil@x.org>\n",
+        "(NIL {10}\r\n{5} braces ((\"paren ( and )\" NIL \"p\" \"x.org\")) "
+        "((\"paren ( and )\" NIL \"p\" \"x.org\")) ((\"paren ( and )\" NIL "
+        "\"p\" \"x.org\")) ((\"NIL\" NIL \"nil\" \"x.org\")) NIL NIL NIL NI"
+        "L)"},
+    /* ids */
+    {"From: a@b.c\nIn-Reply-To: <a@b> <c@d>  (comment)\n"
+     "Message-ID:   <spaced@id>   \n",
+        "(NIL NIL ((NIL NIL \"a\" \"b.c\")) ((NIL NIL \"a\" \"b.c\")) ((NIL"
+        " NIL \"a\" \"b.c\")) NIL NIL NIL \"<a@b> <c@d>  (comment)\" \"<spa"
+        "ced@id>   \")"},
+    /* case */
+    {"SUBJECT: upper\nfrom: lower@x.org\n"
+     "TO: UP@X.ORG\nmessage-id: <case@id>\n"
+     "REPLY-to: r@x.org\n",
+        "(NIL \"upper\" ((NIL NIL \"lower\" \"x.org\")) ((NIL NIL \"lower\""
+        " \"x.org\")) ((NIL NIL \"r\" \"x.org\")) ((NIL NIL \"UP\" \"X.ORG\""
+        ")) NIL NIL NIL \"<case@id>\")"},
+    /* literal-domain */
+    {"From: user@[192.168.1.1]\n"
+     "To: \"john doe\"@example.com\n"
+     "Cc: john.q.public@example.com\n",
+        "(NIL NIL ((NIL NIL \"user\" \"[192.168.1.1]\")) ((NIL NIL \"user\""
+        " \"[192.168.1.1]\")) ((NIL NIL \"user\" \"[192.168.1.1]\")) ((NIL "
+        "NIL \"john doe\" \"example.com\")) ((NIL NIL \"john.q.public\" \"e"
+        "xample.com\")) NIL NIL NIL)"},
+    /* ctl */
+    {"Subject: tab\there and \x01"
+     "ctl\nFrom: a@b.c\n",
+        "(NIL {17}\r\ntab here and \x01"
+        "ctl ((NIL NIL \"a\" \"b.c\")) ((NIL NIL \"a\" \"b.c\")) ((NIL NIL "
+        "\"a\" \"b.c\")) NIL NIL NIL NIL NIL)"},
+};
+
+/* A message of a case's header: CRLF or bare LF line ends. */
+static void
+env_msg(struct buf *b, const char *hdr, const char *eol)
+{
+	const char *s;
+
+	buf_reset(b);
+	for (s = hdr; *s != '\0'; s++)
+		if (*s == '\n')
+			buf_add(b, eol, strlen(eol));
+		else
+			buf_add_u8(b, (uint8_t)*s);
+	buf_printf(b, "%sbody%s", eol, eol);
+}
+
+/* Is the ENVELOPE of msg want? */
+static int
+env_is(const void *msg, size_t len, const char *want, size_t wlen)
+{
+	struct mime_msg m;
+	struct buf o;
+	int ok;
+
+	if (mime_parse(&m, msg, len) == -1)
+		return 0;
+	buf_init(&o, 0);
+	ok = bs_envelope_write(&m, &o) == 0 && o.len == wlen &&
+	     memcmp(o.data, want, wlen) == 0;
+	if (!ok)
+		fprintf(stderr, "envelope:\n got %.*s\nwant %s\n", (int)o.len,
+		    (char *)o.data, want);
+	mime_free(&m);
+	buf_free(&o);
+	return ok;
+}
+
+static void
+test_envelope(void)
+{
+	static const char nul[] = "Subject: a\0b\r\n"
+	                          "From: \"n\0l\" <n@x.org>\r\n\r\nx\r\n";
+	static const char nul_env[] =
+	    "(NIL {5}\r\na\xef\xbf\xbd"
+	    "b (({5}\r\nn\xef\xbf\xbd"
+	    "l NIL \"n\" \"x.org\")) (({5}\r\nn\xef\xbf\xbd"
+	    "l NIL \"n\" \"x.org\")) (({5}\r\nn\xef\xbf\xbd"
+	    "l NIL \"n\" \"x.org\")) NIL NIL NIL NIL NIL)";
+	struct mime_msg m;
+	struct buf b, o;
+	size_t i, n = sizeof(env_cases) / sizeof(env_cases[0]);
+
+	buf_init(&b, 0);
+	buf_init(&o, 0);
+	for (i = 0; i < n; i++) {
+		env_msg(&b, env_cases[i].hdr, "\r\n");
+		CHECK(env_is(
+		    b.data, b.len, env_cases[i].env, strlen(env_cases[i].env)));
+		/* Line ends do not matter: folding is removed. */
+		env_msg(&b, env_cases[i].hdr, "\n");
+		CHECK(env_is(
+		    b.data, b.len, env_cases[i].env, strlen(env_cases[i].env)));
+	}
+	/* A NUL in a header is U+FFFD, as Dovecot has it. */
+	CHECK(env_is(nul, sizeof(nul) - 1, nul_env, sizeof(nul_env) - 1));
+	/* A message/rfc822 part's BODYSTRUCTURE has the same ENVELOPE. */
+	for (i = 0; i < n; i++) {
+		buf_reset(&b);
+		buf_printf(&b, "Content-Type: message/rfc822\r\n\r\n");
+		env_msg(&o, env_cases[i].hdr, "\r\n");
+		buf_add(&b, o.data, o.len);
+		buf_reset(&o);
+		CHECK(mime_parse(&m, b.data, b.len) == 0);
+		CHECK(bs_write(&m, 1, &o) == 0);
+		buf_add_u8(&o, 0);
+		CHECK(strstr((char *)o.data, env_cases[i].env) != NULL);
+		mime_free(&m);
+	}
 	buf_free(&b);
 	buf_free(&o);
 }
@@ -2173,6 +2479,22 @@ req_frame(struct imsg *im, struct buf *p, uint64_t id, uint32_t kind,
 	im->fd = fd;
 }
 
+/* The head of an answer frame in out, read into rd: 1 if it answers id
+ * with that verdict and action; its reason (to free) in *reason. */
+static int
+ans_head(struct reader *rd, const struct buf *out, uint64_t id,
+    uint32_t verdict, uint32_t action, char **reason)
+{
+	int ok;
+
+	imsg_reader(&(struct imsg){.data = out->data, .datalen = out->len}, rd);
+	ok = rd_u64(rd) == id;
+	ok = rd_u32(rd) == verdict && ok;
+	ok = rd_u32(rd) == action && ok;
+	*reason = rd_str(rd, SCAN_MAX_REASON);
+	return ok && *reason != NULL;
+}
+
 static void
 test_requests(void)
 {
@@ -2196,10 +2518,7 @@ test_requests(void)
 	scan_request(cfg, &req, &res);
 	CHECK(res.reqid == 7 && res.verdict == SCAN_CHANGED);
 	CHECK(scan_res_write(&res, &out) == 0);
-	imsg_reader(&(struct imsg){.data = out.data, .datalen = out.len}, &rd);
-	CHECK(rd_u64(&rd) == 7 && rd_u32(&rd) == SCAN_CHANGED &&
-	      rd_u32(&rd) == ACT_STRIP);
-	reason = rd_str(&rd, SCAN_MAX_REASON);
+	CHECK(ans_head(&rd, &out, 7, SCAN_CHANGED, ACT_STRIP, &reason));
 	CHECK(reason != NULL && strstr(reason, EICAR_NAME) != NULL);
 	free(reason);
 	CHECK(rd_u64(&rd) == 0 && rd_u64(&rd) == res.msg_len);
@@ -2343,11 +2662,7 @@ test_requests_sect(void)
 	CHECK(res.reqid == 20 && res.verdict == SCAN_CHANGED && res.nsect == 5);
 	CHECK(scan_res_write(&res, &out) == 0);
 	CHECK(fstat(res.fd, &st) == 0);
-	imsg_reader(&(struct imsg){.data = out.data, .datalen = out.len}, &rd);
-	CHECK(rd_u64(&rd) == 20 && rd_u32(&rd) == SCAN_CHANGED &&
-	      rd_u32(&rd) == ACT_STRIP);
-	reason = rd_str(&rd, SCAN_MAX_REASON);
-	CHECK(reason != NULL);
+	CHECK(ans_head(&rd, &out, 20, SCAN_CHANGED, ACT_STRIP, &reason));
 	free(reason);
 	for (i = 0; i < 6; i++)
 		rd_u64(&rd);
@@ -2493,6 +2808,187 @@ test_requests_sect(void)
 	buf_free(&big);
 }
 
+/* A SCAN_F_CUT request frame with sections (BINARY[2], BODY[2],
+ * HEADER.FIELDS (Subject)), flags and a policy. */
+static void
+req_cut(struct imsg *im, struct buf *p, uint64_t id, uint32_t kind,
+    const struct buf *m)
+{
+	req_frame(
+	    im, p, id, kind, A_STRIP, m->len, memfd_with(m->data, m->len));
+	buf_add_u32(p, 3);
+	buf_add_u32(p, 1);
+	buf_add_str(p, "2");
+	buf_add_u32(p, 0);
+	buf_add_str(p, "2");
+	buf_add_u32(p, 0);
+	buf_add_str(p, "HEADER.FIELDS (Subject)");
+	buf_add_u32(p, SCAN_F_CUT);
+	buf_add_str(p, "p1");
+	im->data = p->data;
+	im->datalen = p->len;
+}
+
+/* The answer to req_cut() for m: the message as it is, its structure
+ * and ENVELOPE as for any changed message, the sections of m. */
+static int
+cut_answer_ok(const struct scan_res *res, const struct buf *m)
+{
+	struct result r;
+	struct mime_msg pm;
+	struct buf bs, body, env, b64m;
+	int ok;
+
+	if (res->verdict != SCAN_CHANGED || res->action != ACT_ALLOW ||
+	    res->nsect != 3 || result_read(res, &r) == -1)
+		return 0;
+	buf_init(&bs, 0);
+	buf_init(&body, 0);
+	buf_init(&env, 0);
+	buf_init(&b64m, 0);
+	b64(&b64m, eicar, strlen(eicar));
+	b64m.len -= 2; /* the line end before the boundary */
+	buf_add_u8(&b64m, 0);
+	ok = mime_parse(&pm, m->data, m->len) == 0;
+	ok = ok && bs_write(&pm, 1, &bs) == 0 && bs_write(&pm, 0, &body) == 0 &&
+	     bs_envelope_write(&pm, &env) == 0;
+	buf_add_u8(&bs, 0);
+	buf_add_u8(&body, 0);
+	buf_add_u8(&env, 0);
+	ok =
+	    ok && r.msg_len == m->len && memcmp(r.msg, m->data, m->len) == 0 &&
+	    strcmp(r.bs, (char *)bs.data) == 0 &&
+	    strcmp(r.body, (char *)body.data) == 0 &&
+	    strcmp(r.env, (char *)env.data) == 0 &&
+	    sect_is(res, 0, SCAN_SECT_LITERAL8, eicar) &&
+	    sect_is(res, 1, SCAN_SECT_OK, (char *)b64m.data) &&
+	    sect_is(res, 2, SCAN_SECT_OK, "Subject: afternoon meeting\r\n\r\n");
+	mime_free(&pm);
+	buf_free(&bs);
+	buf_free(&body);
+	buf_free(&env);
+	buf_free(&b64m);
+	result_free(&r);
+	return ok;
+}
+
+/* SCAN_F_CUT: a message the gateway sanitized before is not judged
+ * again (an EICAR attachment comes back byte for byte) and is answered
+ * as a changed one, through to the answer frame. */
+static void
+test_cut(void)
+{
+	struct scan_sect sect[1] = {{0, (char *)"TEXT"}};
+	struct scan_opts o;
+	struct scan_req req;
+	struct scan_res res;
+	struct result r;
+	struct imsg im;
+	struct buf p, b, out;
+	struct reader rd;
+	struct stat st;
+	uint32_t i;
+	char *reason;
+
+	buf_init(&p, 0);
+	buf_init(&b, 0);
+	buf_init(&out, 0);
+	msg_attach(&b, "eicar.com", eicar, strlen(eicar));
+
+	/* Judged, it is stripped... */
+	scan(A_STRIP, SCAN_FETCH, &b, &res);
+	CHECK(res.verdict == SCAN_CHANGED && res.action == ACT_STRIP);
+	scan_res_clear(&res);
+	/* ... with SCAN_F_CUT it is not: the request path, the frame. */
+	req_cut(&im, &p, 40, SCAN_FETCH, &b);
+	CHECK(scan_req_read(&im, cfg, &req, &res) == 0);
+	CHECK(req.has_flags && req.flags == SCAN_F_CUT && req.nsect == 3);
+	scan_request(cfg, &req, &res);
+	CHECK(cut_answer_ok(&res, &b));
+	CHECK(strcmp(res.reason, "already sanitized") == 0);
+	CHECK(scan_res_write(&res, &out) == 0);
+	CHECK(fstat(res.fd, &st) == 0);
+	CHECK(ans_head(&rd, &out, 40, SCAN_CHANGED, ACT_ALLOW, &reason));
+	free(reason);
+	CHECK(rd_u64(&rd) == 0 && rd_u64(&rd) == b.len);
+	for (i = 0; i < 4; i++)
+		rd_u64(&rd);
+	CHECK(rd_u32(&rd) == 3);
+	for (i = 0; i < 3 * 5; i++)
+		rd_u32(&rd); /* status, off, len */
+	for (i = 0; i < 4; i++)
+		CHECK(rd_u64(&rd) == 0); /* no report */
+	CHECK(rd_u64(&rd) == res.env_off && rd_u64(&rd) == res.env_len);
+	CHECK(rd_end(&rd) == 0);
+	CHECK(res.env_len > 0 &&
+	      res.env_off + res.env_len <= (uint64_t)st.st_size);
+	scan_res_clear(&res);
+	scan_req_clear(&req);
+
+	/* A request with flags but no CUT: the ENVELOPE of the rewrite at
+	 * the end of the frame too; no ENVELOPE without a changed message. */
+	req_cut(&im, &p, 41, SCAN_FETCH, &b);
+	memset(p.data + p.len - 4 - 4 - 2, 0, 4); /* flags 0 */
+	CHECK(scan_req_read(&im, cfg, &req, &res) == 0 && req.flags == 0);
+	scan_request(cfg, &req, &res);
+	CHECK(res.verdict == SCAN_CHANGED && res.action == ACT_STRIP);
+	CHECK(result_read(&res, &r) == 0);
+	CHECK(r.env != NULL && strncmp(r.env, "(\"Mon, 7 Feb 1994", 17) == 0);
+	result_free(&r);
+	buf_reset(&out);
+	CHECK(scan_res_write(&res, &out) == 0);
+	CHECK(out.len >= 16 &&
+	      memcmp(out.data + out.len - 16, &res.env_off, 8) == 0 &&
+	      memcmp(out.data + out.len - 8, &res.env_len, 8) == 0);
+	scan_res_clear(&res);
+	scan_req_clear(&req);
+	buf_reset(&b);
+	msg_attach(&b, "notes.txt", "notes", 5);
+	scan(A_STRIP, SCAN_FETCH, &b, &res);
+	CHECK(
+	    res.verdict == SCAN_CLEAN && res.env_off == 0 && res.env_len == 0);
+
+	/* Any message, any action: as it is, even one deny would refuse
+	 * whole; no scan, no report finding. */
+	memset(&o, 0, sizeof(o));
+	o.kind = SCAN_FETCH;
+	o.flags = SCAN_F_CUT | SCAN_F_REPORT;
+	o.sect = sect;
+	o.nsect = 1;
+	buf_reset(&b);
+	msg_plain(&b, eicar);
+	scan_message_opts(&cfg->actions[A_DENY], &o, b.data, b.len, &res);
+	CHECK(res.verdict == SCAN_CHANGED && res.nsect == 1);
+	CHECK(result_read(&res, &r) == 0 && r.msg_len == b.len &&
+	      memcmp(r.msg, b.data, b.len) == 0);
+	CHECK(strstr((char *)r.all + res.json_off,
+	          "\"findings\":[],\"envelope\":\"(\\\"Mon, 7 Feb") != NULL);
+	CHECK(res.sect[0].status == SCAN_SECT_OK &&
+	      res.sect[0].len == strlen(eicar) + 2);
+	result_free(&r);
+	scan_res_clear(&res);
+	/* An upload is never rewritten: it cannot be one. */
+	o.kind = SCAN_APPEND;
+	o.flags = SCAN_F_CUT;
+	scan_message_opts(&cfg->actions[A_STRIP], &o, b.data, b.len, &res);
+	CHECK(res.verdict == SCAN_ERROR && res.fd == -1 &&
+	      strstr(res.reason, "SCAN_F_CUT") != NULL);
+	/* An ENVELOPE larger than netd takes: an error, not an answer that
+	 * would make netd drop the scanner. */
+	buf_reset(&b);
+	buf_add(&b, "To: ", 4);
+	while (b.len < SCAN_MAX_STRUCT / 2)
+		buf_add(&b, "a@b.c, ", 7);
+	buf_printf(&b, "a@b.c\r\n\r\nx\r\n");
+	o.kind = SCAN_FETCH;
+	o.nsect = 0;
+	scan_message_opts(&cfg->actions[A_STRIP], &o, b.data, b.len, &res);
+	CHECK(res.verdict == SCAN_ERROR && res.fd == -1 && res.env_len == 0);
+	buf_free(&p);
+	buf_free(&b);
+	buf_free(&out);
+}
+
 /* ---- in scand's sandbox ---- */
 
 static void
@@ -2544,6 +3040,15 @@ kid_scan(int out)
 	        sect_is(&res, 1, SCAN_SECT_OK,
 	            "Subject: afternoon meeting\r\n\r\n") &&
 	        res.sect[2].status == SCAN_SECT_LITERAL8);
+	scan_res_clear(&res);
+	scan_req_clear(&req);
+
+	/* The same, already sanitized: answered as it is. */
+	req_cut(&im, &p, 2, SCAN_FETCH, &b);
+	if (scan_req_read(&im, cfg, &req, &res) != 0)
+		_exit(98);
+	scan_request(cfg, &req, &res);
+	put(out, cut_answer_ok(&res, &b));
 	scan_res_clear(&res);
 	scan_req_clear(&req);
 
@@ -2627,7 +3132,8 @@ test_sandboxed(void)
 		out = fcntl(res[1], F_DUPFD, 100);
 		if (out == -1 || dup2(rep[1], IMAPGW_REPORT_FD) == -1)
 			_exit(92);
-		if (sandbox_enter_flags(ROLE_SCAND, 0, root, NOBODY, NOBODY) == -1)
+		if (sandbox_enter_flags(ROLE_SCAND, 0, root, NOBODY, NOBODY) ==
+		    -1)
 			_exit(90);
 		kid_scan(out);
 		kid_zip(out, zip, ziplen);
@@ -2639,6 +3145,7 @@ test_sandboxed(void)
 	CHECK(get(res[0]) == SCAN_CHANGED);
 	CHECK(get(res[0]) == 1);
 	CHECK(get(res[0]) == 1); /* sections */
+	CHECK(get(res[0]) == 1); /* SCAN_F_CUT */
 	CHECK(get(res[0]) == SCAN_CLEAN);
 	CHECK(get(res[0]) == 1);
 	CHECK(get(res[0]) == SCAN_CHANGED); /* deny: on_error */
@@ -2692,6 +3199,7 @@ main(void)
 	test_structure();
 	test_bodystructure();
 	test_dovecot_cases();
+	test_envelope();
 	test_load_errors();
 	test_clean();
 	test_strip();
@@ -2707,6 +3215,7 @@ main(void)
 	test_sect_lf();
 	test_requests();
 	test_requests_sect();
+	test_cut();
 	test_sandboxed();
 	config_free(cfg);
 	av_engines_free();
