@@ -3,10 +3,13 @@
 # the scanning benchmark (throughput with scanning against direct and
 # clamscan, memory per idle session, NOOP latency), then the pipeline
 # benchmark (messages per second through scand against clamscan and
-# clamdscan --multiscan, memory of N scand workers against one).
+# clamdscan --multiscan, memory of N scand workers against one), then the
+# header-sync benchmark (a client's header sync of a 10,000-message
+# mailbox: direct, consistency lazy, strict uncached, cached and after a
+# restart; peak RSS of netd).
 # Benchmarks, not tests.  See regress/bench/bench.py,
-# regress/bench/scan_bench.py and regress/bench/pipeline_bench.py for the
-# knobs.
+# regress/bench/scan_bench.py, regress/bench/pipeline_bench.py and
+# regress/bench/sync_bench.py for the knobs.
 cd "$(dirname "$0")/../.." || exit 1
 env PYTHONDONTWRITEBYTECODE=1 /usr/bin/python3 regress/bench/bench.py "$@"
 rc=$?
@@ -16,6 +19,10 @@ rc2=$?
 echo
 env PYTHONDONTWRITEBYTECODE=1 /usr/bin/python3 regress/bench/pipeline_bench.py
 rc3=$?
+echo
+env PYTHONDONTWRITEBYTECODE=1 /usr/bin/python3 regress/bench/sync_bench.py
+rc4=$?
 [ "$rc" -ne 0 ] && exit "$rc"
 [ "$rc2" -ne 0 ] && exit "$rc2"
-exit "$rc3"
+[ "$rc3" -ne 0 ] && exit "$rc3"
+exit "$rc4"

@@ -459,9 +459,12 @@ def _pipeline(port):
 def test_pipelined_commands_answered_in_order(gw, dovecot):
     """NOOP, FETCH of an infected message, FETCH of a clean one, SEARCH,
     another infected FETCH and NOOP in one write: every answer arrives
-    once, each untagged response before its command's tagged OK, in the
-    order Dovecot itself answers them; infected sanitized, clean
-    byte-identical."""
+    once, each untagged response before its command's tagged OK;
+    infected sanitized, clean byte-identical.  Dovecot runs pipelined
+    commands side by side and interleaves their answers; in strict
+    consistency the gateway runs each FETCH alone (its responses are
+    answered from its verdicts), so the FETCHes are answered in the order
+    sent, which is also a valid order, not necessarily Dovecot's."""
     clean = (b"From: a@example.org\r\nTo: pipeliner@example.org\r\n"
              b"Subject: clean pipelined\r\nMessage-ID: <pl-1@example.org>"
              b"\r\n\r\nhello\r\n")
@@ -476,9 +479,11 @@ def test_pipelined_commands_answered_in_order(gw, dovecot):
     for k, owner in OWNER.items():
         assert kinds.count(k) == 1, (k, kinds)
         assert kinds.index(k) < kinds.index(("tagged", owner)), (k, kinds)
-    assert kinds == [k for k, _ in direct], \
-        "order differs from Dovecot's own:\n via %s\n direct %s" % (
-            kinds, [k for k, _ in direct])
+    assert sorted(kinds, key=repr) == \
+        sorted([k for k, _ in direct], key=repr), (kinds, direct)
+    fetches = [k[1] for k in kinds
+               if k[0] == "tagged" and k[1] in ("p2", "p3", "p5")]
+    assert fetches == ["p2", "p3", "p5"], kinds
     for k, r in via:
         if k[0] == "tagged":
             assert b" OK" in r.line, r

@@ -1,0 +1,453 @@
+"""imapgw header-sync benchmark (make bench; issue 5, consistency strict):
+the header-only sync a mail client does when it opens a large mailbox,
+straight from a throwaway Dovecot and through imapgwd, in the same run.
+
+The mailbox: BENCH_SYNC_MESSAGES (10,000) small realistic messages (a few
+Received lines, the usual header fields, a text body of 0.3-3 KB; 10%
+with a small base64 attachment, 2% with an EICAR attachment, 1% GTUBE
+spam), written as maildir files straight into Dovecot's mail directory
+(no APPEND: seconds, not minutes).
+
+The sync is what Thunderbird sends for new headers (its header list):
+
+    UID FETCH 1:* (UID RFC822.SIZE FLAGS BODY.PEEK[HEADER.FIELDS (From To
+      Cc Bcc Subject Date Message-ID Priority X-Priority References
+      Newsgroups In-Reply-To Content-Type Reply-To)])
+
+(BENCH_SYNC_ITEMS replaces the item list; e.g. the mbsync-like
+"UID FLAGS RFC822.SIZE INTERNALDATE BODY.PEEK[HEADER.FIELDS (DATE FROM TO
+CC SUBJECT MESSAGE-ID)]").  LOGIN/EXAMINE are not timed.  Paths, each
+repeated BENCH_SYNC_REPS (3) times, the median printed:
+
+  direct        Dovecot itself (the baseline of every ratio)
+  lazy first    imapgwd, consistency lazy, a fresh gateway (own
+                state_dir: nothing judged) per repetition
+  lazy second   the same gateway again, a new session (lazy judges
+                here too: HEADER.FIELDS is a section, so BODY.PEEK[] is
+                added and the message judged)
+  strict first  consistency strict (the default), a fresh gateway per
+                repetition: every message is fetched and judged by the
+                gateway before its headers are answered
+  strict second the same gateway, a new session (verdict cache in memory)
+  strict restart the gateway restarted on the same state_dir before each
+                repetition (verdicts from state_dir/verdicts, LMDB)
+
+Also printed: the peak RSS (VmHWM, /proc) of every netd process after the
+strict first run (netd starts with the gateway, so that is the peak of the
+run), the "message judged" lines each gateway logged, and how many
+responses differ from Dovecot's (infected and spam messages should; with
+strict also their RFC822.SIZE).  Target of the issue: strict second run
+<= 1.1x direct (printed, never asserted: a benchmark, not a test).
+
+Environment: BENCH_SYNC_MESSAGES (10000), BENCH_SYNC_REPS (3),
+BENCH_SYNC_SCAND (2 scand workers), BENCH_SYNC_NETD (1),
+BENCH_SYNC_ITEMS, BENCH_SYNC_SEED (99), BENCH_SYNC_SKIP (comma list of
+lazy, strict, restart), IMAPGWD (build/imapgwd).
+"""
+
+import base64
+import os
+import random
+import re
+import statistics
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "lib"))
+
+import dovecot as dv          # noqa: E402
+import gateway as gwm         # noqa: E402
+from rawimap import RawIMAP   # noqa: E402
+
+NMSG = int(os.environ.get("BENCH_SYNC_MESSAGES", "10000"))
+REPS = max(1, int(os.environ.get("BENCH_SYNC_REPS", "3")))
+SCAND = int(os.environ.get("BENCH_SYNC_SCAND", "2"))
+NETD = int(os.environ.get("BENCH_SYNC_NETD", "1"))
+SEED = int(os.environ.get("BENCH_SYNC_SEED", "99"))
+ITEMS = os.environ.get(
+    "BENCH_SYNC_ITEMS",
+    "UID RFC822.SIZE FLAGS BODY.PEEK[HEADER.FIELDS (From To Cc Bcc Subject "
+    "Date Message-ID Priority X-Priority References Newsgroups In-Reply-To "
+    "Content-Type Reply-To)]")
+SKIP = set(s.strip() for s in os.environ.get("BENCH_SYNC_SKIP",
+                                             "").split(",") if s.strip())
+USER, PW = "syncbench", "bench"
+TARGET = 1.1                 # strict, cached: <= 1.1x direct
+
+GTUBE = b"XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
+JUDGED = re.compile(r"\bmessage judged\b")
+UID_RX = re.compile(rb"\bUID (\d+)")
+
+
+# ---- the mailbox ------------------------------------------------------------
+
+WORDS = None
+
+
+def _words(rng):
+    global WORDS
+    if WORDS is None:
+        letters = "abcdefghijklmnopqrstuvwxyz"
+        WORDS = ["".join(rng.choice(letters)
+                         for _ in range(rng.randint(2, 10)))
+                 for _ in range(2000)]
+    return WORDS
+
+
+def _text(rng, n):
+    w = _words(rng)
+    out, line, size = [], [], 0
+    while size < n:
+        word = rng.choice(w)
+        line.append(word)
+        size += len(word) + 1
+        if len(line) > 10:
+            out.append(" ".join(line))
+            line = []
+    out.append(" ".join(line))
+    return ("\r\n".join(out) + "\r\n").encode()
+
+
+def make_message(rng, i, kind):
+    """One message (CRLF): kind plain, attach, eicar or spam."""
+    names = ["Alice Example", "Bob Builder", "Carol Danvers", "Dave Jones",
+             "Erin Brockovich", "Frank Castle", "Grace Hopper"]
+    frm = rng.choice(names)
+    to = rng.choice(names)
+    date = "%s, %02d %s 2024 %02d:%02d:%02d +0100" % (
+        rng.choice(["Mon", "Tue", "Wed", "Thu", "Fri"]), rng.randint(1, 28),
+        rng.choice(["Jan", "Feb", "Mar", "Apr", "May", "Jun"]),
+        rng.randint(0, 23), rng.randint(0, 59), rng.randint(0, 59))
+    subject = " ".join(rng.choice(_words(rng))
+                       for _ in range(rng.randint(2, 8)))
+    head = []
+    for h in range(rng.randint(1, 4)):
+        head.append("Received: from mx%d.example.net (mx%d.example.net "
+                    "[192.0.2.%d])\r\n\tby mail.example.org with ESMTPS id "
+                    "%08X; %s" % (h, h, rng.randint(1, 254),
+                                  rng.getrandbits(32), date))
+    head += ["From: %s <%s@example.org>" % (frm, frm.split()[0].lower()),
+             "To: %s <%s@example.org>" % (to, to.split()[0].lower()),
+             "Subject: %s %d" % (subject, i), "Date: %s" % date,
+             "Message-ID: <sync-%d-%08x@example.org>" % (i,
+                                                         rng.getrandbits(32)),
+             "MIME-Version: 1.0"]
+    if rng.random() < 0.3:
+        head.append("References: <sync-%d@example.org>" % max(0, i - 1))
+        head.append("In-Reply-To: <sync-%d@example.org>" % max(0, i - 1))
+    body = _text(rng, rng.randint(300, 3000))
+    if kind == "spam":
+        body += b"\r\n" + GTUBE + b"\r\n"
+    if kind in ("attach", "eicar"):
+        b = "=_sync%d" % i
+        head.append('Content-Type: multipart/mixed; boundary="%s"' % b)
+        if kind == "eicar":
+            att, name = gwm.EICAR, "invoice.com"
+        else:
+            att, name = rng.randbytes(rng.randint(500, 6000)), "data.bin"
+        enc = base64.encodebytes(att).replace(b"\n", b"\r\n")
+        msg = ("\r\n".join(head) + "\r\n\r\n").encode() + \
+            b"--" + b.encode() + b"\r\nContent-Type: text/plain; " \
+            b"charset=us-ascii\r\n\r\n" + body + \
+            b"--" + b.encode() + b"\r\nContent-Type: application/" \
+            b"octet-stream; name=\"" + name.encode() + \
+            b"\"\r\nContent-Disposition: attachment; filename=\"" + \
+            name.encode() + b"\"\r\nContent-Transfer-Encoding: base64" \
+            b"\r\n\r\n" + enc + b"--" + b.encode() + b"--\r\n"
+        return msg
+    head.append("Content-Type: text/plain; charset=us-ascii")
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+def kinds(rng, n):
+    out = []
+    for _ in range(n):
+        r = rng.random()
+        out.append("eicar" if r < 0.02 else "spam" if r < 0.03 else
+                   "attach" if r < 0.13 else "plain")
+    return out
+
+
+def write_maildir(d, user, msgs):
+    """The messages as maildir files in user's INBOX (cur/, S= size in the
+    name so that Dovecot need not stat them), owned by the mail user."""
+    import pwd
+    pw = pwd.getpwnam(dv.MAIL_USER)
+    home = os.path.join(d.dir, "mail", user)
+    md = os.path.join(home, "Maildir")
+    for sub in ("", "cur", "new", "tmp"):
+        os.makedirs(os.path.join(md, sub), exist_ok=True)
+    base = int(time.time()) - len(msgs)
+    cur = os.path.join(md, "cur")
+    for i, m in enumerate(msgs):
+        fn = os.path.join(cur, "%d.M%dP1.syncbench,S=%d:2," % (
+            base + i, i, len(m)))
+        with open(fn, "wb") as f:
+            f.write(m)
+        os.utime(fn, (base + i, base + i))
+    for root, dirs, files in os.walk(home):
+        os.chown(root, pw.pw_uid, pw.pw_gid)
+        for f in files:
+            os.chown(os.path.join(root, f), pw.pw_uid, pw.pw_gid)
+
+
+# ---- the sync ---------------------------------------------------------------
+
+def sync(port):
+    """(seconds, {uid: response bytes}) of one header sync in a new
+    session; login and EXAMINE not timed."""
+    c = RawIMAP(port, timeout=600)
+    c.login(USER, PW)
+    c.command("EXAMINE INBOX")
+    f = c.f
+    out = {}
+    t0 = time.perf_counter()
+    c.send(("s UID FETCH 1:* (%s)\r\n" % ITEMS).encode())
+    cur = []
+    while True:
+        line = f.readline()
+        if not line:
+            raise EOFError("connection closed during the sync")
+        if line.startswith(b"s "):
+            if not line.startswith(b"s OK"):
+                raise RuntimeError(line)
+            break
+        cur.append(line)
+        s = line.rstrip(b"\r\n")
+        if s.endswith(b"}") and b"{" in s:
+            k = int(s[s.rindex(b"{") + 1:-1].rstrip(b"+"))
+            data = f.read(k)
+            if len(data) != k:
+                raise EOFError("short literal")
+            cur.append(data)
+            continue
+        resp = b"".join(cur)
+        cur = []
+        m = UID_RX.search(resp)
+        if m and b" FETCH " in resp[:30]:
+            out[int(m.group(1))] = resp
+    dt = time.perf_counter() - t0
+    c.logout()
+    return dt, out
+
+
+# ---- the gateway ------------------------------------------------------------
+
+def action(consistency):
+    return {"inherit": "IMAP-Server.Standard",
+            "general": {"consistency": consistency},
+            "antivirus": {"enabled": True, "on_virus": "strip",
+                          "on_error": "deny"},
+            "spamblocker": {"enabled": True, "engine": "builtin",
+                            "categories": {
+                                "confirmed": {"action": "tag",
+                                              "tag": "***SPAM*** "},
+                                "bulk": {"action": "allow"},
+                                "suspect": {"action": "allow"}}}}
+
+
+def start_gateway(d, binary, consistency):
+    g = gwm.Gateway(servers={"dovecot": [d.address]},
+                    actions={"sync": action(consistency)},
+                    policies=[gwm.policy("imap-in", dv.free_port(), "dovecot",
+                                         action="sync")],
+                    workers=(NETD, SCAND, 1), binary=binary, level="info")
+    try:
+        g.start(timeout=120)
+    except Exception:
+        g.stop()
+        raise
+    return g
+
+
+def netd_pids(g):
+    pids = g.pids_of("netd")
+    if pids:
+        return pids
+    out = []
+    for p in gwm._children(g.proc.pid) if g.alive() else []:
+        try:
+            with open("/proc/%d/cmdline" % p, "rb") as f:
+                if b"-P\0netd\0" in f.read() + b"\0":
+                    out.append(p)
+        except OSError:
+            pass
+    return out
+
+
+def peak_rss_kb(pids):
+    """{pid: (VmHWM, VmRSS)} in KB."""
+    out = {}
+    for p in pids:
+        try:
+            st = gwm.proc_status(p)
+            out[p] = (int(st.get("VmHWM", "0 kB").split()[0]),
+                      int(st.get("VmRSS", "0 kB").split()[0]))
+        except (OSError, ValueError):
+            pass
+    return out
+
+
+def judged(g):
+    return len(JUDGED.findall(g.log_text()))
+
+
+def differing(base, got):
+    """(responses that differ from direct, UIDs missing)."""
+    diff = sum(1 for u, r in got.items() if base.get(u) != r)
+    return diff, len(set(base) - set(got))
+
+
+# ---- main -------------------------------------------------------------------
+
+def main():
+    if os.geteuid() != 0:
+        print("sync_bench: must run as root", file=sys.stderr)
+        return 1
+    binary = os.environ.get("IMAPGWD", gwm.IMAPGWD)
+    if not os.path.exists(binary):
+        print("sync_bench: %s missing: run make first" % binary,
+              file=sys.stderr)
+        return 1
+    d = dv.Dovecot(users={USER: PW}).start()
+    gws = []
+    try:
+        rng = random.Random(SEED)
+        ks = kinds(rng, NMSG)
+        t0 = time.time()
+        msgs = [make_message(rng, i, k) for i, k in enumerate(ks)]
+        write_maildir(d, USER, msgs)
+        total = sum(len(m) for m in msgs)
+        print("sync_bench: %d messages, %.1f MB (%d with EICAR, %d GTUBE, "
+              "%d with an attachment), written in %.1f s" % (
+                  NMSG, total / 1e6, ks.count("eicar"), ks.count("spam"),
+                  ks.count("attach"), time.time() - t0), flush=True)
+        print("sync_bench: UID FETCH 1:* (%s)" % ITEMS)
+        print("sync_bench: %d repetitions each, netd %d, scand %d" % (
+            REPS, NETD, SCAND), flush=True)
+
+        # warm-up: Dovecot indexes the maildir and fills its cache
+        _, base = sync(d.port)
+        if len(base) != NMSG:
+            print("sync_bench: WARNING: Dovecot answered %d of %d messages"
+                  % (len(base), NMSG))
+        times = {}
+        notes = {}
+
+        def rec(name, dt):
+            times.setdefault(name, []).append(dt)
+
+        for _ in range(REPS):
+            rec("direct", sync(d.port)[0])
+
+        def gateway_runs(mode, key):
+            """first (fresh gateway) and second (new session) runs, each
+            repetition with a fresh gateway; returns the last gateway."""
+            last = None
+            peaks = []
+            for rep in range(REPS):
+                g = start_gateway(d, binary, mode)
+                gws.append(g)
+                dt, got = sync(g.port())
+                rec("%s first" % key, dt)
+                peaks.append(peak_rss_kb(netd_pids(g)))
+                n1 = judged(g)
+                dt2, got2 = sync(g.port())
+                rec("%s second" % key, dt2)
+                n2 = judged(g) - n1
+                if rep == 0:
+                    diff, missing = differing(base, got)
+                    diff2, _ = differing(got, got2)
+                    notes[key] = (
+                        "%s: %d responses differ from direct, %d missing; "
+                        "%d 'message judged' lines in the first run, %d in "
+                        "the second; second run differs from first in %d" %
+                        (key, diff, missing, n1, n2, diff2))
+                if last is not None:
+                    last.stop()
+                    gws.remove(last)
+                last = g
+            return last, peaks
+
+        peaks = []
+        failed = []
+
+        def guarded(name, fn):
+            try:
+                return fn()
+            except Exception as ex:
+                tail = gws[-1].log_tail(15) if gws and gws[-1].dir else ""
+                failed.append("%s: FAILED: %s: %s\n%s" % (
+                    name, type(ex).__name__, ex, tail))
+                print("sync_bench: %s failed: %s: %s" % (
+                    name, type(ex).__name__, ex), flush=True)
+                return None
+
+        if "lazy" not in SKIP:
+            r = guarded("lazy", lambda: gateway_runs("lazy", "lazy"))
+            for g in list(gws):
+                g.stop()
+                gws.remove(g)
+        if "strict" not in SKIP:
+            r = guarded("strict", lambda: gateway_runs("strict", "strict"))
+            if r is not None:
+                g, peaks = r
+
+                def restarts():
+                    n0 = judged(g)
+                    for rep in range(REPS):
+                        g.stop(cleanup=False)
+                        g.start(timeout=120)
+                        dt, got = sync(g.port())
+                        rec("strict restart", dt)
+                    notes["restart"] = (
+                        "strict restart: %d 'message judged' lines over %d "
+                        "restarts (0: verdicts kept in state_dir/verdicts)"
+                        % (judged(g) - n0, REPS))
+                if "restart" not in SKIP:
+                    guarded("strict restart", restarts)
+
+        print()
+        print("%-16s %10s %10s %12s %10s" % ("path", "best s", "median s",
+                                            "msgs/s (med)", "x direct"))
+        med = {k: statistics.median(v) for k, v in times.items()}
+        for k in ("direct", "lazy first", "lazy second", "strict first",
+                  "strict second", "strict restart"):
+            if k not in times:
+                continue
+            print("%-16s %10.3f %10.3f %12.0f %10.2f" % (
+                k, min(times[k]), med[k], NMSG / med[k],
+                med[k] / med["direct"]))
+        print()
+        for k in ("lazy", "strict", "restart"):
+            if k in notes:
+                print(notes[k])
+        if peaks:
+            worst = max((v[0] for p in peaks for v in p.values()),
+                        default=0)
+            print("netd peak RSS (VmHWM) after the strict first run: %s; "
+                  "max %.1f MB" % (
+                      ", ".join("%d KB" % v[0] for p in peaks[:1]
+                                for v in p.values()), worst / 1024))
+        if "strict second" in med:
+            r = med["strict second"] / med["direct"]
+            print("target: strict, cached (second run) <= %.1fx direct: "
+                  "%.2fx (%s)" % (TARGET, r, "met" if r <= TARGET
+                                  else "NOT MET"))
+        if "strict restart" in med:
+            r = med["strict restart"] / med["direct"]
+            print("strict after restart (LMDB): %.2fx direct (%s %.1fx)" % (
+                r, "within" if r <= TARGET else "over", TARGET))
+        for f in failed:
+            print()
+            print(f)
+        return 1 if failed else 0
+    finally:
+        for g in gws:
+            g.stop()
+        d.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
