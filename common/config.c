@@ -11,6 +11,7 @@
 #include <math.h>
 #include <netdb.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,12 +21,22 @@
 #include <unistd.h>
 #include <yaml.h>
 
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/ocsp.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
 #include "config.h"
 #include "log.h"
+#include "tls.h"
 #include "util.h"
+
+_Static_assert(CFG_TLS_MAX_NAME == TLS_MAX_NAME, "SNI length");
 
 #define CFG_MAX_FILE (16 * 1024 * 1024)
 #define CFG_MAX_DEPTH 32
@@ -234,6 +245,8 @@ struct cfg_aaux {
 /* Per policy: positions needed when resolving names after the walk. */
 struct cfg_paux {
 	struct cfg_pos name, to, action;
+	struct cfg_pos tls, tlsmode, tlsprofile; /* tls:, its mode, profile */
+	struct cfg_pos *certpos; /* each tls.certificate name */
 };
 
 struct cfg_state {
@@ -244,6 +257,8 @@ struct cfg_state {
 	int oom;
 	struct cfg_aaux *aaux;
 	struct cfg_paux *paux;
+	struct cfg_pos *sprofile; /* per server: where tls_profile was named */
+	struct buf warns; /* "file:line:col: warning: ...\n" */
 	char label[96]; /* "server 'x'", "policy 'y'" */
 	size_t *stack; /* inheritance path while resolving */
 	size_t nstack;
@@ -491,6 +506,32 @@ cfg_err_flush(struct cfg_state *st, struct buf *errs)
 		buf_printf(errs, "%s:0:0: out of memory\n", st->file);
 	free(st->errs);
 	st->errs = NULL;
+}
+
+/* A warning: the configuration loads, the parent logs the line. */
+static void cfg_warn(struct cfg_state *st, struct cfg_pos pos, const char *fmt,
+    ...) __attribute__((format(printf, 3, 4)));
+
+static void
+cfg_warn(struct cfg_state *st, struct cfg_pos pos, const char *fmt, ...)
+{
+	va_list ap;
+	char *msg, *p;
+
+	va_start(ap, fmt);
+	if (vasprintf(&msg, fmt, ap) == -1) {
+		va_end(ap);
+		cfg_oom(st);
+		return;
+	}
+	va_end(ap);
+	for (p = msg; *p != '\0'; p++)
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
+			*p = '?';
+	if (buf_printf(&st->warns, "%s:%d:%d: warning: %s\n", st->file,
+	        pos.line, pos.col, msg) == -1)
+		cfg_oom(st);
+	free(msg);
 }
 
 /*
@@ -1272,7 +1313,583 @@ cfg_k_verdict_cache(
 }
 
 /*
- * servers: name -> { balance, tls, connect_timeout, send_id, members }.
+ * certificates: name -> { cert, key, ocsp }.  The parent checks the files
+ * at load (the certificate and its chain parse, the key parses and
+ * matches, the OCSP response parses) and then forgets them: the key is
+ * wiped as soon as it is checked.  It reads them again when it packs the
+ * configuration for tlsd (config_cert_read).
+ */
+
+static int cfg_slurp(const char *, size_t, uint8_t **, size_t *);
+
+static const struct cfg_enum cfg_tls_versions[] = {
+    {"1.0", TLS1_VERSION},
+    {"1.1", TLS1_1_VERSION},
+    {"1.2", TLS1_2_VERSION},
+    {"1.3", TLS1_3_VERSION},
+    {NULL, 0},
+};
+static const struct cfg_enum cfg_tls_modes[] = {
+    {"disabled", TLS_MODE_DISABLED},
+    {"enabled", TLS_MODE_ENABLED},
+    {"required", TLS_MODE_REQUIRED},
+    {NULL, 0},
+};
+
+void
+config_cert_wipe(struct cfg_cert *c)
+{
+	if (c->cert_pem != NULL)
+		explicit_bzero(c->cert_pem, c->cert_len);
+	if (c->key_pem != NULL)
+		explicit_bzero(c->key_pem, c->key_len);
+	if (c->ocsp_der != NULL)
+		explicit_bzero(c->ocsp_der, c->ocsp_len);
+	free(c->cert_pem);
+	free(c->key_pem);
+	free(c->ocsp_der);
+	c->cert_pem = c->key_pem = c->ocsp_der = NULL;
+	c->cert_len = c->key_len = c->ocsp_len = 0;
+}
+
+int
+config_cert_read(const struct cfg_cert *src, struct cfg_cert *dst)
+{
+	int e;
+
+	dst->cert_pem = dst->key_pem = dst->ocsp_der = NULL;
+	dst->cert_len = dst->key_len = dst->ocsp_len = 0;
+	if (cfg_slurp(src->cert, CFG_TLS_MAX_FILE, &dst->cert_pem,
+	        &dst->cert_len) == -1 ||
+	    cfg_slurp(src->key, CFG_TLS_MAX_FILE, &dst->key_pem,
+	        &dst->key_len) == -1 ||
+	    (src->ocsp != NULL && cfg_slurp(src->ocsp, CFG_TLS_MAX_FILE,
+	                              &dst->ocsp_der, &dst->ocsp_len) == -1)) {
+		e = errno;
+		config_cert_wipe(dst);
+		errno = e;
+		return -1;
+	}
+	return 0;
+}
+
+int
+config_host_name_ok(const char *s)
+{
+	struct in6_addr a6;
+	struct in_addr a4;
+	size_t i, n = strlen(s);
+
+	if (n == 0 || n > CFG_TLS_MAX_NAME || s[0] == '.' || s[0] == '-' ||
+	    inet_pton(AF_INET, s, &a4) == 1 || inet_pton(AF_INET6, s, &a6) == 1)
+		return 0;
+	for (i = 0; i < n; i++)
+		if (!((s[i] >= 'a' && s[i] <= 'z') ||
+		        (s[i] >= 'A' && s[i] <= 'Z') ||
+		        (s[i] >= '0' && s[i] <= '9') || s[i] == '-' ||
+		        s[i] == '.'))
+			return 0;
+	return 1;
+}
+
+/* Never ask for a pass phrase (on the terminal): encrypted keys fail. */
+static int
+cfg_no_pass(char *buf, int size, int rw, void *u)
+{
+	(void)buf;
+	(void)size;
+	(void)rw;
+	(void)u;
+	return 0;
+}
+
+/* The PEM certificates in data: their number, -1 if a block is bad. */
+static int
+cfg_pem_certs(const uint8_t *data, size_t len, X509 **first)
+{
+	unsigned long e;
+	X509 *x;
+	BIO *bio;
+	int n = 0;
+
+	if (first != NULL)
+		*first = NULL;
+	if (len > INT32_MAX || (bio = BIO_new_mem_buf(data, (int)len)) == NULL)
+		return -1;
+	ERR_clear_error();
+	while ((x = PEM_read_bio_X509(bio, NULL, cfg_no_pass, NULL)) != NULL) {
+		if (n++ == 0 && first != NULL)
+			*first = x;
+		else
+			X509_free(x);
+	}
+	e = ERR_peek_last_error();
+	if (ERR_GET_LIB(e) != ERR_LIB_PEM ||
+	    ERR_GET_REASON(e) != PEM_R_NO_START_LINE)
+		n = -1;
+	ERR_clear_error();
+	BIO_free(bio);
+	if (n == -1 && first != NULL) {
+		X509_free(*first);
+		*first = NULL;
+	}
+	return n;
+}
+
+/* Read a file named at pos, with the error "<what>: cannot read ...". */
+static int
+cfg_tls_slurp(struct cfg_state *st, struct cfg_pos pos, const char *what,
+    const char *path, size_t max, uint8_t **data, size_t *len)
+{
+	if (cfg_slurp(path, max, data, len) == 0)
+		return 0;
+	if (errno == ENOMEM)
+		cfg_oom(st);
+	else if (errno == EFBIG)
+		cfg_err(st, pos, "%s: %.200s is larger than %zuK", what, path,
+		    max / 1024);
+	else if (errno == EINVAL)
+		cfg_err(st, pos, "%s: cannot read %.200s: not a regular file",
+		    what, path);
+	else
+		cfg_err(st, pos, "%s: cannot read %.200s: %s", what, path,
+		    strerror(errno));
+	return -1;
+}
+
+struct cfg_certx {
+	struct cfg_cert *c;
+	struct cfg_pos cert, key, ocsp;
+};
+
+static void
+cfg_k_ccert(struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
+{
+	struct cfg_certx *x = o;
+
+	cfg_set_path(st, k, v, &x->c->cert);
+	x->cert = v->pos;
+}
+
+static void
+cfg_k_ckey(struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
+{
+	struct cfg_certx *x = o;
+
+	cfg_set_path(st, k, v, &x->c->key);
+	x->key = v->pos;
+}
+
+static void
+cfg_k_cocsp(struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
+{
+	struct cfg_certx *x = o;
+
+	cfg_set_path(st, k, v, &x->c->ocsp);
+	x->ocsp = v->pos;
+}
+
+static const struct cfg_key cfg_cert_keys[] = {
+    {"cert", cfg_k_ccert, 1},
+    {"key", cfg_k_ckey, 1},
+    {"ocsp", cfg_k_cocsp, 0},
+    {NULL, NULL, 0},
+};
+
+/* "Jan  2 15:04:05 2027 GMT" */
+static void
+cfg_asn1_time(const ASN1_TIME *t, char *out, size_t len)
+{
+	BIO *bio;
+	int n;
+
+	out[0] = '\0';
+	if ((bio = BIO_new(BIO_s_mem())) == NULL)
+		return;
+	if (ASN1_TIME_print(bio, t) == 1 &&
+	    (n = BIO_read(bio, out, (int)len - 1)) > 0)
+		out[n] = '\0';
+	BIO_free(bio);
+}
+
+/* Subject and fingerprint, for imapgwctl audit; validity warnings. */
+static void
+cfg_cert_info(struct cfg_state *st, struct cfg_certx *x, X509 *crt)
+{
+	struct cfg_cert *c = x->c;
+	uint8_t md[EVP_MAX_MD_SIZE];
+	unsigned i, mdlen = 0;
+	char when[64], *p;
+	BIO *bio;
+	long n;
+
+	if (X509_cmp_current_time(X509_get0_notAfter(crt)) < 0) {
+		cfg_asn1_time(X509_get0_notAfter(crt), when, sizeof(when));
+		cfg_warn(st, x->cert,
+		    "certificate '%.64s': %.200s expired on %s", c->name,
+		    c->cert, when);
+	}
+	if (X509_cmp_current_time(X509_get0_notBefore(crt)) > 0) {
+		cfg_asn1_time(X509_get0_notBefore(crt), when, sizeof(when));
+		cfg_warn(st, x->cert,
+		    "certificate '%.64s': %.200s is not valid before %s",
+		    c->name, c->cert, when);
+	}
+	if ((bio = BIO_new(BIO_s_mem())) == NULL) {
+		cfg_oom(st);
+		return;
+	}
+	X509_NAME_print_ex(bio, X509_get_subject_name(crt), 0, XN_FLAG_RFC2253);
+	n = BIO_get_mem_data(bio, &p);
+	if ((c->subject = strndup(n > 0 ? p : "", n > 0 ? (size_t)n : 0)) ==
+	    NULL)
+		cfg_oom(st);
+	BIO_free(bio);
+	if (X509_digest(crt, EVP_sha256(), md, &mdlen) != 1 ||
+	    (c->fingerprint = malloc(mdlen * 3 + 1)) == NULL) {
+		cfg_oom(st);
+		return;
+	}
+	for (i = 0; i < mdlen; i++)
+		snprintf(c->fingerprint + i * 3, 4,
+		    i + 1 < mdlen ? "%02X:" : "%02X", md[i]);
+}
+
+static void
+cfg_cert_ocsp(
+    struct cfg_state *st, struct cfg_certx *x, const struct cfg_cert *f)
+{
+	const unsigned char *p = f->ocsp_der;
+	OCSP_RESPONSE *resp;
+	int status;
+
+	resp = d2i_OCSP_RESPONSE(NULL, &p, (long)f->ocsp_len);
+	if (resp == NULL || p != f->ocsp_der + f->ocsp_len) {
+		cfg_err(st, x->ocsp,
+		    "certificate '%.64s': %.200s is not a DER OCSP response",
+		    x->c->name, x->c->ocsp);
+	} else if ((status = OCSP_response_status(resp)) !=
+	           OCSP_RESPONSE_STATUS_SUCCESSFUL)
+		cfg_err(st, x->ocsp,
+		    "certificate '%.64s': the OCSP response %.200s is not "
+		    "successful (%s)",
+		    x->c->name, x->c->ocsp, OCSP_response_status_str(status));
+	OCSP_RESPONSE_free(resp);
+	ERR_clear_error();
+}
+
+/* The files of one certificate, read and checked; the key wiped. */
+static void
+cfg_cert_check(struct cfg_state *st, struct cfg_certx *x)
+{
+	struct cfg_cert *c = x->c, f;
+	char what[96];
+	EVP_PKEY *pkey = NULL;
+	X509 *crt = NULL;
+	struct stat sb;
+	BIO *bio;
+
+	memset(&f, 0, sizeof(f));
+	snprintf(what, sizeof(what), "certificate '%.64s'", c->name);
+	if (cfg_tls_slurp(st, x->cert, what, c->cert, CFG_TLS_MAX_FILE,
+	        &f.cert_pem, &f.cert_len) == -1 ||
+	    cfg_tls_slurp(st, x->key, what, c->key, CFG_TLS_MAX_FILE,
+	        &f.key_pem, &f.key_len) == -1 ||
+	    (c->ocsp != NULL &&
+	        cfg_tls_slurp(st, x->ocsp, what, c->ocsp, CFG_TLS_MAX_FILE,
+	            &f.ocsp_der, &f.ocsp_len) == -1))
+		goto done;
+	if (stat(c->key, &sb) == 0 && (sb.st_mode & (S_IRWXG | S_IRWXO)))
+		cfg_warn(st, x->key,
+		    "%s: the key file %.200s can be read by others "
+		    "(mode %04o); make it 0600",
+		    what, c->key, (unsigned)(sb.st_mode & 07777));
+	if (cfg_pem_certs(f.cert_pem, f.cert_len, &crt) < 1) {
+		cfg_err(st, x->cert,
+		    "%s: %.200s is not a PEM certificate (and chain)", what,
+		    c->cert);
+		goto done;
+	}
+	cfg_cert_info(st, x, crt);
+	if ((bio = BIO_new_mem_buf(f.key_pem, (int)f.key_len)) == NULL) {
+		cfg_oom(st);
+		goto done;
+	}
+	pkey = PEM_read_bio_PrivateKey(bio, NULL, cfg_no_pass, NULL);
+	BIO_free(bio);
+	if (pkey == NULL)
+		cfg_err(st, x->key,
+		    "%s: %.200s is not a PEM private key (encrypted keys are "
+		    "not supported)",
+		    what, c->key);
+	else if (X509_check_private_key(crt, pkey) != 1)
+		cfg_err(st, x->key,
+		    "%s: key %.200s does not match the "
+		    "certificate %.200s",
+		    what, c->key, c->cert);
+	if (f.ocsp_der != NULL)
+		cfg_cert_ocsp(st, x, &f);
+done:
+	ERR_clear_error();
+	EVP_PKEY_free(pkey);
+	X509_free(crt);
+	config_cert_wipe(&f);
+}
+
+static void
+cfg_cert(
+    struct cfg_state *st, struct ynode *k, struct ynode *v, struct cfg_cert *c)
+{
+	struct cfg_certx x;
+	char sect[96];
+	size_t nerrs = st->nerrs;
+
+	memset(&x, 0, sizeof(x));
+	x.c = c;
+	c->name = cfg_strdup(st, k->str);
+	c->pos = k->pos;
+	if (v->type == YN_BAD || !cfg_want_map(st, k, v) || c->name == NULL)
+		return;
+	snprintf(sect, sizeof(sect), "certificate '%.64s'", k->str);
+	cfg_walk(st, v, sect, cfg_cert_keys, &x);
+	if (st->nerrs == nerrs && !st->oom && c->cert != NULL && c->key != NULL)
+		cfg_cert_check(st, &x);
+}
+
+static void
+cfg_k_certificates(
+    struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
+{
+	struct config *cfg = o;
+	size_t i, n;
+
+	if (!cfg_want_map(st, k, v) || (n = v->nkids / 2) == 0)
+		return;
+	if (n > CONFIG_MAX_ITEMS) {
+		cfg_err(st, v->pos, "too many certificates (at most %d)",
+		    CONFIG_MAX_ITEMS);
+		return;
+	}
+	if ((cfg->certs = calloc(n, sizeof(*cfg->certs))) == NULL) {
+		cfg_oom(st);
+		return;
+	}
+	for (i = 0; i < v->nkids; i += 2)
+		if (cfg_key_ok(st, v, i, "certificates"))
+			cfg_cert(st, v->kids[i], v->kids[i + 1],
+			    &cfg->certs[cfg->ncerts++]);
+}
+
+/*
+ * tls_profiles: name -> { min_version, ciphers, ciphersuites,
+ * compliant_only, verify_peer, ca_file, session_cache, session_timeout }.
+ * "default" is built in (index 0); a profile named default in the file
+ * sets its values (over the built-in defaults).
+ */
+
+static void
+cfg_profile_defaults(struct cfg_tls_profile *p)
+{
+	p->min_version = TLS1_2_VERSION;
+	p->compliant_only = 0;
+	p->verify_peer = 1;
+	p->session_cache = 1;
+	p->session_timeout_ms = 5 * 60 * 1000;
+}
+
+static void
+cfg_k_min_version(
+    struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
+{
+	cfg_enum(st, k, v, cfg_tls_versions,
+	    &((struct cfg_tls_profile *)o)->min_version);
+}
+
+/* ciphers (TLS 1.2 and below) or ciphersuites (TLS 1.3): OpenSSL must
+ * select at least one from the string. */
+static void
+cfg_cipher_str(struct cfg_state *st, struct ynode *k, struct ynode *v,
+    char **dst, int tls13)
+{
+	const char *s;
+	SSL_CTX *ctx;
+	int ok;
+
+	if ((s = cfg_str(st, k, v)) == NULL)
+		return;
+	if ((ctx = SSL_CTX_new(TLS_method())) == NULL) {
+		cfg_oom(st);
+		return;
+	}
+	ok = tls13 ? SSL_CTX_set_ciphersuites(ctx, s)
+	           : SSL_CTX_set_cipher_list(ctx, s);
+	if (ok == 1 && !tls13) {
+		/* Also refused: a list of TLS 1.3 suites only. */
+		STACK_OF(SSL_CIPHER) *sk = SSL_CTX_get_ciphers(ctx);
+		int i, n = 0;
+
+		for (i = 0; sk != NULL && i < sk_SSL_CIPHER_num(sk); i++)
+			if (strcmp(SSL_CIPHER_get_version(
+			               sk_SSL_CIPHER_value(sk, i)),
+			        "TLSv1.3") != 0)
+				n++;
+		ok = n > 0;
+	}
+	SSL_CTX_free(ctx);
+	ERR_clear_error();
+	if (ok != 1) {
+		cfg_err(st, v->pos, "%s: %s '%.200s' selects no cipher%s",
+		    st->label, k->str, s, tls13 ? " suite" : "");
+		return;
+	}
+	cfg_set_str(st, k, v, dst);
+}
+
+static void
+cfg_k_ciphers(struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
+{
+	cfg_cipher_str(st, k, v, &((struct cfg_tls_profile *)o)->ciphers, 0);
+}
+
+static void
+cfg_k_ciphersuites(
+    struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
+{
+	cfg_cipher_str(
+	    st, k, v, &((struct cfg_tls_profile *)o)->ciphersuites, 1);
+}
+
+static void
+cfg_k_compliant_only(
+    struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
+{
+	cfg_bool(st, k, v, &((struct cfg_tls_profile *)o)->compliant_only);
+}
+
+static void
+cfg_k_verify_peer(
+    struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
+{
+	cfg_bool(st, k, v, &((struct cfg_tls_profile *)o)->verify_peer);
+}
+
+static void
+cfg_k_session_cache(
+    struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
+{
+	cfg_bool(st, k, v, &((struct cfg_tls_profile *)o)->session_cache);
+}
+
+static void
+cfg_k_session_timeout(
+    struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
+{
+	uint64_t ms;
+
+	if (cfg_duration(st, k, v, &ms) == -1)
+		return;
+	if (ms < 1000 || ms > CFG_TLS_MAX_SESSION_TIMEOUT_MS) {
+		cfg_err(st, v->pos, "session_timeout must be from 1s to 24h");
+		return;
+	}
+	((struct cfg_tls_profile *)o)->session_timeout_ms = ms;
+}
+
+/* A CA bundle: read now (tlsd is chrooted), at least one certificate. */
+static int
+cfg_read_ca(struct cfg_state *st, struct cfg_pos pos, const char *what,
+    struct cfg_tls_profile *p, const char *path)
+{
+	uint8_t *data;
+	size_t len;
+
+	if (cfg_tls_slurp(st, pos, what, path, CFG_TLS_MAX_CA, &data, &len) ==
+	    -1)
+		return -1;
+	if (cfg_pem_certs(data, len, NULL) < 1) {
+		cfg_err(st, pos,
+		    "%s: the CA file %.200s has no PEM certificate", what,
+		    path);
+		free(data);
+		return -1;
+	}
+	free(p->ca_pem);
+	p->ca_pem = data;
+	p->ca_len = len;
+	return 0;
+}
+
+static void
+cfg_k_ca_file(struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
+{
+	struct cfg_tls_profile *p = o;
+	size_t nerrs = st->nerrs;
+
+	cfg_set_path(st, k, v, &p->ca_file);
+	if (st->nerrs == nerrs && p->ca_file != NULL)
+		cfg_read_ca(st, v->pos, st->label, p, p->ca_file);
+}
+
+static const struct cfg_key cfg_profile_keys[] = {
+    {"min_version", cfg_k_min_version, 0},
+    {"ciphers", cfg_k_ciphers, 0},
+    {"ciphersuites", cfg_k_ciphersuites, 0},
+    {"compliant_only", cfg_k_compliant_only, 0},
+    {"verify_peer", cfg_k_verify_peer, 0},
+    {"ca_file", cfg_k_ca_file, 0},
+    {"session_cache", cfg_k_session_cache, 0},
+    {"session_timeout", cfg_k_session_timeout, 0},
+    {NULL, NULL, 0},
+};
+
+static void
+cfg_k_tls_profiles(
+    struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
+{
+	struct config *cfg = o;
+	struct cfg_tls_profile *p;
+	struct ynode *pk;
+	size_t i, n;
+
+	if (!cfg_want_map(st, k, v) || (n = v->nkids / 2) == 0)
+		return;
+	if (n >= CONFIG_MAX_ITEMS) {
+		cfg_err(st, v->pos, "too many tls_profiles (at most %d)",
+		    CONFIG_MAX_ITEMS - 1);
+		return;
+	}
+	p = reallocarray(cfg->profiles, cfg->nprofiles + n, sizeof(*p));
+	if (p == NULL) {
+		cfg_oom(st);
+		return;
+	}
+	cfg->profiles = p;
+	memset(p + cfg->nprofiles, 0, n * sizeof(*p));
+	for (i = 0; i < v->nkids; i += 2) {
+		pk = v->kids[i];
+		if (!cfg_key_ok(st, v, i, "tls_profiles"))
+			continue;
+		if (strcmp(pk->str, "default") == 0)
+			p = &cfg->profiles[0];
+		else {
+			p = &cfg->profiles[cfg->nprofiles++];
+			cfg_profile_defaults(p);
+			if ((p->name = cfg_strdup(st, pk->str)) == NULL)
+				return;
+		}
+		p->pos = pk->pos;
+		if (v->kids[i + 1]->type == YN_BAD ||
+		    !cfg_want_map(st, pk, v->kids[i + 1]))
+			continue;
+		snprintf(st->label, sizeof(st->label), "tls_profile '%.64s'",
+		    pk->str);
+		cfg_walk(st, v->kids[i + 1], st->label, cfg_profile_keys, p);
+	}
+}
+
+/*
+ * servers: name -> { balance, tls, connect_timeout, send_id, members,
+ * tls_profile, server_name }.
  */
 
 static void
@@ -1431,15 +2048,33 @@ cfg_k_balance(struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
 static void
 cfg_k_srvtls(struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
 {
-	int *tls = &((struct cfg_server *)o)->tls;
+	cfg_enum(st, k, v, cfg_srv_tls, &((struct cfg_server *)o)->tls);
+}
 
-	/* Refused rather than ignored: a plaintext connection to a TLS
-	 * port would fail in ways that look like a broken server. */
-	if (cfg_enum(st, k, v, cfg_srv_tls, tls) == 0 && *tls != SRV_TLS_NONE)
+static void
+cfg_k_srvprofile(
+    struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
+{
+	struct cfg_server *s = o;
+
+	cfg_set_str(st, k, v, &s->tls_profile);
+	st->sprofile[s - st->cfg->servers] = v->pos;
+}
+
+static void
+cfg_k_server_name(
+    struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
+{
+	if (cfg_str(st, k, v) == NULL)
+		return;
+	if (!config_host_name_ok(v->str)) {
 		cfg_err(st, v->pos,
-		    "tls: %s to the servers is not "
-		    "implemented yet; use none",
-		    v->str);
+		    "server_name '%.64s' must be a DNS host name (letters, "
+		    "digits, '-' and '.', at most %d bytes)",
+		    v->str, CFG_TLS_MAX_NAME);
+		return;
+	}
+	cfg_set_str(st, k, v, &((struct cfg_server *)o)->server_name);
 }
 
 static void
@@ -1466,6 +2101,8 @@ cfg_k_send_id(struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
 static const struct cfg_key cfg_server_keys[] = {
     {"balance", cfg_k_balance, 0},
     {"tls", cfg_k_srvtls, 0},
+    {"tls_profile", cfg_k_srvprofile, 0},
+    {"server_name", cfg_k_server_name, 0},
     {"connect_timeout", cfg_k_connect_timeout, 0},
     {"send_id", cfg_k_send_id, 0},
     {"members", cfg_k_members, 1},
@@ -1480,6 +2117,8 @@ cfg_server(struct cfg_state *st, struct ynode *k, struct ynode *v,
 	s->pos = k->pos;
 	s->balance = BALANCE_ROUND_ROBIN;
 	s->tls = SRV_TLS_NONE;
+	s->tls_profile = cfg_strdup(st, "default");
+	s->profileidx = 0;
 	s->connect_timeout_ms = 10 * 1000;
 	s->send_id = 1;
 	if (v->type == YN_BAD || !cfg_want_map(st, k, v))
@@ -1501,7 +2140,8 @@ cfg_k_servers(struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
 		    CONFIG_MAX_ITEMS);
 		return;
 	}
-	if ((cfg->servers = calloc(n, sizeof(*cfg->servers))) == NULL) {
+	if ((cfg->servers = calloc(n, sizeof(*cfg->servers))) == NULL ||
+	    (st->sprofile = calloc(n, sizeof(*st->sprofile))) == NULL) {
 		cfg_oom(st);
 		return;
 	}
@@ -2620,14 +3260,7 @@ cfg_k_laddress(struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
 static void
 cfg_k_ltls(struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
 {
-	int *tls = &((struct cfg_listen *)o)->tls;
-
-	if (cfg_enum(st, k, v, cfg_listen_tls, tls) == 0 &&
-	    *tls != LISTEN_TLS_NONE)
-		cfg_err(st, v->pos,
-		    "tls: %s listeners are not implemented "
-		    "yet; use none",
-		    v->str);
+	cfg_enum(st, k, v, cfg_listen_tls, &((struct cfg_listen *)o)->tls);
 }
 
 static const struct cfg_key cfg_listen_keys[] = {
@@ -2772,6 +3405,86 @@ cfg_k_idle_timeout(
 	c->p->idle_timeout_ms = ms;
 }
 
+/* tls: { mode, certificate, profile }. */
+static void
+cfg_k_tls_mode(struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
+{
+	struct cfg_pctx *c = o;
+
+	cfg_enum(st, k, v, cfg_tls_modes, &c->p->tls.mode);
+	c->x->tlsmode = v->pos;
+}
+
+static void
+cfg_k_tls_cert(struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
+{
+	struct cfg_policy_tls *t = &((struct cfg_pctx *)o)->p->tls;
+	struct cfg_paux *x = ((struct cfg_pctx *)o)->x;
+	struct ynode **items, *item;
+	size_t i, n;
+
+	if (v->type == YN_MAP) {
+		cfg_err(st, v->pos,
+		    "'certificate' must be a name or a sequence of names");
+		return;
+	}
+	if ((n = cfg_items(v, &items)) == 0) {
+		cfg_err(st, v->pos, "'certificate' must not be empty");
+		return;
+	}
+	if (n > CONFIG_MAX_ITEMS) {
+		cfg_err(st, v->pos, "too many certificates (at most %d)",
+		    CONFIG_MAX_ITEMS);
+		return;
+	}
+	if ((t->certs = calloc(n, sizeof(*t->certs))) == NULL ||
+	    (t->certidx = calloc(n, sizeof(*t->certidx))) == NULL ||
+	    (x->certpos = calloc(n, sizeof(*x->certpos))) == NULL) {
+		cfg_oom(st);
+		return;
+	}
+	for (i = 0; i < n; i++) {
+		item = items ? items[i] : v;
+		if (item->type == YN_BAD || cfg_str(st, k, item) == NULL)
+			continue;
+		x->certpos[t->ncerts] = item->pos;
+		t->certidx[t->ncerts] = -1;
+		if ((t->certs[t->ncerts] = cfg_strdup(st, item->str)) == NULL)
+			return;
+		t->ncerts++;
+	}
+}
+
+static void
+cfg_k_tls_profile(
+    struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
+{
+	struct cfg_pctx *c = o;
+
+	cfg_set_str(st, k, v, &c->p->tls.profile);
+	c->x->tlsprofile = v->pos;
+}
+
+static const struct cfg_key cfg_ptls_keys[] = {
+    {"mode", cfg_k_tls_mode, 0},
+    {"certificate", cfg_k_tls_cert, 0},
+    {"profile", cfg_k_tls_profile, 0},
+    {NULL, NULL, 0},
+};
+
+static void
+cfg_k_ptls(struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
+{
+	struct cfg_pctx *c = o;
+	char sect[128];
+
+	c->x->tls = k->pos;
+	if (!cfg_want_map(st, k, v))
+		return;
+	snprintf(sect, sizeof(sect), "tls of %s", st->label);
+	cfg_walk(st, v, sect, cfg_ptls_keys, c);
+}
+
 static const struct cfg_key cfg_policy_keys[] = {
     {"name", cfg_k_pname, 1},
     {"listen", cfg_k_listen, 1},
@@ -2780,6 +3493,7 @@ static const struct cfg_key cfg_policy_keys[] = {
     {"disposition", cfg_k_disposition, 0},
     {"action", cfg_k_paction, 0},
     {"idle_timeout", cfg_k_idle_timeout, 0},
+    {"tls", cfg_k_ptls, 0},
     {NULL, NULL, 0},
 };
 
@@ -2810,7 +3524,10 @@ cfg_policy_defaults(struct cfg_state *st, struct cfg_policy *p)
 	p->actionidx = -1;
 	p->disposition = DISP_ALLOW;
 	p->idle_timeout_ms = 30 * 60 * 1000;
-	if ((p->action = cfg_strdup(st, cfg_builtin_names[0])) == NULL)
+	p->tls.mode = TLS_MODE_DISABLED;
+	p->tls.profileidx = 0;
+	if ((p->action = cfg_strdup(st, cfg_builtin_names[0])) == NULL ||
+	    (p->tls.profile = cfg_strdup(st, "default")) == NULL)
 		return -1;
 	if ((p->from = calloc(1, sizeof(*p->from))) == NULL) {
 		cfg_oom(st);
@@ -2880,6 +3597,8 @@ static const struct cfg_key cfg_top_keys[] = {
     {"control", cfg_k_control, 0},
     {"auto_block", cfg_k_auto_block, 0},
     {"verdict_cache", cfg_k_verdict_cache, 0},
+    {"certificates", cfg_k_certificates, 0},
+    {"tls_profiles", cfg_k_tls_profiles, 0},
     {"servers", cfg_k_servers, 0},
     {"actions", cfg_k_actions, 0},
     {"policies", cfg_k_policies, 0},
@@ -2890,29 +3609,34 @@ static const struct cfg_key cfg_top_keys[] = {
  * Resolution, after the walk: inheritance, then policy references.
  */
 
+/*
+ * The index of the item called name in an array of n structures of the
+ * given size whose first member is their name (char *), or -1: actions,
+ * servers, certificates, TLS profiles.
+ */
 static ssize_t
-cfg_action_find(const struct config *cfg, const char *name)
+cfg_find(const void *items, size_t n, size_t size, const char *name)
 {
+	const char *p = items, *s;
 	size_t i;
 
-	for (i = 0; i < cfg->nactions; i++)
-		if (cfg->actions[i].name != NULL &&
-		    strcmp(cfg->actions[i].name, name) == 0)
+	for (i = 0; i < n; i++, p += size) {
+		memcpy(&s, p, sizeof(s));
+		if (s != NULL && strcmp(s, name) == 0)
 			return (ssize_t)i;
+	}
 	return -1;
 }
 
-static ssize_t
-cfg_server_find(const struct config *cfg, const char *name)
-{
-	size_t i;
-
-	for (i = 0; i < cfg->nservers; i++)
-		if (cfg->servers[i].name != NULL &&
-		    strcmp(cfg->servers[i].name, name) == 0)
-			return (ssize_t)i;
-	return -1;
-}
+_Static_assert(offsetof(struct cfg_action, name) == 0, "name first");
+_Static_assert(offsetof(struct cfg_server, name) == 0, "name first");
+_Static_assert(offsetof(struct cfg_cert, name) == 0, "name first");
+_Static_assert(offsetof(struct cfg_tls_profile, name) == 0, "name first");
+#define CFG_FIND(a, n, name) cfg_find((a), (n), sizeof(*(a)), (name))
+#define cfg_action_find(c, name) CFG_FIND((c)->actions, (c)->nactions, name)
+#define cfg_server_find(c, name) CFG_FIND((c)->servers, (c)->nservers, name)
+#define cfg_cert_find(c, name) CFG_FIND((c)->certs, (c)->ncerts, name)
+#define cfg_profile_find(c, name) CFG_FIND((c)->profiles, (c)->nprofiles, name)
 
 /* j is on the stack: the cycle is stack[j's place..] -> j. */
 static void
@@ -3271,6 +3995,87 @@ cfg_resolve_actions(struct cfg_state *st)
 		cfg_act_resolve(st, i);
 }
 
+/* tls: certificate and profile names; a certificate if TLS is used. */
+static void
+cfg_resolve_policy_tls(struct cfg_state *st, struct cfg_policy *p,
+    struct cfg_paux *x, const char *label)
+{
+	struct cfg_policy_tls *t = &p->tls;
+	ssize_t j;
+	size_t i, k;
+
+	for (i = 0; i < t->ncerts; i++) {
+		if ((j = cfg_cert_find(st->cfg, t->certs[i])) == -1)
+			cfg_err(st, x->certpos[i],
+			    "%s: no certificate named '%.64s'", label,
+			    t->certs[i]);
+		t->certidx[i] = (int)j;
+		for (k = 0; k < i; k++)
+			if (strcmp(t->certs[k], t->certs[i]) == 0) {
+				cfg_err(st, x->certpos[i],
+				    "%s: certificate '%.64s' is named twice",
+				    label, t->certs[i]);
+				break;
+			}
+	}
+	if (t->profile != NULL) {
+		if ((j = cfg_profile_find(st->cfg, t->profile)) == -1)
+			cfg_err(st, x->tlsprofile,
+			    "%s: no tls_profile named '%.64s'", label,
+			    t->profile);
+		t->profileidx = (int)j;
+	}
+	if (t->ncerts > 0)
+		return;
+	if (t->mode != TLS_MODE_DISABLED)
+		cfg_err(st, x->tlsmode,
+		    "%s: tls mode %s needs a certificate (tls: { certificate: "
+		    "NAME })",
+		    label,
+		    t->mode == TLS_MODE_ENABLED ? "enabled" : "required");
+	for (i = 0; i < p->nlisten; i++)
+		if (p->listen[i].tls == LISTEN_TLS_IMPLICIT)
+			cfg_err(st, p->listen[i].pos,
+			    "%s: the implicit TLS listener %s needs a "
+			    "certificate (tls: { certificate: NAME })",
+			    label, p->listen[i].addr.text);
+}
+
+/* Server pools: their tls_profile; the system CA store read if a
+ * profile without ca_file verifies a server. */
+static void
+cfg_resolve_servers(struct cfg_state *st)
+{
+	struct cfg_server *s;
+	struct cfg_tls_profile *tp;
+	char what[192];
+	ssize_t j;
+	size_t i;
+
+	for (i = 0; i < st->cfg->nservers; i++) {
+		s = &st->cfg->servers[i];
+		if (s->tls_profile == NULL || s->name == NULL)
+			continue;
+		if ((j = cfg_profile_find(st->cfg, s->tls_profile)) == -1) {
+			cfg_err(st,
+			    st->sprofile[i].line ? st->sprofile[i] : s->pos,
+			    "server '%.64s': no tls_profile named '%.64s'",
+			    s->name, s->tls_profile);
+			s->profileidx = -1;
+			continue;
+		}
+		s->profileidx = (int)j;
+		tp = &st->cfg->profiles[j];
+		if (s->tls == SRV_TLS_NONE || !tp->verify_peer ||
+		    tp->ca_file != NULL || tp->ca_pem != NULL)
+			continue;
+		snprintf(what, sizeof(what),
+		    "server '%.64s' (tls_profile '%.64s', no ca_file)", s->name,
+		    tp->name);
+		cfg_read_ca(st, s->pos, what, tp, CFG_TLS_SYSTEM_CA);
+	}
+}
+
 static void
 cfg_resolve_policy(
     struct cfg_state *st, struct cfg_policy *p, struct cfg_paux *x, size_t idx)
@@ -3296,6 +4101,7 @@ cfg_resolve_policy(
 			st->cfg->actions[j].used = 1;
 		p->actionidx = (int)j;
 	}
+	cfg_resolve_policy_tls(st, p, x, label);
 }
 
 /*
@@ -3522,6 +4328,7 @@ cfg_resolve(struct cfg_state *st)
 	size_t i;
 
 	cfg_resolve_actions(st);
+	cfg_resolve_servers(st);
 	for (i = 0; i < st->cfg->npolicies; i++)
 		cfg_resolve_policy(st, &st->cfg->policies[i], &st->paux[i], i);
 	cfg_read_files(st);
@@ -3634,6 +4441,12 @@ cfg_new(const char *file)
 	c->control_socket = strdup("/run/imapgwd.sock");
 	c->auto_block.duration_ms = CFG_BLOCK_DEFAULT_MS;
 	c->vcache_size = CFG_VCACHE_DEFAULT;
+	if ((c->profiles = calloc(1, sizeof(*c->profiles))) != NULL) {
+		c->nprofiles = 1;
+		cfg_profile_defaults(&c->profiles[0]);
+		if ((c->profiles[0].name = strdup("default")) == NULL)
+			ok = 0;
+	}
 	c->actions = calloc(CFG_NBUILTIN, sizeof(*c->actions));
 	if (c->actions != NULL)
 		for (i = 0; i < CFG_NBUILTIN; i++, c->nactions++)
@@ -3641,7 +4454,7 @@ cfg_new(const char *file)
 			        &c->actions[i], cfg_builtin_names[i], i == 1))
 				ok = 0;
 	if (!ok || !c->file || !c->user || !c->chroot || !c->state_dir ||
-	    !c->control_socket || !c->actions) {
+	    !c->control_socket || !c->actions || !c->profiles) {
 		config_free(c);
 		return NULL;
 	}
@@ -3704,7 +4517,11 @@ cfg_state_free(struct cfg_state *st)
 	for (i = 0; st->aaux != NULL && i < st->cfg->nactions; i++)
 		cfg_aaux_free(&st->aaux[i]);
 	free(st->aaux);
+	for (i = 0; st->paux != NULL && i < st->cfg->npolicies; i++)
+		free(st->paux[i].certpos);
 	free(st->paux);
+	free(st->sprofile);
+	buf_free(&st->warns);
 	free(st->stack);
 }
 
@@ -3717,6 +4534,7 @@ config_load_mem(
 	struct config *cfg;
 
 	memset(&st, 0, sizeof(st));
+	buf_init(&st.warns, 0);
 	st.file = name;
 	if (text == NULL)
 		text = "";
@@ -3731,6 +4549,11 @@ config_load_mem(
 			cfg_top(&st, root);
 		yn_free(root);
 	}
+	if (st.cfg != NULL && buf_used(&st.warns) > 0 &&
+	    (buf_add_u8(&st.warns, '\0') == -1 ||
+	        (st.cfg->warnings = strdup((char *)buf_head(&st.warns))) ==
+	            NULL))
+		cfg_oom(&st);
 	cfg_state_free(&st);
 	cfg = st.cfg;
 	if (st.nerrs || st.oom || st.dropped) {
@@ -3810,6 +4633,8 @@ cfg_free_servers(struct config *c)
 			free(c->servers[i].members[j].host);
 		free(c->servers[i].members);
 		free(c->servers[i].name);
+		free(c->servers[i].tls_profile);
+		free(c->servers[i].server_name);
 	}
 	free(c->servers);
 }
@@ -3838,7 +4663,7 @@ static void
 cfg_free_policies(struct config *c)
 {
 	struct cfg_policy *p;
-	size_t i;
+	size_t i, j;
 
 	for (i = 0; i < c->npolicies; i++) {
 		p = &c->policies[i];
@@ -3847,8 +4672,42 @@ cfg_free_policies(struct config *c)
 		free(p->from);
 		free(p->to);
 		free(p->action);
+		for (j = 0; j < p->tls.ncerts; j++)
+			free(p->tls.certs[j]);
+		free(p->tls.certs);
+		free(p->tls.certidx);
+		free(p->tls.profile);
 	}
 	free(c->policies);
+}
+
+static void
+cfg_free_tls(struct config *c)
+{
+	struct cfg_tls_profile *p;
+	struct cfg_cert *crt;
+	size_t i;
+
+	for (i = 0; i < c->ncerts; i++) {
+		crt = &c->certs[i];
+		config_cert_wipe(crt); /* tlsd's copy of the key */
+		free(crt->name);
+		free(crt->cert);
+		free(crt->key);
+		free(crt->ocsp);
+		free(crt->subject);
+		free(crt->fingerprint);
+	}
+	free(c->certs);
+	for (i = 0; i < c->nprofiles; i++) {
+		p = &c->profiles[i];
+		free(p->name);
+		free(p->ciphers);
+		free(p->ciphersuites);
+		free(p->ca_file);
+		free(p->ca_pem);
+	}
+	free(c->profiles);
 }
 
 void
@@ -3856,6 +4715,7 @@ config_free(struct config *c)
 {
 	if (c == NULL)
 		return;
+	cfg_free_tls(c);
 	cfg_free_servers(c);
 	cfg_free_actions(c);
 	cfg_free_policies(c);
@@ -3865,5 +4725,6 @@ config_free(struct config *c)
 	free(c->state_dir);
 	free(c->control_socket);
 	free(c->auto_block.exceptions);
+	free(c->warnings);
 	free(c);
 }

@@ -52,7 +52,13 @@ struct cfg_member {
 struct cfg_server {
 	char *name;
 	int balance;
-	int tls;
+	int tls; /* SRV_TLS_* */
+	char *tls_profile; /* tls_profiles name, default "default" */
+	int profileidx; /* index into config.profiles */
+	/* The name sent as SNI and checked against the server's
+	 * certificate; NULL: the member's host when it is a name, else its
+	 * address is checked (IP SAN). */
+	char *server_name;
 	uint64_t connect_timeout_ms; /* default 10s */
 	int send_id; /* upstream ID with x-originating-*, default on */
 	struct cfg_member *members;
@@ -210,8 +216,59 @@ struct cfg_action {
 
 enum { DISP_ALLOW = 0, DISP_DENY, DISP_DENY_RESET };
 
+/*
+ * TLS (issue: tlsd).  Certificates and keys are read by the parent, sent
+ * to tlsd only (packed for ROLE_TLSD), and wiped from the parent once
+ * sent; netd gets names and modes, never key material.
+ */
+enum { TLS_MODE_DISABLED = 0, TLS_MODE_ENABLED, TLS_MODE_REQUIRED };
+
+struct cfg_cert {
+	char *name;
+	char *cert; /* PEM file: the certificate, then its chain */
+	char *key; /* PEM file: its private key */
+	char *ocsp; /* DER OCSP response to staple, or NULL */
+	/* The files' bytes: read by the parent when it packs the config for
+	 * tlsd (and to check them at load), wiped (explicit_bzero) and
+	 * freed as soon as they are sent; set in tlsd's unpacked config. */
+	uint8_t *cert_pem, *key_pem, *ocsp_der;
+	size_t cert_len, key_len, ocsp_len;
+	/* The parent's only, for imapgwctl audit: the certificate's
+	 * subject (RFC 2253) and SHA-256 fingerprint ("AB:CD:..."). */
+	char *subject;
+	char *fingerprint;
+	struct cfg_pos pos;
+};
+
+struct cfg_tls_profile {
+	char *name; /* "default" is built in (index 0) */
+	int min_version; /* TLS1_VERSION .. TLS1_3_VERSION; default 1.2 */
+	char *ciphers; /* TLS 1.2 and below, OpenSSL syntax; NULL: default */
+	char *ciphersuites; /* TLS 1.3; NULL: OpenSSL's default */
+	int compliant_only; /* only ECDHE with AEAD below TLS 1.3 */
+	int verify_peer; /* as a client: verify the server; default 1 */
+	char *ca_file; /* PEM bundle; NULL: the system store */
+	uint8_t *ca_pem; /* its bytes, for tlsd (chrooted) */
+	size_t ca_len;
+	int session_cache; /* resumption (cache and tickets); default 1 */
+	uint64_t session_timeout_ms; /* default 5m */
+	struct cfg_pos pos;
+};
+
+struct cfg_policy_tls {
+	int mode; /* TLS_MODE_*: STARTTLS offered and required */
+	char **certs; /* certificate names: SNI picks, the first is the
+			 default; required by mode != disabled and by an
+			 implicit listener */
+	int *certidx; /* indices into config.certs */
+	size_t ncerts;
+	char *profile; /* default "default" */
+	int profileidx;
+};
+
 struct cfg_policy {
 	char *name;
+	struct cfg_policy_tls tls;
 	struct cfg_listen *listen;
 	size_t nlisten;
 	struct cfg_cidr *from;
@@ -268,8 +325,24 @@ struct config {
 	struct cfg_policy *policies;
 	size_t npolicies;
 	struct cfg_auto_block auto_block; /* the parent's only */
+	struct cfg_cert *certs; /* certificates */
+	size_t ncerts;
+	struct cfg_tls_profile *profiles; /* "default" first */
+	size_t nprofiles;
 	uint64_t vcache_size; /* verdict_cache.size, default 256M */
+	/* The parent's only: "file:line:col: warning: ...\n" lines the
+	 * loader found (an expired certificate, a key file others can
+	 * read), NULL if none.  The parent logs them. */
+	char *warnings;
 };
+
+/* TLS files: the largest the parent reads, and the system's CA store
+ * (a profile without ca_file, used to verify a server). */
+#define CFG_TLS_MAX_FILE (1024 * 1024) /* cert chain, key, OCSP response */
+#define CFG_TLS_MAX_CA (16 * 1024 * 1024)
+#define CFG_TLS_SYSTEM_CA "/etc/ssl/certs/ca-certificates.crt"
+#define CFG_TLS_MAX_SESSION_TIMEOUT_MS (24ULL * 60 * 60 * 1000)
+#define CFG_TLS_MAX_NAME 255 /* = TLS_MAX_NAME (tls.h) */
 
 /* Load and validate.  On any error returns NULL and appends one line per
  * error ("file:line:column: message\n") to errs. */
@@ -286,6 +359,16 @@ extern const size_t config_default_yaml_len;
  * bounds-checks everything and returns NULL on a malformed blob. */
 int config_pack(const struct config *, enum imapgw_role, struct buf *);
 struct config *config_unpack(const void *, size_t);
+
+/* Read the files of a certificate (cert, key, ocsp) into dst's byte
+ * fields (dst's other fields are not touched); -1 with errno set (dst
+ * wiped) if one cannot be read.  config_cert_wipe() wipes (explicit_bzero)
+ * and frees the bytes. */
+int config_cert_read(const struct cfg_cert *src, struct cfg_cert *dst);
+void config_cert_wipe(struct cfg_cert *);
+/* A DNS host name (SNI, server_name): letters, digits, '-', '.', at most
+ * CFG_TLS_MAX_NAME bytes, not an address. */
+int config_host_name_ok(const char *);
 
 int action_from_name(const char *); /* ACT_* or -1 */
 const char *action_name(int);

@@ -7,7 +7,19 @@
  *	netd:	  state_dir, u64 verdict cache size, servers, actions,
  *		  policies
  *	scand:	  state_dir (the lock key is there), actions
- *	tlsd:	  nothing more
+ *	tlsd:	  tls profiles (with the CA bytes), certificates (names
+ *		  and file names), servers, policies (name and tls only),
+ *		  then the certificates' bytes: cert, key, OCSP response
+ *
+ * TLS: a server is sent with its tls mode, tls_profile name and
+ * server_name (and, for tlsd, the profile's index); a policy with its tls
+ * mode, certificate names and profile name (and, for tlsd, their
+ * indices).  netd gets no file bytes of any kind: no certificate, key,
+ * CA or OCSP response.  For tlsd the parent reads the certificate files
+ * when it packs (config_cert_read), into space reserved beforehand so
+ * that the buffer is never reallocated with key bytes in it, and wipes
+ * its copies at once; the caller wipes the packed buffer
+ * (proc_config_memfd).
  *
  * auto_block goes to no child: the parent keeps the list and sends netd
  * only the addresses blocked (IMSG_BLOCK_SET), so an unpacked config has
@@ -41,16 +53,20 @@
 #include <syslog.h>
 
 #include <openssl/evp.h>
+#include <openssl/tls1.h>
 
 #include "config.h"
 #include "log.h"
 #include "util.h"
 
 #define PACK_MAGIC 0x46434749 /* "IGCF" */
-#define PACK_VERSION 5
+#define PACK_VERSION 6
 
 /* Smallest encodings, to refuse a count the blob cannot hold. */
-#define PACK_MIN_SERVER 33
+#define PACK_MIN_SERVER 42
+#define PACK_MIN_PROFILE 41
+#define PACK_MIN_CERT 29
+#define PACK_MIN_TLSD_POLICY 30
 #define PACK_MIN_MEMBER 24
 #define PACK_MIN_ACTION 86
 #define PACK_MIN_RULE 28
@@ -80,7 +96,7 @@ enum { BLOB_NONE = 0, BLOB_BYTES, BLOB_SAME };
 	(A(ACT_ALLOW) | A(ACT_TAG) | A(ACT_HEADER) | A(ACT_DENY) | \
 	    A(ACT_DROP) | A(ACT_BLOCK))
 #define ACTS_UNAVAILABLE (A(ACT_ALLOW) | A(ACT_DENY))
-#define PACK_MIN_POLICY 91
+#define PACK_MIN_POLICY 104
 #define PACK_MIN_LISTEN 19
 #define PACK_MIN_CIDR 21
 
@@ -129,13 +145,18 @@ pack_member(struct buf *b, const struct cfg_member *m)
 }
 
 static int
-pack_server(struct buf *b, const struct cfg_server *s)
+pack_server(struct buf *b, const struct cfg_server *s, enum imapgw_role role)
 {
 	size_t i;
 
 	if (buf_add_str(b, s->name) == -1 ||
 	    buf_add_u32(b, (uint32_t)s->balance) == -1 ||
 	    buf_add_u32(b, (uint32_t)s->tls) == -1 ||
+	    buf_add_str(b, s->tls_profile) == -1 ||
+	    (role == ROLE_TLSD &&
+	        buf_add_u32(b, (uint32_t)s->profileidx) == -1) ||
+	    buf_add_str(b, s->server_name != NULL ? s->server_name : "") ==
+	        -1 ||
 	    buf_add_u64(b, s->connect_timeout_ms) == -1 ||
 	    buf_add_u32(b, (uint32_t)s->send_id) == -1 ||
 	    pack_pos(b, &s->pos) == -1 ||
@@ -446,13 +467,40 @@ pack_cidr(struct buf *b, const struct cfg_cidr *c)
 	return 0;
 }
 
+/* tls: mode, certificate names, profile (tlsd: with the indices). */
 static int
-pack_policy(struct buf *b, const struct cfg_policy *p)
+pack_policy_tls(
+    struct buf *b, const struct cfg_policy_tls *t, enum imapgw_role role)
+{
+	size_t i;
+
+	if (t->ncerts > CONFIG_MAX_ITEMS ||
+	    buf_add_u32(b, (uint32_t)t->mode) == -1 ||
+	    buf_add_u32(b, (uint32_t)t->ncerts) == -1)
+		return -1;
+	for (i = 0; i < t->ncerts; i++)
+		if (buf_add_str(b, t->certs[i]) == -1 ||
+		    (role == ROLE_TLSD &&
+		        buf_add_u32(b, (uint32_t)t->certidx[i]) == -1))
+			return -1;
+	if (buf_add_str(b, t->profile) == -1 ||
+	    (role == ROLE_TLSD &&
+	        buf_add_u32(b, (uint32_t)t->profileidx) == -1))
+		return -1;
+	return 0;
+}
+
+static int
+pack_policy(struct buf *b, const struct cfg_policy *p, enum imapgw_role role)
 {
 	size_t i;
 
 	if (buf_add_str(b, p->name) == -1 ||
-	    buf_add_u32(b, (uint32_t)p->nlisten) == -1)
+	    pack_policy_tls(b, &p->tls, role) == -1)
+		return -1;
+	if (role == ROLE_TLSD)
+		return pack_pos(b, &p->pos);
+	if (buf_add_u32(b, (uint32_t)p->nlisten) == -1)
 		return -1;
 	for (i = 0; i < p->nlisten; i++)
 		if (pack_listen(b, &p->listen[i]) == -1)
@@ -474,14 +522,14 @@ pack_policy(struct buf *b, const struct cfg_policy *p)
 }
 
 static int
-pack_servers(struct buf *b, const struct config *cfg)
+pack_servers(struct buf *b, const struct config *cfg, enum imapgw_role role)
 {
 	size_t i;
 
 	if (buf_add_u32(b, (uint32_t)cfg->nservers) == -1)
 		return -1;
 	for (i = 0; i < cfg->nservers; i++)
-		if (pack_server(b, &cfg->servers[i]) == -1)
+		if (pack_server(b, &cfg->servers[i], role) == -1)
 			return -1;
 	return 0;
 }
@@ -500,16 +548,123 @@ pack_actions(struct buf *b, const struct config *cfg, enum imapgw_role role)
 }
 
 static int
-pack_policies(struct buf *b, const struct config *cfg)
+pack_policies(struct buf *b, const struct config *cfg, enum imapgw_role role)
 {
 	size_t i;
 
 	if (buf_add_u32(b, (uint32_t)cfg->npolicies) == -1)
 		return -1;
 	for (i = 0; i < cfg->npolicies; i++)
-		if (pack_policy(b, &cfg->policies[i]) == -1)
+		if (pack_policy(b, &cfg->policies[i], role) == -1)
 			return -1;
 	return 0;
+}
+
+/* A file's bytes that must be there: u32 length, the bytes. */
+static int
+pack_bytes(struct buf *b, const uint8_t *data, size_t len)
+{
+	if (len > UINT32_MAX || buf_add_u32(b, (uint32_t)len) == -1)
+		return -1;
+	return buf_add(b, data, len);
+}
+
+static int
+pack_profiles(struct buf *b, const struct config *cfg)
+{
+	const struct cfg_tls_profile *p;
+	size_t i;
+
+	if (cfg->nprofiles > CONFIG_MAX_ITEMS ||
+	    buf_add_u32(b, (uint32_t)cfg->nprofiles) == -1)
+		return -1;
+	for (i = 0; i < cfg->nprofiles; i++) {
+		p = &cfg->profiles[i];
+		if (buf_add_str(b, p->name) == -1 ||
+		    buf_add_u32(b, (uint32_t)p->min_version) == -1 ||
+		    buf_add_str(b, p->ciphers ? p->ciphers : "") == -1 ||
+		    buf_add_str(b, p->ciphersuites ? p->ciphersuites : "") ==
+		        -1 ||
+		    buf_add_u8(b, p->compliant_only ? 1 : 0) == -1 ||
+		    buf_add_u8(b, p->verify_peer ? 1 : 0) == -1 ||
+		    buf_add_str(b, p->ca_file ? p->ca_file : "") == -1 ||
+		    buf_add_u8(b, p->ca_pem != NULL ? BLOB_BYTES : BLOB_NONE) ==
+		        -1 ||
+		    (p->ca_pem != NULL &&
+		        pack_bytes(b, p->ca_pem, p->ca_len) == -1) ||
+		    buf_add_u8(b, p->session_cache ? 1 : 0) == -1 ||
+		    buf_add_u64(b, p->session_timeout_ms) == -1 ||
+		    pack_pos(b, &p->pos) == -1)
+			return -1;
+	}
+	return 0;
+}
+
+static int
+pack_certs(struct buf *b, const struct config *cfg)
+{
+	const struct cfg_cert *c;
+	size_t i;
+
+	if (cfg->ncerts > CONFIG_MAX_ITEMS ||
+	    buf_add_u32(b, (uint32_t)cfg->ncerts) == -1)
+		return -1;
+	for (i = 0; i < cfg->ncerts; i++) {
+		c = &cfg->certs[i];
+		if (buf_add_str(b, c->name) == -1 ||
+		    buf_add_str(b, c->cert) == -1 ||
+		    buf_add_str(b, c->key) == -1 ||
+		    buf_add_str(b, c->ocsp ? c->ocsp : "") == -1 ||
+		    pack_pos(b, &c->pos) == -1)
+			return -1;
+	}
+	return 0;
+}
+
+/*
+ * The certificates' bytes, last: the parent reads the files now (an
+ * unpacked config has them already), reserves the room for all of them,
+ * so that adding them never moves the buffer, and wipes its copies.
+ */
+static int
+pack_cert_bytes(struct buf *b, const struct config *cfg)
+{
+	const struct cfg_cert *c;
+	struct cfg_cert *f = NULL;
+	size_t i, need = 0;
+	int rv = -1;
+
+	if (cfg->ncerts > 0 && (f = calloc(cfg->ncerts, sizeof(*f))) == NULL)
+		return -1;
+	for (i = 0; i < cfg->ncerts; i++) {
+		c = &cfg->certs[i];
+		if (c->key_pem == NULL && config_cert_read(c, &f[i]) == -1) {
+			log_warn("certificate '%s': cannot read %s or %s%s%s",
+			    c->name, c->cert, c->key, c->ocsp ? " or " : "",
+			    c->ocsp ? c->ocsp : "");
+			goto done;
+		}
+		if (c->key_pem == NULL)
+			c = &f[i];
+		need += 13 + c->cert_len + c->key_len + c->ocsp_len;
+	}
+	if (buf_reserve(b, need) == -1)
+		goto done;
+	for (i = 0; i < cfg->ncerts; i++) {
+		c = cfg->certs[i].key_pem != NULL ? &cfg->certs[i] : &f[i];
+		if (pack_bytes(b, c->cert_pem, c->cert_len) == -1 ||
+		    pack_bytes(b, c->key_pem, c->key_len) == -1 ||
+		    buf_add_u8(b, c->ocsp_der ? BLOB_BYTES : BLOB_NONE) == -1 ||
+		    (c->ocsp_der != NULL &&
+		        pack_bytes(b, c->ocsp_der, c->ocsp_len) == -1))
+			goto done;
+	}
+	rv = 0;
+done:
+	for (i = 0; f != NULL && i < cfg->ncerts; i++)
+		config_cert_wipe(&f[i]);
+	free(f);
+	return rv;
 }
 
 int
@@ -533,12 +688,18 @@ config_pack(const struct config *cfg, enum imapgw_role role, struct buf *b)
 	    buf_add_str(b, cfg->state_dir != NULL ? cfg->state_dir : "") == -1)
 		return -1;
 	if (role == ROLE_NETD && (buf_add_u64(b, cfg->vcache_size) == -1 ||
-	                             pack_servers(b, cfg) == -1))
+	                             pack_servers(b, cfg, role) == -1))
 		return -1;
 	if ((role == ROLE_NETD || role == ROLE_SCAND) &&
 	    pack_actions(b, cfg, role) == -1)
 		return -1;
-	if (role == ROLE_NETD && pack_policies(b, cfg) == -1)
+	if (role == ROLE_NETD && pack_policies(b, cfg, role) == -1)
+		return -1;
+	if (role == ROLE_TLSD &&
+	    (pack_profiles(b, cfg) == -1 || pack_certs(b, cfg) == -1 ||
+	        pack_servers(b, cfg, role) == -1 ||
+	        pack_policies(b, cfg, role) == -1 ||
+	        pack_cert_bytes(b, cfg) == -1))
 		return -1;
 	return 0;
 }
@@ -644,15 +805,28 @@ unpack_member(struct reader *r, struct cfg_member *m)
 	return unpack_pos(r, &m->pos);
 }
 
+static int unpack_index(struct reader *, size_t, int *);
+static int unpack_opt(struct reader *, char **);
+
 static int
-unpack_server(struct reader *r, struct cfg_server *s)
+unpack_server(struct reader *r, const struct config *cfg, struct cfg_server *s)
 {
 	size_t i, n;
 
 	if (unpack_name(r, &s->name) == -1 ||
 	    unpack_enum(r, BALANCE_LEAST_CONN, &s->balance) == -1 ||
-	    unpack_enum(r, SRV_TLS_IMPLICIT, &s->tls) == -1)
+	    unpack_enum(r, SRV_TLS_IMPLICIT, &s->tls) == -1 ||
+	    unpack_name(r, &s->tls_profile) == -1)
 		return -1;
+	s->profileidx = -1;
+	if (cfg->role == ROLE_TLSD &&
+	    (unpack_index(r, cfg->nprofiles, &s->profileidx) == -1 ||
+	        strcmp(cfg->profiles[s->profileidx].name, s->tls_profile) != 0))
+		return unpack_fail(r);
+	if (unpack_opt(r, &s->server_name) == -1)
+		return -1;
+	if (s->server_name != NULL && !config_host_name_ok(s->server_name))
+		return unpack_fail(r);
 	s->connect_timeout_ms = rd_u64(r);
 	if (r->err || s->connect_timeout_ms == 0)
 		return unpack_fail(r);
@@ -1042,11 +1216,57 @@ unpack_index(struct reader *r, size_t n, int *out)
 	return 0;
 }
 
+/* tls: names, and for tlsd indices that must agree with them. */
+static int
+unpack_policy_tls(
+    struct reader *r, const struct config *cfg, struct cfg_policy_tls *t)
+{
+	int tlsd = cfg->role == ROLE_TLSD;
+	size_t i, n;
+
+	if (unpack_enum(r, TLS_MODE_REQUIRED, &t->mode) == -1 ||
+	    unpack_count(r, tlsd ? 9 : 5, &n) == -1)
+		return -1;
+	if (n && ((t->certs = calloc(n, sizeof(*t->certs))) == NULL ||
+	             (t->certidx = calloc(n, sizeof(*t->certidx))) == NULL))
+		return unpack_fail(r);
+	for (i = 0; i < n; i++) {
+		t->ncerts++;
+		t->certidx[i] = -1;
+		if (unpack_name(r, &t->certs[i]) == -1)
+			return -1;
+		if (tlsd &&
+		    (unpack_index(r, cfg->ncerts, &t->certidx[i]) == -1 ||
+		        strcmp(cfg->certs[t->certidx[i]].name, t->certs[i]) !=
+		            0))
+			return unpack_fail(r);
+	}
+	t->profileidx = -1;
+	if (unpack_name(r, &t->profile) == -1)
+		return -1;
+	if (tlsd &&
+	    (unpack_index(r, cfg->nprofiles, &t->profileidx) == -1 ||
+	        strcmp(cfg->profiles[t->profileidx].name, t->profile) != 0))
+		return unpack_fail(r);
+	/* The loader's rule: TLS needs a certificate. */
+	if (n == 0 && t->mode != TLS_MODE_DISABLED)
+		return unpack_fail(r);
+	return 0;
+}
+
 static int
 unpack_policy(struct reader *r, const struct config *cfg, struct cfg_policy *p)
 {
-	if (unpack_name(r, &p->name) == -1 || unpack_listens(r, p) == -1 ||
-	    unpack_froms(r, p) == -1 || unpack_name(r, &p->to) == -1 ||
+	size_t i;
+
+	p->server = p->actionidx = -1;
+	if (unpack_name(r, &p->name) == -1 ||
+	    unpack_policy_tls(r, cfg, &p->tls) == -1)
+		return -1;
+	if (cfg->role == ROLE_TLSD)
+		return unpack_pos(r, &p->pos);
+	if (unpack_listens(r, p) == -1 || unpack_froms(r, p) == -1 ||
+	    unpack_name(r, &p->to) == -1 ||
 	    unpack_index(r, cfg->nservers, &p->server) == -1 ||
 	    unpack_enum(r, DISP_DENY_RESET, &p->disposition) == -1 ||
 	    unpack_name(r, &p->action) == -1 ||
@@ -1059,6 +1279,10 @@ unpack_policy(struct reader *r, const struct config *cfg, struct cfg_policy *p)
 	p->idle_timeout_ms = rd_u64(r);
 	if (r->err || p->idle_timeout_ms < 1000)
 		return unpack_fail(r);
+	for (i = 0; i < p->nlisten; i++)
+		if (p->listen[i].tls == LISTEN_TLS_IMPLICIT &&
+		    p->tls.ncerts == 0)
+			return unpack_fail(r);
 	return unpack_pos(r, &p->pos);
 }
 
@@ -1073,7 +1297,7 @@ unpack_servers(struct reader *r, struct config *cfg)
 		return unpack_fail(r);
 	for (i = 0; i < n; i++) {
 		cfg->nservers++;
-		if (unpack_server(r, &cfg->servers[i]) == -1)
+		if (unpack_server(r, cfg, &cfg->servers[i]) == -1)
 			return -1;
 	}
 	return 0;
@@ -1101,7 +1325,9 @@ unpack_policies(struct reader *r, struct config *cfg)
 {
 	size_t i, n;
 
-	if (unpack_count(r, PACK_MIN_POLICY, &n) == -1)
+	if (unpack_count(r,
+	        cfg->role == ROLE_TLSD ? PACK_MIN_TLSD_POLICY : PACK_MIN_POLICY,
+	        &n) == -1)
 		return -1;
 	if (n && (cfg->policies = calloc(n, sizeof(*cfg->policies))) == NULL)
 		return unpack_fail(r);
@@ -1121,6 +1347,142 @@ unpack_netd(struct reader *r, struct config *cfg)
 	    (cfg->vcache_size != 0 && cfg->vcache_size < CFG_VCACHE_MIN))
 		return unpack_fail(r);
 	return unpack_servers(r, cfg);
+}
+
+/* A file's bytes that must be there (NUL-terminated, not counted). */
+static int
+unpack_bytes(struct reader *r, size_t max, uint8_t **data, size_t *len)
+{
+	const uint8_t *src;
+	uint32_t v = rd_u32(r);
+
+	if (r->err || v == 0 || v > max || (src = rd_ptr(r, v)) == NULL ||
+	    (*data = malloc((size_t)v + 1)) == NULL)
+		return unpack_fail(r);
+	memcpy(*data, src, v);
+	(*data)[v] = '\0';
+	*len = v;
+	return 0;
+}
+
+/* An absolute file name, or none. */
+static int
+unpack_path(struct reader *r, char **out, int optional)
+{
+	if ((optional ? unpack_opt(r, out) : unpack_name(r, out)) == -1)
+		return -1;
+	if (*out != NULL && (*out)[0] != '/')
+		return unpack_fail(r);
+	return 0;
+}
+
+static int
+unpack_profile(struct reader *r, const struct config *cfg, size_t idx)
+{
+	struct cfg_tls_profile *p = &cfg->profiles[idx];
+	uint32_t v;
+	uint8_t kind;
+	size_t j;
+
+	if (unpack_name(r, &p->name) == -1)
+		return -1;
+	for (j = 0; j < idx; j++)
+		if (strcmp(cfg->profiles[j].name, p->name) == 0)
+			return unpack_fail(r);
+	if (idx == 0 && strcmp(p->name, "default") != 0)
+		return unpack_fail(r);
+	v = rd_u32(r);
+	if (r->err || v < TLS1_VERSION || v > TLS1_3_VERSION)
+		return unpack_fail(r);
+	p->min_version = (int)v;
+	if (unpack_opt(r, &p->ciphers) == -1 ||
+	    unpack_opt(r, &p->ciphersuites) == -1 ||
+	    unpack_flag(r, &p->compliant_only) == -1 ||
+	    unpack_flag(r, &p->verify_peer) == -1 ||
+	    unpack_path(r, &p->ca_file, 1) == -1)
+		return -1;
+	kind = rd_u8(r);
+	if (r->err || (kind != BLOB_NONE && kind != BLOB_BYTES) ||
+	    (kind == BLOB_BYTES && unpack_bytes(r, CFG_TLS_MAX_CA, &p->ca_pem,
+	                               &p->ca_len) == -1) ||
+	    (p->ca_file != NULL && p->ca_pem == NULL))
+		return unpack_fail(r);
+	if (unpack_flag(r, &p->session_cache) == -1)
+		return -1;
+	p->session_timeout_ms = rd_u64(r);
+	if (r->err || p->session_timeout_ms < 1000 ||
+	    p->session_timeout_ms > CFG_TLS_MAX_SESSION_TIMEOUT_MS)
+		return unpack_fail(r);
+	return unpack_pos(r, &p->pos);
+}
+
+static int
+unpack_cert(struct reader *r, const struct config *cfg, size_t idx)
+{
+	struct cfg_cert *c = &cfg->certs[idx];
+	size_t j;
+
+	if (unpack_name(r, &c->name) == -1 ||
+	    unpack_path(r, &c->cert, 0) == -1 ||
+	    unpack_path(r, &c->key, 0) == -1 ||
+	    unpack_path(r, &c->ocsp, 1) == -1)
+		return -1;
+	for (j = 0; j < idx; j++)
+		if (strcmp(cfg->certs[j].name, c->name) == 0)
+			return unpack_fail(r);
+	return unpack_pos(r, &c->pos);
+}
+
+/* The certificates' bytes: cert and key always, the OCSP response if
+ * the certificate has one. */
+static int
+unpack_cert_bytes(struct reader *r, struct cfg_cert *c)
+{
+	uint8_t kind;
+
+	if (unpack_bytes(r, CFG_TLS_MAX_FILE, &c->cert_pem, &c->cert_len) ==
+	        -1 ||
+	    unpack_bytes(r, CFG_TLS_MAX_FILE, &c->key_pem, &c->key_len) == -1)
+		return -1;
+	kind = rd_u8(r);
+	if (r->err || kind != (c->ocsp != NULL ? BLOB_BYTES : BLOB_NONE))
+		return unpack_fail(r);
+	if (kind == BLOB_BYTES)
+		return unpack_bytes(
+		    r, CFG_TLS_MAX_FILE, &c->ocsp_der, &c->ocsp_len);
+	return 0;
+}
+
+static int
+unpack_tlsd(struct reader *r, struct config *cfg)
+{
+	size_t i, n;
+
+	if (unpack_count(r, PACK_MIN_PROFILE, &n) == -1)
+		return -1;
+	if (n == 0 ||
+	    (cfg->profiles = calloc(n, sizeof(*cfg->profiles))) == NULL)
+		return unpack_fail(r);
+	for (i = 0; i < n; i++) {
+		cfg->nprofiles++;
+		if (unpack_profile(r, cfg, i) == -1)
+			return -1;
+	}
+	if (unpack_count(r, PACK_MIN_CERT, &n) == -1)
+		return -1;
+	if (n && (cfg->certs = calloc(n, sizeof(*cfg->certs))) == NULL)
+		return unpack_fail(r);
+	for (i = 0; i < n; i++) {
+		cfg->ncerts++;
+		if (unpack_cert(r, cfg, i) == -1)
+			return -1;
+	}
+	if (unpack_servers(r, cfg) == -1 || unpack_policies(r, cfg) == -1)
+		return -1;
+	for (i = 0; i < cfg->ncerts; i++)
+		if (unpack_cert_bytes(r, &cfg->certs[i]) == -1)
+			return -1;
+	return 0;
 }
 
 static int
@@ -1162,6 +1524,8 @@ config_unpack(const void *data, size_t len)
 			unpack_actions(&r, cfg);
 		if (cfg->role == ROLE_NETD)
 			unpack_policies(&r, cfg);
+		if (cfg->role == ROLE_TLSD)
+			unpack_tlsd(&r, cfg);
 	}
 	if (rd_end(&r) != 0) {
 		config_free(cfg);

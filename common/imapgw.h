@@ -63,6 +63,8 @@ enum imsg_type {
 	/* netd <-> scand: see scan.h */
 	IMSG_SCAN_REQ,
 	IMSG_SCAN_RES,
+	IMSG_TLS_START, /* netd -> tlsd: common/tls.h */
+	IMSG_TLS_DONE, /* tlsd -> netd */
 	/* imapgwctl <-> parent (control socket) */
 	IMSG_CTL_STATUS,
 	IMSG_CTL_AUDIT,

@@ -73,6 +73,8 @@ imsg_type_name(uint32_t t)
 	    [IMSG_HELLO] = "HELLO",
 	    [IMSG_SCAN_REQ] = "SCAN_REQ",
 	    [IMSG_SCAN_RES] = "SCAN_RES",
+	    [IMSG_TLS_START] = "TLS_START",
+	    [IMSG_TLS_DONE] = "TLS_DONE",
 	    [IMSG_CTL_STATUS] = "CTL_STATUS",
 	    [IMSG_CTL_AUDIT] = "CTL_AUDIT",
 	    [IMSG_CTL_RELOAD] = "CTL_RELOAD",
@@ -262,6 +264,16 @@ proc_chan_event(evutil_socket_t fd, short what, void *arg)
 	proc_chan_update(c);
 }
 
+/* The packed config for tlsd holds private keys: no copy is left in
+ * memory that is freed. */
+static void
+config_buf_wipe(struct buf *b)
+{
+	if (b->data != NULL)
+		explicit_bzero(b->data, b->cap);
+	buf_free(b);
+}
+
 int
 proc_config_memfd(const struct config *cfg, enum imapgw_role role)
 {
@@ -272,24 +284,24 @@ proc_config_memfd(const struct config *cfg, enum imapgw_role role)
 
 	buf_init(&b, CFG_MAX_BLOB);
 	if (config_pack(cfg, role, &b) == -1) {
-		buf_free(&b);
+		config_buf_wipe(&b);
 		return -1;
 	}
 	if ((fd = memfd_create(
 	         "imapgw-config", MFD_CLOEXEC | MFD_ALLOW_SEALING)) == -1) {
-		buf_free(&b);
+		config_buf_wipe(&b);
 		return -1;
 	}
 	while (off < buf_used(&b)) {
 		n = write(fd, buf_head(&b) + off, buf_used(&b) - off);
 		if (n <= 0) {
-			buf_free(&b);
+			config_buf_wipe(&b);
 			close(fd);
 			return -1;
 		}
 		off += (size_t)n;
 	}
-	buf_free(&b);
+	config_buf_wipe(&b);
 	/* The child gets a snapshot it cannot change. */
 	fcntl(fd, F_ADD_SEALS,
 	    F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL);
@@ -383,6 +395,7 @@ proc_recv_config(struct imsg *imsg, enum imapgw_role role)
 		n = pread(
 		    imsg->fd, p + off, (size_t)st.st_size - off, (off_t)off);
 		if (n <= 0) {
+			explicit_bzero(p, off);
 			free(p);
 			log_warnx("config from parent: short read");
 			return NULL;
@@ -390,6 +403,7 @@ proc_recv_config(struct imsg *imsg, enum imapgw_role role)
 		off += (size_t)n;
 	}
 	cfg = config_unpack(p, off);
+	explicit_bzero(p, off); /* tlsd: the keys are in cfg now */
 	free(p);
 	if (cfg == NULL)
 		log_warnx("config from parent: malformed");

@@ -136,12 +136,23 @@ int proc_worker_main(enum imapgw_role, int instance, int debug, int verbose,
  *               config.  It must be idempotent.
  *  sandboxed    runs once, right after the sandbox is entered, before
  *               the first frame from a peer is read.
- * Either may be NULL.  A hook that returns -1 has logged why; the worker
+ *  config       runs each time a config arrives after IMSG_START
+ *               (a reload), in the sandbox; env->cfg is the new config.
+ *  peer_gone    a peer channel closed or was replaced by a newer one;
+ *               the channel is freed right after (tlsd: a handshake in
+ *               progress has nobody to answer any more).
+ *  status       fills in the counts of an IMSG_STATUS answer to the
+ *               parent's IMSG_STATUS_REQ; without it the request is
+ *               refused as unexpected.
+ * Any may be NULL.  A hook that returns -1 has logged why; the worker
  * then exits with status 1 and never serves a peer.
  */
 struct proc_worker_hooks {
 	int (*pre_sandbox)(struct child_env *);
 	int (*sandboxed)(struct child_env *);
+	void (*config)(struct child_env *);
+	void (*peer_gone)(struct proc_chan *);
+	void (*status)(uint32_t *sessions, uint64_t *total);
 };
 
 int proc_worker_main_hooks(enum imapgw_role, int instance, int debug,

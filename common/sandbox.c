@@ -303,9 +303,17 @@ static const struct sc_rule sc_scand_net[] = {
 	ALLOW(connect),
 };
 
-/* tlsd: gets its sockets passed by netd, opens nothing itself. */
+/*
+ * tlsd: gets its TCP sockets passed by netd and opens nothing itself:
+ * OpenSSL reads its config, error strings, random seed and the system
+ * CA bundle before the sandbox (tlsd/ctx.c), its DRBG reseeds with
+ * getrandom (sc_common).  For each connection it makes the socketpair
+ * whose end it passes back to netd with the plaintext (AF_UNIX only: no
+ * socket() of any family).
+ */
 static const struct sc_rule sc_tlsd[] = {
 	DENY(openat, EACCES),
+	ALLOW_IF(socketpair, EQ(0, AF_UNIX)),
 };
 
 static const struct {

@@ -4,6 +4,7 @@
  * its own handler for frames from its peers.
  */
 #include <stdlib.h>
+#include <string.h>
 
 #include "log.h"
 #include "proc.h"
@@ -11,16 +12,48 @@
 static struct child_env worker_env;
 static struct proc_peers worker_peers;
 static const struct proc_worker_hooks *worker_hooks;
+static int worker_started; /* past IMSG_START */
+
+/* IMSG_STATUS_REQ: u32 request id; IMSG_STATUS as netd answers it. */
+static void
+worker_status(struct proc_chan *c, struct imsg *imsg)
+{
+	struct buf b;
+	uint32_t id, sessions = 0;
+	uint64_t total = 0;
+
+	if (imsg->datalen != sizeof(id)) {
+		proc_chan_fail(c, "bad STATUS_REQ frame");
+		return;
+	}
+	memcpy(&id, imsg->data, sizeof(id));
+	worker_hooks->status(&sessions, &total);
+	buf_init(&b, 0);
+	buf_add_u32(&b, id);
+	buf_add_u32(&b, sessions);
+	buf_add_u64(&b, total);
+	proc_compose(c, IMSG_STATUS, 0, -1, buf_head(&b), buf_used(&b));
+	buf_free(&b);
+}
 
 static void
 worker_parent_frame(struct proc_chan *c, struct imsg *imsg)
 {
+	if (imsg->hdr.type == IMSG_STATUS_REQ && worker_hooks != NULL &&
+	    worker_hooks->status != NULL) {
+		worker_status(c, imsg);
+		return;
+	}
 	if (imsg->hdr.type == IMSG_PEER) {
 		proc_peer_add(&worker_env, &worker_peers, imsg);
 		return;
 	}
-	if (proc_child_common(&worker_env, imsg))
+	if (proc_child_common(&worker_env, imsg)) {
+		if (imsg->hdr.type == IMSG_CFG && worker_started &&
+		    worker_hooks != NULL && worker_hooks->config != NULL)
+			worker_hooks->config(&worker_env);
 		return;
+	}
 	proc_chan_fail(
 	    c, "unexpected %s from parent", imsg_type_name(imsg->hdr.type));
 }
@@ -72,7 +105,10 @@ proc_worker_main_hooks(enum imapgw_role role, int instance, int debug,
 	if (env->parent == NULL)
 		fatal("parent channel");
 	worker_hooks = hooks;
+	if (hooks != NULL)
+		worker_peers.gone = hooks->peer_gone;
 	proc_child_start(env, worker_early);
+	worker_started = 1;
 	/* Peer frames wait in their channels until the loop runs. */
 	if (hooks != NULL && hooks->sandboxed != NULL &&
 	    hooks->sandboxed(env) == -1)

@@ -27,6 +27,8 @@
 #define GW_ID_NAME "imapgw"
 
 static void imap_held_answer(struct session *, struct dir *);
+static void line_tag(const struct buf *, char *, size_t);
+static int login_refused(struct session *, struct dir *);
 static int login_sync(struct session *, struct dir *);
 static void forward_nonsync(
     struct session *, struct lineasm *, struct imap_cmd *);
@@ -93,6 +95,13 @@ say_client(struct session *s, const char *fmt, ...)
 	free(line);
 }
 
+/* The client may still turn TLS on with STARTTLS. */
+static int
+pretls(const struct session *s)
+{
+	return s->pol->tls.mode != TLS_MODE_DISABLED && !s->ctls;
+}
+
 /* Capabilities */
 
 static void
@@ -119,9 +128,15 @@ caps_rewrite(struct session *s, struct lineasm *la, struct imap_resp *r)
 
 	caps_note_server(s, la, r);
 	memset(&pol, 0, sizeof(pol));
-	/* TLS arrives with tlsd; until then STARTTLS is never offered. */
+	/* The server's STARTTLS is about the link to the server: it never
+	 * passes.  The gateway offers its own when the policy says so,
+	 * before TLS; with TLS required, only the pre-TLS set and
+	 * LOGINDISABLED. */
 	pol.flags = IMAP_CAPF_ADD_APPENDLIMIT;
+	if (pretls(s) && s->pol->tls.mode == TLS_MODE_REQUIRED)
+		pol.flags |= IMAP_CAPF_PRETLS;
 	pol.max_size = s->act->general.max_email_size;
+	outlen += 64;
 	if ((out = malloc(outlen)) == NULL)
 		fatal("malloc");
 	n = imap_capability_filter(
@@ -130,6 +145,13 @@ caps_rewrite(struct session *s, struct lineasm *la, struct imap_resp *r)
 	if (n < 0) {
 		free(out);
 		return -1;
+	}
+	if (pretls(s)) {
+		n += snprintf(out + n, outlen - (size_t)n, " STARTTLS");
+		if (s->pol->tls.mode == TLS_MODE_REQUIRED &&
+		    strstr(out, "LOGINDISABLED") == NULL)
+			n += snprintf(
+			    out + n, outlen - (size_t)n, " LOGINDISABLED");
 	}
 	emit_replace(&s->to_c.q, la, r->caps.off, r->caps.len, out, (size_t)n);
 	free(out);
@@ -141,15 +163,15 @@ caps_rewrite(struct session *s, struct lineasm *la, struct imap_resp *r)
  * server, around the gateway: the code goes, the response stays.
  */
 static int
-referral_strip(struct session *s, struct lineasm *la, struct imap_resp *r)
+code_strip(struct session *s, struct lineasm *la, struct imap_resp *r,
+    const char *what)
 {
 	size_t len = r->code.span.len;
 
 	if (r->code.span.off + len < buf_used(&la->text) &&
 	    buf_head(&la->text)[r->code.span.off + len] == ' ')
 		len++;
-	log_event(LOG_NOTICE, "referral removed", "client", s->client, "user",
-	    s->user, NULL);
+	log_event(LOG_NOTICE, what, "client", s->client, "user", s->user, NULL);
 	emit_replace(&s->to_c.q, la, r->code.span.off, len, "", 0);
 	return 0;
 }
@@ -265,6 +287,13 @@ server_line(struct session *s, struct dir *d)
 		return 0;
 	if (!s->greeted) {
 		s->greeted = 1;
+		if (r->kind == IMAP_RESP_COND && r->status == IMAP_ST_PREAUTH &&
+		    pretls(s)) {
+			/* The client could never turn TLS on. */
+			snprintf(s->sv.fr.err, sizeof(s->sv.fr.err),
+			    "server greeted PREAUTH before TLS");
+			return -1;
+		}
 		if (r->kind == IMAP_RESP_COND && r->status == IMAP_ST_PREAUTH) {
 			s->authed = 1;
 			snprintf(s->user, sizeof(s->user), "(preauth)");
@@ -284,7 +313,11 @@ server_line(struct session *s, struct dir *d)
 	    r->code.kind == IMAP_CODE_CAPABILITY)
 		return caps_rewrite(s, la, r);
 	if (r->code.kind == IMAP_CODE_REFERRAL)
-		return referral_strip(s, la, r);
+		return code_strip(s, la, r, "referral removed");
+	/* An [ALERT] before TLS is text an attacker on the wire could have
+	 * written: the client shows it as the server's. */
+	if (r->code.kind == IMAP_CODE_ALERT && pretls(s))
+		return code_strip(s, la, r, "alert before TLS removed");
 	if (r->kind == IMAP_RESP_FETCH && msg_fetch(s, la, r))
 		return 0;
 	outq_line(&s->to_c.q, la);
@@ -466,6 +499,13 @@ client_command(struct session *s, struct dir *d)
 		    tag[0] ? tag : "*", c->err);
 		return 0;
 	}
+	if ((c->kind == IMAP_CMD_LOGIN || c->kind == IMAP_CMD_AUTHENTICATE) &&
+	    pretls(s) && s->pol->tls.mode == TLS_MODE_REQUIRED) {
+		s->take_login = 0;
+		refuse(s, la, c, "[PRIVACYREQUIRED] ",
+		    "TLS is required: STARTTLS first");
+		return 0;
+	}
 	switch (c->kind) {
 	case IMAP_CMD_ID:
 		if (!s->authed)
@@ -474,9 +514,16 @@ client_command(struct session *s, struct dir *d)
 			id_forward(s, la, c);
 		return 0;
 	case IMAP_CMD_STARTTLS:
-		refuse(s, la, c, "",
-		    "STARTTLS is not available through this "
-		    "gateway");
+		if (!pretls(s)) {
+			refuse(s, la, c, "",
+			    s->ctls ? "TLS is already active"
+			            : "STARTTLS is not available through this "
+			              "gateway");
+			return 0;
+		}
+		span_copy(la, c->tag, tag, sizeof(tag));
+		say_client(s, "%s OK Begin TLS negotiation now\r\n", tag);
+		session_starttls(s);
 		return 0;
 	case IMAP_CMD_COMPRESS:
 		refuse(s, la, c, "",
@@ -662,6 +709,31 @@ login_sync(struct session *s, struct dir *d)
 	return 1;
 }
 
+/* LOGIN with a literal before TLS when TLS is required: refused before
+ * the client sends the literal (its password). */
+static int
+login_refused(struct session *s, struct dir *d)
+{
+	char verb[16], tag[64];
+
+	if (d->la.streamed || !pretls(s) ||
+	    s->pol->tls.mode != TLS_MODE_REQUIRED)
+		return 0;
+	line_verb(&d->la, verb, sizeof(verb));
+	if (strcasecmp(verb, "LOGIN") != 0)
+		return 0;
+	line_tag(&d->la.text, tag, sizeof(tag));
+	log_safe(tag);
+	say_client(s,
+	    "%s NO [PRIVACYREQUIRED] TLS is required: STARTTLS "
+	    "first\r\n",
+	    tag);
+	framer_cont(&d->fr, 0);
+	d->lines_seen = d->fr.lines;
+	lineasm_reset(&d->la);
+	return 1;
+}
+
 /* Send a command upstream with its synchronizing literals made
  * non-synchronizing (the gateway already answered them). */
 static void
@@ -700,6 +772,8 @@ imap_sync_literal(struct session *s, struct dir *d)
 
 	if (msg_append_sync(s, d))
 		return 0;
+	if (login_refused(s, d))
+		return 0;
 	if (login_sync(s, d))
 		return 0;
 	if (!d->la.streamed) {
@@ -736,6 +810,10 @@ int
 imap_paused(struct session *s, struct dir *d)
 {
 	if (d == &s->c && (s->wait_cont || !s->greeted))
+		return 1;
+	/* STARTTLS answered: nothing more is read from either side until
+	 * the TLS channel is up (the client's next bytes are TLS). */
+	if (s->starttls)
 		return 1;
 	if (consist_paused(s, d == &s->c))
 		return 1;

@@ -16,6 +16,7 @@
 #include "netd.h"
 #include "parent.h"
 #include "scanreq.h"
+#include "tlsreq.h"
 
 struct netd *netd_env;
 
@@ -215,6 +216,14 @@ listener_add(struct netd *n, struct imsg *imsg)
 	imsg->fd = -1;
 	l->policy = (int)policy;
 	snprintf(l->addr, sizeof(l->addr), "%s", addr);
+	{
+		const struct cfg_policy *p = &n->pending->cfg->policies[policy];
+		size_t i;
+
+		for (i = 0; i < p->nlisten; i++)
+			if (strcmp(p->listen[i].addr.text, addr) == 0)
+				l->tls = p->listen[i].tls;
+	}
 	free(addr);
 	l->nc = n->pending;
 	l->nc->refs++;
@@ -375,6 +384,10 @@ netd_dispatch_peer(struct proc_chan *c, struct imsg *imsg)
 		scan_peer_frame(netd_env, c, imsg);
 		return;
 	}
+	if (c->role == ROLE_TLSD) {
+		tls_peer_frame(netd_env, c, imsg);
+		return;
+	}
 	proc_chan_fail(
 	    c, "unexpected %s from peer", imsg_type_name(imsg->hdr.type));
 }
@@ -387,6 +400,8 @@ netd_peer_gone(struct proc_chan *c)
 
 	if (c->role == ROLE_SCAND)
 		scan_peer_gone(netd_env, c);
+	if (c->role == ROLE_TLSD)
+		tls_peer_gone(netd_env, c);
 	/* The peer may live on (it closed a channel it found broken):
 	 * ask the parent for a new one.  A dead peer is respawned and
 	 * connected anyway. */

@@ -28,6 +28,7 @@ struct netd_listener {
 	struct netd_listener *next;
 	int fd;
 	int policy;
+	int tls; /* LISTEN_TLS_*: of the policy's listen entry */
 	char addr[80];
 	struct event *ev;
 	struct netd_cfg *nc;

@@ -19,8 +19,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <fcntl.h>
+
 #include "log.h"
 #include "session.h"
+#include "tlsreq.h"
 #include "util.h"
 
 #define BYE_UNAVAILABLE "* BYE [UNAVAILABLE] Server unavailable\r\n"
@@ -28,7 +31,11 @@
 #define BYE_CLIENT_ERR "* BYE Protocol error: "
 #define BYE_SERVER_ERR "* BYE [UNAVAILABLE] Malformed response from server\r\n"
 
-enum { S_CONNECTING, S_RELAY };
+/* S_TLS: a handshake runs in tlsd; S_PRETLS: the server's greeting and
+ * our STARTTLS before TLS to the server. */
+enum { S_CONNECTING, S_TLS, S_PRETLS, S_RELAY };
+
+#define PRETLS_MAX 16384 /* what a server may say before its TLS */
 
 #define CLIENT_LITERAL_MIN (64ULL << 20)
 #define SERVER_LITERAL_CAP (1ULL << 40)
@@ -37,6 +44,11 @@ static void sink_flush(struct sink *);
 static int dir_literal(struct dir *, uint64_t);
 static int dir_process(struct dir *);
 static void dir_update(struct dir *);
+static void dir_init(
+    struct session *, struct dir *, const char *, int, enum framer_dir);
+static void sink_write_cb(evutil_socket_t, short, void *);
+static int session_connect(struct session *);
+static void client_handover(struct session *);
 
 /* Milliseconds on the monotonic clock. */
 static uint64_t
@@ -101,6 +113,8 @@ session_end(struct session *s, const char *reason)
 	    s->mem->addr.text, "bytes_in", in, "bytes_out", out, "duration",
 	    dur, "reason", reason, NULL);
 	msg_session_end(s);
+	tls_cancel(s->tlsreq);
+	buf_free(&s->pre);
 	dir_free(&s->c);
 	dir_free(&s->sv);
 	sink_free(&s->to_c);
@@ -111,7 +125,8 @@ session_end(struct session *s, const char *reason)
 		event_free(s->timer);
 	if (s->kickev)
 		event_free(s->kickev);
-	close(s->cfd);
+	if (s->cfd != -1)
+		close(s->cfd);
 	if (s->sfd != -1)
 		close(s->sfd);
 	if (s->prev)
@@ -170,6 +185,8 @@ client_say(struct session *s, const char *msg)
 {
 	ssize_t r;
 
+	if (s->cfd == -1)
+		return; /* in tlsd's hands */
 	if (s->state != S_RELAY) {
 		r = write(s->cfd, msg, strlen(msg));
 		if (r > 0)
@@ -401,6 +418,117 @@ session_kick(struct session *s)
 		event_active(s->kickev, EV_TIMEOUT, 0);
 }
 
+static int
+set_nonblock(int fd)
+{
+	int fl = fcntl(fd, F_GETFL);
+
+	return fl == -1 ? -1 : fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+}
+
+static void client_tls_done(void *, struct tls_result *);
+
+static void
+client_tls_start(struct session *s)
+{
+	int fd = s->cfd;
+
+	s->cfd = -1;
+	s->state = S_TLS;
+	s->tlsreq = tls_start(s->n, fd, TLS_SIDE_SERVER, s->pol->name,
+	    s->srv->name, "", s->client, client_tls_done, s);
+}
+
+/*
+ * The client's STARTTLS was answered and the answer is out: the
+ * connection goes to tlsd.  Whatever the client sent after STARTTLS
+ * (read already, or still in the socket) is never taken as a command:
+ * what was read is dropped here, the rest tlsd reads as TLS.
+ */
+static void
+client_handover(struct session *s)
+{
+	s->starttls = 0;
+	ev_set(s->c.rev, &s->c.rev_on, 0);
+	ev_set(s->sv.rev, &s->sv.rev_on, 0);
+	ev_set(s->to_c.wev, &s->to_c.wev_on, 0);
+	event_free(s->c.rev);
+	s->c.rev = NULL;
+	event_free(s->to_c.wev);
+	s->to_c.wev = NULL;
+	buf_reset(&s->c.in);
+	lineasm_reset(&s->c.la);
+	s->starttls = 2; /* the relay resumes on the TLS channel */
+	client_tls_start(s);
+}
+
+void
+session_starttls(struct session *s)
+{
+	s->starttls = 1;
+	log_event(LOG_INFO, "starttls", "client", s->client, "policy",
+	    s->pol->name, NULL);
+}
+
+/* The relay resumes on the plaintext end from tlsd: a fresh client
+ * direction (framer, buffers, events), counters kept. */
+static void
+client_reattach(struct session *s)
+{
+	uint64_t in = s->c.bytes, out = s->to_c.bytes;
+
+	dir_free(&s->c);
+	memset(&s->c, 0, sizeof(s->c));
+	dir_init(s, &s->c, "client", s->cfd, FRAMER_CLIENT);
+	s->c.fr.on_line = imap_client_line_cb;
+	s->c.fr.hold_sync = 1;
+	s->c.bytes = in;
+	s->to_c.dst = s->cfd;
+	s->to_c.wev = event_new(s->n->env.base, s->cfd, EV_WRITE | EV_PERSIST,
+	    sink_write_cb, &s->to_c);
+	if (s->to_c.wev == NULL)
+		fatalx("event_new");
+	s->to_c.bytes = out;
+	s->state = S_RELAY;
+	s->last = now_mono();
+	dir_update(&s->c);
+	dir_update(&s->sv);
+	session_kick(s);
+}
+
+static void
+client_tls_done(void *arg, struct tls_result *res)
+{
+	struct session *s = arg;
+
+	s->tlsreq = NULL;
+	if (!res->ok || set_nonblock(res->fd) == -1) {
+		if (res->fd != -1)
+			close(res->fd);
+		log_event(LOG_NOTICE, "client tls failed", "client", s->client,
+		    "policy", s->pol->name, "error", res->error, NULL);
+		session_end(s, "client TLS failed");
+		return;
+	}
+	s->cfd = res->fd;
+	s->ctls = 1;
+	log_event(LOG_INFO, "client tls", "client", s->client, "policy",
+	    s->pol->name, "version", res->version, "cipher", res->cipher, "sni",
+	    res->sni, "resumed", res->resumed ? "yes" : "no", NULL);
+	if (s->starttls == 2) {
+		s->starttls = 0;
+		client_reattach(s);
+		return;
+	}
+	if (session_connect(s) == -1) {
+		log_event(LOG_WARNING, "backend unavailable", "client",
+		    s->client, "server", s->srv->name, "backend",
+		    s->mem->addr.text, "error", strerror(errno), NULL);
+		client_say(s, BYE_UNAVAILABLE);
+		session_end(s, "backend unavailable");
+	}
+}
+
 static void
 sink_flush(struct sink *k)
 {
@@ -409,6 +537,8 @@ sink_flush(struct sink *k)
 	uint64_t queued;
 	ssize_t r;
 
+	if (s->state != S_RELAY)
+		return; /* a connection is in tlsd's hands */
 	/* Set again below if a streamed literal still cannot go on. */
 	k->blocked = 0;
 	for (;;) {
@@ -436,6 +566,10 @@ sink_flush(struct sink *k)
 	}
 	ev_set(k->wev, &k->wev_on,
 	    (k->q.head != NULL && k->q.head->kind != OQ_HOLD) || k->blocked);
+	if (k == &s->to_c && s->starttls && outq_empty(&k->q)) {
+		client_handover(s);
+		return;
+	}
 	if (dir_finish(src) == -1)
 		return;
 	if (k == &s->to_s && !s->ending)
@@ -460,6 +594,10 @@ dir_read_cb(evutil_socket_t fd, short ev, void *arg)
 	size_t want = buf_room(&d->in);
 	ssize_t r;
 
+	if (s->state != S_RELAY) {
+		ev_set(d->rev, &d->rev_on, 0);
+		return;
+	}
 	if (want == 0) {
 		dir_update(d);
 		return;
@@ -552,10 +690,13 @@ session_timer_cb(evutil_socket_t fd, short ev, void *arg)
 	struct timeval tv;
 	uint64_t idle;
 
-	if (s->state == S_CONNECTING) {
+	if (s->state != S_RELAY) {
 		log_event(LOG_WARNING, "backend unavailable", "client",
 		    s->client, "server", s->srv->name, "backend",
-		    s->mem->addr.text, "error", "connection timed out", NULL);
+		    s->mem->addr.text, "error",
+		    s->state == S_CONNECTING ? "connection timed out"
+		                             : "TLS to the server timed out",
+		    NULL);
 		client_say(s, BYE_UNAVAILABLE);
 		session_end(s, "backend unavailable");
 		return;
@@ -599,6 +740,196 @@ session_relay(struct session *s)
 }
 
 static void
+server_tls_done(void *arg, struct tls_result *res)
+{
+	struct session *s = arg;
+
+	s->tlsreq = NULL;
+	if (!res->ok || set_nonblock(res->fd) == -1) {
+		if (res->fd != -1)
+			close(res->fd);
+		log_event(LOG_WARNING, "backend unavailable", "client",
+		    s->client, "server", s->srv->name, "backend",
+		    s->mem->addr.text, "error", res->error, NULL);
+		client_say(s, BYE_UNAVAILABLE);
+		session_end(s, "TLS to the server failed");
+		return;
+	}
+	s->sfd = res->fd;
+	s->stls = 1;
+	log_event(LOG_INFO, "server tls", "client", s->client, "server",
+	    s->srv->name, "backend", s->mem->addr.text, "version", res->version,
+	    "cipher", res->cipher, "subject", res->subject, "resumed",
+	    res->resumed ? "yes" : "no", NULL);
+	session_relay(s);
+	/* The greeting the server gave before TLS is the client's: it goes
+	 * through the engine as if it came now, without its response code
+	 * (capabilities before TLS are not those after). */
+	if (s->greeting[0]) {
+		buf_add(&s->sv.in, s->greeting, strlen(s->greeting));
+		s->greeting[0] = '\0';
+		session_kick(s);
+	}
+}
+
+/* The name the server's certificate must carry (and SNI). */
+static const char *
+server_tls_name(struct session *s, char *buf, size_t len)
+{
+	const char *h = s->mem->host, *colon;
+	struct in6_addr a6;
+	struct in_addr a4;
+
+	if (s->srv->server_name != NULL)
+		return s->srv->server_name;
+	if (h == NULL || h[0] == '[')
+		return "";
+	colon = strrchr(h, ':');
+	snprintf(
+	    buf, len, "%.*s", colon ? (int)(colon - h) : (int)strlen(h), h);
+	if (inet_pton(AF_INET, buf, &a4) == 1 ||
+	    inet_pton(AF_INET6, buf, &a6) == 1)
+		return ""; /* an address: tlsd checks the address */
+	return buf;
+}
+
+static void
+server_tls_start(struct session *s)
+{
+	char name[TLS_MAX_NAME + 1];
+	int fd = s->sfd;
+
+	s->state = S_TLS;
+	s->sfd = -1;
+	if (s->connev) {
+		event_free(s->connev);
+		s->connev = NULL;
+	}
+	s->tlsreq = tls_start(s->n, fd, TLS_SIDE_CLIENT, s->pol->name,
+	    s->srv->name, server_tls_name(s, name, sizeof(name)),
+	    s->mem->addr.text, server_tls_done, s);
+}
+
+static void
+pretls_fail(struct session *s, const char *why)
+{
+	log_event(LOG_WARNING, "backend unavailable", "client", s->client,
+	    "server", s->srv->name, "backend", s->mem->addr.text, "error", why,
+	    NULL);
+	client_say(s, BYE_UNAVAILABLE);
+	session_end(s, "STARTTLS to the server failed");
+}
+
+/* The greeting without its response code, kept for the client. */
+static void
+pretls_greeting(struct session *s, const char *line, size_t len)
+{
+	const char *p = line + 5, *end = line + len, *rb; /* after "* OK " */
+
+	if (p < end && *p == '[' && (rb = memchr(p, ']', end - p)) != NULL) {
+		p = rb + 1;
+		while (p < end && *p == ' ')
+			p++;
+	}
+	snprintf(s->greeting, sizeof(s->greeting), "* OK %.*s\r\n",
+	    (int)(end - p > 900 ? 900 : end - p), p);
+}
+
+/*
+ * Before TLS to a tls: starttls server: its greeting (kept for the
+ * client), our STARTTLS, its OK.  Nothing the server says before TLS
+ * reaches the client but the greeting's text; a PREAUTH greeting (no
+ * STARTTLS possible), a refusal, or bytes after the OK end the session.
+ */
+static void
+pretls_read_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	static const char cmd[] = "igw0 STARTTLS\r\n";
+	struct session *s = arg;
+	const char *p, *lf;
+	size_t n, len;
+	ssize_t r;
+
+	r = buf_read_fd(&s->pre, s->sfd, buf_room(&s->pre));
+	if (r == -1 && (errno == EAGAIN || errno == EINTR))
+		return;
+	if (r <= 0) {
+		pretls_fail(
+		    s, r == 0 ? "server closed before TLS" : strerror(errno));
+		return;
+	}
+	for (;;) {
+		p = (const char *)buf_head(&s->pre);
+		n = buf_used(&s->pre);
+		if ((lf = memchr(p, '\n', n)) == NULL) {
+			if (buf_room(&s->pre) == 0)
+				pretls_fail(
+				    s, "server line too long before TLS");
+			return;
+		}
+		len = (size_t)(lf - p) + 1;
+		while (len > 0 && (p[len - 1] == '\n' || p[len - 1] == '\r'))
+			len--;
+		if (s->pre_state == 0) {
+			if (len < 5 || strncasecmp(p, "* OK ", 5) != 0) {
+				pretls_fail(
+				    s, len >= 10 && strncasecmp(p, "* PREAUTH ",
+				                        10) == 0
+				           ? "server greeted PREAUTH before TLS"
+				           : "server refused the connection");
+				return;
+			}
+			pretls_greeting(s, p, len);
+			if (write(s->sfd, cmd, sizeof(cmd) - 1) !=
+			    (ssize_t)sizeof(cmd) - 1) {
+				pretls_fail(s, "cannot send STARTTLS");
+				return;
+			}
+			s->pre_state = 1;
+		} else if (len >= 5 && strncmp(p, "igw0 ", 5) == 0) {
+			if (len < 7 || strncasecmp(p + 5, "OK", 2) != 0) {
+				pretls_fail(s, "server refused STARTTLS");
+				return;
+			}
+			if (n > (size_t)(lf - p) + 1) {
+				pretls_fail(s, "server sent data after its "
+				               "STARTTLS answer");
+				return;
+			}
+			event_free(s->connev);
+			s->connev = NULL;
+			buf_free(&s->pre);
+			server_tls_start(s);
+			return;
+		}
+		buf_consume(&s->pre, (size_t)(lf - p) + 1);
+	}
+}
+
+/* Connected to the server: TLS first if the pool says so. */
+static void
+backend_ready(struct session *s)
+{
+	if (s->srv->tls == SRV_TLS_IMPLICIT) {
+		server_tls_start(s);
+		return;
+	}
+	if (s->srv->tls == SRV_TLS_STARTTLS) {
+		s->state = S_PRETLS;
+		buf_init(&s->pre, PRETLS_MAX);
+		if (s->connev)
+			event_free(s->connev);
+		s->connev = event_new(s->n->env.base, s->sfd,
+		    EV_READ | EV_PERSIST, pretls_read_cb, s);
+		if (s->connev == NULL)
+			fatalx("event_new");
+		event_add(s->connev, NULL);
+		return;
+	}
+	session_relay(s);
+}
+
+static void
 session_connected_cb(evutil_socket_t fd, short ev, void *arg)
 {
 	struct session *s = arg;
@@ -615,7 +946,7 @@ session_connected_cb(evutil_socket_t fd, short ev, void *arg)
 		session_end(s, "backend unavailable");
 		return;
 	}
-	session_relay(s);
+	backend_ready(s);
 }
 
 /* Address and port apart, for the upstream ID; v4-mapped shown as v4. */
@@ -687,7 +1018,7 @@ session_connect(struct session *s)
 	tv.tv_usec = (suseconds_t)(s->srv->connect_timeout_ms % 1000) * 1000;
 	evtimer_add(s->timer, &tv);
 	if (connect(fd, (const struct sockaddr *)&a->ss, a->len) == 0) {
-		session_relay(s);
+		backend_ready(s);
 		return 0;
 	}
 	if (errno != EINPROGRESS)
@@ -753,6 +1084,10 @@ session_accept(struct netd *n, struct netd_listener *l, int fd,
 	log_event(LOG_INFO, "session start", "id", id, "client", client,
 	    "policy", pol->name, "listen", l->addr, "server", s->srv->name,
 	    "backend", s->mem->addr.text, NULL);
+	if (l->tls == LISTEN_TLS_IMPLICIT) {
+		client_tls_start(s); /* then the backend */
+		return;
+	}
 	if (session_connect(s) == -1) {
 		err = errno;
 		log_event(LOG_WARNING, "backend unavailable", "client", client,

@@ -114,6 +114,15 @@ struct session {
 	unsigned nfcmd, fcmdcap;
 	struct fcmd *fcmds; /* freed when none is in flight */
 
+	/* TLS (tlsreq.c, common/tls.h) */
+	int ctls; /* the client side runs TLS (implicit or STARTTLS) */
+	int stls; /* the server side runs TLS */
+	int starttls; /* STARTTLS answered: hand over once it is out */
+	struct tls_req *tlsreq; /* a handshake in tlsd */
+	struct buf pre; /* backend STARTTLS: what the server said before */
+	int pre_state;
+	char greeting[1024]; /* backend STARTTLS: the server's greeting */
+
 	/* The selected mailbox, for the verdict cache (consist.c). */
 	int mbox_ok; /* name and UIDVALIDITY known */
 	char mbox[256];
@@ -131,6 +140,9 @@ void session_cont(struct session *, int accepted);
 void session_kick(struct session *); /* re-run processing and output */
 /* End the session for the framer/parser error in d->fr.err. */
 void session_protocol_error(struct session *, struct dir *);
+/* The client's STARTTLS was answered: once that answer is out, the
+ * connection goes to tlsd and what the client sent after is dropped. */
+void session_starttls(struct session *);
 
 /* imap_msg.c: messages that cross (FETCH scanning, APPEND). */
 struct imap_resp;

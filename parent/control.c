@@ -184,6 +184,36 @@ control_child_gone(struct parent *p, struct child *c)
 	control_status_reply(p, c, NULL);
 }
 
+/* Which process holds which key: tlsd every certificate of the running
+ * configuration (subject and fingerprint as the parent read them at
+ * load), the others none. */
+static void
+ctl_audit_keys(struct parent *p, const struct child *c, struct buf *out)
+{
+	const struct cfg_cert *crt;
+	size_t i;
+
+	if (c->role != ROLE_TLSD) {
+		buf_printf(out, "audit %s pid %d: no key material\n",
+		    role_name(c->role), (int)c->pid);
+		return;
+	}
+	if (p->cfg->ncerts == 0)
+		buf_printf(out,
+		    "audit tlsd pid %d: holds certificates: none (no key "
+		    "material)\n",
+		    (int)c->pid);
+	for (i = 0; i < p->cfg->ncerts; i++) {
+		crt = &p->cfg->certs[i];
+		buf_printf(out,
+		    "audit tlsd pid %d: holds certificates: %s (subject %s, "
+		    "SHA-256 fingerprint %s) with its key\n",
+		    (int)c->pid, crt->name,
+		    crt->subject ? crt->subject : "unknown",
+		    crt->fingerprint ? crt->fingerprint : "unknown");
+	}
+}
+
 static void
 ctl_audit(struct parent *p, struct ctl_conn *cc)
 {
@@ -207,6 +237,7 @@ ctl_audit(struct parent *p, struct ctl_conn *cc)
 				failed++;
 			else
 				diffs += d;
+			ctl_audit_keys(p, c, &out);
 			buf_printf(&out, "\n");
 		}
 	}

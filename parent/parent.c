@@ -50,6 +50,22 @@ static void __attribute__((noreturn)) usage(void)
 	exit(1);
 }
 
+/* The loader's warnings (an expired certificate, a key file others can
+ * read), one log line each. */
+static void
+log_config_warnings(const struct config *cfg)
+{
+	const char *p;
+	size_t n;
+
+	for (p = cfg->warnings; p != NULL && *p != '\0'; p += n) {
+		n = strcspn(p, "\n");
+		log_warnx("%.*s", (int)n, p);
+		if (p[n] == '\n')
+			n++;
+	}
+}
+
 struct config *
 parent_load_config(const char *path, int debug, int verbose, struct buf *errs)
 {
@@ -66,6 +82,7 @@ parent_load_config(const char *path, int debug, int verbose, struct buf *errs)
 		config_free(cfg);
 		return NULL;
 	}
+	log_config_warnings(cfg);
 	/* -d: everything logs to stderr, whatever the file says. */
 	if (debug)
 		cfg->log_target = LOGT_STDERR;

@@ -1,23 +1,78 @@
 /*
- * tlsd: the TLS process, the only one that will hold private keys.  TLS
- * termination comes with the TLS issue; today it holds its channels and
- * config under its real sandbox.
+ * tlsd: the TLS process, the only one that holds private keys.  It
+ * terminates TLS for netd (implicit TLS listeners, STARTTLS) and
+ * originates it to backends: netd passes a TCP socket with
+ * IMSG_TLS_START and gets a plaintext socketpair end back with
+ * IMSG_TLS_DONE (common/tls.h; the connections are in conn.c, the
+ * contexts in ctx.c).
+ *
+ * OpenSSL is initialized before the sandbox, with the first config, so
+ * that it reads its config file, the system CA bundle and its random
+ * seed while it still may.  Each config (the first one, and each reload)
+ * builds a new generation of contexts; connections in progress keep
+ * the generation they started with.
  */
+#include <signal.h>
+
+#include "log.h"
 #include "parent.h"
 #include "proc.h"
+#include "tls.h"
+#include "tlsd.h"
+
+static int
+tlsd_load(struct child_env *env)
+{
+	struct tlsd_gen *g;
+
+	if ((g = tlsd_gen_build(env->cfg)) == NULL)
+		return -1;
+	tlsd_set_current(g);
+	tlsd_gen_unref(g);
+	return 0;
+}
+
+static int
+tlsd_pre_sandbox(struct child_env *env)
+{
+	if (tlsd_openssl_init() == -1)
+		return -1;
+	tlsd_conn_init(env->base, TLS_HANDSHAKE_TIMEOUT_MS);
+	return tlsd_load(env);
+}
 
 static void
-tlsd_peer_frame(struct proc_chan *c, struct imsg *imsg)
+tlsd_config(struct child_env *env)
 {
-	if (proc_peer_common(c, imsg))
+	uint32_t gen = env->cfg->generation;
+
+	if (tlsd_load(env) == -1) {
+		log_warnx("tls: config generation %u not applied", gen);
 		return;
-	proc_chan_fail(
-	    c, "unexpected %s from peer", imsg_type_name(imsg->hdr.type));
+	}
+	proc_compose(env->parent, IMSG_CFG_APPLIED, 0, -1, &gen, sizeof(gen));
+}
+
+static void
+tlsd_status(uint32_t *sessions, uint64_t *total)
+{
+	*sessions = tlsd_sessions();
+	*total = tlsd_total();
 }
 
 int
 tlsd_main(int instance, int debug, int verbose)
 {
-	return proc_worker_main(
-	    ROLE_TLSD, instance, debug, verbose, tlsd_peer_frame);
+	static const struct proc_worker_hooks hooks = {
+	    .pre_sandbox = tlsd_pre_sandbox,
+	    .config = tlsd_config,
+	    .peer_gone = tlsd_peer_gone,
+	    .status = tlsd_status,
+	};
+
+	/* A write to a socket netd or the peer closed is an error, not
+	 * the end of the process. */
+	signal(SIGPIPE, SIG_IGN);
+	return proc_worker_main_hooks(
+	    ROLE_TLSD, instance, debug, verbose, tlsd_peer_frame, &hooks);
 }

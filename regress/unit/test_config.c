@@ -13,6 +13,12 @@
 #include <syslog.h>
 #include <unistd.h>
 
+#include <openssl/evp.h>
+#include <openssl/ocsp.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
 #include "config.h"
 #include "log.h"
 #include "test.h"
@@ -752,7 +758,7 @@ static const struct {
 	const char *text;
 	const char *errs;
 } broken[] = {
-    /* TLS arrives with its own issue: refused, not silently ignored. */
+    /* TLS: an implicit listener needs a certificate of its policy. */
     {"servers:\n"
      "  s:\n"
      "    tls: starttls\n"
@@ -762,11 +768,10 @@ static const struct {
      "  - name: p\n"
      "    listen: { address: \"127.0.0.1:1993\", tls: implicit }\n"
      "    to: s\n",
-        "t.yaml:3:10: tls: starttls to the servers is not implemented yet; "
-        "use none\n"
         "t.yaml:4:14: 'send_id' must be true or false\n"
-        "t.yaml:8:47: tls: implicit listeners are not implemented yet; use "
-        "none\n"},
+        "t.yaml:8:24: policy 'p': the implicit TLS listener "
+        "127.0.0.1:1993 needs a certificate (tls: { certificate: NAME "
+        "})\n"},
     {"", "t.yaml:1:1: empty configuration\n"},
     {"# comments only\n\n", "t.yaml:1:1: empty configuration\n"},
     {"- a\n- b\n", "t.yaml:1:1: the top level must be a mapping\n"},
@@ -951,10 +956,11 @@ static const struct {
      "    listen: 127.0.0.1:1143\n"
      "    to: nopool\n"
      "    action: noaction\n"
-     "    tls: {mode: enabled}\n",
+     "    tls: {mode: enabled, certificate: nocert, profile: noprof}\n",
         "t.yaml:5:9: policy 'p': no server pool named 'nopool'\n"
         "t.yaml:6:13: policy 'p': no action named 'noaction'\n"
-        "t.yaml:7:5: unknown key 'tls' in policy 'p'\n"},
+        "t.yaml:7:39: policy 'p': no certificate named 'nocert'\n"
+        "t.yaml:7:56: policy 'p': no tls_profile named 'noprof'\n"},
     {"servers: {s: {members: [\"127.0.0.1:143\"]}}\n"
      "policies:\n"
      "  - {name: p, listen: \"127.0.0.1:1143\", to: s}\n"
@@ -1586,6 +1592,17 @@ check_servers(const struct config *a, const struct config *b)
 		CHECK(strcmp(a->servers[i].name, b->servers[i].name) == 0);
 		CHECK(a->servers[i].balance == b->servers[i].balance);
 		CHECK(a->servers[i].tls == b->servers[i].tls);
+		CHECK(strcmp(a->servers[i].tls_profile,
+		          b->servers[i].tls_profile) == 0);
+		CHECK((a->servers[i].server_name == NULL) ==
+		      (b->servers[i].server_name == NULL));
+		if (a->servers[i].server_name && b->servers[i].server_name)
+			CHECK(strcmp(a->servers[i].server_name,
+			          b->servers[i].server_name) == 0);
+		/* Profile indices: tlsd's only. */
+		CHECK(b->role == ROLE_TLSD
+		          ? a->servers[i].profileidx == b->servers[i].profileidx
+		          : b->servers[i].profileidx == -1);
 		CHECK(a->servers[i].connect_timeout_ms ==
 		      b->servers[i].connect_timeout_ms);
 		CHECK(a->servers[i].nmembers == b->servers[i].nmembers);
@@ -1634,6 +1651,25 @@ check_actions(const struct config *a, const struct config *b)
 	}
 }
 
+/* A policy's tls, names for all, indices for tlsd only. */
+static void
+check_policy_tls(
+    const struct cfg_policy *x, const struct cfg_policy *y, int tlsd)
+{
+	size_t j;
+
+	CHECK(x->tls.mode == y->tls.mode);
+	CHECK(x->tls.ncerts == y->tls.ncerts);
+	for (j = 0; j < x->tls.ncerts && j < y->tls.ncerts; j++) {
+		CHECK(strcmp(x->tls.certs[j], y->tls.certs[j]) == 0);
+		CHECK(tlsd ? x->tls.certidx[j] == y->tls.certidx[j]
+		           : y->tls.certidx[j] == -1);
+	}
+	CHECK(strcmp(x->tls.profile, y->tls.profile) == 0);
+	CHECK(tlsd ? x->tls.profileidx == y->tls.profileidx
+	           : y->tls.profileidx == -1);
+}
+
 static void
 check_policies(const struct config *a, const struct config *b)
 {
@@ -1645,6 +1681,7 @@ check_policies(const struct config *a, const struct config *b)
 		x = &a->policies[i];
 		y = &b->policies[i];
 		CHECK(strcmp(x->name, y->name) == 0);
+		check_policy_tls(x, y, 0);
 		CHECK(x->nlisten == y->nlisten && x->nfrom == y->nfrom);
 		for (j = 0; j < x->nlisten && j < y->nlisten; j++) {
 			CHECK(
@@ -1814,6 +1851,54 @@ check_corruptions(const struct buf *b)
 	free(copy);
 }
 
+/* tlsd: profiles, certificates (with their bytes), policies' tls. */
+static void
+check_tlsd(const struct config *a, const struct config *b)
+{
+	const struct cfg_tls_profile *x, *y;
+	const struct cfg_cert *c, *d;
+	size_t i;
+
+	CHECK(a->nprofiles == b->nprofiles && b->nprofiles >= 1);
+	for (i = 0; i < a->nprofiles && i < b->nprofiles; i++) {
+		x = &a->profiles[i];
+		y = &b->profiles[i];
+		CHECK(strcmp(x->name, y->name) == 0);
+		CHECK(x->min_version == y->min_version);
+		CHECK(!x->ciphers == !y->ciphers);
+		CHECK(!x->ciphers || strcmp(x->ciphers, y->ciphers) == 0);
+		CHECK(!x->ciphersuites == !y->ciphersuites);
+		CHECK(!x->ciphersuites ||
+		      strcmp(x->ciphersuites, y->ciphersuites) == 0);
+		CHECK(x->compliant_only == y->compliant_only);
+		CHECK(x->verify_peer == y->verify_peer);
+		CHECK(!x->ca_file == !y->ca_file);
+		CHECK(x->ca_len == y->ca_len && !x->ca_pem == !y->ca_pem);
+		CHECK(
+		    !x->ca_pem || memcmp(x->ca_pem, y->ca_pem, x->ca_len) == 0);
+		CHECK(x->session_cache == y->session_cache);
+		CHECK(x->session_timeout_ms == y->session_timeout_ms);
+	}
+	CHECK(a->ncerts == b->ncerts);
+	for (i = 0; i < a->ncerts && i < b->ncerts; i++) {
+		c = &a->certs[i];
+		d = &b->certs[i];
+		CHECK(strcmp(c->name, d->name) == 0);
+		CHECK(strcmp(c->cert, d->cert) == 0);
+		CHECK(strcmp(c->key, d->key) == 0);
+		CHECK(!c->ocsp == !d->ocsp);
+		/* The bytes: tlsd has them, whoever packed. */
+		CHECK(d->cert_pem != NULL && d->key_pem != NULL);
+		CHECK(!d->ocsp_der == !d->ocsp);
+	}
+	CHECK(a->npolicies == b->npolicies);
+	for (i = 0; i < a->npolicies && i < b->npolicies; i++) {
+		CHECK(strcmp(a->policies[i].name, b->policies[i].name) == 0);
+		check_policy_tls(&a->policies[i], &b->policies[i], 1);
+		CHECK(b->policies[i].nlisten == 0 && b->policies[i].to == NULL);
+	}
+}
+
 static void
 test_pack_role(const struct config *cfg, enum imapgw_role role)
 {
@@ -1851,9 +1936,12 @@ test_pack_role(const struct config *cfg, enum imapgw_role role)
 			CHECK(u->nservers == 0 && u->npolicies == 0);
 			check_actions(cfg, u);
 			check_scand_actions(cfg, u);
-		} else
-			CHECK(u->nservers == 0 && u->nactions == 0 &&
-			      u->npolicies == 0);
+		} else {
+			/* tlsd: servers, policies (name and tls). */
+			CHECK(u->nactions == 0);
+			check_servers(cfg, u);
+			check_tlsd(cfg, u);
+		}
 		config_free(u);
 	}
 	check_truncations(&b);
@@ -1994,6 +2082,7 @@ test_pack(void)
 	cfg->generation = 42;
 	test_pack_role(cfg, ROLE_NETD);
 	test_pack_role(cfg, ROLE_SCAND);
+	test_pack_role(cfg, ROLE_TLSD);
 	test_pack_role(cfg, ROLE_TLSD);
 	buf_init(&b, 0);
 	CHECK(config_pack(cfg, ROLE_PARENT, &b) == -1);
@@ -2443,6 +2532,626 @@ out:
 	rmdir(dir);
 }
 
+/*
+ * TLS: certificates made here with the OpenSSL API, in a temporary
+ * directory.
+ */
+
+static char tls_dir[64];
+
+static void
+tls_path(char *out, size_t len, const char *name)
+{
+	snprintf(out, len, "%s/%s", tls_dir, name);
+}
+
+static void
+tls_write_text(const char *name, const char *text, int mode)
+{
+	char path[256];
+
+	tls_path(path, sizeof(path), name);
+	CHECK(write_file(path, text, strlen(text)) == 0);
+	CHECK(chmod(path, (mode_t)mode) == 0);
+}
+
+/* A self-signed P-256 certificate valid from now + from to now + to
+ * days: name.crt, name.key (mode 0600). */
+static void
+tls_write_ocsp(const char *name, OCSP_RESPONSE *r)
+{
+	unsigned char *der = NULL;
+	char path[256];
+	int n;
+	FILE *f;
+
+	tls_path(path, sizeof(path), name);
+	CHECK((n = i2d_OCSP_RESPONSE(r, &der)) > 0);
+	CHECK((f = fopen(path, "w")) != NULL);
+	CHECK(fwrite(der, 1, (size_t)n, f) == (size_t)n);
+	fclose(f);
+	OPENSSL_free(der);
+	OCSP_RESPONSE_free(r);
+}
+
+static void
+tls_make_cert(const char *name, const char *cn, long from, long to)
+{
+	char path[256], file[128];
+	EVP_PKEY *k;
+	X509_NAME *n;
+	X509 *x;
+	FILE *f;
+
+	k = EVP_EC_gen("P-256");
+	x = X509_new();
+	CHECK(k != NULL && x != NULL);
+	X509_set_version(x, 2);
+	ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
+	X509_gmtime_adj(X509_getm_notBefore(x), from * 86400);
+	X509_gmtime_adj(X509_getm_notAfter(x), to * 86400);
+	X509_set_pubkey(x, k);
+	n = X509_get_subject_name(x);
+	X509_NAME_add_entry_by_txt(
+	    n, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1, 0);
+	X509_set_issuer_name(x, n);
+	CHECK(X509_sign(x, k, EVP_sha256()) > 0);
+	snprintf(file, sizeof(file), "%s.crt", name);
+	tls_path(path, sizeof(path), file);
+	CHECK((f = fopen(path, "w")) != NULL);
+	PEM_write_X509(f, x);
+	fclose(f);
+	snprintf(file, sizeof(file), "%s.key", name);
+	tls_path(path, sizeof(path), file);
+	CHECK((f = fopen(path, "w")) != NULL);
+	PEM_write_PrivateKey(f, k, NULL, NULL, 0, NULL, NULL);
+	fclose(f);
+	CHECK(chmod(path, 0600) == 0);
+	/* An OCSP response (signed by the certificate itself: the loader
+	 * only checks that it parses and is successful). */
+	if (strcmp(name, "gw") == 0) {
+		OCSP_BASICRESP *bs = OCSP_BASICRESP_new();
+		OCSP_RESPONSE *r;
+
+		CHECK(OCSP_basic_sign(bs, x, k, EVP_sha256(), NULL, 0) == 1);
+		r = OCSP_response_create(OCSP_RESPONSE_STATUS_SUCCESSFUL, bs);
+		tls_write_ocsp("gw.ocsp", r);
+		OCSP_BASICRESP_free(bs);
+		r = OCSP_response_create(OCSP_RESPONSE_STATUS_TRYLATER, NULL);
+		tls_write_ocsp("later.ocsp", r);
+	}
+	X509_free(x);
+	EVP_PKEY_free(k);
+}
+
+static void
+tls_setup(void)
+{
+	snprintf(tls_dir, sizeof(tls_dir), "/tmp/test_config_tls.XXXXXX");
+	CHECK(mkdtemp(tls_dir) != NULL);
+	tls_make_cert("gw", "gw.example", -1, 30);
+	tls_make_cert("other", "other.example", -1, 30);
+	tls_make_cert("old", "old.example", -30, -1);
+	tls_make_cert("new", "new.example", 10, 30);
+	tls_write_text("garbage.pem", "not a certificate\n", 0644);
+	tls_write_text("enc.key",
+	    "-----BEGIN ENCRYPTED PRIVATE KEY-----\n"
+	    "MIGbMFcGCSqGSIb3DQEFDTBKMCkGCSqGSIb3DQEFDDAcBAh3\n"
+	    "-----END ENCRYPTED PRIVATE KEY-----\n",
+	    0600);
+}
+
+static void
+tls_cleanup(void)
+{
+	char cmd[128];
+
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tls_dir);
+	CHECK(system(cmd) == 0);
+}
+
+/* printf the text with %1$s as the directory (every %s is it). */
+static char *
+tls_text(const char *fmt)
+{
+	struct buf b;
+	const char *p;
+	char *s;
+
+	buf_init(&b, 0);
+	for (p = fmt; *p != '\0'; p++) {
+		if (p[0] == '@' && p[1] == 'D') {
+			buf_add(&b, tls_dir, strlen(tls_dir));
+			p++;
+		} else
+			buf_add_u8(&b, (uint8_t)*p);
+	}
+	buf_add_u8(&b, 0);
+	s = strdup((char *)b.data);
+	buf_free(&b);
+	return s;
+}
+
+static int
+tls_errors(const char *text, const char *want)
+{
+	char *t = tls_text(text), *w = tls_text(want);
+	int ok = expect_errors(t, w);
+
+	free(t);
+	free(w);
+	return ok;
+}
+
+static void
+test_tls_defaults(void)
+{
+	struct config *cfg;
+	const struct cfg_tls_profile *p;
+
+	cfg = load_ok("servers: {s: {members: [\"127.0.0.1:143\"]}}\n"
+	              "policies:\n"
+	              "  - {name: p, listen: \"127.0.0.1:1143\", to: s}\n");
+	CHECK(cfg != NULL);
+	if (cfg == NULL)
+		return;
+	CHECK(cfg->ncerts == 0 && cfg->certs == NULL);
+	CHECK(cfg->nprofiles == 1);
+	p = &cfg->profiles[0];
+	CHECK(strcmp(p->name, "default") == 0);
+	CHECK(p->min_version == TLS1_2_VERSION);
+	CHECK(p->ciphers == NULL && p->ciphersuites == NULL);
+	CHECK(p->compliant_only == 0 && p->verify_peer == 1);
+	CHECK(p->ca_file == NULL && p->ca_pem == NULL);
+	CHECK(p->session_cache == 1 && p->session_timeout_ms == 300000);
+	CHECK(cfg->servers[0].tls == SRV_TLS_NONE);
+	CHECK(strcmp(cfg->servers[0].tls_profile, "default") == 0);
+	CHECK(cfg->servers[0].profileidx == 0);
+	CHECK(cfg->servers[0].server_name == NULL);
+	CHECK(cfg->policies[0].tls.mode == TLS_MODE_DISABLED);
+	CHECK(cfg->policies[0].tls.ncerts == 0);
+	CHECK(strcmp(cfg->policies[0].tls.profile, "default") == 0);
+	CHECK(cfg->policies[0].tls.profileidx == 0);
+	CHECK(cfg->warnings == NULL);
+	config_free(cfg);
+
+	/* The embedded default config needs no certificate. */
+	cfg = load_ok(config_default_yaml);
+	CHECK(cfg != NULL && cfg->ncerts == 0 && cfg->nprofiles == 1);
+	config_free(cfg);
+}
+
+static const char tls_yaml[] =
+    "certificates:\n"
+    "  gateway: { cert: @D/gw.crt, key: @D/gw.key, ocsp: @D/gw.ocsp }\n"
+    "  other: { cert: @D/other.crt, key: @D/other.key }\n"
+    "tls_profiles:\n"
+    "  strict:\n"
+    "    min_version: \"1.3\"\n"
+    "    ciphers: \"ECDHE+AESGCM\"\n"
+    "    ciphersuites: \"TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256\"\n"
+    "    compliant_only: true\n"
+    "    verify_peer: false\n"
+    "    ca_file: @D/other.crt\n"
+    "    session_cache: false\n"
+    "    session_timeout: 1h\n"
+    "  default: { min_version: 1.1, ca_file: @D/gw.crt }\n"
+    "servers:\n"
+    "  m:\n"
+    "    tls: implicit\n"
+    "    tls_profile: strict\n"
+    "    server_name: mail.example.org\n"
+    "    members: [ \"127.0.0.1:993\" ]\n"
+    "  n:\n"
+    "    tls: starttls\n"
+    "    members: [ \"localhost:143\" ]\n"
+    "policies:\n"
+    "  - name: p\n"
+    "    listen: [ \"127.0.0.1:1143\",\n"
+    "              { address: \"127.0.0.1:1993\", tls: implicit } ]\n"
+    "    to: m\n"
+    "    tls: { mode: required, certificate: [other, gateway],\n"
+    "           profile: strict }\n"
+    "  - name: q\n"
+    "    listen: [ { address: \"127.0.0.1:1994\", tls: implicit } ]\n"
+    "    to: n\n"
+    "    tls: { certificate: gateway }\n";
+
+static int
+read_file(const char *path, uint8_t **data, size_t *len)
+{
+	FILE *f;
+	long n;
+
+	*data = NULL;
+	if ((f = fopen(path, "r")) == NULL)
+		return -1;
+	if (fseek(f, 0, SEEK_END) == -1 || (n = ftell(f)) < 0 ||
+	    fseek(f, 0, SEEK_SET) == -1 ||
+	    (*data = malloc((size_t)n + 1)) == NULL ||
+	    fread(*data, 1, (size_t)n, f) != (size_t)n) {
+		fclose(f);
+		free(*data);
+		return -1;
+	}
+	fclose(f);
+	*len = (size_t)n;
+	return 0;
+}
+
+/* Is needle anywhere in the blob? */
+static int
+has_bytes(const struct buf *b, const char *needle)
+{
+	return memmem(b->data, b->len, needle, strlen(needle)) != NULL;
+}
+
+static void
+test_tls_pack(const struct config *cfg)
+{
+	struct config *u, *u2;
+	struct buf b, b2;
+	char path[256];
+	char keyline[33];
+	uint8_t *key;
+	size_t klen = 0;
+
+	/* A line of the key's base64, to look for in the blobs. */
+	tls_path(path, sizeof(path), "gw.key");
+	CHECK(read_file(path, &key, &klen) == 0 && klen > 128);
+	if (key == NULL || klen <= 128) {
+		free(key);
+		return;
+	}
+	memcpy(keyline, key + 93, 32); /* the second base64 line */
+	keyline[32] = '\0';
+	free(key);
+
+	/* netd: names and modes, no bytes of any file. */
+	buf_init(&b, 0);
+	CHECK(config_pack(cfg, ROLE_NETD, &b) == 0);
+	CHECK(!has_bytes(&b, keyline));
+	CHECK(!has_bytes(&b, "PRIVATE KEY"));
+	CHECK(!has_bytes(&b, "BEGIN CERTIFICATE"));
+	CHECK(!has_bytes(&b, cfg->certs[0].fingerprint));
+	u = config_unpack(b.data, b.len);
+	CHECK(u != NULL);
+	if (u != NULL) {
+		CHECK(u->ncerts == 0 && u->nprofiles == 0);
+		check_servers(cfg, u);
+		check_policies(cfg, u);
+		CHECK(u->policies[0].tls.mode == TLS_MODE_REQUIRED);
+		CHECK(u->policies[0].tls.ncerts == 2);
+		CHECK(strcmp(u->policies[0].tls.certs[1], "gateway") == 0);
+		CHECK(u->policies[0].listen[1].tls == LISTEN_TLS_IMPLICIT);
+		CHECK(u->policies[1].tls.mode == TLS_MODE_DISABLED);
+		CHECK(
+		    strcmp(u->servers[0].server_name, "mail.example.org") == 0);
+		CHECK(strcmp(u->servers[0].tls_profile, "strict") == 0);
+		config_free(u);
+	}
+	check_truncations(&b);
+	buf_free(&b);
+
+	/* tlsd: the bytes, read from the files now. */
+	buf_init(&b, 0);
+	CHECK(config_pack(cfg, ROLE_TLSD, &b) == 0);
+	CHECK(has_bytes(&b, keyline));
+	CHECK(has_bytes(&b, "PRIVATE KEY"));
+	CHECK(has_bytes(&b, "BEGIN CERTIFICATE"));
+	/* The parent keeps no copy. */
+	CHECK(cfg->certs[0].key_pem == NULL && cfg->certs[0].cert_pem == NULL);
+	u = config_unpack(b.data, b.len);
+	CHECK(u != NULL);
+	if (u != NULL) {
+		CHECK(u->role == ROLE_TLSD);
+		check_servers(cfg, u);
+		check_tlsd(cfg, u);
+		tls_path(path, sizeof(path), "gw.key");
+		CHECK(read_file(path, &key, &klen) == 0);
+		CHECK(u->certs[0].key_len == klen &&
+		      memcmp(u->certs[0].key_pem, key, klen) == 0);
+		free(key);
+		CHECK(u->certs[0].ocsp_der != NULL && u->certs[0].ocsp_len > 0);
+		CHECK(u->certs[1].ocsp_der == NULL);
+		CHECK(u->profiles[1].min_version == TLS1_3_VERSION);
+		CHECK(u->profiles[0].min_version == TLS1_1_VERSION);
+		CHECK(u->profiles[1].ca_pem != NULL);
+		CHECK(u->policies[0].tls.certidx[0] == 1);
+		CHECK(u->policies[0].tls.certidx[1] == 0);
+		CHECK(u->policies[0].tls.profileidx == 1);
+		CHECK(u->servers[0].profileidx == 1);
+		CHECK(u->servers[1].profileidx == 0);
+		CHECK(strcmp(u->servers[1].members[0].host, "localhost:143") ==
+		      0);
+		/* Packed again from tlsd's copy: the same bytes. */
+		buf_init(&b2, 0);
+		CHECK(config_pack(u, ROLE_TLSD, &b2) == 0);
+		CHECK(b2.len == b.len && memcmp(b2.data, b.data, b.len) == 0);
+		u2 = config_unpack(b2.data, b2.len);
+		CHECK(u2 != NULL);
+		config_free(u2);
+		buf_free(&b2);
+		config_free(u);
+	}
+	check_truncations(&b);
+	check_corruptions(&b);
+	buf_free(&b);
+
+	/* A file gone since the load: no blob for tlsd. */
+	tls_path(path, sizeof(path), "other.key");
+	CHECK(rename(path, "/tmp/test_config_tls.moved") == 0);
+	buf_init(&b, 0);
+	CHECK(config_pack(cfg, ROLE_TLSD, &b) == -1);
+	buf_free(&b);
+	CHECK(rename("/tmp/test_config_tls.moved", path) == 0);
+}
+
+static void
+test_tls_valid(void)
+{
+	const struct cfg_tls_profile *p;
+	struct config *cfg;
+	char *text = tls_text(tls_yaml);
+
+	cfg = load_ok(text);
+	free(text);
+	CHECK(cfg != NULL);
+	if (cfg == NULL)
+		return;
+	CHECK(cfg->warnings == NULL);
+	CHECK(cfg->ncerts == 2);
+	CHECK(strcmp(cfg->certs[0].name, "gateway") == 0);
+	CHECK(cfg->certs[0].ocsp != NULL && cfg->certs[1].ocsp == NULL);
+	CHECK(strcmp(cfg->certs[0].subject, "CN=gw.example") == 0);
+	CHECK(cfg->certs[0].fingerprint != NULL &&
+	      strlen(cfg->certs[0].fingerprint) == 95 &&
+	      cfg->certs[0].fingerprint[2] == ':');
+	/* Checked, then forgotten: no bytes kept by the parent. */
+	CHECK(cfg->certs[0].key_pem == NULL && cfg->certs[0].cert_pem == NULL);
+	CHECK(cfg->certs[0].ocsp_der == NULL);
+	CHECK(cfg->nprofiles == 2);
+	p = &cfg->profiles[0];
+	CHECK(strcmp(p->name, "default") == 0);
+	CHECK(p->min_version == TLS1_1_VERSION && p->verify_peer == 1);
+	CHECK(p->ca_pem != NULL && p->ca_file != NULL);
+	p = &cfg->profiles[1];
+	CHECK(strcmp(p->name, "strict") == 0);
+	CHECK(p->min_version == TLS1_3_VERSION);
+	CHECK(strcmp(p->ciphers, "ECDHE+AESGCM") == 0);
+	CHECK(strcmp(p->ciphersuites,
+	          "TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256") == 0);
+	CHECK(p->compliant_only == 1 && p->verify_peer == 0);
+	CHECK(p->ca_file != NULL && p->ca_pem != NULL && p->ca_len > 0);
+	CHECK(p->session_cache == 0 && p->session_timeout_ms == 3600000);
+	CHECK(cfg->servers[0].tls == SRV_TLS_IMPLICIT);
+	CHECK(cfg->servers[0].profileidx == 1);
+	CHECK(strcmp(cfg->servers[0].server_name, "mail.example.org") == 0);
+	CHECK(cfg->servers[1].tls == SRV_TLS_STARTTLS);
+	CHECK(cfg->servers[1].profileidx == 0);
+	CHECK(cfg->policies[0].tls.mode == TLS_MODE_REQUIRED);
+	CHECK(cfg->policies[0].tls.ncerts == 2);
+	CHECK(cfg->policies[0].tls.certidx[0] == 1);
+	CHECK(cfg->policies[0].tls.certidx[1] == 0);
+	CHECK(cfg->policies[0].tls.profileidx == 1);
+	CHECK(cfg->policies[0].listen[1].tls == LISTEN_TLS_IMPLICIT);
+	CHECK(cfg->policies[1].tls.mode == TLS_MODE_DISABLED);
+	CHECK(cfg->policies[1].tls.ncerts == 1);
+	CHECK(cfg->policies[1].tls.certidx[0] == 0);
+	test_tls_pack(cfg);
+	config_free(cfg);
+}
+
+static void
+test_tls_versions(void)
+{
+	static const struct {
+		const char *v;
+		int want;
+	} vs[] = {
+	    {"\"1.0\"", TLS1_VERSION},
+	    {"1.1", TLS1_1_VERSION},
+	    {"'1.2'", TLS1_2_VERSION},
+	    {"1.3", TLS1_3_VERSION},
+	};
+	struct config *cfg;
+	char text[128];
+	size_t i;
+
+	for (i = 0; i < sizeof(vs) / sizeof(vs[0]); i++) {
+		snprintf(text, sizeof(text),
+		    "tls_profiles: { x: { min_version: %s } }\n", vs[i].v);
+		cfg = load_ok(text);
+		CHECK(cfg != NULL && cfg->nprofiles == 2 &&
+		      cfg->profiles[1].min_version == vs[i].want &&
+		      cfg->profiles[0].min_version == TLS1_2_VERSION);
+		config_free(cfg);
+	}
+	CHECK(expect_errors("tls_profiles: { x: { min_version: 1.4 } }\n",
+	    "t.yaml:1:35: min_version must be 1.0, 1.1, 1.2 or 1.3\n"));
+	CHECK(expect_errors("tls_profiles: { x: { min_version: 1 } }\n",
+	    "t.yaml:1:35: min_version must be 1.0, 1.1, 1.2 or 1.3\n"));
+}
+
+static void
+test_tls_errors(void)
+{
+	struct config *cfg;
+	char *text;
+
+	CHECK(tls_errors("certificates:\n"
+	                 "  a: { cert: @D/gw.crt, key: @D/other.key }\n"
+	                 "  b: { cert: @D/nope.crt, key: @D/gw.key }\n"
+	                 "  c: { cert: @D/gw.crt }\n"
+	                 "  d: { cert: gw.crt, key: @D/gw.key }\n"
+	                 "  e: { cert: @D/garbage.pem, key: @D/gw.key }\n"
+	                 "  f: { cert: @D/gw.crt, key: @D/garbage.pem }\n"
+	                 "  g: { cert: @D/gw.crt, key: @D/enc.key }\n"
+	                 "  h: { cert: @D/gw.crt, key: @D/gw.key,"
+	                 " ocsp: @D/gw.crt }\n"
+	                 "  i: { cert: @D/gw.crt, key: @D/gw.key,"
+	                 " ocsp: @D/later.ocsp }\n"
+	                 "  j: { cert: @D, key: @D/gw.key, x: 1 }\n",
+	    "t.yaml:2:55: certificate 'a': key @D/other.key does not "
+	    "match the certificate @D/gw.crt\n"
+	    "t.yaml:3:14: certificate 'b': cannot read @D/nope.crt: No "
+	    "such file or directory\n"
+	    "t.yaml:4:6: missing required key 'key' in certificate 'c'\n"
+	    "t.yaml:5:14: 'cert' must be an absolute path\n"
+	    "t.yaml:6:14: certificate 'e': @D/garbage.pem is not a PEM "
+	    "certificate (and chain)\n"
+	    "t.yaml:7:55: certificate 'f': @D/garbage.pem is not a PEM "
+	    "private key (encrypted keys are not supported)\n"
+	    "t.yaml:8:55: certificate 'g': @D/enc.key is not a PEM "
+	    "private key (encrypted keys are not supported)\n"
+	    "t.yaml:9:97: certificate 'h': @D/gw.crt is not a DER OCSP "
+	    "response\n"
+	    "t.yaml:10:97: certificate 'i': the OCSP response "
+	    "@D/later.ocsp is not successful (trylater)\n"
+	    "t.yaml:11:84: unknown key 'x' in certificate 'j'\n"));
+	CHECK(tls_errors("certificates:\n"
+	                 "  j: { cert: @D, key: @D/gw.key }\n",
+	    "t.yaml:2:14: certificate 'j': cannot read @D: Is a "
+	    "directory\n"));
+	/* CA files: unreadable, no certificate in it. */
+	CHECK(tls_errors("tls_profiles:\n"
+	                 "  a: { ca_file: @D/none.pem }\n"
+	                 "  b: { ca_file: @D/garbage.pem }\n"
+	                 "  c: { ca_file: @D/gw.key }\n",
+	    "t.yaml:2:17: tls_profile 'a': cannot read @D/none.pem: No "
+	    "such file or directory\n"
+	    "t.yaml:3:17: tls_profile 'b': the CA file @D/garbage.pem has "
+	    "no PEM certificate\n"
+	    "t.yaml:4:17: tls_profile 'c': the CA file @D/gw.key has no "
+	    "PEM certificate\n"));
+	/* Cipher strings, booleans, durations. */
+	CHECK(expect_errors(
+	    "tls_profiles:\n"
+	    "  a: { ciphers: \"NOPE:ALSO-NOPE\", ciphersuites: \"TLS_NOPE\" }\n"
+	    "  b: { ciphers: \"TLS_AES_128_GCM_SHA256\" }\n"
+	    "  c: { compliant_only: maybe, verify_peer: 2,"
+	    " session_cache: [] }\n"
+	    "  d: { session_timeout: 0s }\n"
+	    "  e: { session_timeout: 2d, ciphers: \"\" }\n"
+	    "  f: [ 1 ]\n",
+	    "t.yaml:2:17: tls_profile 'a': ciphers 'NOPE:ALSO-NOPE' selects "
+	    "no cipher\n"
+	    "t.yaml:2:49: tls_profile 'a': ciphersuites 'TLS_NOPE' selects "
+	    "no cipher suite\n"
+	    "t.yaml:3:17: tls_profile 'b': ciphers 'TLS_AES_128_GCM_SHA256' "
+	    "selects no cipher\n"
+	    "t.yaml:4:24: 'compliant_only' must be true or false\n"
+	    "t.yaml:4:44: 'verify_peer' must be true or false\n"
+	    "t.yaml:4:62: 'session_cache' must be true or false\n"
+	    "t.yaml:5:25: session_timeout must be from 1s to 24h\n"
+	    "t.yaml:6:25: session_timeout must be from 1s to 24h\n"
+	    "t.yaml:6:38: 'ciphers' must not be empty\n"
+	    "t.yaml:7:6: 'f' must be a mapping\n"));
+	/* Names: unknown certificates and profiles, TLS without one. */
+	CHECK(tls_errors(
+	    "certificates:\n"
+	    "  gw: { cert: @D/gw.crt, key: @D/gw.key }\n"
+	    "servers:\n"
+	    "  s: { tls_profile: strict, members: [\"127.0.0.1:143\"] }\n"
+	    "  t: { server_name: \"bad name\", tls: tls,"
+	    " members: [\"127.0.0.1:143\"] }\n"
+	    "policies:\n"
+	    "  - name: p\n"
+	    "    listen: [\"127.0.0.1:1143\"]\n"
+	    "    to: s\n"
+	    "    tls: { mode: required, certificate: [gw, nope, gw],"
+	    " profile: strict }\n"
+	    "  - name: q\n"
+	    "    listen: [{ address: \"127.0.0.1:1993\", tls: implicit }]\n"
+	    "    to: s\n"
+	    "    tls: { mode: enabled }\n"
+	    "  - name: r\n"
+	    "    listen: [\"127.0.0.1:1144\"]\n"
+	    "    to: s\n"
+	    "    tls: { mode: always, certificate: [], x: y }\n",
+	    "t.yaml:4:21: server 's': no tls_profile named 'strict'\n"
+	    "t.yaml:5:21: server_name 'bad name' must be a DNS host name "
+	    "(letters, digits, '-' and '.', at most 255 bytes)\n"
+	    "t.yaml:5:38: tls must be none, starttls or implicit\n"
+	    "t.yaml:10:46: policy 'p': no certificate named 'nope'\n"
+	    "t.yaml:10:52: policy 'p': certificate 'gw' is named twice\n"
+	    "t.yaml:10:66: policy 'p': no tls_profile named 'strict'\n"
+	    "t.yaml:12:25: policy 'q': the implicit TLS listener "
+	    "127.0.0.1:1993 needs a certificate (tls: { certificate: NAME "
+	    "})\n"
+	    "t.yaml:14:18: policy 'q': tls mode enabled needs a certificate "
+	    "(tls: { certificate: NAME })\n"
+	    "t.yaml:18:18: mode must be disabled, enabled or required\n"
+	    "t.yaml:18:39: 'certificate' must not be empty\n"
+	    "t.yaml:18:43: unknown key 'x' in tls of policy 'r'\n"));
+	CHECK(expect_errors("servers:\n"
+	                    "  s: { server_name: 10.0.0.1, members: "
+	                    "[\"127.0.0.1:143\"] }\n",
+	    "t.yaml:2:21: server_name '10.0.0.1' must be a DNS host name "
+	    "(letters, digits, '-' and '.', at most 255 bytes)\n"));
+	/* A server verified without ca_file: the system's store. */
+	if (access(CFG_TLS_SYSTEM_CA, R_OK) == 0) {
+		cfg = load_ok("servers: { s: { tls: implicit, members: "
+		              "[\"127.0.0.1:993\"] },\n"
+		              "  t: { members: [\"127.0.0.1:143\"] } }\n");
+		CHECK(cfg != NULL && cfg->profiles[0].ca_pem != NULL &&
+		      cfg->profiles[0].ca_file == NULL);
+		config_free(cfg);
+	}
+	cfg = load_ok("servers: { t: { members: [\"127.0.0.1:143\"] } }\n");
+	CHECK(cfg != NULL && cfg->profiles[0].ca_pem == NULL);
+	config_free(cfg);
+
+	/* A profile named default sets the built-in's values. */
+	cfg = load_ok("tls_profiles: { default: { verify_peer: off } }\n");
+	CHECK(cfg != NULL && cfg->nprofiles == 1 &&
+	      cfg->profiles[0].verify_peer == 0 &&
+	      cfg->profiles[0].min_version == TLS1_2_VERSION);
+	config_free(cfg);
+
+	/* Warnings: expired, not yet valid, a key others can read. */
+	text = tls_text("certificates:\n"
+	                "  old: { cert: @D/old.crt, key: @D/old.key }\n"
+	                "  new: { cert: @D/new.crt, key: @D/new.key }\n"
+	                "  gw: { cert: @D/gw.crt, key: @D/gw.key }\n");
+	{
+		char path[256];
+
+		tls_path(path, sizeof(path), "gw.key");
+		CHECK(chmod(path, 0640) == 0);
+		cfg = load_ok(text);
+		CHECK(chmod(path, 0600) == 0);
+	}
+	free(text);
+	CHECK(cfg != NULL && cfg->warnings != NULL);
+	if (cfg != NULL && cfg->warnings != NULL) {
+		CHECK(strstr(cfg->warnings, "t.yaml:2:16: warning: "
+		                            "certificate 'old': ") != NULL);
+		CHECK(strstr(cfg->warnings, "/old.crt expired on ") != NULL);
+		CHECK(strstr(cfg->warnings, "t.yaml:3:16: warning: "
+		                            "certificate 'new': ") != NULL);
+		CHECK(strstr(cfg->warnings, "/new.crt is not valid before ") !=
+		      NULL);
+		CHECK(strstr(cfg->warnings,
+		          "t.yaml:4:56: warning: certificate 'gw': the key "
+		          "file ") != NULL);
+		CHECK(strstr(cfg->warnings, "can be read by others (mode "
+		                            "0640); make it 0600\n") != NULL);
+	}
+	config_free(cfg);
+}
+
+static void
+test_tls(void)
+{
+	tls_setup();
+	test_tls_defaults();
+	test_tls_valid();
+	test_tls_versions();
+	test_tls_errors();
+	tls_cleanup();
+}
+
 int
 main(void)
 {
@@ -2469,5 +3178,6 @@ main(void)
 	test_auto_block();
 	test_files();
 	test_read_files();
+	test_tls();
 	return test_done("test_config");
 }

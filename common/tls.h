@@ -1,0 +1,75 @@
+/*
+ * The TLS contract between netd and tlsd.
+ *
+ * netd never holds key material and never runs TLS: for a TLS
+ * connection (an implicit TLS listener, a client's STARTTLS, a backend
+ * with tls: implicit or starttls) it hands the TCP socket to a tlsd
+ * worker and gets back one end of a socketpair that carries the
+ * plaintext.  tlsd runs the handshake, then relays between the TLS
+ * socket and its end of the socketpair until either side ends:
+ *   - plaintext EOF from netd: close_notify to the peer, shutdown(WR);
+ *   - close_notify or EOF from the peer: shutdown(WR) of the plaintext
+ *     end, so netd reads EOF (a TCP EOF without close_notify is logged as
+ *     a truncation, and treated the same);
+ *   - an error either way: both are closed.
+ *
+ * netd -> tlsd  IMSG_TLS_START, fd = the TCP socket (tlsd owns it)
+ *	u64 id		netd's id, echoed back
+ *	u32 side	TLS_SIDE_SERVER (we answer a client) or
+ *			TLS_SIDE_CLIENT (we connect to a backend)
+ *	str policy	policy name (server side: its certificates and
+ *			profile; logs)
+ *	str server	server pool name (client side: its CA, profile,
+ *			verification; logs)
+ *	str name	client side: the host name sent as SNI and checked
+ *			against the certificate ("" for none: the address
+ *			is checked instead); server side: ""
+ *	str peer	the peer's address, for logs ("127.0.0.1:4321")
+ *
+ * tlsd -> netd  IMSG_TLS_DONE, fd = netd's plaintext end (ok only)
+ *	u64 id
+ *	u32 ok		1: handshake done, the fd carries the plaintext;
+ *			0: failed, the TCP socket is closed
+ *	str error	why it failed ("" when ok), one line for the log:
+ *			"certificate verify failed: hostname mismatch"
+ *	str version	"TLSv1.3"
+ *	str cipher	"TLS_AES_256_GCM_SHA384"
+ *	str sni		server side: the name the client asked for ("" none)
+ *	str subject	client side: the server certificate's subject
+ *	u32 resumed	1 if the session was resumed
+ *
+ * A malformed frame closes the channel (the receiver logs why).  tlsd
+ * answers every START exactly once; netd gives a handshake the policy's
+ * connect timeout and then drops the session (tlsd's own handshake
+ * timeout ends it there too).
+ *
+ * Details as tlsd implements them (tlsd/conn.c):
+ *   - START is malformed (channel closed) without an fd, with a side
+ *     other than the two, or with a string longer than TLS_MAX_NAME;
+ *     the header's peer id is not used (DONE carries 0; match on id);
+ *   - an unknown policy or server pool, a policy without a usable
+ *     certificate, a config not received yet: DONE ok=0 with the reason
+ *     ("unknown policy imap-in", ...), not a channel error;
+ *   - client side, name "": the address getpeername() gives is checked
+ *     (IP SAN), no SNI; a name that is an IP literal: the same, no SNI;
+ *   - DONE strings: error at most TLS_MAX_ERROR bytes, sni and
+ *     subject (RFC 2253, cut there) at most TLS_MAX_NAME, version and
+ *     cipher short; sni is "" on the client side, subject "" on the
+ *     server side;
+ *   - after netd's EOF (shutdown(SHUT_WR) or close) tlsd still relays
+ *     the peer's data to netd until the peer closes, for at most a
+ *     minute; netd that wants no more just closes its end;
+ *   - when netd's channel to tlsd closes, handshakes in progress are
+ *     dropped (their TCP sockets closed); relays go on until their
+ *     plaintext ends close.
+ */
+#ifndef IMAPGW_TLS_H
+#define IMAPGW_TLS_H
+
+enum tls_side { TLS_SIDE_SERVER = 0, TLS_SIDE_CLIENT = 1 };
+
+#define TLS_MAX_NAME 255 /* SNI, host names */
+#define TLS_MAX_ERROR 512
+#define TLS_HANDSHAKE_TIMEOUT_MS 30000
+
+#endif

@@ -1,0 +1,1132 @@
+/*
+ * tlsd: contexts, handshakes both ways, the relay, and the same inside
+ * tlsd's real seccomp sandbox.  The test plays netd (IMSG_TLS_START over
+ * a socketpair, with the TCP socket) and the TLS peer (OpenSSL client or
+ * server over loopback TCP); tlsd runs in a forked child with its event
+ * loop.  Certificates are made here with the OpenSSL API.  Needs root
+ * for the sandboxed run.
+ */
+#include <sys/types.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/rand.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+#include "../../tlsd/tlsd.h"
+#include "buf.h"
+#include "config.h"
+#include "imsg.h"
+#include "log.h"
+#include "proc.h"
+#include "sandbox.h"
+#include "test.h"
+#include "tls.h"
+
+#define NOBODY 65534
+#define RELAY_BYTES (1024 * 1024)
+#define OCSP_BYTES "\x30\x03\x0a\x01\x00 test OCSP response"
+
+/* Keys and certificates, made once. */
+struct pem {
+	char *data;
+	size_t len;
+};
+
+static EVP_PKEY *ca_key, *srv_key;
+static X509 *ca_cert, *srv_cert, *alt_cert, *expired_cert, *wrong_cert,
+    *self_cert;
+static struct pem ca_pem, srv_chain_pem, srv_key_pem, alt_pem;
+
+static int listen_fd = -1;
+static struct sockaddr_in listen_addr;
+
+/* ---- certificates ---- */
+
+static void
+add_ext(X509 *x, X509 *issuer, int nid, const char *value)
+{
+	X509V3_CTX ctx;
+	X509_EXTENSION *ext;
+
+	X509V3_set_ctx(&ctx, issuer, x, NULL, NULL, 0);
+	ext = X509V3_EXT_conf_nid(NULL, &ctx, nid, value);
+	if (ext == NULL || !X509_add_ext(x, ext, -1)) {
+		fprintf(stderr, "extension %s\n", value);
+		exit(1);
+	}
+	X509_EXTENSION_free(ext);
+}
+
+/* A certificate for cn and san, valid from..to days from now, signed by
+ * issuer (NULL: itself). */
+static X509 *
+mkcert(EVP_PKEY *key, const char *cn, const char *san, long from, long to,
+    int ca, X509 *issuer, EVP_PKEY *ikey)
+{
+	X509 *x = X509_new();
+	X509_NAME *n;
+	static long serial = 1;
+
+	X509_set_version(x, 2);
+	ASN1_INTEGER_set(X509_get_serialNumber(x), serial++);
+	X509_gmtime_adj(X509_getm_notBefore(x), from * 86400);
+	X509_gmtime_adj(X509_getm_notAfter(x), to * 86400);
+	X509_set_pubkey(x, key);
+	n = X509_get_subject_name(x);
+	X509_NAME_add_entry_by_txt(
+	    n, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1, 0);
+	X509_set_issuer_name(x, X509_get_subject_name(issuer ? issuer : x));
+	add_ext(x, issuer ? issuer : x, NID_basic_constraints,
+	    ca ? "critical,CA:TRUE" : "CA:FALSE");
+	if (san)
+		add_ext(x, issuer ? issuer : x, NID_subject_alt_name, san);
+	if (!X509_sign(x, ikey ? ikey : key, EVP_sha256())) {
+		fprintf(stderr, "sign %s\n", cn);
+		exit(1);
+	}
+	return x;
+}
+
+static struct pem
+pem_of(X509 *x, X509 *chain, EVP_PKEY *key)
+{
+	struct pem p;
+	BIO *b = BIO_new(BIO_s_mem());
+	char *d;
+	long n;
+
+	if (x)
+		PEM_write_bio_X509(b, x);
+	if (chain)
+		PEM_write_bio_X509(b, chain);
+	if (key)
+		PEM_write_bio_PrivateKey(b, key, NULL, NULL, 0, NULL, NULL);
+	n = BIO_get_mem_data(b, &d);
+	p.data = malloc((size_t)n);
+	memcpy(p.data, d, (size_t)n);
+	p.len = (size_t)n;
+	BIO_free(b);
+	return p;
+}
+
+static void
+make_certs(void)
+{
+	ca_key = EVP_EC_gen("P-256");
+	srv_key = EVP_EC_gen("P-256");
+	ca_cert = mkcert(ca_key, "Test CA", NULL, -1, 365, 1, NULL, NULL);
+	srv_cert = mkcert(srv_key, "localhost", "DNS:localhost,IP:127.0.0.1",
+	    -1, 30, 0, ca_cert, ca_key);
+	alt_cert = mkcert(srv_key, "mail.example.org", "DNS:mail.example.org",
+	    -1, 30, 0, ca_cert, ca_key);
+	expired_cert = mkcert(srv_key, "localhost",
+	    "DNS:localhost,IP:127.0.0.1", -10, -1, 0, ca_cert, ca_key);
+	wrong_cert = mkcert(srv_key, "wrong.example.org",
+	    "DNS:wrong.example.org", -1, 30, 0, ca_cert, ca_key);
+	self_cert = mkcert(srv_key, "localhost", "DNS:localhost,IP:127.0.0.1",
+	    -1, 30, 0, NULL, NULL);
+	ca_pem = pem_of(ca_cert, NULL, NULL);
+	srv_chain_pem = pem_of(srv_cert, ca_cert, NULL);
+	srv_key_pem = pem_of(NULL, NULL, srv_key);
+	alt_pem = pem_of(alt_cert, NULL, NULL);
+}
+
+/* ---- a config as the parent would pack it for tlsd ---- */
+
+static uint8_t *
+dup_bytes(const void *p, size_t n)
+{
+	uint8_t *d = malloc(n);
+
+	memcpy(d, p, n);
+	return d;
+}
+
+static void
+set_profile(struct cfg_tls_profile *p, const char *name, int verify, int cache)
+{
+	memset(p, 0, sizeof(*p));
+	p->name = strdup(name);
+	p->min_version = TLS1_2_VERSION;
+	p->verify_peer = verify;
+	p->ca_pem = dup_bytes(ca_pem.data, ca_pem.len);
+	p->ca_len = ca_pem.len;
+	p->session_cache = cache;
+	p->session_timeout_ms = 300000;
+}
+
+/* A certificate with srv_key; the PEM bytes are the config's own. */
+static void
+set_cert(struct cfg_cert *c, const char *name, const struct pem *cert)
+{
+	c->name = strdup(name);
+	c->cert_pem = dup_bytes(cert->data, cert->len);
+	c->cert_len = cert->len;
+	c->key_pem = dup_bytes(srv_key_pem.data, srv_key_pem.len);
+	c->key_len = srv_key_pem.len;
+}
+
+/*
+ * Policies: "imap-in" (certificates main, alt; profile default),
+ * "compliant" (main; compliant_only, no session cache), "nocert" (none).
+ * Server pools: "verified" (default profile: verify against the CA),
+ * "unverified" (verify_peer false).
+ */
+static struct config *
+make_config(uint32_t generation)
+{
+	struct config *cfg = calloc(1, sizeof(*cfg));
+	struct cfg_cert *c;
+	struct cfg_policy *pol;
+
+	cfg->generation = generation;
+	cfg->ncerts = 2;
+	cfg->certs = calloc(2, sizeof(*cfg->certs));
+	set_cert(&cfg->certs[0], "main", &srv_chain_pem);
+	c = &cfg->certs[1];
+	set_cert(c, "alt", &alt_pem);
+	c->ocsp_der = dup_bytes(OCSP_BYTES, sizeof(OCSP_BYTES) - 1);
+	c->ocsp_len = sizeof(OCSP_BYTES) - 1;
+
+	cfg->nprofiles = 3;
+	cfg->profiles = calloc(3, sizeof(*cfg->profiles));
+	set_profile(&cfg->profiles[0], "default", 1, 1);
+	set_profile(&cfg->profiles[1], "noverify", 0, 1);
+	set_profile(&cfg->profiles[2], "strict", 1, 0);
+	cfg->profiles[2].compliant_only = 1;
+
+	cfg->npolicies = 3;
+	cfg->policies = calloc(3, sizeof(*cfg->policies));
+	pol = &cfg->policies[0];
+	pol->name = strdup("imap-in");
+	pol->tls.ncerts = 2;
+	pol->tls.certidx = calloc(2, sizeof(int));
+	pol->tls.certidx[0] = 0;
+	pol->tls.certidx[1] = 1;
+	pol->tls.profileidx = 0;
+	pol = &cfg->policies[1];
+	pol->name = strdup("compliant");
+	pol->tls.ncerts = 1;
+	pol->tls.certidx = calloc(1, sizeof(int));
+	pol->tls.profileidx = 2;
+	pol = &cfg->policies[2];
+	pol->name = strdup("nocert");
+
+	cfg->nservers = 3;
+	cfg->servers = calloc(3, sizeof(*cfg->servers));
+	cfg->servers[0].name = strdup("verified");
+	cfg->servers[0].tls = SRV_TLS_IMPLICIT;
+	cfg->servers[0].profileidx = 0;
+	cfg->servers[1].name = strdup("unverified");
+	cfg->servers[1].tls = SRV_TLS_STARTTLS;
+	cfg->servers[1].profileidx = 1;
+	cfg->servers[2].name = strdup("plain");
+	return cfg;
+}
+
+static void
+free_config(struct config *cfg)
+{
+	size_t i;
+
+	for (i = 0; i < cfg->ncerts; i++) {
+		free(cfg->certs[i].name);
+		free(cfg->certs[i].cert_pem);
+		free(cfg->certs[i].key_pem);
+		free(cfg->certs[i].ocsp_der);
+	}
+	for (i = 0; i < cfg->nprofiles; i++) {
+		free(cfg->profiles[i].name);
+		free(cfg->profiles[i].ca_pem);
+	}
+	for (i = 0; i < cfg->npolicies; i++) {
+		free(cfg->policies[i].name);
+		free(cfg->policies[i].tls.certidx);
+	}
+	for (i = 0; i < cfg->nservers; i++)
+		free(cfg->servers[i].name);
+	free(cfg->certs);
+	free(cfg->profiles);
+	free(cfg->policies);
+	free(cfg->servers);
+	free(cfg);
+}
+
+/* ---- tlsd in a child ---- */
+
+struct tlsd_kid {
+	pid_t pid;
+	struct imsgbuf ib; /* our end: we are netd */
+	int status;
+};
+
+static struct event_base *kid_base;
+
+static void
+kid_chan_closed(struct proc_chan *c)
+{
+	tlsd_peer_gone(c);
+	proc_chan_free(c);
+	event_base_loopbreak(kid_base);
+}
+
+static void
+kid_run(int fd, const char *root)
+{
+	struct proc_chan *c;
+	struct config *cfg;
+	struct tlsd_gen *g;
+	int sandboxed = root != NULL;
+
+	if ((kid_base = event_base_new()) == NULL)
+		_exit(80);
+	if (sandboxed &&
+	    sandbox_enter_flags(ROLE_TLSD, 0, root, NOBODY, NOBODY) == -1)
+		_exit(81);
+	tlsd_conn_init(kid_base, 500);
+	/* A new generation, built inside the sandbox as on a reload. */
+	cfg = make_config(sandboxed ? 2 : 1);
+	g = tlsd_gen_build(cfg);
+	free_config(cfg);
+	if (g == NULL)
+		_exit(82);
+	tlsd_set_current(g);
+	tlsd_gen_unref(g);
+	c = proc_chan_new(
+	    kid_base, fd, 1, "netd-0", tlsd_peer_frame, kid_chan_closed, NULL);
+	if (c == NULL)
+		_exit(83);
+	c->role = ROLE_NETD;
+	c->instance = 0;
+	event_base_dispatch(kid_base);
+	tlsd_conn_free_all();
+	tlsd_set_current(NULL);
+	if (sandboxed)
+		_exit(0); /* no leak checker here: it would need ptrace */
+	/* The bufferevents' deferred callbacks and finalizers. */
+	event_base_loop(kid_base, EVLOOP_NONBLOCK);
+	event_base_loop(kid_base, EVLOOP_NONBLOCK);
+	event_base_free(kid_base);
+	exit(0);
+}
+
+static const char *
+mkroot(void)
+{
+	static char d[64];
+
+	snprintf(d, sizeof(d), "/tmp/imapgw-tlsd.XXXXXX");
+	if (mkdtemp(d) == NULL || chmod(d, 0755) == -1) {
+		perror("mkroot");
+		exit(1);
+	}
+	return d;
+}
+
+static void
+kid_start(struct tlsd_kid *k, const char *root)
+{
+	int sp[2];
+
+	if (socketpair(AF_UNIX, SOCK_STREAM, 0, sp) == -1) {
+		perror("socketpair");
+		exit(1);
+	}
+	fflush(NULL);
+	if ((k->pid = fork()) == 0) {
+		close(sp[0]);
+		close(listen_fd);
+		kid_run(sp[1], root);
+	}
+	close(sp[1]);
+	imsgbuf_init(&k->ib, sp[0]);
+	imsgbuf_allow_fdpass(&k->ib);
+}
+
+/* Close the channel; the child ends its loop.  1 if it exited 0. */
+static int
+kid_end(struct tlsd_kid *k)
+{
+	close(k->ib.fd);
+	imsgbuf_clear(&k->ib);
+	if (waitpid(k->pid, &k->status, 0) != k->pid)
+		return 0;
+	if (!WIFEXITED(k->status) || WEXITSTATUS(k->status) != 0)
+		fprintf(stderr, "tlsd child: status 0x%x\n", k->status);
+	return WIFEXITED(k->status) && WEXITSTATUS(k->status) == 0;
+}
+
+/* ---- netd's side of the contract ---- */
+
+struct done {
+	uint64_t id;
+	uint32_t ok, resumed;
+	char *error, *version, *cipher, *sni, *subject;
+	int fd;
+};
+
+static void
+done_clear(struct done *d)
+{
+	free(d->error);
+	free(d->version);
+	free(d->cipher);
+	free(d->sni);
+	free(d->subject);
+	if (d->fd != -1)
+		close(d->fd);
+	memset(d, 0, sizeof(*d));
+	d->fd = -1;
+}
+
+static uint64_t next_id = 100;
+
+static int
+send_start(struct tlsd_kid *k, uint32_t side, const char *policy,
+    const char *server, const char *name, int fd)
+{
+	struct buf b;
+	int r;
+
+	buf_init(&b, 0);
+	buf_add_u64(&b, ++next_id);
+	buf_add_u32(&b, side);
+	buf_add_str(&b, policy);
+	buf_add_str(&b, server);
+	buf_add_str(&b, name);
+	buf_add_str(&b, "127.0.0.1:4321");
+	r = imsg_compose(
+	    &k->ib, IMSG_TLS_START, 0, fd, buf_head(&b), buf_used(&b));
+	buf_free(&b);
+	if (r == -1 || imsgbuf_flush(&k->ib) == -1)
+		return -1;
+	return 0;
+}
+
+/* Wait for TLS_DONE; -1 if the channel failed or the frame is wrong. */
+static int
+get_done(struct tlsd_kid *k, struct done *d)
+{
+	struct imsg imsg;
+	struct reader rd;
+
+	memset(d, 0, sizeof(*d));
+	d->fd = -1;
+	if (imsg_wait(&k->ib, &imsg, 20000) != 1)
+		return -1;
+	if (imsg.hdr.type != IMSG_TLS_DONE) {
+		imsg_free(&imsg);
+		return -1;
+	}
+	imsg_reader(&imsg, &rd);
+	d->id = rd_u64(&rd);
+	d->ok = rd_u32(&rd);
+	d->error = rd_str(&rd, TLS_MAX_ERROR);
+	d->version = rd_str(&rd, 64);
+	d->cipher = rd_str(&rd, 128);
+	d->sni = rd_str(&rd, TLS_MAX_NAME);
+	d->subject = rd_str(&rd, 1024);
+	d->resumed = rd_u32(&rd);
+	d->fd = imsg.fd;
+	imsg.fd = -1;
+	imsg_free(&imsg);
+	if (rd_end(&rd) == -1 || d->id != next_id ||
+	    (d->ok != 0) != (d->fd != -1)) {
+		done_clear(d);
+		return -1;
+	}
+	return 0;
+}
+
+/* A TCP connection over loopback: *a the connecting end, *b accepted. */
+static void
+tcp_pair(int *a, int *b)
+{
+	*a = socket(AF_INET, SOCK_STREAM, 0);
+	if (*a == -1 ||
+	    connect(*a, (struct sockaddr *)&listen_addr, sizeof(listen_addr)) ==
+	        -1 ||
+	    (*b = accept(listen_fd, NULL, NULL)) == -1) {
+		perror("tcp_pair");
+		exit(1);
+	}
+}
+
+/* ---- the TLS peer ---- */
+
+static SSL_CTX *
+client_ctx(int maxver)
+{
+	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+	X509_STORE *st = SSL_CTX_get_cert_store(ctx);
+
+	X509_STORE_add_cert(st, ca_cert);
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+	if (maxver) {
+		SSL_CTX_set_min_proto_version(ctx, TLS1_VERSION);
+		SSL_CTX_set_max_proto_version(ctx, maxver);
+		SSL_CTX_set_cipher_list(ctx, "DEFAULT:@SECLEVEL=0");
+	}
+	return ctx;
+}
+
+static SSL_CTX *
+server_ctx(X509 *cert)
+{
+	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+
+	SSL_CTX_use_certificate(ctx, cert);
+	SSL_CTX_use_PrivateKey(ctx, srv_key);
+	SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"t", 1);
+	return ctx;
+}
+
+/* Server side: we are the client. */
+struct srv_conn {
+	SSL *ssl;
+	int tcp;
+	struct done d;
+	int hs; /* SSL_connect succeeded */
+};
+
+static void
+srv_conn_close(struct srv_conn *s)
+{
+	if (s->ssl) {
+		SSL_free(s->ssl);
+	}
+	if (s->tcp != -1)
+		close(s->tcp);
+	done_clear(&s->d);
+	s->ssl = NULL;
+	s->tcp = -1;
+}
+
+static int
+server_side(struct tlsd_kid *k, SSL_CTX *ctx, const char *policy,
+    const char *sni, SSL_SESSION *sess, int ocsp, struct srv_conn *s)
+{
+	int acc;
+
+	memset(s, 0, sizeof(*s));
+	s->d.fd = -1;
+	tcp_pair(&s->tcp, &acc);
+	if (send_start(k, TLS_SIDE_SERVER, policy, "", "", acc) == -1)
+		return -1;
+	s->ssl = SSL_new(ctx);
+	SSL_set_fd(s->ssl, s->tcp);
+	if (sni)
+		SSL_set_tlsext_host_name(s->ssl, sni);
+	if (sess)
+		SSL_set_session(s->ssl, sess);
+	if (ocsp)
+		SSL_set_tlsext_status_type(s->ssl, TLSEXT_STATUSTYPE_ocsp);
+	s->hs = SSL_connect(s->ssl) == 1;
+	ERR_clear_error();
+	return get_done(k, &s->d);
+}
+
+/* Client side: we are the server. */
+static int
+client_side(struct tlsd_kid *k, SSL_CTX *ctx, const char *server,
+    const char *name, struct srv_conn *s)
+{
+	int cli;
+
+	memset(s, 0, sizeof(*s));
+	s->d.fd = -1;
+	tcp_pair(&cli, &s->tcp);
+	if (send_start(k, TLS_SIDE_CLIENT, "", server, name, cli) == -1)
+		return -1;
+	s->ssl = SSL_new(ctx);
+	SSL_set_fd(s->ssl, s->tcp);
+	s->hs = SSL_accept(s->ssl) == 1;
+	ERR_clear_error();
+	return get_done(k, &s->d);
+}
+
+static void
+nonblock(int fd)
+{
+	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+}
+
+static int
+ssl_retry(SSL *ssl, int r)
+{
+	int e = SSL_get_error(ssl, r);
+
+	return e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE;
+}
+
+/*
+ * n bytes each way at once: a from our TLS end to the plaintext fd, b
+ * from the plaintext fd to our TLS end.  1 if both arrive byte-exact.
+ */
+static int
+pump(SSL *ssl, int tcp, int p, const uint8_t *a, const uint8_t *b, size_t n)
+{
+	uint8_t *ra = malloc(n), *rb = malloc(n);
+	size_t aw = 0, ar = 0, bw = 0, br = 0;
+	struct pollfd pfd[2];
+	time_t end = time(NULL) + 60;
+	ssize_t w;
+	int r, progress, ok = 0;
+
+	nonblock(tcp);
+	nonblock(p);
+	SSL_set_mode(ssl, SSL_MODE_ENABLE_PARTIAL_WRITE |
+	                      SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	while ((aw < n || ar < n || bw < n || br < n) && time(NULL) < end) {
+		progress = 0;
+		if (aw < n) {
+			r = SSL_write(ssl, a + aw,
+			    (int)(n - aw > 16384 ? 16384 : n - aw));
+			if (r > 0)
+				aw += (size_t)r, progress = 1;
+			else if (!ssl_retry(ssl, r))
+				goto out;
+		}
+		if (br < n) {
+			r = SSL_read(ssl, rb + br, (int)(n - br));
+			if (r > 0)
+				br += (size_t)r, progress = 1;
+			else if (!ssl_retry(ssl, r))
+				goto out;
+		}
+		if (bw < n) {
+			w = write(p, b + bw, n - bw);
+			if (w > 0)
+				bw += (size_t)w, progress = 1;
+			else if (errno != EAGAIN)
+				goto out;
+		}
+		if (ar < n) {
+			w = read(p, ra + ar, n - ar);
+			if (w > 0)
+				ar += (size_t)w, progress = 1;
+			else if (w == 0 || errno != EAGAIN)
+				goto out;
+		}
+		if (!progress) {
+			pfd[0].fd = tcp;
+			pfd[0].events = POLLIN | POLLOUT;
+			pfd[1].fd = p;
+			pfd[1].events = POLLIN | (bw < n ? POLLOUT : 0);
+			poll(pfd, 2, 5);
+		}
+	}
+	ok = aw == n && ar == n && bw == n && br == n &&
+	     memcmp(a, ra, n) == 0 && memcmp(b, rb, n) == 0;
+out:
+	if (!ok)
+		fprintf(stderr, "pump: a %zu/%zu b %zu/%zu\n", ar, aw, br, bw);
+	free(ra);
+	free(rb);
+	return ok;
+}
+
+/* Read from fd until EOF (0), error (-1) or 10 s; bytes in *got. */
+static int
+read_eof(int fd, char *buf, size_t len, size_t *got)
+{
+	struct pollfd pfd = {fd, POLLIN, 0};
+	ssize_t n;
+
+	*got = 0;
+	for (;;) {
+		if (poll(&pfd, 1, 10000) != 1)
+			return -2;
+		n = read(fd, buf + *got, len - *got);
+		if (n == 0)
+			return 0;
+		if (n < 0 && errno == EAGAIN)
+			continue;
+		if (n < 0)
+			return -1;
+		*got += (size_t)n;
+		if (*got == len)
+			return 1;
+	}
+}
+
+/* SSL_read with a deadline on a non-blocking socket: bytes, 0 for
+ * close_notify, -1 on error or timeout. */
+static int
+ssl_read_wait(SSL *ssl, int fd, char *buf, int len)
+{
+	struct pollfd pfd = {fd, POLLIN, 0};
+	int r, i;
+
+	for (i = 0; i < 1000; i++) {
+		r = SSL_read(ssl, buf, len);
+		if (r > 0)
+			return r;
+		if (SSL_get_error(ssl, r) == SSL_ERROR_ZERO_RETURN)
+			return 0;
+		if (!ssl_retry(ssl, r))
+			return -1;
+		poll(&pfd, 1, 10);
+	}
+	return -1;
+}
+
+/* ---- the cases ---- */
+
+static void
+test_server_relay(struct tlsd_kid *k)
+{
+	SSL_CTX *ctx = client_ctx(0);
+	struct srv_conn s;
+	uint8_t *a = malloc(RELAY_BYTES), *b = malloc(RELAY_BYTES);
+	char buf[64];
+	size_t got;
+	X509 *peer;
+
+	RAND_bytes(a, RELAY_BYTES);
+	RAND_bytes(b, RELAY_BYTES);
+	CHECK(server_side(k, ctx, "imap-in", NULL, NULL, 0, &s) == 0);
+	CHECK(s.hs);
+	CHECK(s.d.ok == 1 && s.d.fd != -1 && s.d.error[0] == '\0');
+	CHECK(strcmp(s.d.version, "TLSv1.3") == 0);
+	CHECK(strcmp(s.d.cipher, SSL_get_cipher_name(s.ssl)) == 0);
+	CHECK(s.d.sni[0] == '\0' && s.d.resumed == 0);
+	/* No SNI: the default certificate, with its chain. */
+	peer = SSL_get0_peer_certificate(s.ssl);
+	CHECK(peer && X509_check_host(peer, "localhost", 0, 0, NULL) == 1);
+	CHECK(sk_X509_num(SSL_get_peer_cert_chain(s.ssl)) == 2);
+	CHECK(SSL_get_verify_result(s.ssl) == X509_V_OK);
+	if (s.d.ok) {
+		CHECK(pump(s.ssl, s.tcp, s.d.fd, a, b, RELAY_BYTES));
+		/* netd's EOF: close_notify to us, and we may still send. */
+		shutdown(s.d.fd, SHUT_WR);
+		CHECK(ssl_read_wait(s.ssl, s.tcp, buf, sizeof(buf)) == 0);
+		CHECK(SSL_write(s.ssl, "late", 4) == 4);
+		CHECK(read_eof(s.d.fd, buf, 4, &got) == 1 &&
+		      memcmp(buf, "late", 4) == 0);
+		/* Our close_notify: netd reads EOF. */
+		SSL_shutdown(s.ssl);
+		CHECK(
+		    read_eof(s.d.fd, buf, sizeof(buf), &got) == 0 && got == 0);
+	}
+	srv_conn_close(&s);
+	free(a);
+	free(b);
+	SSL_CTX_free(ctx);
+}
+
+/* The peer's close_notify first: netd reads EOF, and its data still
+ * goes to the peer. */
+static void
+test_server_peer_closes(struct tlsd_kid *k)
+{
+	SSL_CTX *ctx = client_ctx(0);
+	struct srv_conn s;
+	char buf[64];
+	size_t got;
+
+	CHECK(server_side(k, ctx, "imap-in", NULL, NULL, 0, &s) == 0);
+	CHECK(s.d.ok == 1);
+	if (s.d.ok) {
+		CHECK(SSL_write(s.ssl, "bye", 3) == 3);
+		SSL_shutdown(s.ssl);
+		CHECK(read_eof(s.d.fd, buf, 3, &got) == 1 &&
+		      memcmp(buf, "bye", 3) == 0);
+		CHECK(read_eof(s.d.fd, buf, sizeof(buf), &got) == 0);
+		CHECK(write(s.d.fd, "after", 5) == 5);
+		nonblock(s.tcp);
+		CHECK(ssl_read_wait(s.ssl, s.tcp, buf, sizeof(buf)) == 5 &&
+		      memcmp(buf, "after", 5) == 0);
+		close(s.d.fd);
+		s.d.fd = -1;
+		CHECK(ssl_read_wait(s.ssl, s.tcp, buf, sizeof(buf)) == 0);
+	}
+	srv_conn_close(&s);
+	SSL_CTX_free(ctx);
+}
+
+static void
+test_server_sni_ocsp_resume(struct tlsd_kid *k)
+{
+	SSL_CTX *ctx = client_ctx(0);
+	struct srv_conn s;
+	SSL_SESSION *sess = NULL;
+	const unsigned char *resp;
+	char buf[8];
+	long n;
+	X509 *peer;
+
+	CHECK(server_side(k, ctx, "imap-in", "mail.example.org", NULL, 1, &s) ==
+	      0);
+	CHECK(s.d.ok == 1 && strcmp(s.d.sni, "mail.example.org") == 0);
+	peer = SSL_get0_peer_certificate(s.ssl);
+	CHECK(
+	    peer && X509_check_host(peer, "mail.example.org", 0, 0, NULL) == 1);
+	n = SSL_get_tlsext_status_ocsp_resp(s.ssl, &resp);
+	CHECK(n == (long)sizeof(OCSP_BYTES) - 1 &&
+	      memcmp(resp, OCSP_BYTES, (size_t)n) == 0);
+	if (s.d.ok) {
+		/* Through the relay once: the session ticket is read. */
+		CHECK(write(s.d.fd, "x", 1) == 1);
+		CHECK(SSL_read(s.ssl, buf, 1) == 1);
+		sess = SSL_get1_session(s.ssl);
+		CHECK(sess && SSL_SESSION_is_resumable(sess));
+		/* SSL_free without it would make sess not resumable. */
+		SSL_shutdown(s.ssl);
+	}
+	srv_conn_close(&s);
+
+	/* A name no certificate has: the default one, no staple. */
+	CHECK(server_side(k, ctx, "other.example.org", NULL, NULL, 1, &s) == 0);
+	CHECK(s.d.ok == 0 && strstr(s.d.error, "unknown policy") != NULL);
+	srv_conn_close(&s);
+	CHECK(server_side(
+	          k, ctx, "imap-in", "other.example.org", NULL, 1, &s) == 0);
+	peer = SSL_get0_peer_certificate(s.ssl);
+	CHECK(s.d.ok == 1 && peer &&
+	      X509_check_host(peer, "localhost", 0, 0, NULL) == 1);
+	CHECK(SSL_get_tlsext_status_ocsp_resp(s.ssl, &resp) == -1);
+	srv_conn_close(&s);
+
+	if (sess) {
+		CHECK(server_side(k, ctx, "imap-in", "mail.example.org", sess,
+		          0, &s) == 0);
+		CHECK(s.d.ok == 1 && s.d.resumed == 1);
+		CHECK(SSL_session_reused(s.ssl) == 1);
+		srv_conn_close(&s);
+		SSL_SESSION_free(sess);
+	}
+	SSL_CTX_free(ctx);
+}
+
+static void
+test_server_refusals(struct tlsd_kid *k)
+{
+	SSL_CTX *old = client_ctx(TLS1_1_VERSION);
+	SSL_CTX *ctx = client_ctx(0);
+	struct srv_conn s;
+	char buf[8];
+	size_t got;
+
+	/* TLS 1.1 against min_version 1.2. */
+	CHECK(server_side(k, old, "imap-in", NULL, NULL, 0, &s) == 0);
+	CHECK(!s.hs && s.d.ok == 0 && s.d.fd == -1);
+	CHECK(strstr(s.d.error, "unsupported protocol") != NULL);
+	/* The failure closed the connection. */
+	CHECK(read_eof(s.tcp, buf, sizeof(buf), &got) <= 0);
+	srv_conn_close(&s);
+	/* A policy without certificates. */
+	CHECK(server_side(k, ctx, "nocert", NULL, NULL, 0, &s) == 0);
+	CHECK(!s.hs && s.d.ok == 0 &&
+	      strstr(s.d.error, "no TLS certificate") != NULL);
+	srv_conn_close(&s);
+	/* compliant_only: a client that offers no ECDHE+AEAD suite. */
+	SSL_CTX_set_max_proto_version(ctx, TLS1_2_VERSION);
+	SSL_CTX_set_cipher_list(ctx, "AES128-SHA256");
+	CHECK(server_side(k, ctx, "compliant", NULL, NULL, 0, &s) == 0);
+	CHECK(!s.hs && s.d.ok == 0 &&
+	      strstr(s.d.error, "no shared cipher") != NULL);
+	srv_conn_close(&s);
+	SSL_CTX_set_cipher_list(ctx, "ECDHE-ECDSA-AES128-GCM-SHA256");
+	CHECK(server_side(k, ctx, "compliant", NULL, NULL, 0, &s) == 0);
+	CHECK(s.hs && s.d.ok == 1 &&
+	      strcmp(s.d.cipher, "ECDHE-ECDSA-AES128-GCM-SHA256") == 0);
+	srv_conn_close(&s);
+	/* Plaintext instead of a ClientHello. */
+	{
+		int tcp, acc;
+		struct done d;
+
+		tcp_pair(&tcp, &acc);
+		CHECK(send_start(k, TLS_SIDE_SERVER, "imap-in", "", "", acc) ==
+		      0);
+		CHECK(write(tcp, "a001 CAPABILITY\r\n", 17) == 17);
+		CHECK(get_done(k, &d) == 0 && d.ok == 0 && d.error[0]);
+		CHECK(read_eof(tcp, buf, sizeof(buf), &got) <= 0);
+		done_clear(&d);
+		close(tcp);
+	}
+	SSL_CTX_free(old);
+	SSL_CTX_free(ctx);
+}
+
+struct verify_case {
+	const char *server, *name;
+	X509 **cert;
+	const char *error; /* NULL: accepted */
+};
+
+static void
+test_client_verify(struct tlsd_kid *k)
+{
+	static const struct verify_case cases[] = {
+	    {"verified", "localhost", &srv_cert, NULL},
+	    {"verified", "", &srv_cert, NULL}, /* the address, 127.0.0.1 */
+	    {"verified", "127.0.0.1", &srv_cert, NULL},
+	    {"verified", "localhost", &expired_cert,
+	        "certificate verify failed: certificate has expired"},
+	    {"verified", "localhost", &wrong_cert,
+	        "certificate verify failed: hostname mismatch"},
+	    {"verified", "", &wrong_cert,
+	        "certificate verify failed: IP address mismatch"},
+	    {"verified", "localhost", &self_cert,
+	        "certificate verify failed: self-signed certificate"},
+	    {"unverified", "localhost", &expired_cert, NULL},
+	    {"unverified", "localhost", &wrong_cert, NULL},
+	    {"unverified", "localhost", &self_cert, NULL},
+	    {"nosuchpool", "localhost", &srv_cert, "unknown server pool"},
+	    {"plain", "localhost", &srv_cert, "server plain does not use TLS"},
+	};
+	const struct verify_case *vc;
+	struct srv_conn s;
+	SSL_CTX *ctx;
+	size_t i;
+	char buf[8];
+	size_t got;
+	int ok;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		vc = &cases[i];
+		ctx = server_ctx(*vc->cert);
+		CHECK(client_side(k, ctx, vc->server, vc->name, &s) == 0);
+		if (vc->error == NULL) {
+			ok = s.hs && s.d.ok == 1 &&
+			     strcmp(s.d.subject, *vc->cert == wrong_cert
+			                             ? "CN=wrong.example.org"
+			                             : "CN=localhost") == 0;
+		} else {
+			ok = !s.hs && s.d.ok == 0 &&
+			     strstr(s.d.error, vc->error) != NULL;
+			ok = ok && read_eof(s.tcp, buf, sizeof(buf), &got) <= 0;
+		}
+		if (!ok)
+			fprintf(stderr,
+			    "verify case %zu (%s %s): ok %u '%s' "
+			    "subject '%s'\n",
+			    i, vc->server, vc->name, s.d.ok,
+			    s.d.error ? s.d.error : "?",
+			    s.d.subject ? s.d.subject : "?");
+		CHECK(ok);
+		srv_conn_close(&s);
+		SSL_CTX_free(ctx);
+	}
+}
+
+/* Client side: relay both ways and a resumed second session. */
+static void
+test_client_relay_resume(struct tlsd_kid *k)
+{
+	SSL_CTX *ctx = server_ctx(srv_cert);
+	uint8_t *a = malloc(RELAY_BYTES), *b = malloc(RELAY_BYTES);
+	struct srv_conn s;
+	char buf[8];
+	size_t got;
+
+	RAND_bytes(a, RELAY_BYTES);
+	RAND_bytes(b, RELAY_BYTES);
+	CHECK(client_side(k, ctx, "verified", "localhost", &s) == 0);
+	CHECK(s.hs && s.d.ok == 1 && s.d.resumed == 0);
+	if (s.d.ok) {
+		CHECK(pump(s.ssl, s.tcp, s.d.fd, a, b, RELAY_BYTES));
+		SSL_shutdown(s.ssl);
+		CHECK(read_eof(s.d.fd, buf, sizeof(buf), &got) == 0);
+		close(s.d.fd);
+		s.d.fd = -1;
+		CHECK(ssl_read_wait(s.ssl, s.tcp, buf, sizeof(buf)) == 0);
+	}
+	srv_conn_close(&s);
+	CHECK(client_side(k, ctx, "verified", "localhost", &s) == 0);
+	CHECK(s.hs && s.d.ok == 1 && s.d.resumed == 1);
+	CHECK(SSL_session_reused(s.ssl) == 1);
+	srv_conn_close(&s);
+	/* Another name: no session of another server is offered. */
+	CHECK(client_side(k, ctx, "verified", "127.0.0.1", &s) == 0);
+	CHECK(s.hs && s.d.ok == 1 && s.d.resumed == 0);
+	srv_conn_close(&s);
+	free(a);
+	free(b);
+	SSL_CTX_free(ctx);
+}
+
+/* A peer that never starts: the handshake times out (0.5 s here). */
+static void
+test_timeout(struct tlsd_kid *k)
+{
+	struct done d;
+	char buf[8];
+	size_t got;
+	int tcp, acc;
+
+	tcp_pair(&tcp, &acc);
+	CHECK(send_start(k, TLS_SIDE_SERVER, "imap-in", "", "", acc) == 0);
+	CHECK(get_done(k, &d) == 0 && d.ok == 0 &&
+	      strcmp(d.error, "handshake timed out") == 0);
+	CHECK(read_eof(tcp, buf, sizeof(buf), &got) == 0);
+	done_clear(&d);
+	close(tcp);
+}
+
+/* A malformed TLS_START closes the channel (and the child exits). */
+static void
+test_garbage(struct tlsd_kid *k)
+{
+	struct imsg imsg;
+
+	CHECK(imsg_compose(&k->ib, IMSG_TLS_START, 0, -1, "garbage", 7) == 0);
+	imsgbuf_flush(&k->ib);
+	CHECK(imsg_wait(&k->ib, &imsg, 10000) == -1);
+}
+
+static void
+test_garbage_fd(struct tlsd_kid *k)
+{
+	struct imsg imsg;
+	struct buf b;
+	int tcp, acc;
+
+	/* Well-formed strings, but a side that does not exist. */
+	tcp_pair(&tcp, &acc);
+	buf_init(&b, 0);
+	buf_add_u64(&b, 1);
+	buf_add_u32(&b, 7);
+	buf_add_str(&b, "imap-in");
+	buf_add_str(&b, "");
+	buf_add_str(&b, "");
+	buf_add_str(&b, "peer");
+	CHECK(imsg_compose(&k->ib, IMSG_TLS_START, 0, acc, buf_head(&b),
+	          buf_used(&b)) == 0);
+	buf_free(&b);
+	imsgbuf_flush(&k->ib);
+	CHECK(imsg_wait(&k->ib, &imsg, 10000) == -1);
+	close(tcp);
+}
+
+static void
+test_ctx_build(void)
+{
+	struct config *cfg = make_config(7);
+	struct tlsd_gen *g;
+	size_t i, zero = 1;
+
+	g = tlsd_gen_build(cfg);
+	CHECK(g != NULL && g->generation == 7);
+	/* The key bytes are wiped once parsed. */
+	for (i = 0; i < cfg->certs[0].key_len; i++)
+		if (cfg->certs[0].key_pem[i] != 0)
+			zero = 0;
+	CHECK(zero);
+	CHECK(g && g->ncerts == 2 && g->certs[0].err[0] == '\0' &&
+	      strcmp(g->certs[0].subject, "CN=localhost") == 0);
+	CHECK(g && tlsd_find_policy(g, "imap-in") &&
+	      tlsd_find_policy(g, "imap-in")->n == 2);
+	CHECK(g && tlsd_find_policy(g, "nocert") &&
+	      tlsd_find_policy(g, "nocert")->n == 0);
+	CHECK(g && tlsd_find_pool(g, "verified") &&
+	      tlsd_find_pool(g, "verified")->ctx != NULL);
+	tlsd_gen_unref(g);
+	free_config(cfg);
+
+	/* A key that is not the certificate's. */
+	cfg = make_config(8);
+	free(cfg->certs[0].key_pem);
+	{
+		EVP_PKEY *other = EVP_EC_gen("P-256");
+		struct pem p = pem_of(NULL, NULL, other);
+
+		cfg->certs[0].key_pem = (uint8_t *)p.data;
+		cfg->certs[0].key_len = p.len;
+		EVP_PKEY_free(other);
+	}
+	g = tlsd_gen_build(cfg);
+	CHECK(g && g->certs[0].err[0] != '\0');
+	CHECK(g && tlsd_find_policy(g, "imap-in")->n == 0);
+	tlsd_gen_unref(g);
+	free_config(cfg);
+}
+
+static void
+run_suite(const char *root)
+{
+	struct tlsd_kid k;
+
+	kid_start(&k, root);
+	test_server_relay(&k);
+	test_server_peer_closes(&k);
+	test_server_sni_ocsp_resume(&k);
+	test_server_refusals(&k);
+	test_client_verify(&k);
+	test_client_relay_resume(&k);
+	test_timeout(&k);
+	test_garbage(&k);
+	CHECK(kid_end(&k));
+	kid_start(&k, root);
+	test_garbage_fd(&k);
+	CHECK(kid_end(&k));
+}
+
+int
+main(void)
+{
+	socklen_t len = sizeof(listen_addr);
+	const char *root;
+
+	signal(SIGPIPE, SIG_IGN);
+	log_init(LOGT_STDERR, LOGF_TEXT,
+	    getenv("TLSD_DEBUG") ? LOG_DEBUG : LOG_NOTICE, "tlsd");
+	CHECK(tlsd_openssl_init() == 0);
+	make_certs();
+	listen_fd = socket(AF_INET, SOCK_STREAM, 0);
+	memset(&listen_addr, 0, sizeof(listen_addr));
+	listen_addr.sin_family = AF_INET;
+	listen_addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (bind(listen_fd, (struct sockaddr *)&listen_addr,
+	        sizeof(listen_addr)) == -1 ||
+	    listen(listen_fd, 16) == -1 ||
+	    getsockname(listen_fd, (struct sockaddr *)&listen_addr, &len) ==
+	        -1) {
+		perror("listen");
+		return 1;
+	}
+	test_ctx_build();
+	run_suite(NULL);
+	if (geteuid() == 0) {
+		root = mkroot();
+		run_suite(root);
+		rmdir(root);
+	} else
+		printf("test_tlsd: not root, sandboxed run skipped\n");
+	close(listen_fd);
+	X509_free(ca_cert);
+	X509_free(srv_cert);
+	X509_free(alt_cert);
+	X509_free(expired_cert);
+	X509_free(wrong_cert);
+	X509_free(self_cert);
+	EVP_PKEY_free(ca_key);
+	EVP_PKEY_free(srv_key);
+	free(ca_pem.data);
+	free(srv_chain_pem.data);
+	free(srv_key_pem.data);
+	free(alt_pem.data);
+	return test_done("test_tlsd");
+}
