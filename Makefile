@@ -23,7 +23,7 @@ DEB_BUILD = build-essential pkg-config clang libssl-dev libclamav-dev \
 	    liblmdb-dev
 DEB_TEST  = dovecot-imapd python3 python3-pytest isync fetchmail curl clamav \
 	    clamav-testfiles clamav-daemon clamdscan spamd spamc rspamd zip \
-	    openssl mandoc procps iproute2
+	    openssl mandoc procps iproute2 nftables stunnel4
 DEB_ALL   = $(DEB_BUILD) $(DEB_TEST)
 
 PKG_CFLAGS := $(shell $(PKG_CONFIG) --cflags $(PKGS) 2>/dev/null)

@@ -246,6 +246,7 @@ struct cfg_aaux {
 struct cfg_paux {
 	struct cfg_pos name, to, action;
 	struct cfg_pos tls, tlsmode, tlsprofile; /* tls:, its mode, profile */
+	struct cfg_pos tlsauth; /* tls.authority */
 	struct cfg_pos *certpos; /* each tls.certificate name */
 };
 
@@ -3465,10 +3466,21 @@ cfg_k_tls_profile(
 	c->x->tlsprofile = v->pos;
 }
 
+static void
+cfg_k_tls_authority(
+    struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
+{
+	struct cfg_pctx *c = o;
+
+	cfg_set_str(st, k, v, &c->p->tls.authority);
+	c->x->tlsauth = v->pos;
+}
+
 static const struct cfg_key cfg_ptls_keys[] = {
     {"mode", cfg_k_tls_mode, 0},
     {"certificate", cfg_k_tls_cert, 0},
     {"profile", cfg_k_tls_profile, 0},
+    {"authority", cfg_k_tls_authority, 0},
     {NULL, NULL, 0},
 };
 
@@ -4025,6 +4037,18 @@ cfg_resolve_policy_tls(struct cfg_state *st, struct cfg_policy *p,
 			    t->profile);
 		t->profileidx = (int)j;
 	}
+	t->authority_idx = -1;
+	if (t->authority != NULL) {
+		if ((j = cfg_cert_find(st->cfg, t->authority)) == -1)
+			cfg_err(st, x->tlsauth,
+			    "%s: no certificate named '%.64s'", label,
+			    t->authority);
+		else if (!p->original)
+			cfg_err(st, x->tlsauth,
+			    "%s: a Proxy Authority is for to: %s only", label,
+			    CFG_ORIGINAL_DST);
+		t->authority_idx = (int)j;
+	}
 	if (t->ncerts > 0)
 		return;
 	if (t->mode != TLS_MODE_DISABLED)
@@ -4033,7 +4057,7 @@ cfg_resolve_policy_tls(struct cfg_state *st, struct cfg_policy *p,
 		    "NAME })",
 		    label,
 		    t->mode == TLS_MODE_ENABLED ? "enabled" : "required");
-	for (i = 0; i < p->nlisten; i++)
+	for (i = 0; i < p->nlisten && t->authority == NULL; i++)
 		if (p->listen[i].tls == LISTEN_TLS_IMPLICIT)
 			cfg_err(st, p->listen[i].pos,
 			    "%s: the implicit TLS listener %s needs a "
@@ -4076,6 +4100,88 @@ cfg_resolve_servers(struct cfg_state *st)
 	}
 }
 
+/*
+ * to: original-destination.  The policy gets a server pool of its own,
+ * "original-destination:POLICY": TLS to the server as its listeners take
+ * it from the client (all implicit, or all plain), verified with the
+ * policy's tls profile, one member that netd replaces per session by the
+ * address the client was going to.
+ */
+static void
+cfg_original_pool(struct cfg_state *st, struct cfg_policy *p,
+    struct cfg_paux *x, const char *label)
+{
+	struct config *cfg = st->cfg;
+	struct cfg_tls_profile *tp;
+	struct cfg_server *s, *ns;
+	size_t i, implicit = 0;
+	ssize_t j;
+	char name[160];
+
+	p->original = 1;
+	for (i = 0; i < p->nlisten; i++)
+		implicit += p->listen[i].tls == LISTEN_TLS_IMPLICIT;
+	if (implicit != 0 && implicit != p->nlisten) {
+		cfg_err(st, x->to,
+		    "%s: to: %s needs its listeners all implicit TLS or all "
+		    "plain (the server is reached the same way)",
+		    label, CFG_ORIGINAL_DST);
+		return;
+	}
+	if (cfg_server_find(cfg, CFG_ORIGINAL_DST) != -1) {
+		cfg_err(st, x->to, "%s: a server pool may not be named '%s'",
+		    label, CFG_ORIGINAL_DST);
+		return;
+	}
+	snprintf(name, sizeof(name), "%s:%.64s", CFG_ORIGINAL_DST,
+	    p->name ? p->name : "?");
+	ns = reallocarray(cfg->servers, cfg->nservers + 1, sizeof(*ns));
+	if (ns == NULL) {
+		cfg_oom(st);
+		return;
+	}
+	cfg->servers = ns;
+	s = &cfg->servers[cfg->nservers];
+	memset(s, 0, sizeof(*s));
+	s->balance = BALANCE_ROUND_ROBIN;
+	s->tls = implicit ? SRV_TLS_IMPLICIT : SRV_TLS_NONE;
+	s->connect_timeout_ms = 10000;
+	s->send_id = 0; /* not our server: it learns nothing of ours */
+	s->profileidx = -1;
+	s->pos = x->to;
+	if ((s->name = cfg_strdup(st, name)) == NULL ||
+	    (s->tls_profile = cfg_strdup(
+	         st, p->tls.profile ? p->tls.profile : "default")) == NULL ||
+	    (s->members = calloc(1, sizeof(*s->members))) == NULL) {
+		free(s->name);
+		free(s->tls_profile);
+		cfg_oom(st);
+		return;
+	}
+	s->nmembers = 1;
+	s->members[0].weight = 1;
+	s->members[0].pos = x->to;
+	/* A placeholder netd never connects to: each session has its own
+	 * member, the client's original destination. */
+	s->members[0].addr.ss.ss_family = AF_INET;
+	((struct sockaddr_in *)&s->members[0].addr.ss)->sin_port = htons(1);
+	s->members[0].addr.len = sizeof(struct sockaddr_in);
+	snprintf(s->members[0].addr.text, sizeof(s->members[0].addr.text), "%s",
+	    CFG_ORIGINAL_DST);
+	if ((s->members[0].host = cfg_strdup(st, CFG_ORIGINAL_DST)) == NULL)
+		return;
+	p->server = (int)cfg->nservers++;
+	free(p->to);
+	p->to = cfg_strdup(st, name);
+	if ((j = cfg_profile_find(cfg, s->tls_profile)) == -1)
+		return; /* reported with the policy's tls */
+	s->profileidx = (int)j;
+	tp = &cfg->profiles[j];
+	if (s->tls != SRV_TLS_NONE && tp->verify_peer && tp->ca_file == NULL &&
+	    tp->ca_pem == NULL)
+		cfg_read_ca(st, s->pos, name, tp, CFG_TLS_SYSTEM_CA);
+}
+
 static void
 cfg_resolve_policy(
     struct cfg_state *st, struct cfg_policy *p, struct cfg_paux *x, size_t idx)
@@ -4087,7 +4193,9 @@ cfg_resolve_policy(
 		snprintf(label, sizeof(label), "policy '%.64s'", p->name);
 	else
 		snprintf(label, sizeof(label), "policy #%zu", idx + 1);
-	if (p->to != NULL) {
+	if (p->to != NULL && strcmp(p->to, CFG_ORIGINAL_DST) == 0)
+		cfg_original_pool(st, p, x, label);
+	else if (p->to != NULL) {
 		if ((j = cfg_server_find(st->cfg, p->to)) == -1)
 			cfg_err(st, x->to, "%s: no server pool named '%.64s'",
 			    label, p->to);
@@ -4677,6 +4785,7 @@ cfg_free_policies(struct config *c)
 		free(p->tls.certs);
 		free(p->tls.certidx);
 		free(p->tls.profile);
+		free(p->tls.authority);
 	}
 	free(c->policies);
 }

@@ -264,11 +264,23 @@ struct cfg_policy_tls {
 	size_t ncerts;
 	char *profile; /* default "default" */
 	int profileidx;
+	/* The Proxy Authority (client proxy): a certificate entry whose
+	 * certificate is a CA; tlsd presents the client a certificate for
+	 * the real server's names signed by it.  NULL / -1: none. */
+	char *authority;
+	int authority_idx;
 };
+
+/* policy "to: original-destination": the client proxy.  The server is
+ * where the client was going (SO_ORIGINAL_DST of a connection the
+ * firewall redirected); the config gives the policy a server pool of its
+ * own with this name prefix, no real members, TLS as its listeners. */
+#define CFG_ORIGINAL_DST "original-destination"
 
 struct cfg_policy {
 	char *name;
 	struct cfg_policy_tls tls;
+	int original; /* to: original-destination */
 	struct cfg_listen *listen;
 	size_t nlisten;
 	struct cfg_cidr *from;

@@ -60,7 +60,7 @@
 #include "util.h"
 
 #define PACK_MAGIC 0x46434749 /* "IGCF" */
-#define PACK_VERSION 6
+#define PACK_VERSION 7
 
 /* Smallest encodings, to refuse a count the blob cannot hold. */
 #define PACK_MIN_SERVER 42
@@ -487,6 +487,10 @@ pack_policy_tls(
 	    (role == ROLE_TLSD &&
 	        buf_add_u32(b, (uint32_t)t->profileidx) == -1))
 		return -1;
+	if (buf_add_str(b, t->authority != NULL ? t->authority : "") == -1 ||
+	    (role == ROLE_TLSD && t->authority != NULL &&
+	        buf_add_u32(b, (uint32_t)t->authority_idx) == -1))
+		return -1;
 	return 0;
 }
 
@@ -496,7 +500,8 @@ pack_policy(struct buf *b, const struct cfg_policy *p, enum imapgw_role role)
 	size_t i;
 
 	if (buf_add_str(b, p->name) == -1 ||
-	    pack_policy_tls(b, &p->tls, role) == -1)
+	    pack_policy_tls(b, &p->tls, role) == -1 ||
+	    buf_add_u32(b, p->original ? 1 : 0) == -1)
 		return -1;
 	if (role == ROLE_TLSD)
 		return pack_pos(b, &p->pos);
@@ -1248,6 +1253,13 @@ unpack_policy_tls(
 	    (unpack_index(r, cfg->nprofiles, &t->profileidx) == -1 ||
 	        strcmp(cfg->profiles[t->profileidx].name, t->profile) != 0))
 		return unpack_fail(r);
+	t->authority_idx = -1;
+	if (unpack_opt(r, &t->authority) == -1)
+		return -1;
+	if (tlsd && t->authority != NULL &&
+	    (unpack_index(r, cfg->ncerts, &t->authority_idx) == -1 ||
+	        strcmp(cfg->certs[t->authority_idx].name, t->authority) != 0))
+		return unpack_fail(r);
 	/* The loader's rule: TLS needs a certificate. */
 	if (n == 0 && t->mode != TLS_MODE_DISABLED)
 		return unpack_fail(r);
@@ -1261,7 +1273,8 @@ unpack_policy(struct reader *r, const struct config *cfg, struct cfg_policy *p)
 
 	p->server = p->actionidx = -1;
 	if (unpack_name(r, &p->name) == -1 ||
-	    unpack_policy_tls(r, cfg, &p->tls) == -1)
+	    unpack_policy_tls(r, cfg, &p->tls) == -1 ||
+	    unpack_enum(r, 1, &p->original) == -1)
 		return -1;
 	if (cfg->role == ROLE_TLSD)
 		return unpack_pos(r, &p->pos);
@@ -1281,7 +1294,7 @@ unpack_policy(struct reader *r, const struct config *cfg, struct cfg_policy *p)
 		return unpack_fail(r);
 	for (i = 0; i < p->nlisten; i++)
 		if (p->listen[i].tls == LISTEN_TLS_IMPLICIT &&
-		    p->tls.ncerts == 0)
+		    p->tls.ncerts == 0 && p->tls.authority == NULL)
 			return unpack_fail(r);
 	return unpack_pos(r, &p->pos);
 }

@@ -23,7 +23,12 @@
  *			verification; logs)
  *	str name	client side: the host name sent as SNI and checked
  *			against the certificate ("" for none: the address
- *			is checked instead); server side: ""
+ *			is checked instead); server side: "" or, for a
+ *			policy with a Proxy Authority (tls.authority), the
+ *			names to present: the "names" of the DONE of the
+ *			connection to the real server; tlsd presents a
+ *			certificate for them that it signs with the
+ *			authority (made on the fly, cached)
  *	str peer	the peer's address, for logs ("127.0.0.1:4321")
  *
  * tlsd -> netd  IMSG_TLS_DONE, fd = netd's plaintext end (ok only)
@@ -37,6 +42,12 @@
  *	str sni		server side: the name the client asked for ("" none)
  *	str subject	client side: the server certificate's subject
  *	u32 resumed	1 if the session was resumed
+ *	str names	client side: the server certificate's names, for a
+ *			certificate that stands for it: "DNS:a.example,
+ *			DNS:*.b.example,IP:192.0.2.1" (its subjectAltNames;
+ *			its CN as DNS: when it has no DNS one), at most
+ *			TLS_MAX_NAMES bytes, cut at a whole name; server
+ *			side ""
  *
  * A malformed frame closes the channel (the receiver logs why).  tlsd
  * answers every START exactly once; netd gives a handshake the policy's
@@ -45,11 +56,29 @@
  *
  * Details as tlsd implements them (tlsd/conn.c):
  *   - START is malformed (channel closed) without an fd, with a side
- *     other than the two, or with a string longer than TLS_MAX_NAME;
+ *     other than the two, or with a string longer than TLS_MAX_NAME
+ *     (name: TLS_MAX_NAMES; client side, a name longer than
+ *     TLS_MAX_NAME gets DONE ok=0 "bad server name: ...");
  *     the header's peer id is not used (DONE carries 0; match on id);
  *   - an unknown policy or server pool, a policy without a usable
  *     certificate, a config not received yet: DONE ok=0 with the reason
  *     ("unknown policy imap-in", ...), not a channel error;
+ *   - names lists (tlsd/mint.c): comma-separated, no spaces, each item
+ *     DNS:<host name> (LDH labels of 1..63 bytes, at most 253 bytes, a
+ *     leading "*." followed by two labels or more) or IP:<IPv4 or IPv6
+ *     address> (DONE writes IPv6 compressed), at most 64 items; DONE's
+ *     names are the SAN DNS and IP entries in order, the CNs as DNS:
+ *     when there is no DNS entry (as X509_check_host() has it), what
+ *     the parser would refuse left out, cut at a whole name at 64 items
+ *     or TLS_MAX_NAMES bytes;
+ *   - server side with names, a policy with a Proxy Authority: a list
+ *     the parser refuses gets DONE ok=0 "bad names: ..."; the minted
+ *     certificate is made for exactly those names (CN the first DNS
+ *     name of at most 64 bytes, else the first address), valid 7 days
+ *     (never beyond the authority), with the chain [leaf, authority,
+ *     the authority's own chain]; without names, the policy's own
+ *     certificate, or DONE ok=0 "no names for the Proxy Authority"; a
+ *     policy without an authority ignores names;
  *   - client side, name "": the address getpeername() gives is checked
  *     (IP SAN), no SNI; a name that is an IP literal: the same, no SNI;
  *   - DONE strings: error at most TLS_MAX_ERROR bytes, sni and
@@ -70,6 +99,7 @@ enum tls_side { TLS_SIDE_SERVER = 0, TLS_SIDE_CLIENT = 1 };
 
 #define TLS_MAX_NAME 255 /* SNI, host names */
 #define TLS_MAX_ERROR 512
+#define TLS_MAX_NAMES 2048 /* the names field of DONE, START's name */
 #define TLS_HANDSHAKE_TIMEOUT_MS 30000
 
 #endif

@@ -10,6 +10,8 @@
 #include <sys/socket.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <linux/netfilter_ipv4.h>
+#include <linux/netfilter_ipv6/ip6_tables.h>
 #include <arpa/inet.h>
 
 #include <errno.h>
@@ -49,6 +51,7 @@ static void dir_init(
 static void sink_write_cb(evutil_socket_t, short, void *);
 static int session_connect(struct session *);
 static void client_handover(struct session *);
+static void session_relay(struct session *);
 
 /* Milliseconds on the monotonic clock. */
 static uint64_t
@@ -436,7 +439,7 @@ client_tls_start(struct session *s)
 	s->cfd = -1;
 	s->state = S_TLS;
 	s->tlsreq = tls_start(s->n, fd, TLS_SIDE_SERVER, s->pol->name,
-	    s->srv->name, "", s->client, client_tls_done, s);
+	    s->srv->name, s->names, s->client, client_tls_done, s);
 }
 
 /*
@@ -518,6 +521,10 @@ client_tls_done(void *arg, struct tls_result *res)
 	if (s->starttls == 2) {
 		s->starttls = 0;
 		client_reattach(s);
+		return;
+	}
+	if (s->sfd != -1) {
+		session_relay(s); /* the client proxy: the server came first */
 		return;
 	}
 	if (session_connect(s) == -1) {
@@ -761,6 +768,21 @@ server_tls_done(void *arg, struct tls_result *res)
 	    s->srv->name, "backend", s->mem->addr.text, "version", res->version,
 	    "cipher", res->cipher, "subject", res->subject, "resumed",
 	    res->resumed ? "yes" : "no", NULL);
+	if (s->implicit && !s->ctls) {
+		/* The client proxy: the client's handshake now, with a
+		 * certificate for the names the real server showed. */
+		snprintf(s->names, sizeof(s->names), "%s", res->names);
+		if (s->names[0] == '\0') {
+			log_event(LOG_WARNING, "backend unavailable", "client",
+			    s->client, "server", s->srv->name, "backend",
+			    s->mem->addr.text, "error",
+			    "the server's certificate has no names", NULL);
+			session_end(s, "TLS to the server failed");
+			return;
+		}
+		client_tls_start(s);
+		return;
+	}
 	session_relay(s);
 	/* The greeting the server gave before TLS is the client's: it goes
 	 * through the engine as if it came now, without its response code
@@ -1027,6 +1049,45 @@ session_connect(struct session *s)
 	return 0;
 }
 
+/*
+ * to: original-destination: the address the client was going to, before
+ * the firewall redirected it here (SO_ORIGINAL_DST).  A connection that
+ * was not redirected (its original destination is this listener) has no
+ * server: refused, or it would loop.
+ */
+static int
+original_dst(struct session *s, int fd)
+{
+	struct sockaddr_storage ss, self;
+	socklen_t len = sizeof(ss), slen = sizeof(self);
+	int r;
+
+	memset(&ss, 0, sizeof(ss));
+	memset(&s->orig, 0, sizeof(s->orig));
+	if (getsockname(fd, (struct sockaddr *)&self, &slen) == -1)
+		r = -1;
+	else if (self.ss_family == AF_INET6)
+		r = getsockopt(fd, SOL_IPV6, IP6T_SO_ORIGINAL_DST, &ss, &len);
+	else
+		r = getsockopt(fd, SOL_IP, SO_ORIGINAL_DST, &ss, &len);
+	if (r == -1 || (len == slen && memcmp(&ss, &self, len) == 0)) {
+		log_event(LOG_NOTICE, "session denied", "client", s->client,
+		    "policy", s->pol->name, "reason",
+		    r == -1 ? "no original destination"
+		            : "not redirected: no original destination",
+		    NULL);
+		session_end(s, "no original destination");
+		return -1;
+	}
+	memcpy(&s->orig.addr.ss, &ss, len);
+	s->orig.addr.len = len;
+	addr_text((struct sockaddr *)&ss, s->orig.addr.text,
+	    sizeof(s->orig.addr.text));
+	s->orig.weight = 1;
+	s->mem = &s->orig;
+	return 0;
+}
+
 void
 session_accept(struct netd *n, struct netd_listener *l, int fd,
     const struct sockaddr *sa, socklen_t salen)
@@ -1084,8 +1145,14 @@ session_accept(struct netd *n, struct netd_listener *l, int fd,
 	log_event(LOG_INFO, "session start", "id", id, "client", client,
 	    "policy", pol->name, "listen", l->addr, "server", s->srv->name,
 	    "backend", s->mem->addr.text, NULL);
-	if (l->tls == LISTEN_TLS_IMPLICIT) {
-		client_tls_start(s); /* then the backend */
+	s->implicit = l->tls == LISTEN_TLS_IMPLICIT;
+	if (pol->original && original_dst(s, fd) == -1)
+		return;
+	/* The client proxy meets the real server first (its certificate's
+	 * names make the one the client sees); otherwise the client's
+	 * handshake first, then the backend. */
+	if (s->implicit && !pol->original) {
+		client_tls_start(s);
 		return;
 	}
 	if (session_connect(s) == -1) {

@@ -10,6 +10,7 @@
 
 #include "netd.h"
 #include "stream.h"
+#include "tls.h"
 
 #define DIR_IN_MAX (256 * 1024) /* read, not yet processed */
 #define SINK_HIGH (1024 * 1024) /* stop reading the source above this */
@@ -116,6 +117,9 @@ struct session {
 
 	/* TLS (tlsreq.c, common/tls.h) */
 	int ctls; /* the client side runs TLS (implicit or STARTTLS) */
+	int implicit; /* the listener is implicit TLS */
+	struct cfg_member orig; /* to: original-destination: the server */
+	char names[TLS_MAX_NAMES + 1]; /* the real server's, to present */
 	int stls; /* the server side runs TLS */
 	int starttls; /* STARTTLS answered: hand over once it is out */
 	struct tls_req *tlsreq; /* a handshake in tlsd */

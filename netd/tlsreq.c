@@ -154,7 +154,7 @@ tls_peer_frame(struct netd *n, struct proc_chan *c, struct imsg *imsg)
 	struct tls_result res;
 	struct tls_req *r;
 	struct reader rd;
-	char *error, *version, *cipher, *sni, *subject;
+	char *error, *version, *cipher, *sni, *subject, *names;
 	uint64_t id;
 	uint32_t ok;
 
@@ -173,6 +173,7 @@ tls_peer_frame(struct netd *n, struct proc_chan *c, struct imsg *imsg)
 	sni = rd_str(&rd, TLS_MAX_NAME);
 	subject = rd_str(&rd, sizeof(res.subject) - 1);
 	res.resumed = rd_u32(&rd) == 1;
+	names = rd_str(&rd, TLS_MAX_NAMES);
 	for (r = reqs; r; r = r->next)
 		if (r->id == id && r->chan == c)
 			break;
@@ -187,16 +188,18 @@ tls_peer_frame(struct netd *n, struct proc_chan *c, struct imsg *imsg)
 		free(cipher);
 		free(sni);
 		free(subject);
+		free(names);
 		return; /* the imsg layer closes an fd left in it */
 	}
 	if (rd_end(&rd) == -1 || error == NULL || version == NULL ||
-	    cipher == NULL || sni == NULL || subject == NULL || ok > 1 ||
-	    r == NULL || (ok == 1) != (imsg->fd != -1)) {
+	    cipher == NULL || sni == NULL || subject == NULL || names == NULL ||
+	    ok > 1 || r == NULL || (ok == 1) != (imsg->fd != -1)) {
 		free(error);
 		free(version);
 		free(cipher);
 		free(sni);
 		free(subject);
+		free(names);
 		proc_chan_fail(c, "malformed TLS_DONE");
 		return;
 	}
@@ -206,6 +209,7 @@ tls_peer_frame(struct netd *n, struct proc_chan *c, struct imsg *imsg)
 	copy_str(res.cipher, sizeof(res.cipher), cipher);
 	copy_str(res.sni, sizeof(res.sni), sni);
 	copy_str(res.subject, sizeof(res.subject), subject);
+	copy_str(res.names, sizeof(res.names), names);
 	res.fd = imsg->fd;
 	imsg->fd = -1;
 	req_finish(r, &res);

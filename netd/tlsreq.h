@@ -24,6 +24,7 @@ struct tls_result {
 	char sni[TLS_MAX_NAME + 1];
 	char subject[512];
 	int resumed;
+	char names[TLS_MAX_NAMES + 1]; /* client side: the server's names */
 };
 
 typedef void (*tls_cb)(void *arg, struct tls_result *);

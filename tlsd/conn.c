@@ -141,7 +141,8 @@ tlsd_conn_free_all(void)
 
 static void
 send_done(struct conn *c, int fd, const char *error, const char *version,
-    const char *cipher, const char *sni, const char *subject, int resumed)
+    const char *cipher, const char *sni, const char *subject, int resumed,
+    const char *names)
 {
 	struct buf b;
 
@@ -159,6 +160,7 @@ send_done(struct conn *c, int fd, const char *error, const char *version,
 	buf_add_str(&b, sni);
 	buf_add_str(&b, subject);
 	buf_add_u32(&b, resumed != 0);
+	buf_add_str(&b, names);
 	proc_compose(c->chan, IMSG_TLS_DONE, 0, fd, buf_head(&b), buf_used(&b));
 	buf_free(&b);
 }
@@ -171,7 +173,7 @@ conn_fail(struct conn *c, const char *why)
 	    side_name(c), c->side == TLS_SIDE_SERVER ? "policy" : "server",
 	    c->side == TLS_SIDE_SERVER ? c->policy : c->server, "name", c->name,
 	    "error", why, NULL);
-	send_done(c, -1, why, "", "", "", "", 0);
+	send_done(c, -1, why, "", "", "", "", 0, "");
 	conn_free(c);
 }
 
@@ -385,7 +387,7 @@ conn_relay(struct conn *c, int *netdfd)
 static void
 hs_done(struct conn *c)
 {
-	char subject[256] = "", resumed[2];
+	char subject[256] = "", resumed[2], names[TLS_MAX_NAMES + 1] = "";
 	const char *version, *cipher, *sni = NULL;
 	X509 *x;
 	int fd = -1;
@@ -403,13 +405,15 @@ hs_done(struct conn *c)
 	cipher = SSL_CIPHER_get_name(SSL_get_current_cipher(c->ssl));
 	if (c->side == TLS_SIDE_SERVER)
 		sni = SSL_get_servername(c->ssl, TLSEXT_NAMETYPE_host_name);
-	else if ((x = SSL_get0_peer_certificate(c->ssl)) != NULL)
+	else if ((x = SSL_get0_peer_certificate(c->ssl)) != NULL) {
 		tlsd_name_text(
 		    X509_get_subject_name(x), subject, sizeof(subject));
+		tlsd_cert_names(x, names, sizeof(names));
+	}
 	snprintf(resumed, sizeof(resumed), "%d", SSL_session_reused(c->ssl));
 	nhandshakes++;
 	send_done(c, fd, "", version, cipher, sni ? sni : "", subject,
-	    SSL_session_reused(c->ssl));
+	    SSL_session_reused(c->ssl), names);
 	log_event(LOG_INFO, "tls handshake", "peer", c->peer, "side",
 	    side_name(c), c->side == TLS_SIDE_SERVER ? "policy" : "server",
 	    c->side == TLS_SIDE_SERVER ? c->policy : c->server, "version",
@@ -530,7 +534,7 @@ conn_begin(struct conn *c, char *why, size_t len)
 	struct timeval tv = {
 	    hs_timeout_ms / 1000, (hs_timeout_ms % 1000) * 1000};
 	struct tlsd_policy *pol;
-	SSL_CTX *ctx;
+	SSL_CTX *ctx = NULL;
 	int fd;
 
 	if (c->gen == NULL) {
@@ -542,13 +546,26 @@ conn_begin(struct conn *c, char *why, size_t len)
 			snprintf(why, len, "unknown policy %s", c->policy);
 			return -1;
 		}
-		if (pol->n == 0) {
+		if (pol->has_authority && c->name[0] != '\0') {
+			/* The real server's names: a minted certificate. */
+			if ((c->ssl = tlsd_mint_ssl(pol, c->name, why, len)) ==
+			    NULL)
+				return -1;
+		} else if (pol->has_authority && pol->n == 0) {
+			snprintf(why, len, "no names for the Proxy Authority");
+			return -1;
+		} else if (pol->n == 0) {
 			snprintf(why, len, "%s",
 			    pol->err[0] ? pol->err : "no certificate");
 			return -1;
-		}
-		ctx = pol->ctx[0];
+		} else
+			ctx = pol->ctx[0];
 	} else {
+		if (strlen(c->name) > TLS_MAX_NAME) {
+			snprintf(why, len, "bad server name: longer than %d",
+			    TLS_MAX_NAME);
+			return -1;
+		}
 		if ((c->pool = tlsd_find_pool(c->gen, c->server)) == NULL) {
 			snprintf(why, len, "unknown server pool %s", c->server);
 			return -1;
@@ -560,7 +577,7 @@ conn_begin(struct conn *c, char *why, size_t len)
 	}
 	if (evutil_make_socket_nonblocking(c->tlsfd) == -1 ||
 	    (c->timer = evtimer_new(conn_base, hs_timeout, c)) == NULL ||
-	    (c->ssl = SSL_new(ctx)) == NULL) {
+	    (c->ssl == NULL && (c->ssl = SSL_new(ctx)) == NULL)) {
 		snprintf(why, len, "cannot start: %s", strerror(errno));
 		return -1;
 	}
@@ -604,7 +621,7 @@ conn_start(struct proc_chan *ch, struct imsg *imsg)
 	c->side = rd_u32(&rd);
 	c->policy = rd_str(&rd, TLS_MAX_NAME);
 	c->server = rd_str(&rd, TLS_MAX_NAME);
-	c->name = rd_str(&rd, TLS_MAX_NAME);
+	c->name = rd_str(&rd, TLS_MAX_NAMES);
 	c->peer = rd_str(&rd, TLS_MAX_NAME);
 	if (rd_end(&rd) == -1 || imsg->fd == -1 ||
 	    (c->side != TLS_SIDE_SERVER && c->side != TLS_SIDE_CLIENT)) {

@@ -11,8 +11,11 @@
  * key's PEM bytes are wiped right after), each policy gets one server
  * SSL_CTX per certificate it lists (the first is the default, a
  * servername callback switches to the one whose certificate matches the
- * client's SNI), each server pool one client SSL_CTX.  A generation is
- * reference counted: handshakes and relays in progress keep theirs.
+ * client's SNI), each server pool one client SSL_CTX.  A policy with a
+ * Proxy Authority also gets a template context (its profile, no
+ * certificate) that mint.c's certificates are used with; the generation
+ * holds the cache of those.  A generation is reference counted:
+ * handshakes and relays in progress keep theirs.
  */
 #include <arpa/inet.h>
 
@@ -320,19 +323,40 @@ status_cb(SSL *ssl, void *arg)
 	return SSL_TLSEXT_ERR_OK;
 }
 
+/* A policy's server context with its profile: no certificate yet. */
+static SSL_CTX *
+server_ctx_base(struct tlsd_policy *pol, const struct cfg_tls_profile *p,
+    char *err, size_t errlen)
+{
+	SSL_CTX *ctx;
+	size_t idlen;
+
+	if ((ctx = SSL_CTX_new(TLS_server_method())) == NULL) {
+		ssl_err(err, errlen, "SSL_CTX_new");
+		return NULL;
+	}
+	if (ctx_profile(ctx, p, 1, err, errlen) == -1) {
+		SSL_CTX_free(ctx);
+		return NULL;
+	}
+	/* Sessions belong to the policy: its contexts share the id. */
+	idlen = strlen(pol->name);
+	if (idlen > SSL_MAX_SID_CTX_LENGTH)
+		idlen = SSL_MAX_SID_CTX_LENGTH;
+	SSL_CTX_set_session_id_context(
+	    ctx, (const unsigned char *)pol->name, (unsigned int)idlen);
+	return ctx;
+}
+
 static SSL_CTX *
 server_ctx(struct tlsd_policy *pol, struct tlsd_cert *c,
     const struct cfg_tls_profile *p)
 {
 	SSL_CTX *ctx;
-	size_t i, idlen;
+	size_t i;
 
-	if ((ctx = SSL_CTX_new(TLS_server_method())) == NULL) {
-		ssl_err(pol->err, sizeof(pol->err), "SSL_CTX_new");
+	if ((ctx = server_ctx_base(pol, p, pol->err, sizeof(pol->err))) == NULL)
 		return NULL;
-	}
-	if (ctx_profile(ctx, p, 1, pol->err, sizeof(pol->err)) == -1)
-		goto fail;
 	if (SSL_CTX_use_certificate(ctx, c->leaf) != 1 ||
 	    SSL_CTX_use_PrivateKey(ctx, c->key) != 1) {
 		ssl_err(pol->err, sizeof(pol->err), c->name);
@@ -344,12 +368,6 @@ server_ctx(struct tlsd_policy *pol, struct tlsd_cert *c,
 			ssl_err(pol->err, sizeof(pol->err), "chain");
 			goto fail;
 		}
-	/* Sessions belong to the policy: its contexts share the id. */
-	idlen = strlen(pol->name);
-	if (idlen > SSL_MAX_SID_CTX_LENGTH)
-		idlen = SSL_MAX_SID_CTX_LENGTH;
-	SSL_CTX_set_session_id_context(
-	    ctx, (const unsigned char *)pol->name, (unsigned int)idlen);
 	SSL_CTX_set_tlsext_servername_callback(ctx, sni_cb);
 	SSL_CTX_set_tlsext_servername_arg(ctx, pol);
 	SSL_CTX_set_tlsext_status_cb(ctx, status_cb);
@@ -358,6 +376,39 @@ server_ctx(struct tlsd_policy *pol, struct tlsd_cert *c,
 fail:
 	SSL_CTX_free(ctx);
 	return NULL;
+}
+
+/* The Proxy Authority of a policy: its certificate and the template
+ * context minted certificates are used with (mint.c). */
+static void
+authority_build(struct tlsd_gen *g, struct tlsd_policy *pol, int idx,
+    const struct cfg_tls_profile *p)
+{
+	struct tlsd_cert *c;
+
+	pol->has_authority = 1;
+	if (idx < 0 || (size_t)idx >= g->ncerts) {
+		snprintf(pol->mint_err, sizeof(pol->mint_err),
+		    "policy %s: no Proxy Authority certificate", pol->name);
+		return;
+	}
+	c = &g->certs[idx];
+	if (c->err[0]) {
+		snprintf(pol->mint_err, sizeof(pol->mint_err),
+		    "policy %s: Proxy Authority %s: %s", pol->name, c->name,
+		    c->err);
+		return;
+	}
+	if (X509_check_ca(c->leaf) == 0) {
+		snprintf(pol->mint_err, sizeof(pol->mint_err),
+		    "policy %s: Proxy Authority %s is not a CA certificate",
+		    pol->name, c->name);
+		return;
+	}
+	if ((pol->mint_ctx = server_ctx_base(
+	         pol, p, pol->mint_err, sizeof(pol->mint_err))) == NULL)
+		return;
+	pol->authority = c;
 }
 
 static int
@@ -372,20 +423,30 @@ policy_build(struct tlsd_gen *g, struct tlsd_policy *pol,
 	pol->gen = g;
 	if ((pol->name = strdup(cp->name ? cp->name : "")) == NULL)
 		return -1;
-	if (cp->tls.ncerts == 0) {
+	if (cp->tls.ncerts == 0 && cp->tls.authority_idx < 0) {
 		snprintf(pol->err, sizeof(pol->err),
-		    "policy %s has no TLS "
-		    "certificate",
-		    pol->name);
+		    "policy %s has no TLS certificate", pol->name);
 		return 0;
 	}
 	if (cp->tls.profileidx < 0 ||
 	    (size_t)cp->tls.profileidx >= cfg->nprofiles) {
 		snprintf(pol->err, sizeof(pol->err), "policy %s: no profile",
 		    pol->name);
+		if (cp->tls.authority_idx >= 0) {
+			pol->has_authority = 1;
+			snprintf(pol->mint_err, sizeof(pol->mint_err), "%s",
+			    pol->err);
+		}
 		return 0;
 	}
 	p = &cfg->profiles[cp->tls.profileidx];
+	if (cp->tls.authority_idx >= 0)
+		authority_build(g, pol, cp->tls.authority_idx, p);
+	if (cp->tls.ncerts == 0) {
+		snprintf(pol->err, sizeof(pol->err),
+		    "policy %s has no TLS certificate", pol->name);
+		return 0;
+	}
 	if ((pol->ctx = calloc(cp->tls.ncerts, sizeof(*pol->ctx))) == NULL ||
 	    (pol->cert = calloc(cp->tls.ncerts, sizeof(*pol->cert))) == NULL)
 		return -1;
@@ -501,9 +562,11 @@ gen_free(struct tlsd_gen *g)
 {
 	size_t i, j;
 
+	tlsd_mint_free_all(g);
 	for (i = 0; i < g->npolicies; i++) {
 		for (j = 0; j < g->policies[i].n; j++)
 			SSL_CTX_free(g->policies[i].ctx[j]);
+		SSL_CTX_free(g->policies[i].mint_ctx);
 		free(g->policies[i].ctx);
 		free(g->policies[i].cert);
 		free(g->policies[i].name);
@@ -548,6 +611,9 @@ gen_log(const struct tlsd_gen *g)
 	for (i = 0; i < g->npolicies; i++)
 		if (g->policies[i].err[0] && g->policies[i].ncerts_wanted)
 			log_warnx("tls: %s", g->policies[i].err);
+	for (i = 0; i < g->npolicies; i++)
+		if (g->policies[i].mint_err[0])
+			log_warnx("tls: %s", g->policies[i].mint_err);
 	for (i = 0; i < g->npools; i++)
 		if (g->pools[i].err[0] && g->pools[i].uses_tls)
 			log_warnx("tls: %s", g->pools[i].err);

@@ -4,6 +4,8 @@
  *   ctx.c    OpenSSL setup (before the sandbox) and, per config
  *            generation, the SSL_CTXs: per policy one per certificate
  *            (SNI picks), per server pool one client context.
+ *   mint.c   certificate names; the Proxy Authority's certificates,
+ *            made on the fly and cached per generation.
  *   conn.c   IMSG_TLS_START: handshake under libevent, IMSG_TLS_DONE,
  *            then the relay between TLS and netd's plaintext socketpair.
  *   tlsd.c   the worker: hooks into the common worker loop.
@@ -24,6 +26,11 @@
 #define TLSD_RELAY_MAX (256 * 1024)
 /* After netd's EOF (close_notify sent), how long the peer has to close. */
 #define TLSD_LINGER_MS 60000
+/* Minted certificates: names at most, validity, cache size, reuse. */
+#define TLSD_MINT_NAMES 64
+#define TLSD_MINT_DAYS 7
+#define TLSD_MINT_CACHE 256
+#define TLSD_MINT_REUSE_SECS (24 * 3600)
 
 struct tlsd_cert {
 	char *name;
@@ -38,6 +45,7 @@ struct tlsd_cert {
 };
 
 struct tlsd_gen;
+struct tlsd_mint;
 
 /* A policy's server side: one context per certificate, [0] the default. */
 struct tlsd_policy {
@@ -48,6 +56,11 @@ struct tlsd_policy {
 	size_t n;
 	size_t ncerts_wanted; /* as configured */
 	char err[200]; /* why it cannot serve, "" if it can */
+	/* The Proxy Authority: names from netd get a minted certificate. */
+	int has_authority; /* configured (usable or not) */
+	struct tlsd_cert *authority; /* NULL: unusable, see mint_err */
+	SSL_CTX *mint_ctx; /* the profile's settings, no certificate */
+	char mint_err[200];
 };
 
 /* A server pool's client side. */
@@ -71,6 +84,9 @@ struct tlsd_gen {
 	size_t npolicies;
 	struct tlsd_pool *pools;
 	size_t npools;
+	/* Minted certificates, most recently used first. */
+	struct tlsd_mint *mints, *mints_tail;
+	size_t nmints;
 };
 
 /* Once, before the sandbox: library init, config file, error strings,
@@ -94,6 +110,20 @@ void tlsd_error_text(SSL *, unsigned long err, char *, size_t);
 void tlsd_name_text(const X509_NAME *, char *, size_t);
 /* Keep sess (a reference passed) as pool's session for name. */
 void tlsd_pool_keep(struct tlsd_pool *, const char *name, SSL_SESSION *);
+
+/* mint.c */
+/* The names of a server's certificate, for DONE (common/tls.h): its
+ * DNS and IP subjectAltNames, its CNs when it has no DNS one; names
+ * the parser would refuse are left out; cut at a whole name to fit len
+ * and TLSD_MINT_NAMES. */
+void tlsd_cert_names(X509 *, char *, size_t len);
+/* A new SSL of pol (with a Proxy Authority) presenting a certificate for
+ * names, minted or from the cache.  NULL with why set ("bad names: ..."). */
+SSL *tlsd_mint_ssl(
+    struct tlsd_policy *, const char *names, char *why, size_t len);
+void tlsd_mint_free_all(struct tlsd_gen *);
+/* Certificates minted (cache misses) by this process. */
+uint64_t tlsd_minted(void);
 
 /* conn.c */
 /* A frame from a netd peer: IMSG_TLS_START (anything else fails the

@@ -3141,6 +3141,92 @@ test_tls_errors(void)
 	config_free(cfg);
 }
 
+/* to: original-destination, tls.authority: the client proxy. */
+static void
+test_tls_client_proxy(void)
+{
+	struct config *cfg;
+	const struct cfg_server *s;
+	struct buf b;
+	char *text;
+
+	text = tls_text("certificates:\n"
+	                "  ca: { cert: @D/gw.crt, key: @D/gw.key }\n"
+	                "tls_profiles:\n"
+	                "  out: { ca_file: @D/other.crt }\n"
+	                "policies:\n"
+	                "  - name: cp\n"
+	                "    listen: [ { address: \"127.0.0.1:1993\","
+	                " tls: implicit } ]\n"
+	                "    to: original-destination\n"
+	                "    tls: { authority: ca, profile: out }\n"
+	                "  - name: plain\n"
+	                "    listen: [ \"127.0.0.1:1143\" ]\n"
+	                "    to: original-destination\n");
+	cfg = load_ok(text);
+	free(text);
+	CHECK(cfg != NULL);
+	if (cfg == NULL)
+		return;
+	CHECK(cfg->npolicies == 2 && cfg->nservers == 2);
+	CHECK(cfg->policies[0].original == 1);
+	CHECK(cfg->policies[0].tls.authority_idx == 0);
+	s = &cfg->servers[cfg->policies[0].server];
+	CHECK(strcmp(s->name, "original-destination:cp") == 0);
+	CHECK(strcmp(cfg->policies[0].to, s->name) == 0);
+	CHECK(s->tls == SRV_TLS_IMPLICIT && s->nmembers == 1);
+	CHECK(strcmp(cfg->profiles[s->profileidx].name, "out") == 0);
+	CHECK(s->send_id == 0);
+	s = &cfg->servers[cfg->policies[1].server];
+	CHECK(strcmp(s->name, "original-destination:plain") == 0);
+	CHECK(s->tls == SRV_TLS_NONE);
+	CHECK(cfg->policies[1].tls.authority_idx == -1);
+	/* What netd and tlsd get unpacks with the same meaning. */
+	buf_init(&b, 0);
+	CHECK(config_pack(cfg, ROLE_NETD, &b) == 0);
+	{
+		struct config *u = config_unpack(buf_head(&b), buf_used(&b));
+
+		CHECK(u != NULL && u->policies[0].original == 1 &&
+		      strcmp(u->policies[0].tls.authority, "ca") == 0);
+		config_free(u);
+	}
+	buf_reset(&b);
+	CHECK(config_pack(cfg, ROLE_TLSD, &b) == 0);
+	{
+		struct config *u = config_unpack(buf_head(&b), buf_used(&b));
+
+		CHECK(u != NULL && u->policies[0].tls.authority_idx == 0);
+		config_free(u);
+	}
+	buf_free(&b);
+	config_free(cfg);
+
+	CHECK(tls_errors("certificates:\n"
+	                 "  ca: { cert: @D/gw.crt, key: @D/gw.key }\n"
+	                 "servers:\n"
+	                 "  original-destination: { members: "
+	                 "[ \"127.0.0.1:143\" ] }\n"
+	                 "  m: { members: [ \"127.0.0.1:143\" ] }\n"
+	                 "policies:\n"
+	                 "  - name: a\n"
+	                 "    listen: [ \"127.0.0.1:1143\" ]\n"
+	                 "    to: m\n"
+	                 "    tls: { authority: ca }\n"
+	                 "  - name: b\n"
+	                 "    listen: [ \"127.0.0.1:1144\",\n"
+	                 "      { address: \"127.0.0.1:1993\","
+	                 " tls: implicit } ]\n"
+	                 "    to: original-destination\n"
+	                 "    tls: { authority: nope }\n",
+	    "t.yaml:10:23: policy 'a': a Proxy Authority is for to: "
+	    "original-destination only\n"
+	    "t.yaml:14:9: policy 'b': to: original-destination needs its "
+	    "listeners all implicit TLS or all plain (the server is reached "
+	    "the same way)\n"
+	    "t.yaml:15:23: policy 'b': no certificate named 'nope'\n"));
+}
+
 static void
 test_tls(void)
 {
@@ -3149,6 +3235,7 @@ test_tls(void)
 	test_tls_valid();
 	test_tls_versions();
 	test_tls_errors();
+	test_tls_client_proxy();
 	tls_cleanup();
 }
 

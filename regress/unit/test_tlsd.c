@@ -52,10 +52,15 @@ struct pem {
 	size_t len;
 };
 
-static EVP_PKEY *ca_key, *srv_key;
+static EVP_PKEY *ca_key, *srv_key, *auth_key;
 static X509 *ca_cert, *srv_cert, *alt_cert, *expired_cert, *wrong_cert,
-    *self_cert;
-static struct pem ca_pem, srv_chain_pem, srv_key_pem, alt_pem;
+    *self_cert, *multi_cert, *cnonly_cert, *auth_cert, *short_cert;
+static struct pem ca_pem, srv_chain_pem, srv_key_pem, alt_pem, auth_pem,
+    auth_key_pem, short_pem;
+
+/* multi_cert's names, as DONE has them. */
+#define MULTI_NAMES \
+	"DNS:mail.example.org,DNS:*.b.example,IP:192.0.2.1,IP:2001:db8::1"
 
 static int listen_fd = -1;
 static struct sockaddr_in listen_addr;
@@ -98,6 +103,8 @@ mkcert(EVP_PKEY *key, const char *cn, const char *san, long from, long to,
 	X509_set_issuer_name(x, X509_get_subject_name(issuer ? issuer : x));
 	add_ext(x, issuer ? issuer : x, NID_basic_constraints,
 	    ca ? "critical,CA:TRUE" : "CA:FALSE");
+	if (ca)
+		add_ext(x, x, NID_subject_key_identifier, "hash");
 	if (san)
 		add_ext(x, issuer ? issuer : x, NID_subject_alt_name, san);
 	if (!X509_sign(x, ikey ? ikey : key, EVP_sha256())) {
@@ -145,6 +152,20 @@ make_certs(void)
 	    "DNS:wrong.example.org", -1, 30, 0, ca_cert, ca_key);
 	self_cert = mkcert(srv_key, "localhost", "DNS:localhost,IP:127.0.0.1",
 	    -1, 30, 0, NULL, NULL);
+	multi_cert = mkcert(srv_key, "mail.example.org",
+	    "DNS:mail.example.org,DNS:*.b.example,email:pm@example.org,"
+	    "IP:192.0.2.1,IP:2001:0db8:0:0::1",
+	    -1, 30, 0, ca_cert, ca_key);
+	cnonly_cert = mkcert(
+	    srv_key, "cnonly.example.org", NULL, -1, 30, 0, ca_cert, ca_key);
+	auth_key = EVP_EC_gen("P-256");
+	auth_cert = mkcert(
+	    auth_key, "Test Proxy Authority", NULL, -1, 365, 1, NULL, NULL);
+	auth_pem = pem_of(auth_cert, NULL, NULL);
+	short_cert =
+	    mkcert(auth_key, "Short Authority", NULL, -1, 2, 1, NULL, NULL);
+	short_pem = pem_of(short_cert, NULL, NULL);
+	auth_key_pem = pem_of(NULL, NULL, auth_key);
 	ca_pem = pem_of(ca_cert, NULL, NULL);
 	srv_chain_pem = pem_of(srv_cert, ca_cert, NULL);
 	srv_key_pem = pem_of(NULL, NULL, srv_key);
@@ -175,20 +196,45 @@ set_profile(struct cfg_tls_profile *p, const char *name, int verify, int cache)
 	p->session_timeout_ms = 300000;
 }
 
-/* A certificate with srv_key; the PEM bytes are the config's own. */
+/* A certificate with key (NULL: srv_key); the PEM bytes are the
+ * config's own. */
 static void
-set_cert(struct cfg_cert *c, const char *name, const struct pem *cert)
+set_cert(struct cfg_cert *c, const char *name, const struct pem *cert,
+    const struct pem *key)
 {
+	if (key == NULL)
+		key = &srv_key_pem;
 	c->name = strdup(name);
 	c->cert_pem = dup_bytes(cert->data, cert->len);
 	c->cert_len = cert->len;
-	c->key_pem = dup_bytes(srv_key_pem.data, srv_key_pem.len);
-	c->key_len = srv_key_pem.len;
+	c->key_pem = dup_bytes(key->data, key->len);
+	c->key_len = key->len;
+}
+
+static struct cfg_policy *
+add_policy(
+    struct config *cfg, const char *name, int cert, int profile, int authority)
+{
+	struct cfg_policy *pol = &cfg->policies[cfg->npolicies++];
+
+	pol->name = strdup(name);
+	pol->tls.authority_idx = authority;
+	pol->tls.profileidx = profile;
+	if (cert >= 0) {
+		pol->tls.ncerts = 1;
+		pol->tls.certidx = calloc(1, sizeof(int));
+		pol->tls.certidx[0] = cert;
+	}
+	return pol;
 }
 
 /*
+ * Certificates: main, alt (OCSP), authority (the Proxy Authority CA),
+ * short (a Proxy Authority that expires in two days).
  * Policies: "imap-in" (certificates main, alt; profile default),
- * "compliant" (main; compliant_only, no session cache), "nocert" (none).
+ * "compliant" (main; compliant_only, no session cache), "nocert" (none),
+ * "proxy" (the Proxy Authority only), "proxy-cert" (authority and main),
+ * "badauth" (main as its authority: not a CA), "proxy-short" (short).
  * Server pools: "verified" (default profile: verify against the CA),
  * "unverified" (verify_peer false).
  */
@@ -200,11 +246,13 @@ make_config(uint32_t generation)
 	struct cfg_policy *pol;
 
 	cfg->generation = generation;
-	cfg->ncerts = 2;
-	cfg->certs = calloc(2, sizeof(*cfg->certs));
-	set_cert(&cfg->certs[0], "main", &srv_chain_pem);
+	cfg->ncerts = 4;
+	cfg->certs = calloc(4, sizeof(*cfg->certs));
+	set_cert(&cfg->certs[3], "short", &short_pem, &auth_key_pem);
+	set_cert(&cfg->certs[0], "main", &srv_chain_pem, NULL);
+	set_cert(&cfg->certs[2], "authority", &auth_pem, &auth_key_pem);
 	c = &cfg->certs[1];
-	set_cert(c, "alt", &alt_pem);
+	set_cert(c, "alt", &alt_pem, NULL);
 	c->ocsp_der = dup_bytes(OCSP_BYTES, sizeof(OCSP_BYTES) - 1);
 	c->ocsp_len = sizeof(OCSP_BYTES) - 1;
 
@@ -215,22 +263,18 @@ make_config(uint32_t generation)
 	set_profile(&cfg->profiles[2], "strict", 1, 0);
 	cfg->profiles[2].compliant_only = 1;
 
-	cfg->npolicies = 3;
-	cfg->policies = calloc(3, sizeof(*cfg->policies));
-	pol = &cfg->policies[0];
-	pol->name = strdup("imap-in");
+	cfg->policies = calloc(7, sizeof(*cfg->policies));
+	pol = add_policy(cfg, "imap-in", -1, 0, -1);
 	pol->tls.ncerts = 2;
 	pol->tls.certidx = calloc(2, sizeof(int));
 	pol->tls.certidx[0] = 0;
 	pol->tls.certidx[1] = 1;
-	pol->tls.profileidx = 0;
-	pol = &cfg->policies[1];
-	pol->name = strdup("compliant");
-	pol->tls.ncerts = 1;
-	pol->tls.certidx = calloc(1, sizeof(int));
-	pol->tls.profileidx = 2;
-	pol = &cfg->policies[2];
-	pol->name = strdup("nocert");
+	add_policy(cfg, "compliant", 0, 2, -1);
+	add_policy(cfg, "nocert", -1, 0, -1);
+	add_policy(cfg, "proxy", -1, 0, 2);
+	add_policy(cfg, "proxy-cert", 0, 0, 2);
+	add_policy(cfg, "badauth", 0, 0, 0);
+	add_policy(cfg, "proxy-short", -1, 0, 3);
 
 	cfg->nservers = 3;
 	cfg->servers = calloc(3, sizeof(*cfg->servers));
@@ -381,7 +425,7 @@ kid_end(struct tlsd_kid *k)
 struct done {
 	uint64_t id;
 	uint32_t ok, resumed;
-	char *error, *version, *cipher, *sni, *subject;
+	char *error, *version, *cipher, *sni, *subject, *names;
 	int fd;
 };
 
@@ -393,6 +437,7 @@ done_clear(struct done *d)
 	free(d->cipher);
 	free(d->sni);
 	free(d->subject);
+	free(d->names);
 	if (d->fd != -1)
 		close(d->fd);
 	memset(d, 0, sizeof(*d));
@@ -447,6 +492,7 @@ get_done(struct tlsd_kid *k, struct done *d)
 	d->sni = rd_str(&rd, TLS_MAX_NAME);
 	d->subject = rd_str(&rd, 1024);
 	d->resumed = rd_u32(&rd);
+	d->names = rd_str(&rd, TLS_MAX_NAMES);
 	d->fd = imsg.fd;
 	imsg.fd = -1;
 	imsg_free(&imsg);
@@ -522,19 +568,26 @@ srv_conn_close(struct srv_conn *s)
 	s->tcp = -1;
 }
 
+/* names: START's name; host: the name (or address) we verify. */
 static int
-server_side(struct tlsd_kid *k, SSL_CTX *ctx, const char *policy,
-    const char *sni, SSL_SESSION *sess, int ocsp, struct srv_conn *s)
+server_side_names(struct tlsd_kid *k, SSL_CTX *ctx, const char *policy,
+    const char *sni, SSL_SESSION *sess, int ocsp, const char *names,
+    const char *host, struct srv_conn *s)
 {
 	int acc;
 
 	memset(s, 0, sizeof(*s));
 	s->d.fd = -1;
 	tcp_pair(&s->tcp, &acc);
-	if (send_start(k, TLS_SIDE_SERVER, policy, "", "", acc) == -1)
+	if (send_start(k, TLS_SIDE_SERVER, policy, "", names, acc) == -1)
 		return -1;
 	s->ssl = SSL_new(ctx);
 	SSL_set_fd(s->ssl, s->tcp);
+	if (host && strchr(host, ':') == NULL &&
+	    strspn(host, "0123456789.") != strlen(host))
+		SSL_set1_host(s->ssl, host);
+	else if (host)
+		X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(s->ssl), host);
 	if (sni)
 		SSL_set_tlsext_host_name(s->ssl, sni);
 	if (sess)
@@ -544,6 +597,13 @@ server_side(struct tlsd_kid *k, SSL_CTX *ctx, const char *policy,
 	s->hs = SSL_connect(s->ssl) == 1;
 	ERR_clear_error();
 	return get_done(k, &s->d);
+}
+
+static int
+server_side(struct tlsd_kid *k, SSL_CTX *ctx, const char *policy,
+    const char *sni, SSL_SESSION *sess, int ocsp, struct srv_conn *s)
+{
+	return server_side_names(k, ctx, policy, sni, sess, ocsp, "", NULL, s);
 }
 
 /* Client side: we are the server. */
@@ -710,7 +770,7 @@ test_server_relay(struct tlsd_kid *k)
 	CHECK(s.d.ok == 1 && s.d.fd != -1 && s.d.error[0] == '\0');
 	CHECK(strcmp(s.d.version, "TLSv1.3") == 0);
 	CHECK(strcmp(s.d.cipher, SSL_get_cipher_name(s.ssl)) == 0);
-	CHECK(s.d.sni[0] == '\0' && s.d.resumed == 0);
+	CHECK(s.d.sni[0] == '\0' && s.d.resumed == 0 && s.d.names[0] == '\0');
 	/* No SNI: the default certificate, with its chain. */
 	peer = SSL_get0_peer_certificate(s.ssl);
 	CHECK(peer && X509_check_host(peer, "localhost", 0, 0, NULL) == 1);
@@ -1021,6 +1081,381 @@ test_garbage_fd(struct tlsd_kid *k)
 	close(tcp);
 }
 
+/* Client side: the names of the server's certificate in DONE. */
+static void
+test_client_names(struct tlsd_kid *k)
+{
+	static const struct {
+		X509 **cert;
+		const char *name, *names;
+	} cases[] = {
+	    {&srv_cert, "localhost", "DNS:localhost,IP:127.0.0.1"},
+	    {&multi_cert, "mail.example.org", MULTI_NAMES},
+	    {&cnonly_cert, "cnonly.example.org", "DNS:cnonly.example.org"},
+	};
+	struct srv_conn s;
+	SSL_CTX *ctx;
+	size_t i;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		ctx = server_ctx(*cases[i].cert);
+		CHECK(client_side(k, ctx, "verified", cases[i].name, &s) == 0);
+		CHECK(s.hs && s.d.ok == 1 && s.d.names &&
+		      strcmp(s.d.names, cases[i].names) == 0);
+		if (s.d.names && strcmp(s.d.names, cases[i].names) != 0)
+			fprintf(stderr, "names case %zu: '%s'\n", i, s.d.names);
+		srv_conn_close(&s);
+		SSL_CTX_free(ctx);
+	}
+	/* A host name longer than TLS_MAX_NAME: refused, no channel error. */
+	{
+		char longname[TLS_MAX_NAME + 2];
+
+		memset(longname, 'a', sizeof(longname) - 1);
+		longname[sizeof(longname) - 1] = '\0';
+		ctx = server_ctx(srv_cert);
+		CHECK(client_side(k, ctx, "verified", longname, &s) == 0);
+		CHECK(!s.hs && s.d.ok == 0 &&
+		      strstr(s.d.error, "bad server name") != NULL);
+		srv_conn_close(&s);
+		SSL_CTX_free(ctx);
+	}
+}
+
+/* A client that trusts only the Proxy Authority. */
+static SSL_CTX *
+auth_client_ctx(void)
+{
+	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+
+	X509_STORE_add_cert(SSL_CTX_get_cert_store(ctx), auth_cert);
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+	return ctx;
+}
+
+/* The peer's certificate's serial (to compare), or NULL. */
+static ASN1_INTEGER *
+peer_serial(struct srv_conn *s)
+{
+	X509 *peer = SSL_get0_peer_certificate(s->ssl);
+
+	return peer ? ASN1_INTEGER_dup(X509_get0_serialNumber(peer)) : NULL;
+}
+
+/* A names list of n items "DNS:hNNNppp.example", len bytes long (the
+ * p's in labels of at most 50). */
+static char *
+long_names(size_t n, size_t len)
+{
+	char *out = calloc(1, len + 1), *q = out;
+	size_t i, j, left, pad;
+
+	for (i = 0; i < n; i++) {
+		/* An equal share of what is left. */
+		left = len - (size_t)(q - out) - (i ? 1 : 0);
+		pad = (i == n - 1 ? left : left / (n - i)) -
+		      strlen("DNS:h000.example");
+		q += sprintf(q, "%sDNS:h%03zu", i ? "," : "", i);
+		for (j = 0; j < pad; j++)
+			*q++ = j % 50 == 49 && j + 1 < pad ? '.' : 'p';
+		q += sprintf(q, ".example");
+	}
+	return out;
+}
+
+/* Server side with a Proxy Authority: the certificate made for names. */
+static void
+test_server_mint(struct tlsd_kid *k)
+{
+	static const char *bad[] = {
+	    "DNS:",
+	    "DNS:a..example",
+	    "DNS:-a.example",
+	    "DNS:a-.example",
+	    "DNS:a_b.example",
+	    "DNS:a.example.",
+	    "DNS:*.example",
+	    "DNS:a.*.example",
+	    "DNS:*",
+	    "dns:a.example",
+	    "URI:https://a.example/",
+	    "email:pm@example.org",
+	    "DNS:a.example,",
+	    ",DNS:a.example",
+	    "DNS:a.example, DNS:b.example",
+	    "DNS:a.example,,DNS:b.example",
+	    "IP:192.0.2",
+	    "IP:192.0.2.300",
+	    "IP:fe80::1%eth0",
+	    "IP:",
+	    "a.example",
+	};
+	SSL_CTX *ctx = auth_client_ctx(), *plain = client_ctx(0);
+	struct srv_conn s;
+	ASN1_INTEGER *first = NULL, *again = NULL, *other = NULL;
+	char names[TLS_MAX_NAMES + 1], subj[256], buf[8];
+	X509 *peer;
+	BIGNUM *bn;
+	int days, secs;
+	size_t i;
+	char *many;
+
+	CHECK(server_side_names(k, ctx, "proxy", "whatever.example", NULL, 0,
+	          MULTI_NAMES, "x.b.example", &s) == 0);
+	CHECK(s.hs && s.d.ok == 1 && s.d.names[0] == '\0' &&
+	      strcmp(s.d.sni, "whatever.example") == 0);
+	CHECK(SSL_get_verify_result(s.ssl) == X509_V_OK);
+	CHECK(sk_X509_num(SSL_get_peer_cert_chain(s.ssl)) == 2);
+	if ((peer = SSL_get0_peer_certificate(s.ssl)) != NULL) {
+		tlsd_name_text(X509_get_subject_name(peer), subj, sizeof(subj));
+		CHECK(strcmp(subj, "CN=mail.example.org") == 0);
+		tlsd_cert_names(peer, names, sizeof(names));
+		CHECK(strcmp(names, MULTI_NAMES) == 0);
+		CHECK(X509_check_ip_asc(peer, "2001:db8::1", 0) == 1);
+		CHECK(
+		    X509_check_host(peer, "mail.example.org", 0, 0, NULL) == 1);
+		CHECK(X509_check_issued(auth_cert, peer) == X509_V_OK);
+		CHECK(X509_check_ca(peer) == 0);
+		CHECK(
+		    X509_check_purpose(peer, X509_PURPOSE_SSL_SERVER, 0) == 1);
+		CHECK(X509_get_version(peer) == X509_VERSION_3);
+		CHECK(X509_get0_subject_key_id(peer) != NULL &&
+		      X509_get0_authority_key_id(peer) != NULL &&
+		      ASN1_OCTET_STRING_cmp(X509_get0_authority_key_id(peer),
+		          X509_get0_subject_key_id(auth_cert)) == 0);
+		CHECK((X509_get_key_usage(peer) & ~KU_DIGITAL_SIGNATURE) == 0);
+		CHECK(X509_get_extended_key_usage(peer) == XKU_SSL_SERVER);
+		CHECK(ASN1_TIME_diff(
+		          &days, &secs, NULL, X509_get0_notAfter(peer)) == 1 &&
+		      days * 86400 + secs > 7 * 86400 - 60 &&
+		      days * 86400 + secs <= 7 * 86400);
+		CHECK(ASN1_TIME_diff(
+		          &days, &secs, NULL, X509_get0_notBefore(peer)) == 1 &&
+		      days == 0 && secs < -3500 && secs >= -3610);
+		bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(peer), NULL);
+		CHECK(bn && !BN_is_negative(bn) && BN_num_bits(bn) == 127);
+		BN_free(bn);
+	}
+	first = peer_serial(&s);
+	if (s.d.ok) {
+		CHECK(write(s.d.fd, "x", 1) == 1);
+		CHECK(SSL_read(s.ssl, buf, 1) == 1 && buf[0] == 'x');
+	}
+	srv_conn_close(&s);
+
+	/* The same names again: the certificate from the cache. */
+	CHECK(server_side_names(k, ctx, "proxy", NULL, NULL, 0, MULTI_NAMES,
+	          "192.0.2.1", &s) == 0);
+	CHECK(s.hs && s.d.ok == 1 && SSL_get_verify_result(s.ssl) == X509_V_OK);
+	again = peer_serial(&s);
+	CHECK(first && again && ASN1_INTEGER_cmp(first, again) == 0);
+	srv_conn_close(&s);
+
+	/* Other names: another certificate; an address only: CN it. */
+	CHECK(server_side_names(k, ctx, "proxy-cert", NULL, NULL, 0,
+	          "IP:192.0.2.7", "192.0.2.7", &s) == 0);
+	CHECK(s.hs && s.d.ok == 1);
+	if ((peer = SSL_get0_peer_certificate(s.ssl)) != NULL) {
+		tlsd_name_text(X509_get_subject_name(peer), subj, sizeof(subj));
+		CHECK(strcmp(subj, "CN=192.0.2.7") == 0);
+	}
+	other = peer_serial(&s);
+	CHECK(first && other && ASN1_INTEGER_cmp(first, other) != 0);
+	srv_conn_close(&s);
+
+	/* No names: the policy's certificate, or none to present. */
+	CHECK(server_side_names(k, plain, "proxy-cert", NULL, NULL, 0, "",
+	          "localhost", &s) == 0);
+	CHECK(s.hs && s.d.ok == 1 && SSL_get_verify_result(s.ssl) == X509_V_OK);
+	srv_conn_close(&s);
+	CHECK(server_side_names(
+	          k, ctx, "proxy", NULL, NULL, 0, "", "localhost", &s) == 0);
+	CHECK(!s.hs && s.d.ok == 0 &&
+	      strcmp(s.d.error, "no names for the Proxy Authority") == 0);
+	srv_conn_close(&s);
+	/* A policy without an authority ignores the names. */
+	CHECK(server_side_names(k, plain, "imap-in", NULL, NULL, 0, MULTI_NAMES,
+	          "localhost", &s) == 0);
+	CHECK(s.hs && s.d.ok == 1 && SSL_get_verify_result(s.ssl) == X509_V_OK);
+	srv_conn_close(&s);
+	/* An authority that is no CA: refused. */
+	CHECK(server_side_names(k, ctx, "badauth", NULL, NULL, 0,
+	          "DNS:a.example", NULL, &s) == 0);
+	CHECK(!s.hs && s.d.ok == 0 &&
+	      strstr(s.d.error, "not a CA certificate") != NULL);
+	srv_conn_close(&s);
+
+	/* Bad names lists, and one name too many. */
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		CHECK(server_side_names(k, ctx, "proxy", NULL, NULL, 0, bad[i],
+		          NULL, &s) == 0);
+		if (!(s.d.ok == 0 && strstr(s.d.error, "bad names") != NULL))
+			fprintf(stderr, "bad names case '%s': ok %u '%s'\n",
+			    bad[i], s.d.ok, s.d.error ? s.d.error : "?");
+		CHECK(!s.hs && s.d.ok == 0 &&
+		      strstr(s.d.error, "bad names") != NULL);
+		srv_conn_close(&s);
+	}
+	many = long_names(TLSD_MINT_NAMES + 1, 1200);
+	CHECK(server_side_names(
+	          k, ctx, "proxy", NULL, NULL, 0, many, NULL, &s) == 0);
+	CHECK(!s.hs && s.d.ok == 0 &&
+	      strcmp(s.d.error, "bad names: more than 64") == 0);
+	srv_conn_close(&s);
+	free(many);
+	/* The most there may be: 64 names in TLS_MAX_NAMES bytes. */
+	many = long_names(TLSD_MINT_NAMES, TLS_MAX_NAMES);
+	CHECK(strlen(many) == TLS_MAX_NAMES);
+	CHECK(server_side_names(k, ctx, "proxy", NULL, NULL, 0, many,
+	          strrchr(many, ':') + 1, &s) == 0);
+	CHECK(s.hs && s.d.ok == 1 && SSL_get_verify_result(s.ssl) == X509_V_OK);
+	if ((peer = SSL_get0_peer_certificate(s.ssl)) != NULL) {
+		tlsd_cert_names(peer, names, sizeof(names));
+		CHECK(strcmp(names, many) == 0);
+	}
+	srv_conn_close(&s);
+	free(many);
+
+	ASN1_INTEGER_free(first);
+	ASN1_INTEGER_free(again);
+	ASN1_INTEGER_free(other);
+	SSL_CTX_free(ctx);
+	SSL_CTX_free(plain);
+}
+
+/* A START whose names are longer than TLS_MAX_NAMES is malformed. */
+static void
+test_names_too_long(struct tlsd_kid *k)
+{
+	struct imsg imsg;
+	char *many = long_names(10, TLS_MAX_NAMES + 1);
+	int tcp, acc;
+
+	tcp_pair(&tcp, &acc);
+	CHECK(send_start(k, TLS_SIDE_SERVER, "proxy", "", many, acc) == 0);
+	CHECK(imsg_wait(&k->ib, &imsg, 10000) == -1);
+	close(tcp);
+	free(many);
+}
+
+/* tlsd_cert_names: whole names, at most 64 and TLS_MAX_NAMES bytes. */
+static void
+test_cert_names(void)
+{
+	char san[8192], out[TLS_MAX_NAMES + 1], *want;
+	size_t i, n;
+	X509 *x;
+
+	/* 70 short names: the first 64. */
+	san[0] = '\0';
+	for (i = 0; i < 70; i++)
+		snprintf(san + strlen(san), sizeof(san) - strlen(san),
+		    "%sDNS:h%02zu.example", i ? "," : "", i);
+	x = mkcert(srv_key, "x", san, -1, 1, 0, ca_cert, ca_key);
+	tlsd_cert_names(x, out, sizeof(out));
+	san[64 * strlen("DNS:h00.example,") - 1] = '\0';
+	CHECK(strcmp(out, san) == 0);
+	X509_free(x);
+	/* 40 long names: cut at the last whole one that fits. */
+	want = long_names(40, 40 * 100);
+	x = mkcert(srv_key, "x", want, -1, 1, 0, ca_cert, ca_key);
+	tlsd_cert_names(x, out, sizeof(out));
+	n = strlen(out);
+	CHECK(n <= TLS_MAX_NAMES && n > TLS_MAX_NAMES - 100);
+	CHECK(strncmp(out, want, n) == 0 && want[n] == ',');
+	X509_free(x);
+	free(want);
+	/* Names the parser would refuse are left out; no DNS SAN: CNs. */
+	x = mkcert(srv_key, "cn.example",
+	    "DNS:bad_name.example,IP:192.0.2.9,email:a@b.example", -1, 1, 0,
+	    ca_cert, ca_key);
+	tlsd_cert_names(x, out, sizeof(out));
+	CHECK(strcmp(out, "IP:192.0.2.9,DNS:cn.example") == 0 ||
+	      strcmp(out, "IP:192.0.2.9") == 0);
+	X509_free(x);
+	x = mkcert(srv_key, "not a host name", NULL, -1, 1, 0, ca_cert, ca_key);
+	tlsd_cert_names(x, out, sizeof(out));
+	CHECK(out[0] == '\0');
+	X509_free(x);
+}
+
+/* Minting in this process: the cache, its bound, the authority's end of
+ * validity, a new generation. */
+static void
+test_mint_cache(void)
+{
+	struct config *cfg = make_config(9);
+	struct tlsd_gen *g, *g2;
+	struct tlsd_policy *pol;
+	char why[TLS_MAX_ERROR], name[64], *many;
+	uint64_t n0;
+	SSL *a, *b;
+	size_t i;
+
+	g = tlsd_gen_build(cfg);
+	free_config(cfg);
+	CHECK(g != NULL);
+	if (g == NULL)
+		return;
+	pol = tlsd_find_policy(g, "proxy");
+	CHECK(pol && pol->has_authority && pol->authority && pol->mint_ctx &&
+	      pol->n == 0);
+	CHECK(tlsd_find_policy(g, "imap-in")->has_authority == 0);
+	CHECK(tlsd_find_policy(g, "badauth")->authority == NULL);
+	n0 = tlsd_minted();
+	a = tlsd_mint_ssl(pol, "DNS:a.example", why, sizeof(why));
+	b = tlsd_mint_ssl(pol, "DNS:a.example", why, sizeof(why));
+	CHECK(a && b && tlsd_minted() == n0 + 1 && g->nmints == 1);
+	CHECK(a && b &&
+	      X509_cmp(SSL_get_certificate(a), SSL_get_certificate(b)) == 0);
+	SSL_free(a);
+	SSL_free(b);
+	/* The same names for another policy with the same authority. */
+	a = tlsd_mint_ssl(tlsd_find_policy(g, "proxy-cert"), "DNS:a.example",
+	    why, sizeof(why));
+	CHECK(a && tlsd_minted() == n0 + 1);
+	SSL_free(a);
+	/* Never beyond the authority. */
+	a = tlsd_mint_ssl(tlsd_find_policy(g, "proxy-short"), "DNS:a.example",
+	    why, sizeof(why));
+	CHECK(a && tlsd_minted() == n0 + 2 &&
+	      ASN1_TIME_compare(X509_get0_notAfter(SSL_get_certificate(a)),
+	          X509_get0_notAfter(short_cert)) == 0);
+	SSL_free(a);
+	/* Limits. */
+	many = long_names(TLSD_MINT_NAMES, TLS_MAX_NAMES + 1);
+	CHECK(tlsd_mint_ssl(pol, many, why, sizeof(why)) == NULL &&
+	      strcmp(why, "bad names: longer than 2048 bytes") == 0);
+	free(many);
+	/* The cache is bounded: the least recently used goes. */
+	for (i = 0; i < TLSD_MINT_CACHE; i++) {
+		snprintf(name, sizeof(name), "DNS:h%zu.example", i);
+		SSL_free(tlsd_mint_ssl(pol, name, why, sizeof(why)));
+	}
+	CHECK(g->nmints == TLSD_MINT_CACHE);
+	CHECK(tlsd_minted() == n0 + 2 + TLSD_MINT_CACHE);
+	SSL_free(tlsd_mint_ssl(pol, "DNS:h0.example", why, sizeof(why)));
+	CHECK(tlsd_minted() == n0 + 2 + TLSD_MINT_CACHE);
+	SSL_free(tlsd_mint_ssl(pol, "DNS:a.example", why, sizeof(why)));
+	CHECK(tlsd_minted() == n0 + 3 + TLSD_MINT_CACHE);
+	CHECK(g->nmints == TLSD_MINT_CACHE);
+
+	/* A new generation starts with an empty cache; the old one's goes
+	 * with it. */
+	cfg = make_config(10);
+	g2 = tlsd_gen_build(cfg);
+	free_config(cfg);
+	tlsd_gen_unref(g);
+	CHECK(g2 && g2->nmints == 0);
+	if (g2) {
+		SSL_free(tlsd_mint_ssl(tlsd_find_policy(g2, "proxy"),
+		    "DNS:a.example", why, sizeof(why)));
+		CHECK(g2->nmints == 1 &&
+		      tlsd_minted() == n0 + 4 + TLSD_MINT_CACHE);
+	}
+	tlsd_gen_unref(g2);
+}
+
 static void
 test_ctx_build(void)
 {
@@ -1035,7 +1470,7 @@ test_ctx_build(void)
 		if (cfg->certs[0].key_pem[i] != 0)
 			zero = 0;
 	CHECK(zero);
-	CHECK(g && g->ncerts == 2 && g->certs[0].err[0] == '\0' &&
+	CHECK(g && g->ncerts == 4 && g->certs[0].err[0] == '\0' &&
 	      strcmp(g->certs[0].subject, "CN=localhost") == 0);
 	CHECK(g && tlsd_find_policy(g, "imap-in") &&
 	      tlsd_find_policy(g, "imap-in")->n == 2);
@@ -1076,11 +1511,16 @@ run_suite(const char *root)
 	test_server_refusals(&k);
 	test_client_verify(&k);
 	test_client_relay_resume(&k);
+	test_client_names(&k);
+	test_server_mint(&k);
 	test_timeout(&k);
 	test_garbage(&k);
 	CHECK(kid_end(&k));
 	kid_start(&k, root);
 	test_garbage_fd(&k);
+	CHECK(kid_end(&k));
+	kid_start(&k, root);
+	test_names_too_long(&k);
 	CHECK(kid_end(&k));
 }
 
@@ -1108,6 +1548,7 @@ main(void)
 		return 1;
 	}
 	test_ctx_build();
+	test_cert_names();
 	run_suite(NULL);
 	if (geteuid() == 0) {
 		root = mkroot();
@@ -1115,6 +1556,9 @@ main(void)
 		rmdir(root);
 	} else
 		printf("test_tlsd: not root, sandboxed run skipped\n");
+	/* After the children: each makes its own key for minted
+	 * certificates, the sandboxed one inside its sandbox. */
+	test_mint_cache();
 	close(listen_fd);
 	X509_free(ca_cert);
 	X509_free(srv_cert);
@@ -1122,6 +1566,14 @@ main(void)
 	X509_free(expired_cert);
 	X509_free(wrong_cert);
 	X509_free(self_cert);
+	X509_free(multi_cert);
+	X509_free(cnonly_cert);
+	X509_free(auth_cert);
+	X509_free(short_cert);
+	EVP_PKEY_free(auth_key);
+	free(auth_pem.data);
+	free(auth_key_pem.data);
+	free(short_pem.data);
 	EVP_PKEY_free(ca_key);
 	EVP_PKEY_free(srv_key);
 	free(ca_pem.data);
