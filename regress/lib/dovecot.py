@@ -186,6 +186,34 @@ protocol imap {
 """
 
 
+# ssl = yes on the plain port (STARTTLS offered) and an imaps listener on
+# 127.0.0.1:{imaps_port}; the cert file may hold the chain after the leaf.
+# ssl_min_protocol stays Dovecot's default (TLSv1.2).
+TLS_CONF = """\
+ssl = yes
+ssl_cert = <{cert}
+ssl_key = <{key}
+service imap-login {{
+  inet_listener imaps {{
+    address = 127.0.0.1
+    port = {imaps_port}
+    ssl = yes
+  }}
+}}
+"""
+
+
+def tls_dovecot(cert, key, users=None, **kw):
+    """A Dovecot (not started) with TLS: STARTTLS on d.port, implicit TLS
+    on d.imaps_port, both serving cert/key.  The imaps port is chosen
+    now; start() retries other plain ports if one is taken."""
+    imaps = free_port()
+    d = Dovecot(users=users, extra_conf=TLS_CONF.format(
+        cert=cert, key=key, imaps_port=imaps), **kw)
+    d.imaps_port = imaps
+    return d
+
+
 def make_cert(dirpath, cn="localhost"):
     """A self-signed certificate and key in dirpath (for ssl = yes, so
     that Dovecot offers STARTTLS); returns (cert, key) paths."""
