@@ -99,7 +99,8 @@ say_client(struct session *s, const char *fmt, ...)
 static int
 pretls(const struct session *s)
 {
-	return s->pol->tls.mode != TLS_MODE_DISABLED && !s->ctls;
+	/* RFC 3501 6.2.1: STARTTLS only before authentication. */
+	return s->pol->tls.mode != TLS_MODE_DISABLED && !s->ctls && !s->authed;
 }
 
 /* Capabilities */
@@ -516,9 +517,11 @@ client_command(struct session *s, struct dir *d)
 	case IMAP_CMD_STARTTLS:
 		if (!pretls(s)) {
 			refuse(s, la, c, "",
-			    s->ctls ? "TLS is already active"
-			            : "STARTTLS is not available through this "
-			              "gateway");
+			    s->ctls     ? "TLS is already active"
+			    : s->authed ? "STARTTLS is only allowed before "
+			                  "login"
+			                : "STARTTLS is not available through "
+			                  "this gateway");
 			return 0;
 		}
 		span_copy(la, c->tag, tag, sizeof(tag));

@@ -76,7 +76,6 @@ import random
 import re
 import resource
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -86,26 +85,22 @@ import threading
 import time
 import zipfile
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "lib"))
-
-import dovecot as dv          # noqa: E402
-import gateway as gwm         # noqa: E402
-from rawimap import RawIMAP   # noqa: E402
+import benchlib as bl
+from benchlib import RawIMAP, cmdline, cpu_delta, cpu_seconds, dv, gwm, \
+    mem_kb, role_pids
 
 NCPU = os.cpu_count() or 1
-NMSG = int(os.environ.get("BENCH_PIPE_MESSAGES", "3000"))
-SEED = int(os.environ.get("BENCH_PIPE_SEED", "1234"))
-NSIGS = int(os.environ.get("BENCH_PIPE_SIGS", "300000"))
-NDB_PCT = int(os.environ.get("BENCH_PIPE_NDB_PCT", "50"))
-NAPT = int(os.environ.get("BENCH_PIPE_APT", "100000"))
-SCAND = int(os.environ.get("BENCH_PIPE_SCAND", str(NCPU)))
-CONNS = int(os.environ.get("BENCH_PIPE_CONNS", str(2 * NCPU)))
+NMSG = bl.env_int("BENCH_PIPE_MESSAGES", 3000)
+SEED = bl.env_int("BENCH_PIPE_SEED", 1234)
+NSIGS = bl.env_int("BENCH_PIPE_SIGS", 300000)
+NDB_PCT = bl.env_int("BENCH_PIPE_NDB_PCT", 50)
+NAPT = bl.env_int("BENCH_PIPE_APT", 100000)
+SCAND = bl.env_int("BENCH_PIPE_SCAND", NCPU)
+CONNS = bl.env_int("BENCH_PIPE_CONNS", 2 * NCPU)
 FETCH = os.environ.get("BENCH_PIPE_FETCH", "each")
-REPS = max(1, int(os.environ.get("BENCH_PIPE_REPS", "1")))
-NWORKERS = int(os.environ.get("BENCH_PIPE_WORKERS", "4"))
-SKIP = set(s.strip() for s in os.environ.get("BENCH_PIPE_SKIP",
-                                             "").split(",") if s.strip())
+REPS = bl.env_int("BENCH_PIPE_REPS", 1, minimum=1)
+NWORKERS = bl.env_int("BENCH_PIPE_WORKERS", 4)
+SKIP = bl.env_set("BENCH_PIPE_SKIP")
 KEEP = bool(os.environ.get("BENCH_PIPE_KEEP"))
 USER, PW = "pipebench", "bench"
 
@@ -426,39 +421,25 @@ def fetch_pass(port, nmsg, conns, mode=FETCH):
     start = threading.Barrier(len(cs) + 1)
 
     def read_fetch(c, tag, want_uid, out):
-        f = c.f
-        while True:
-            line = f.readline()
-            if not line:
-                raise EOFError("connection closed during FETCH")
-            if line.startswith(tag):
-                if not line.startswith(tag + b"OK"):
-                    raise RuntimeError(line[:200])
-                return
-            s = line.rstrip(b"\r\n")
-            if s.endswith(b"}") and b"{" in s:
-                k = int(s[s.rindex(b"{") + 1:-1].rstrip(b"+"))
-                data = f.read(k)
-                if len(data) != k:
-                    raise EOFError("short literal")
-                uid = want_uid
-                if uid is None:
-                    m = UID_RX.search(s)
-                    uid = int(m.group(1)) if m else -1
-                out[uid] = (k, hashlib.sha256(data).hexdigest())
+        for s, data in bl.fetch_literals(c.f, tag):
+            uid = want_uid
+            if uid is None:
+                m = UID_RX.search(s)
+                uid = int(m.group(1)) if m else -1
+            out[uid] = (len(data), hashlib.sha256(data).hexdigest())
 
     def run(c, myset):
         out = {}
         try:
             start.wait()
             if mode == "range":
-                tag = b"r "
+                tag = b"r"
                 c.send(b"r UID FETCH %d:%d BODY.PEEK[]\r\n"
                        % (myset[0], myset[-1]))
                 read_fetch(c, tag, None, out)
             else:
                 for uid in myset:
-                    tag = b"f%d " % uid
+                    tag = b"f%d" % uid
                     c.send(b"f%d UID FETCH %d BODY.PEEK[]\r\n" % (uid, uid))
                     read_fetch(c, tag, uid, out)
         except Exception as e:      # reported, not raised: a benchmark
@@ -485,27 +466,6 @@ def fetch_pass(port, nmsg, conns, mode=FETCH):
 
 
 # ---- processes --------------------------------------------------------------
-
-CLK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pids):
-    """{pid: utime+stime seconds} of live processes."""
-    out = {}
-    for pid in pids:
-        try:
-            with open("/proc/%d/stat" % pid) as f:
-                st = f.read()
-        except OSError:
-            continue
-        fields = st[st.rindex(")") + 2:].split()
-        out[pid] = (int(fields[11]) + int(fields[12])) / float(CLK)
-    return out
-
-
-def cpu_delta(before, after):
-    return sum(after[p] - before[p] for p in after if p in before)
-
 
 def machine_ticks():
     """(idle + iowait, total) jiffies of all CPUs, from /proc/stat."""
@@ -534,43 +494,8 @@ class Idle:
                 (t1[0] - self.t0[0]) / float(tot))
 
 
-def cmdline(pid):
-    try:
-        with open("/proc/%d/cmdline" % pid, "rb") as f:
-            return f.read()
-    except OSError:
-        return b""
-
-
-def role_pids(g, *roles):
-    """Descendants of this gateway whose command line has "-P role" for
-    one of roles."""
-    if not g.alive():
-        return []
-    want = [b"-P\0" + r.encode() + b"\0" for r in roles]
-    return sorted(p for p in gwm._children(g.proc.pid)
-                  if any(w in cmdline(p) + b"\0" for w in want))
-
-
 # scand and the loader that forks its workers from its loaded engines
 SCAND_ROLES = ("scand", "loader")
-
-
-def mem_kb(pid):
-    """(Pss, Rss, Pss_Anon, USS = Private_Clean + Private_Dirty) in KB
-    from smaps_rollup, or None."""
-    vals = {}
-    try:
-        with open("/proc/%d/smaps_rollup" % pid) as f:
-            for line in f:
-                k, _, v = line.partition(":")
-                if k in ("Pss", "Rss", "Pss_Anon", "Private_Clean",
-                         "Private_Dirty"):
-                    vals[k] = int(v.split()[0])
-    except OSError:
-        return None
-    return (vals.get("Pss", 0), vals.get("Rss", 0), vals.get("Pss_Anon", 0),
-            vals.get("Private_Clean", 0) + vals.get("Private_Dirty", 0))
 
 
 # ---- the gateway ------------------------------------------------------------
@@ -619,12 +544,8 @@ def pipeline_action(sigdir, aptdb, sections, off=()):
 
 
 def make_gateway(d, binary, action, scand, netd=None):
-    return gwm.Gateway(servers={"dovecot": [d.address]},
-                       actions={"pipeline": action},
-                       policies=[gwm.policy("imap-in", dv.free_port(),
-                                            "dovecot", action="pipeline")],
-                       workers=(netd or NCPU, scand, 1),
-                       binary=binary, level="info")
+    return bl.gateway(d, binary, action, "pipeline",
+                      workers=(netd or NCPU, scand, 1), start=False)
 
 
 def config_check(d, binary, action):
@@ -790,11 +711,7 @@ class Clamd:
             os.unlink(self.sock)
         self.logf = open(os.path.join(self.dir, "clamd.stderr"), "ab")
         t0 = time.perf_counter()
-        self.proc = subprocess.Popen([CLAMD, "-c", self.conf],
-                                     stdin=subprocess.DEVNULL,
-                                     stdout=self.logf,
-                                     stderr=subprocess.STDOUT,
-                                     preexec_fn=dv.die_with_parent)
+        self.proc = bl.spawn([CLAMD, "-c", self.conf], self.logf)
         end = time.time() + timeout
         while time.time() < end:
             if self.proc.poll() is not None:
@@ -831,13 +748,7 @@ class Clamd:
 
     def stop(self):
         if self.proc is not None:
-            if self.proc.poll() is None:
-                self.proc.send_signal(signal.SIGTERM)
-                try:
-                    self.proc.wait(20)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait(5)
+            bl.stop_proc(self.proc, 20)
             self.proc = None
             self.logf.close()
 
@@ -979,13 +890,8 @@ def rate_row(name, n, nbytes, runs, cpu_ix=None, note=""):
 
 
 def main():
-    if os.geteuid() != 0:
-        print("pipeline bench: must run as root", file=sys.stderr)
-        return 1
-    binary = os.environ.get("IMAPGWD", gwm.IMAPGWD)
-    if not os.path.exists(binary):
-        print("pipeline bench: %s missing: run make first" % binary,
-              file=sys.stderr)
+    binary = bl.preflight("pipeline bench")
+    if binary is None:
         return 1
     t_begin = time.perf_counter()
     load0 = "%.2f %.2f %.2f" % os.getloadavg()

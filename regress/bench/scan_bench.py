@@ -20,29 +20,23 @@ IMAPGWD (build/imapgwd).
 """
 
 import base64
-import hashlib
 import os
 import random
 import resource
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "lib"))
+import benchlib as bl
+from benchlib import RawIMAP, gwm
 
-import dovecot as dv          # noqa: E402
-import gateway as gwm         # noqa: E402
-from rawimap import RawIMAP   # noqa: E402
-
-NMSG = int(os.environ.get("BENCH_SCAN_MESSAGES", "50"))
-SIZE = int(os.environ.get("BENCH_SCAN_SIZE", str(1 << 20)))
-REPS = int(os.environ.get("BENCH_SCAN_REPS", "3"))
-NSESS = int(os.environ.get("BENCH_SESSIONS", "1000"))
-NNOOP = int(os.environ.get("BENCH_NOOPS", "1000"))
+NMSG = bl.env_int("BENCH_SCAN_MESSAGES", 50)
+SIZE = bl.env_int("BENCH_SCAN_SIZE", 1 << 20)
+REPS = bl.env_int("BENCH_SCAN_REPS", 3)
+NSESS = bl.env_int("BENCH_SESSIONS", 1000)
+NNOOP = bl.env_int("BENCH_NOOPS", 1000)
 USER, PW = "scanbench", "bench"
 INFECTED_EVERY = 10           # every 10th message carries EICAR
 
@@ -54,57 +48,20 @@ TARGET_P99 = 1.5
 def make_message(rng, i):
     """About SIZE bytes: headers, a text part, a base64 attachment; every
     INFECTED_EVERY-th message has a small EICAR attachment as well."""
-    head = ("From: bench@example.org\r\nTo: bench@example.org\r\n"
-            "Subject: scan bench %d\r\nMessage-ID: <sb-%d@example.org>\r\n"
-            "MIME-Version: 1.0\r\n"
-            "Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n"
-            "--b\r\nContent-Type: text/plain\r\n\r\nbenchmark message\r\n"
-            "--b\r\nContent-Type: application/octet-stream; name=\"d.bin\"\r\n"
-            "Content-Transfer-Encoding: base64\r\n\r\n" % (i, i)).encode()
     extra = b""
     if i % INFECTED_EVERY == INFECTED_EVERY - 1:
         extra = (b"--b\r\nContent-Type: application/octet-stream; "
                  b"name=\"eicar.com\"\r\nContent-Transfer-Encoding: base64"
                  b"\r\n\r\n" + base64.encodebytes(gwm.EICAR).replace(
                      b"\n", b"\r\n"))
-    tail = b"--b--\r\n"
-    raw = max(0, (SIZE - len(head) - len(tail) - len(extra)) * 57 // 78)
-    att = base64.encodebytes(rng.randbytes(raw)).replace(b"\n", b"\r\n")
-    return head + att + extra + tail
+    return bl.make_message(rng, i, SIZE, "scan bench", "sb", extra)
 
 
 def fetch_all(port):
     """Seconds for UID FETCH 1:* BODY.PEEK[] (login not timed), literal
     bytes, digest, literals that name the test virus."""
-    c = RawIMAP(port, timeout=300)
-    c.login(USER, PW)
-    c.command("EXAMINE INBOX")
-    h = hashlib.sha256()
-    n = denied = 0
-    t0 = time.perf_counter()
-    c.send(b"f UID FETCH 1:* BODY.PEEK[]\r\n")
-    f = c.f
-    while True:
-        line = f.readline()
-        if not line:
-            raise EOFError("connection closed during FETCH")
-        if line.startswith(b"f "):
-            if not line.startswith(b"f OK"):
-                raise RuntimeError(line)
-            break
-        s = line.rstrip(b"\r\n")
-        if s.endswith(b"}") and b"{" in s:
-            k = int(s[s.rindex(b"{") + 1:-1])
-            data = f.read(k)
-            if len(data) != k:
-                raise EOFError("short literal")
-            n += k
-            h.update(data)
-            if gwm.VIRUS_NAME.encode() in data:
-                denied += 1
-    dt = time.perf_counter() - t0
-    c.logout()
-    return dt, n, h.hexdigest(), denied
+    return bl.fetch_all(port, USER, PW, digest=True,
+                        marker=gwm.VIRUS_NAME.encode(), timeout=300)
 
 
 def bench_throughput(d, gscan, gnoscan, msgs, sigdir):
@@ -153,13 +110,7 @@ def bench_throughput(d, gscan, gnoscan, msgs, sigdir):
             shutil.rmtree(tmp, ignore_errors=True)
 
     total = n0
-    print("%-16s %9s %9s %11s" % ("path", "best s", "median s",
-                                  "MB/s (med)"))
-    med = {}
-    for k, v in times.items():
-        med[k] = statistics.median(v)
-        print("%-16s %9.3f %9.3f %11.1f" % (k, min(v), med[k],
-                                            total / 1e6 / med[k]))
+    med = bl.throughput_table(times, total, list(times), 16, 9)
     print("gateway+scan / direct throughput:   %.2f" %
           (med["direct"] / med["gateway+scan"]))
     print("gateway-noscan / direct throughput: %.2f" %
@@ -176,19 +127,6 @@ def bench_throughput(d, gscan, gnoscan, msgs, sigdir):
 
 def dv_normalize(m):
     return m.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
-
-
-def pss_kb(pids):
-    total = 0
-    for pid in pids:
-        try:
-            with open("/proc/%d/smaps_rollup" % pid) as f:
-                for line in f:
-                    if line.startswith("Pss:"):
-                        total += int(line.split()[1])
-        except OSError:
-            pass
-    return total
 
 
 def bench_memory(d, g):
@@ -210,7 +148,7 @@ def bench_memory(d, g):
         c.command("NOOP")
         c.logout()
     time.sleep(0.5)
-    before = pss_kb(netd)
+    before = bl.pss_kb(netd)
     conns = []
     t0 = time.perf_counter()
     try:
@@ -221,7 +159,7 @@ def bench_memory(d, g):
             conns.append(c)
         opened = time.perf_counter() - t0
         time.sleep(1.0)
-        after = pss_kb(netd)
+        after = bl.pss_kb(netd)
         per = (after - before) / float(NSESS)
         print("netd processes: %s" % netd)
         print("netd PSS before %d KB, with %d sessions %d KB: %.2f KB per "
@@ -288,42 +226,22 @@ def bench_latency(d, g):
 
 
 def main():
-    if os.geteuid() != 0:
-        print("scan bench: must run as root", file=sys.stderr)
+    binary = bl.preflight("scan bench")
+    if binary is None:
         return 1
-    binary = os.environ.get("IMAPGWD", gwm.IMAPGWD)
-    if not os.path.exists(binary):
-        print("scan bench: %s missing: run make first" % binary,
-              file=sys.stderr)
-        return 1
-    d = dv.Dovecot(users={USER: PW}).start()
+    d = bl.dv.Dovecot(users={USER: PW}).start()
     gs = []
     try:
         print("scan bench: building mailbox: %d messages of %d bytes ..."
               % (NMSG, SIZE), flush=True)
         rng = random.Random(4711)
         msgs = [make_message(rng, i) for i in range(NMSG)]
-        c = RawIMAP(d.port, timeout=120)
-        c.login(USER, PW)
-        for m in msgs:
-            c.append("INBOX", m, literal_plus=True)
-        c.logout()
+        bl.append_all(d.port, USER, PW, msgs)
 
-        gscan = gwm.Gateway(servers={"dovecot": [d.address]},
-                            policies=[gwm.policy("imap-in", dv.free_port(),
-                                                 "dovecot")],
-                            binary=binary, level="info")
+        gscan = bl.gateway(d, binary)
         gs.append(gscan)
-        gscan.start()
-        gnoscan = gwm.Gateway(
-            servers={"dovecot": [d.address]},
-            actions={"noscan": {"inherit": "IMAP-Server.Standard",
-                                "antivirus": {"enabled": False}}},
-            policies=[gwm.policy("imap-in", dv.free_port(), "dovecot",
-                                 action="noscan")],
-            binary=binary, level="info")
+        gnoscan = bl.gateway(d, binary, bl.RELAY, "noscan")
         gs.append(gnoscan)
-        gnoscan.start()
         print("(signatures: the test database %s, EICAR only; a full "
               "ClamAV database makes every scan slower)" % gscan.sigdir)
         print()

@@ -53,25 +53,20 @@ import statistics
 import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "lib"))
+import benchlib as bl
+from benchlib import RawIMAP, dv, gwm
 
-import dovecot as dv          # noqa: E402
-import gateway as gwm         # noqa: E402
-from rawimap import RawIMAP   # noqa: E402
-
-NMSG = int(os.environ.get("BENCH_SYNC_MESSAGES", "10000"))
-REPS = max(1, int(os.environ.get("BENCH_SYNC_REPS", "3")))
-SCAND = int(os.environ.get("BENCH_SYNC_SCAND", "2"))
-NETD = int(os.environ.get("BENCH_SYNC_NETD", "1"))
-SEED = int(os.environ.get("BENCH_SYNC_SEED", "99"))
+NMSG = bl.env_int("BENCH_SYNC_MESSAGES", 10000)
+REPS = bl.env_int("BENCH_SYNC_REPS", 3, minimum=1)
+SCAND = bl.env_int("BENCH_SYNC_SCAND", 2)
+NETD = bl.env_int("BENCH_SYNC_NETD", 1)
+SEED = bl.env_int("BENCH_SYNC_SEED", 99)
 ITEMS = os.environ.get(
     "BENCH_SYNC_ITEMS",
     "UID RFC822.SIZE FLAGS BODY.PEEK[HEADER.FIELDS (From To Cc Bcc Subject "
     "Date Message-ID Priority X-Priority References Newsgroups In-Reply-To "
     "Content-Type Reply-To)]")
-SKIP = set(s.strip() for s in os.environ.get("BENCH_SYNC_SKIP",
-                                             "").split(",") if s.strip())
+SKIP = bl.env_set("BENCH_SYNC_SKIP")
 USER, PW = "syncbench", "bench"
 TARGET = 1.1                 # strict, cached: <= 1.1x direct
 
@@ -205,21 +200,9 @@ def sync(port):
     t0 = time.perf_counter()
     c.send(("s UID FETCH 1:* (%s)\r\n" % ITEMS).encode())
     cur = []
-    while True:
-        line = f.readline()
-        if not line:
-            raise EOFError("connection closed during the sync")
-        if line.startswith(b"s "):
-            if not line.startswith(b"s OK"):
-                raise RuntimeError(line)
-            break
+    for line, data in bl.response_lines(f, b"s"):
         cur.append(line)
-        s = line.rstrip(b"\r\n")
-        if s.endswith(b"}") and b"{" in s:
-            k = int(s[s.rindex(b"{") + 1:-1].rstrip(b"+"))
-            data = f.read(k)
-            if len(data) != k:
-                raise EOFError("short literal")
+        if data is not None:
             cur.append(data)
             continue
         resp = b"".join(cur)
@@ -248,32 +231,12 @@ def action(consistency):
 
 
 def start_gateway(d, binary, consistency):
-    g = gwm.Gateway(servers={"dovecot": [d.address]},
-                    actions={"sync": action(consistency)},
-                    policies=[gwm.policy("imap-in", dv.free_port(), "dovecot",
-                                         action="sync")],
-                    workers=(NETD, SCAND, 1), binary=binary, level="info")
-    try:
-        g.start(timeout=120)
-    except Exception:
-        g.stop()
-        raise
-    return g
+    return bl.gateway(d, binary, action(consistency), "sync",
+                      workers=(NETD, SCAND, 1), timeout=120)
 
 
 def netd_pids(g):
-    pids = g.pids_of("netd")
-    if pids:
-        return pids
-    out = []
-    for p in gwm._children(g.proc.pid) if g.alive() else []:
-        try:
-            with open("/proc/%d/cmdline" % p, "rb") as f:
-                if b"-P\0netd\0" in f.read() + b"\0":
-                    out.append(p)
-        except OSError:
-            pass
-    return out
+    return g.pids_of("netd") or bl.role_pids(g, "netd")
 
 
 def peak_rss_kb(pids):
@@ -302,13 +265,8 @@ def differing(base, got):
 # ---- main -------------------------------------------------------------------
 
 def main():
-    if os.geteuid() != 0:
-        print("sync_bench: must run as root", file=sys.stderr)
-        return 1
-    binary = os.environ.get("IMAPGWD", gwm.IMAPGWD)
-    if not os.path.exists(binary):
-        print("sync_bench: %s missing: run make first" % binary,
-              file=sys.stderr)
+    binary = bl.preflight("sync_bench")
+    if binary is None:
         return 1
     d = dv.Dovecot(users={USER: PW}).start()
     gws = []
@@ -409,16 +367,16 @@ def main():
                     guarded("strict restart", restarts)
 
         print()
-        print("%-16s %10s %10s %12s %10s" % ("path", "best s", "median s",
-                                            "msgs/s (med)", "x direct"))
+        bl.header(("best s", "median s", "msgs/s (med)", "x direct"),
+                  (10, 10, 12, 10), 16)
         med = {k: statistics.median(v) for k, v in times.items()}
         for k in ("direct", "lazy first", "lazy second", "strict first",
                   "strict second", "strict restart"):
             if k not in times:
                 continue
-            print("%-16s %10.3f %10.3f %12.0f %10.2f" % (
-                k, min(times[k]), med[k], NMSG / med[k],
-                med[k] / med["direct"]))
+            bl.row(k, (min(times[k]), med[k], NMSG / med[k],
+                       med[k] / med["direct"]),
+                   ("%10.3f", "%10.3f", "%12.0f", "%10.2f"), 16)
         print()
         for k in ("lazy", "strict", "restart"):
             if k in notes:

@@ -9,6 +9,7 @@ skipped in that mode.  It is a development aid: `make check` never sets it.
 IMAPGW_KEEP=1 keeps gateway directories (config, log) for inspection.
 """
 
+import contextlib
 import os
 import re
 import sys
@@ -135,14 +136,22 @@ def gw_session(dovecot):
     g.stop()
 
 
+@contextlib.contextmanager
+def watched(g, request):
+    """A gateway shared by tests, for one test: its log printed when the
+    test fails, and any child crash during the test fails it."""
+    off = g.log_offset()
+    yield g
+    _report_log(request, g, off)
+    if not DIRECT:
+        check_no_crash(g, off)
+
+
 @pytest.fixture
 def gw(gw_session, request):
     """The main gateway, with its log printed when the test fails."""
-    off = gw_session.log_offset()
-    yield gw_session
-    _report_log(request, gw_session, off)
-    if not DIRECT:
-        check_no_crash(gw_session, off)
+    with watched(gw_session, request) as g:
+        yield g
 
 
 @pytest.fixture

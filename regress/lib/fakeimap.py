@@ -146,19 +146,16 @@ class Conn:
         return True
 
 
-class FakeIMAP:
-    DEFAULT_GREETING = b"* OK [CAPABILITY IMAP4rev1 LITERAL+] fake ready\r\n"
+class Listener:
+    """A loopback listening socket that serves each accepted connection
+    in a thread: conn_class(server, sock, addr).serve().  The fake
+    servers here and in the TLS tests are built on it."""
 
-    def __init__(self, script=(), greeting=None, host="127.0.0.1",
-                 max_line=1 << 20, max_literal=64 << 20):
-        self.script = [(rx if isinstance(rx, bytes) else rx.encode(),
-                        _reply(rep)) for rx, rep in script]
-        self.greeting = greeting if greeting is not None else \
-            self.DEFAULT_GREETING
+    conn_timeout = 60
+    backlog = 64
+
+    def _listen_init(self, host):
         self.host = host
-        self.max_line = max_line
-        self.max_literal = max_literal
-        self.used = set()
         self.conns = []
         self.lsock = None
         self.thread = None
@@ -176,11 +173,14 @@ class FakeIMAP:
         self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.lsock.bind((self.host, 0))
-        self.lsock.listen(64)
+        self.lsock.listen(self.backlog)
         self.lsock.settimeout(0.2)
         self.thread = threading.Thread(target=self._accept, daemon=True)
         self.thread.start()
         return self
+
+    def new_conn(self, sock, addr):
+        raise NotImplementedError
 
     def _accept(self):
         while not self._stop.is_set():
@@ -190,23 +190,10 @@ class FakeIMAP:
                 continue
             except OSError:
                 return
-            s.settimeout(60)
-            c = Conn(self, s, addr)
+            s.settimeout(self.conn_timeout)
+            c = self.new_conn(s, addr)
             self.conns.append(c)
             threading.Thread(target=c.serve, daemon=True).start()
-
-    def wait_conn(self, n=1, timeout=10):
-        """The n-th connection (1-based), once it was accepted."""
-        end = time.time() + timeout
-        while len(self.conns) < n:
-            if time.time() > end:
-                raise TimeoutError("fake server: no connection %d" % n)
-            time.sleep(0.02)
-        return self.conns[n - 1]
-
-    def received(self):
-        """Everything every connection received, concatenated."""
-        return b"".join(c.received for c in self.conns)
 
     def stop(self):
         self._stop.set()
@@ -225,3 +212,34 @@ class FakeIMAP:
 
     def __exit__(self, *a):
         self.stop()
+
+
+class FakeIMAP(Listener):
+    DEFAULT_GREETING = b"* OK [CAPABILITY IMAP4rev1 LITERAL+] fake ready\r\n"
+
+    def __init__(self, script=(), greeting=None, host="127.0.0.1",
+                 max_line=1 << 20, max_literal=64 << 20):
+        self.script = [(rx if isinstance(rx, bytes) else rx.encode(),
+                        _reply(rep)) for rx, rep in script]
+        self.greeting = greeting if greeting is not None else \
+            self.DEFAULT_GREETING
+        self.max_line = max_line
+        self.max_literal = max_literal
+        self.used = set()
+        self._listen_init(host)
+
+    def new_conn(self, sock, addr):
+        return Conn(self, sock, addr)
+
+    def wait_conn(self, n=1, timeout=10):
+        """The n-th connection (1-based), once it was accepted."""
+        end = time.time() + timeout
+        while len(self.conns) < n:
+            if time.time() > end:
+                raise TimeoutError("fake server: no connection %d" % n)
+            time.sleep(0.02)
+        return self.conns[n - 1]
+
+    def received(self):
+        """Everything every connection received, concatenated."""
+        return b"".join(c.received for c in self.conns)

@@ -202,8 +202,14 @@ def _with_database(actions, sigdir):
 
 def config_yaml(user, chroot, state_dir, socket_path, servers, policies,
                 workers=(2, 1, 1), level="debug", connect_timeout="10s",
-                log_format="text", actions=None, sigdir=None):
+                log_format="text", actions=None, sigdir=None,
+                certificates=None, tls_profiles=None):
     """The YAML text of a gateway config.
+
+    servers: {name: [member, ...]} or {name: {members: [...], tls: ...,
+    tls_profile: ..., server_name: ...}} (pool keys besides members).
+    certificates: {name: {cert: PATH, key: PATH[, ocsp: PATH]}}.
+    tls_profiles: {name: {min_version: "1.2", verify_peer: false, ...}}.
 
     actions: {name: {key: value, ...}} proxy actions (flow mappings).
     sigdir: ClamAV database directory for every action (and the default
@@ -221,11 +227,24 @@ def config_yaml(user, chroot, state_dir, socket_path, servers, policies,
     out.append("log: { target: stderr, format: %s, level: %s }"
                % (log_format, level))
     out.append("control: { socket: %s }" % _q(socket_path))
+    if certificates:
+        out.append("certificates:")
+        for name, body in certificates.items():
+            out.append("  %s: %s" % (_scalar(name), _flow(body)))
+    if tls_profiles:
+        out.append("tls_profiles:")
+        for name, body in tls_profiles.items():
+            out.append("  %s: %s" % (_scalar(name), _flow(body)))
     out.append("servers:")
     for name, members in servers.items():
+        pool = dict(members) if isinstance(members, dict) else \
+            {"members": list(members)}
         out.append("  %s:" % name)
-        out.append("    members: %s" % _flow(list(members)))
-        out.append("    connect_timeout: %s" % connect_timeout)
+        out.append("    members: %s" % _flow(list(pool.pop("members"))))
+        out.append("    connect_timeout: %s" %
+                   pool.pop("connect_timeout", connect_timeout))
+        for k, v in pool.items():
+            out.append("    %s: %s" % (k, _flow(v)))
     if actions:
         out.append("actions:")
         for name, body in actions.items():
@@ -274,8 +293,10 @@ def proc_status(pid):
 class Gateway:
     def __init__(self, servers, policies, binary=None, workers=(2, 1, 1),
                  connect_timeout="10s", level="debug", log_format="text",
-                 actions=None):
+                 actions=None, certificates=None, tls_profiles=None):
         self.servers = servers
+        self.certificates = certificates
+        self.tls_profiles = tls_profiles
         self.log_format = log_format
         self.actions = actions
         self.policies = policies
@@ -304,7 +325,8 @@ class Gateway:
         return config_yaml(GW_USER, self.chroot, self.state_dir, self.socket,
                            servers or self.servers, policies or self.policies,
                            self.workers, self.level, self.connect_timeout,
-                           self.log_format, self.actions, self.sigdir)
+                           self.log_format, self.actions, self.sigdir,
+                           self.certificates, self.tls_profiles)
 
     def write_config(self, text=None):
         tmp = self.conf + ".tmp"
@@ -312,10 +334,18 @@ class Gateway:
             f.write(text if text is not None else self.config_text())
         os.rename(tmp, self.conf)
 
-    def port(self, name=None):
+    def port(self, name=None, tls=None):
+        """The first listen port of policy name (of the first policy if
+        None); with tls="implicit" the first implicit TLS listener, with
+        tls="none" the first plain one."""
         for p in self.policies:
             if name is None or p["name"] == name:
-                return int(p["listen"][0].rsplit(":", 1)[1])
+                for entry in p["listen"]:
+                    addr, mode = (entry.get("address"),
+                                  entry.get("tls", "none")) \
+                        if isinstance(entry, dict) else (entry, "none")
+                    if tls is None or mode == tls:
+                        return int(addr.rsplit(":", 1)[1])
         raise KeyError(name)
 
     # ---- life cycle -----------------------------------------------------------
@@ -332,7 +362,9 @@ class Gateway:
                                      stdout=self.logf, stderr=subprocess.STDOUT,
                                      cwd="/", preexec_fn=die_with_parent)
         self.known_children = set()
-        ports = [self.port(p["name"]) for p in self.policies]
+        ports = [int((e.get("address") if isinstance(e, dict) else e)
+                     .rsplit(":", 1)[1])
+                 for p in self.policies for e in p["listen"]]
         end = time.time() + timeout
         while time.time() < end:
             if self.proc.poll() is not None:
