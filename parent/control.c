@@ -110,11 +110,15 @@ ctl_status_finish(struct parent *p, struct ctl_conn *cc)
 			    up, sizeof(up), c->pid ? now - c->started : 0);
 			buf_printf(&out, "%-6s %4d %8ld %14s %-8s",
 			    role_name(r), i, (long)c->pid, up, child_state(c));
-			if (r == ROLE_NETD) {
+			if (r == ROLE_NETD || r == ROLE_TLSD) {
+				/* tlsd: its TLS connections (handshaking
+				 * or relaying), not IMAP sessions. */
 				buf_printf(&out, " %9u %9llu\n", c->sessions,
 				    (unsigned long long)c->total);
-				sessions += c->sessions;
-				total += c->total;
+				if (r == ROLE_NETD) {
+					sessions += c->sessions;
+					total += c->total;
+				}
 			} else
 				buf_printf(&out, " %9s %9s\n", "-", "-");
 		}
@@ -142,17 +146,21 @@ ctl_status(struct parent *p, struct ctl_conn *cc)
 	struct timeval tv = {CTL_STATUS_TIMEOUT, 0};
 	struct child *c;
 	uint32_t id = 0;
-	int i;
+	int i, k, r;
 
 	cc->waiting = 0;
-	for (i = 0; i < p->cfg->workers[ROLE_NETD]; i++) {
-		c = &p->children[ROLE_NETD][i];
-		if (c->chan == NULL || !c->ready)
-			continue;
-		if (proc_compose(c->chan, IMSG_STATUS_REQ, 0, -1, &id,
-		        sizeof(id)) == 0) {
-			c->status_pending = 1;
-			cc->waiting++;
+	/* netd counts IMAP sessions, tlsd TLS connections. */
+	for (k = 0; k < 2; k++) {
+		r = k == 0 ? ROLE_NETD : ROLE_TLSD;
+		for (i = 0; i < p->cfg->workers[r]; i++) {
+			c = &p->children[r][i];
+			if (c->chan == NULL || !c->ready)
+				continue;
+			if (proc_compose(c->chan, IMSG_STATUS_REQ, 0, -1, &id,
+			        sizeof(id)) == 0) {
+				c->status_pending = 1;
+				cc->waiting++;
+			}
 		}
 	}
 	if (cc->waiting == 0) {

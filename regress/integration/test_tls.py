@@ -1081,6 +1081,24 @@ def _key_needles(cert):
     return needles
 
 
+def test_status_counts_tls_connections(tgw, pki):
+    """imapgwctl status: a tlsd row counts the TLS connection it relays
+    (active, and total since start)."""
+    c = imaplib.IMAP4_SSL("127.0.0.1", tgw.port("tls-enabled",
+                                                 tls="implicit"),
+                          ssl_context=ctx_ca(pki), timeout=15)
+    try:
+        c.noop()
+        out = tgw.ctl("status").stdout.decode(errors="replace")
+        rows = [ln.split() for ln in out.splitlines()
+                if ln.startswith("tlsd ")]
+        assert rows, out
+        assert sum(int(r[5]) for r in rows) >= 1, out
+        assert sum(int(r[6]) for r in rows) >= 1, out
+    finally:
+        c.logout()
+
+
 def test_keys_isolated(tgw, pki):
     r = tgw.ctl("audit")
     out = r.stdout.decode(errors="replace")
