@@ -216,6 +216,20 @@ put64(uint8_t *p, uint64_t v)
 		p[i] = (uint8_t)(v >> (56 - 8 * i));
 }
 
+static void
+put32(uint8_t *p, uint32_t v)
+{
+	put16(p, (uint16_t)(v >> 16));
+	put16(p + 2, (uint16_t)v);
+}
+
+static uint32_t
+get32(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
+	       (uint32_t)p[2] << 8 | p[3];
+}
+
 static uint16_t
 get16(const uint8_t *p)
 {
@@ -961,4 +975,104 @@ vc_entry_free(struct vc_entry *e)
 	free(e->msg);
 	e->msg = NULL;
 	e->msglen = 0;
+}
+
+/*
+ * Marks: "every message of this mailbox (action, user, mailbox,
+ * UIDVALIDITY) with a UID up to upto has a verdict under this judge
+ * stamp; these are the CHANGED ones".  Stored in the msg database under
+ * the message key with UID 0 (UIDs start at 1), LMDB only:
+ *   MARKREC  u8 version, u8 0xff, u32 upto, u64 stamp, u32 n, n x u32
+ */
+#define VC_MARK_HDR 18
+
+void
+vcache_put_mark(struct vcache *vc, const struct vc_msgkey *m, uint32_t upto,
+    uint64_t stamp, const uint32_t *changed, size_t n)
+{
+	struct vc_msgkey k = *m;
+	struct vc_key mk;
+	const uint8_t *enc;
+	uint8_t dk[33], *rec;
+	MDB_val key, val;
+	MDB_txn *txn;
+	size_t i, len;
+	int rc;
+
+	if (vc->env == NULL || n > VC_MARK_MAX)
+		return;
+	k.uid = 0;
+	if ((enc = vc_encode(&mk, &k, NULL, NULL)) == NULL)
+		return;
+	len = VC_MARK_HDR + 4 * n;
+	if ((rec = malloc(len)) == NULL || vc_dbkey(enc, mk.len, dk, &key)) {
+		free(rec);
+		vc_key_free(&mk);
+		return;
+	}
+	rec[0] = VC_VERSION;
+	rec[1] = 0xff;
+	put32(rec + 2, upto);
+	put64(rec + 6, stamp);
+	put32(rec + 14, (uint32_t)n);
+	for (i = 0; i < n; i++)
+		put32(rec + VC_MARK_HDR + 4 * i, changed[i]);
+	val.mv_data = rec;
+	val.mv_size = len;
+	/* The verdicts it speaks for go first. */
+	vc_flush(vc, NULL, NULL);
+	if ((rc = mdb_txn_begin(vc->env, NULL, 0, &txn)) == 0) {
+		if ((rc = mdb_put(txn, vc->dbmsg, &key, &val, 0)) == 0)
+			rc = mdb_txn_commit(txn);
+		else
+			mdb_txn_abort(txn);
+	}
+	if (rc != 0)
+		vc_mdb_err(vc, "write", rc);
+	free(rec);
+	vc_key_free(&mk);
+}
+
+int
+vcache_get_mark(struct vcache *vc, const struct vc_msgkey *m, uint32_t *upto,
+    uint64_t *stamp, uint32_t **changed, size_t *n)
+{
+	struct vc_msgkey k = *m;
+	struct vc_key mk;
+	const uint8_t *enc, *p;
+	uint8_t dk[33];
+	MDB_val key, val;
+	size_t i, cnt;
+	int r = 0;
+
+	*changed = NULL;
+	*n = 0;
+	if (vc->env == NULL)
+		return 0;
+	k.uid = 0;
+	if ((enc = vc_encode(&mk, &k, NULL, NULL)) == NULL)
+		return 0;
+	if (vc_dbkey(enc, mk.len, dk, &key) == 0 && vc_rtxn(vc) == 0) {
+		if (vc_mdb_get(vc, vc->dbmsg, &key, &val) &&
+		    val.mv_size >= VC_MARK_HDR) {
+			p = val.mv_data;
+			cnt = get32(p + 14);
+			if (p[0] == VC_VERSION && p[1] == 0xff &&
+			    cnt <= VC_MARK_MAX &&
+			    val.mv_size == VC_MARK_HDR + 4 * cnt &&
+			    (*changed = calloc(cnt + 1, sizeof(**changed))) !=
+			        NULL) {
+				*upto = get32(p + 2);
+				*stamp = get64(p + 6);
+				for (i = 0; i < cnt; i++)
+					(*changed)[i] =
+					    get32(p + VC_MARK_HDR + 4 * i);
+				*n = cnt;
+				r = 1;
+			}
+		}
+		mdb_txn_reset(vc->rtxn);
+	}
+	vc_key_free(&mk);
+	return r;
 }

@@ -82,4 +82,18 @@ void vcache_put(
 
 void vc_entry_free(struct vc_entry *);
 
+/*
+ * A mailbox mark (persistent layer only; the key's uid is ignored):
+ * every message with a UID up to upto has a verdict under this judge
+ * stamp, and changed (sorted) lists those that are CHANGED.  It lets a
+ * session that knows the mailbox holds no UID above upto answer a FETCH
+ * without asking the server which messages a set names.  get: 1 found
+ * (free *changed), 0 none.
+ */
+#define VC_MARK_MAX 4096
+void vcache_put_mark(struct vcache *, const struct vc_msgkey *, uint32_t upto,
+    uint64_t stamp, const uint32_t *changed, size_t n);
+int vcache_get_mark(struct vcache *, const struct vc_msgkey *, uint32_t *upto,
+    uint64_t *stamp, uint32_t **changed, size_t *n);
+
 #endif

@@ -343,6 +343,7 @@ consist_client(struct session *s, struct lineasm *la, struct imap_cmd *c)
 		snprintf(s->sel_tag, sizeof(s->sel_tag), "%.*s",
 		    (int)c->tag.len, b + c->tag.off);
 		s->sel_uidvalidity = 0;
+		s->sel_uidnext = 0;
 		if (imap_str_copy(
 		        b, &c->mailbox, s->sel_mbox, sizeof(s->sel_mbox)) < 0)
 			s->sel_mbox[0] = '\0'; /* a literal: not keyed */
@@ -361,12 +362,18 @@ consist_client(struct session *s, struct lineasm *la, struct imap_cmd *c)
 static void
 mailbox_note(struct session *s, struct lineasm *la, struct imap_resp *r)
 {
-	if (s->sel_tag[0] == '\0')
+	if (s->sel_tag[0] == '\0') {
+		if (r->kind == IMAP_RESP_EXISTS)
+			s->grew = 1;
 		return;
+	}
 	if (r->kind == IMAP_RESP_COND &&
 	    r->code.kind == IMAP_CODE_UIDVALIDITY && r->code.has_num &&
 	    r->code.num > 0 && r->code.num <= UINT32_MAX)
 		s->sel_uidvalidity = (uint32_t)r->code.num;
+	if (r->kind == IMAP_RESP_COND && r->code.kind == IMAP_CODE_UIDNEXT &&
+	    r->code.has_num && r->code.num > 0 && r->code.num <= UINT32_MAX)
+		s->sel_uidnext = (uint32_t)r->code.num;
 	if (r->kind != IMAP_RESP_TAGGED ||
 	    !lineasm_is(la, r->tag.off, r->tag.len, s->sel_tag))
 		return;
@@ -374,6 +381,8 @@ mailbox_note(struct session *s, struct lineasm *la, struct imap_resp *r)
 	if (r->status == IMAP_ST_OK && s->sel_mbox[0] && s->sel_uidvalidity) {
 		snprintf(s->mbox, sizeof(s->mbox), "%s", s->sel_mbox);
 		s->uidvalidity = s->sel_uidvalidity;
+		s->uidnext = s->sel_uidnext;
+		s->grew = 0;
 		s->mbox_ok = 1;
 	}
 }
@@ -533,12 +542,88 @@ pj_free(struct prejudge *pj)
 	free(pj);
 }
 
+int
+consist_in(const uint32_t *v, size_t n, uint32_t x)
+{
+	size_t lo = 0, hi = n, mid;
+
+	while (lo < hi) {
+		mid = lo + (hi - lo) / 2;
+		if (v[mid] == x)
+			return 1;
+		if (v[mid] < x)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return 0;
+}
+
+/*
+ * The mailbox's mark covers the session when the SELECT's UIDNEXT says no
+ * UID above the mark can exist (and no EXISTS came since): every message
+ * the session can see was judged under the action's stamp now, and the
+ * client's FETCH needs no probe.
+ */
+int
+consist_mark(struct session *s, struct fcmd *f)
+{
+	struct vc_msgkey k;
+	uint32_t upto, *changed;
+	uint64_t stamp;
+	size_t n;
+
+	if (s->n->vc == NULL || !s->mbox_ok || s->grew || s->uidnext == 0 ||
+	    !consist_key(s, 1, &k))
+		return 0;
+	if (!vcache_get_mark(s->n->vc, &k, &upto, &stamp, &changed, &n))
+		return 0;
+	if (stamp != s->act->judge_stamp || upto == 0 ||
+	    upto < s->uidnext - 1) {
+		free(changed);
+		return 0;
+	}
+	f->markw = upto;
+	f->changed = changed;
+	f->nchanged = n;
+	return 1;
+}
+
+/* A probe of the whole mailbox ("1:*") whose every message got a
+ * verdict: the mailbox's mark. */
+static void
+pj_mark(struct session *s, struct prejudge *pj)
+{
+	struct vc_msgkey k;
+	uint32_t *changed;
+	size_t i, n = 0;
+
+	if (!pj->judge || pj->failed || pj->map == NULL || pj->map->n == 0 ||
+	    s->n->vc == NULL || pj->set_len != 3 ||
+	    memcmp(buf_head(&pj->la.text) + pj->set_off, "1:*", 3) != 0 ||
+	    !consist_key(s, 1, &k))
+		return;
+	if ((changed = calloc(pj->map->n, sizeof(*changed))) == NULL)
+		fatal("calloc");
+	for (i = 0; i < pj->map->n; i++) {
+		if (pj->map->m[i].cls == PJ_CHANGED)
+			changed[n++] = pj->map->m[i].uid;
+		else if (pj->map->m[i].cls != PJ_CLEAN)
+			break;
+	}
+	if (i == pj->map->n && n <= VC_MARK_MAX)
+		vcache_put_mark(s->n->vc, &k, pj->map->m[pj->map->n - 1].uid,
+		    s->act->judge_stamp, changed, n);
+	free(changed);
+}
+
 /* Done judging: the client's command goes, and the client may go on. */
 static void
 pj_finish(struct session *s)
 {
 	struct prejudge *pj = s->pj;
 
+	pj_mark(s, pj);
 	pj_forward(pj);
 	s->pj = NULL;
 	pj_free(pj);

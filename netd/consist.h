@@ -57,6 +57,12 @@ int consist_paused(struct session *, int client);
 void consist_kick(struct session *);
 void consist_session_end(struct session *);
 
+/* The mailbox's mark, if it covers every message the session can see:
+ * f->markw and f->changed set, 1; else 0. */
+int consist_mark(struct session *, struct fcmd *);
+/* Whether uid is in a sorted list. */
+int consist_in(const uint32_t *, size_t, uint32_t);
+
 /* The entry of a message in a map, or NULL. */
 struct pjmsg *pjmap_find(struct pjmap *, uint32_t uid);
 void pjmap_free(struct pjmap *);

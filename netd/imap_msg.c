@@ -552,7 +552,7 @@ msg_fetch_command(struct session *s, struct lineasm *la, struct imap_cmd *c)
 	unsigned i, content = 0, whole = 0, stored = 0, derived = 0;
 	unsigned uid = c->uid;
 	char tag[64];
-	int strict;
+	int strict, judge;
 
 	snprintf(tag, sizeof(tag), "%.*s", (int)c->tag.len, b + c->tag.off);
 	if ((f = fcmd_push(s)) == NULL) {
@@ -601,12 +601,14 @@ msg_fetch_command(struct session *s, struct lineasm *la, struct imap_cmd *c)
 	 * answered from its verdicts: a strict FETCH runs alone.  Without
 	 * a whole message, its messages are judged first.
 	 */
+	/* A mailbox judged whole (its mark) needs no probe. */
+	judge = strict && stored == 0 && !consist_mark(s, f);
 	if (s->pj != NULL || (strict && s->nfcmd > 1) ||
-	    (!strict && fcmd_strict_inflight(s)) || (strict && stored == 0)) {
+	    (!strict && fcmd_strict_inflight(s)) || judge) {
 		struct fcmd held = *f;
 
 		s->nfcmd--;
-		return consist_command(s, la, c, &held, strict && stored == 0);
+		return consist_command(s, la, c, &held, judge);
 	}
 	if (strict) {
 		if (!f->add_uid)
@@ -631,6 +633,7 @@ msg_tagged(struct session *s, struct lineasm *la, struct imap_resp *r)
 		if (!lineasm_is(la, r->tag.off, r->tag.len, s->fcmds[i].tag))
 			continue;
 		pjmap_free(s->fcmds[i].map);
+		free(s->fcmds[i].changed);
 		memmove(&s->fcmds[i], &s->fcmds[i + 1],
 		    (s->nfcmd - i - 1) * sizeof(*s->fcmds));
 		/* An idle session keeps nothing allocated. */
@@ -1298,7 +1301,15 @@ strict_fetch(
 		return 0;
 	}
 	memset(&e, 0, sizeof(e));
-	if ((m = pjmap_find(f->map, uid)) != NULL) {
+	if (f->map == NULL && f->markw != 0 && uid != 0 && uid <= f->markw) {
+		/* The mailbox's mark: clean unless listed. */
+		cls = consist_in(f->changed, f->nchanged, uid) ? PJ_CHANGED
+		                                               : PJ_CLEAN;
+		if (cls == PJ_CHANGED)
+			have_e = consist_cached(s, uid, &e);
+		if (cls == PJ_CHANGED && !have_e)
+			reason = "the sanitized message is not available";
+	} else if ((m = pjmap_find(f->map, uid)) != NULL) {
 		cls = m->cls;
 		if (m->reason)
 			reason = m->reason;
@@ -1718,8 +1729,10 @@ msg_session_end(struct session *s)
 	while (s->fjobs)
 		fetch_job_free(s->fjobs);
 	append_job_free(s);
-	while (s->nfcmd > 0)
+	while (s->nfcmd > 0) {
 		pjmap_free(s->fcmds[--s->nfcmd].map);
+		free(s->fcmds[s->nfcmd].changed);
+	}
 	free(s->fcmds);
 	s->fcmds = NULL;
 	s->nfcmd = s->fcmdcap = 0;

@@ -31,6 +31,11 @@ struct fcmd {
 	int strict; /* consistency strict: answered from verdicts */
 	int add_uid; /* UID added to its items: cut from the responses */
 	struct pjmap *map; /* strict: its messages, judged before it went */
+	/* strict, from the mailbox's mark: UIDs up to markw are judged,
+	 * changed[] (sorted) are the CHANGED ones */
+	uint32_t markw;
+	uint32_t *changed;
+	size_t nchanged;
 	unsigned npartial;
 	struct {
 		int binary;
@@ -134,6 +139,8 @@ struct session {
 	char sel_tag[64]; /* SELECT or EXAMINE in flight */
 	char sel_mbox[256];
 	uint32_t sel_uidvalidity;
+	uint32_t uidnext, sel_uidnext; /* [UIDNEXT n] of the SELECT */
+	int grew; /* an EXISTS since the SELECT: uidnext may be stale */
 	struct prejudge *pj; /* a client FETCH held while we judge */
 };
 

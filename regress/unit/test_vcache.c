@@ -337,6 +337,61 @@ test_persist(void)
 	vcache_close(vc);
 }
 
+/* Mailbox marks: round trip, per mailbox, persistent only, bounded. */
+static void
+test_marks(void)
+{
+	struct vcache *vc;
+	struct vc_msgkey k = key("carol", "INBOX", 9, 5), o;
+	uint32_t changed[3] = {2, 7, 40}, upto, *got;
+	uint32_t *many;
+	uint64_t stamp;
+	size_t n;
+
+	mkcache();
+	vc = vcache_open(NULL, 0, 64);
+	vcache_put_mark(vc, &k, 50, 77, changed, 3);
+	CHECK(vcache_get_mark(vc, &k, &upto, &stamp, &got, &n) == 0);
+	vcache_close(vc);
+
+	vc = vcache_open(dir, MAP, 64);
+	CHECK(vcache_get_mark(vc, &k, &upto, &stamp, &got, &n) == 0);
+	vcache_put_mark(vc, &k, 50, 77, changed, 3);
+	k.uid = 123; /* the uid of the key does not matter */
+	CHECK(vcache_get_mark(vc, &k, &upto, &stamp, &got, &n) == 1);
+	CHECK(upto == 50 && stamp == 77 && n == 3 && got[0] == 2 &&
+	      got[1] == 7 && got[2] == 40);
+	free(got);
+	/* Another mailbox, another UIDVALIDITY: none. */
+	o = key("carol", "Sent", 9, 1);
+	CHECK(vcache_get_mark(vc, &o, &upto, &stamp, &got, &n) == 0);
+	o = key("carol", "INBOX", 10, 1);
+	CHECK(vcache_get_mark(vc, &o, &upto, &stamp, &got, &n) == 0);
+	/* A mark does not read as a message verdict. */
+	{
+		struct vc_entry g;
+
+		k.uid = 1;
+		CHECK(vcache_get_msg(vc, &k, &g) == 0);
+	}
+	/* Too many changed messages: not written (the old one stays). */
+	many = calloc(VC_MARK_MAX + 1, sizeof(*many));
+	CHECK(many != NULL);
+	vcache_put_mark(vc, &k, 60, 78, many, VC_MARK_MAX + 1);
+	CHECK(vcache_get_mark(vc, &k, &upto, &stamp, &got, &n) == 1 &&
+	      upto == 50 && stamp == 77);
+	free(got);
+	free(many);
+	/* Replaced, and kept across a reopen. */
+	vcache_put_mark(vc, &k, 70, 79, NULL, 0);
+	vcache_close(vc);
+	vc = vcache_open(dir, MAP, 0);
+	CHECK(vcache_get_mark(vc, &k, &upto, &stamp, &got, &n) == 1 &&
+	      upto == 70 && stamp == 79 && n == 0);
+	free(got);
+	vcache_close(vc);
+}
+
 /* One process writes, the other reads, each with its own environment. */
 static void
 test_two_processes(void)
@@ -592,6 +647,7 @@ main(void)
 	test_full();
 	test_garbage();
 	test_open_fails();
+	test_marks();
 	if (getenv("VCACHE_BENCH") != NULL)
 		bench();
 	mkcache();
