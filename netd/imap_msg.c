@@ -29,6 +29,7 @@
 #include "imap_parse.h"
 #include "log.h"
 #include "consist.h"
+#include "cutcache.h"
 #include "scanreq.h"
 #include "session.h"
 #include "vcache.h"
@@ -81,6 +82,8 @@ struct fetch_job {
 	size_t specbytes; /* the request must fit one frame */
 	int has_cut; /* the BODY.PEEK[] the gateway added: cut */
 	struct imap_span cut;
+	int ckey_ok; /* cut answers go to the cut cache under ckey */
+	uint8_t ckey[32];
 };
 
 struct append_msg {
@@ -680,6 +683,7 @@ fetch_job_free(struct fetch_job *j)
 		scan_cancel(j->part[i].req);
 		if (j->part[i].res.fd != -1)
 			close(j->part[i].res.fd);
+		free(j->part[i].res.mem);
 	}
 	lineasm_reset(&j->la);
 	buf_free(&j->la.text);
@@ -806,10 +810,12 @@ sect_edits(struct fetch_job *j, struct fetch_part *first, int v,
 		}
 		b = xprintf(&blen, "%s{%llu}\r\n", lit8 ? "~" : "",
 		    (unsigned long long)len);
-		if (v == PV_CHANGED)
+		if (v == PV_CHANGED && res->mem == NULL)
 			edit_add(
 			    ed, ned, x->val, b, blen, first->res.fd, off, len);
 		else {
+			if (v == PV_CHANGED)
+				dp = (const char *)res->mem + off;
 			b = realloc(b, blen + len + 1);
 			memcpy(b + blen, dp, len);
 			edit_add(ed, ned, x->val, b, blen + len, -1, 0, 0);
@@ -831,7 +837,13 @@ struct_edit(struct edit *ed, size_t *ned, int has, struct imap_span val, int v,
 		free(deny);
 		return;
 	}
-	if (v == PV_CHANGED)
+	if (v == PV_CHANGED && first->res.mem != NULL) {
+		if ((b = malloc(len + 1)) == NULL)
+			fatal("malloc");
+		memcpy(b, first->res.mem + off, len);
+		b[len] = '\0';
+		blen = len;
+	} else if (v == PV_CHANGED)
 		b = fd_string(first->res.fd, off, len, &blen);
 	if (b != NULL && blen > 0)
 		edit_add(ed, ned, val, b, blen, -1, 0, 0);
@@ -952,6 +964,8 @@ fetch_verdict(void *arg, struct scan_result *res)
 	p->req = NULL;
 	p->res = *res;
 	p->done = 1;
+	if (j->cutmode && j->ckey_ok)
+		cutcache_put(j->ckey, res);
 	if (j->remember && p == &j->part[0])
 		consist_remember(j->s, 1, j->uid, j->sha, j->size, res);
 	if (--j->pending == 0)
@@ -1160,6 +1174,59 @@ job_cut(struct fetch_job *j, int fd, uint64_t len)
 		session_kick(s);
 }
 
+/*
+ * A job of derived items only (no literal of the message) is answered
+ * from the cut cache when it holds the same sections of the same
+ * sanitized bytes (1); else scand's answer will go there (0).
+ */
+static int
+job_cut_cached(struct fetch_job *j, const uint8_t *msg, size_t len)
+{
+	struct fetch_part *p = &j->part[0];
+
+	if (!(j->nparts == 1 && p->virt))
+		return 0;
+	cutcache_key(msg, len, j->req, j->nsect, j->ckey);
+	j->ckey_ok = 1;
+	if (!cutcache_get(j->ckey, &p->res))
+		return 0;
+	j->cutmode = 1;
+	p->done = 1;
+	j->pending = 0;
+	session_kick(j->s);
+	return 1;
+}
+
+/* job_cut() from the sanitized bytes in memory. */
+static void
+job_cut_msg(struct fetch_job *j, const uint8_t *msg, size_t len)
+{
+	if (!job_cut_cached(j, msg, len))
+		job_cut(j, consist_memfd(msg, len), len);
+}
+
+/* job_cut() from the sanitized message in fd (taken), through the cut
+ * cache when it is small enough to read. */
+static void
+job_cut_fd(struct fetch_job *j, int fd, uint64_t len)
+{
+	uint8_t *msg;
+
+	if (fd != -1 && j->nparts == 1 && j->part[0].virt &&
+	    len <= CUT_KEY_MSG_MAX) {
+		if ((msg = malloc(len ? (size_t)len : 1)) == NULL)
+			fatal("malloc");
+		if (pread(fd, msg, (size_t)len, 0) == (ssize_t)len &&
+		    job_cut_cached(j, msg, (size_t)len)) {
+			free(msg);
+			close(fd);
+			return;
+		}
+		free(msg);
+	}
+	job_cut(j, fd, len);
+}
+
 /* A job whose message has a verdict already (scan error, oversize,
  * not judged): every part gets it. */
 static void
@@ -1238,12 +1305,11 @@ strict_whole(struct session *s, struct lineasm *la, struct imap_resp *r,
 				outq_line(&s->to_c.q, la);
 			return 1;
 		}
-		fd = consist_memfd(e.msg, e.msglen);
 		j = job_new(s, la, r);
 		if (uid_cut(f, r, uid_item, &j->cut))
 			j->has_cut = 1;
 		job_start(j, la);
-		job_cut(j, fd, e.msglen);
+		job_cut_msg(j, e.msg, e.msglen);
 		vc_entry_free(&e);
 		return 1;
 	}
@@ -1322,17 +1388,19 @@ strict_fetch(
 			    (m->have_sha && consist_cached_sha(s, m->sha, &e));
 	} else if (uid != 0 && (have_e = consist_cached(s, uid, &e)))
 		cls = e.cls == VC_CLEAN ? PJ_CLEAN : PJ_CHANGED;
-	if (have_e && cls == PJ_CHANGED && e.cls == VC_CHANGED) {
-		fd = consist_memfd(e.msg, e.msglen);
-		len = e.msglen;
-	}
-	if (have_e)
+	/* A changed message's sanitized bytes from the cache: kept for
+	 * job_cut_msg() below. */
+	if (have_e && !(cls == PJ_CHANGED && e.cls == VC_CHANGED)) {
 		vc_entry_free(&e);
+		have_e = 0;
+	}
 	if (cls == PJ_UNKNOWN && f->map == NULL && wholelit > 0)
 		return strict_whole(s, la, r, f, uid, uid_item);
 	if (cls == PJ_CLEAN) {
 		if (fd != -1)
 			close(fd);
+		if (have_e)
+			vc_entry_free(&e);
 		if (uid_cut(f, r, uid_item, &cut))
 			emit_cut(s, la, cut);
 		else
@@ -1344,8 +1412,11 @@ strict_fetch(
 	if (uid_cut(f, r, uid_item, &j->cut))
 		j->has_cut = 1;
 	job_start(j, la);
-	if (cls == PJ_CHANGED)
-		job_cut(j, fd, len);
+	if (cls == PJ_CHANGED && have_e) {
+		job_cut_msg(j, e.msg, e.msglen);
+		vc_entry_free(&e);
+	} else if (cls == PJ_CHANGED)
+		job_cut_fd(j, fd, len);
 	else
 		job_preset(j, cls == PJ_OVERSIZE, reason);
 	return 1;

@@ -28,6 +28,10 @@ struct scan_result {
 	int action; /* ACT_* applied by scand */
 	char reason[SCAN_MAX_REASON];
 	int fd; /* CHANGED: the result memfd (owned by the callee) */
+	/* CHANGED from netd's cut cache instead (fd -1): the bytes the
+	 * structure and section offsets refer to, malloc'd, owned like fd;
+	 * msg_len is the message's length but its bytes are not there. */
+	uint8_t *mem;
 	uint64_t msg_off, msg_len;
 	uint64_t bs_off, bs_len;
 	uint64_t body_off, body_len;

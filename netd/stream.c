@@ -3,6 +3,7 @@
  */
 #include <sys/mman.h>
 #include <sys/sendfile.h>
+#include <sys/uio.h>
 
 #include <errno.h>
 #include <stdlib.h>
@@ -11,6 +12,8 @@
 
 #include "log.h"
 #include "stream.h"
+
+#define OQ_IOV_MAX 64 /* buffers in one writev() */
 
 void
 lineasm_init(struct lineasm *la)
@@ -331,6 +334,38 @@ oq_pop(struct outq *q)
 	oq_free(e);
 }
 
+/* Consecutive buffers at the head go out in one writev(). */
+static ssize_t
+oq_writev(struct outq *q, int dst)
+{
+	struct iovec iov[OQ_IOV_MAX];
+	struct oq_ent *e;
+	ssize_t n, left;
+	int niov = 0;
+
+	for (e = q->head; e != NULL && e->kind == OQ_BUF && niov < OQ_IOV_MAX;
+	     e = e->next) {
+		if (buf_used(&e->b) == 0)
+			continue;
+		iov[niov].iov_base = buf_head(&e->b);
+		iov[niov].iov_len = buf_used(&e->b);
+		niov++;
+	}
+	if ((n = writev(dst, iov, niov)) <= 0)
+		return n;
+	for (left = n; left > 0;) {
+		e = q->head;
+		if ((size_t)left < buf_used(&e->b)) {
+			buf_consume(&e->b, (size_t)left);
+			break;
+		}
+		left -= (ssize_t)buf_used(&e->b);
+		oq_pop(q);
+	}
+	q->bytes -= (uint64_t)n;
+	return n;
+}
+
 ssize_t
 outq_write(struct outq *q, int dst)
 {
@@ -345,7 +380,10 @@ outq_write(struct outq *q, int dst)
 				oq_pop(q);
 				continue;
 			}
-			n = write(dst, buf_head(&e->b), buf_used(&e->b));
+			if ((n = oq_writev(q, dst)) > 0) {
+				total += n;
+				continue;
+			}
 		} else {
 			if (e->len == 0) {
 				oq_pop(q);

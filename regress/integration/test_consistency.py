@@ -80,6 +80,7 @@ SPAM_TAG = "***SPAM*** "
 EICAR_B64 = base64.b64encode(EICAR)[:60]
 CRLF = b"\r\n"
 JUDGED = re.compile(r"^.*\bmessage judged\b.*$", re.M)
+CUT = re.compile(r"^.*\ban already sanitized message\b.*$", re.M)
 
 # what the filename rule strips: harmless bytes behind a .exe name
 EXE_BYTES = (b"This is not a program, only its name says so: setup.exe "
@@ -157,7 +158,7 @@ def action(consistency=None):
     return a
 
 
-def new_gateway(dove, consistency=None, workers=(1, 1, 1)):
+def new_gateway(dove, consistency=None, workers=(1, 1, 1), level="info"):
     """A started gateway (its own state_dir: nothing judged) with one
     policy and the test action."""
     g = gateway_mod.Gateway(
@@ -165,7 +166,7 @@ def new_gateway(dove, consistency=None, workers=(1, 1, 1)):
         policies=[gateway_mod.policy("imap-in", dovecot_mod.free_port(),
                                      "dovecot", action=ACTION)],
         actions={ACTION: action(consistency)}, workers=workers,
-        level="info")
+        level=level)
     try:
         g.start()
     except RuntimeError as ex:
@@ -826,7 +827,10 @@ def test_header_sync_many(dove):
     and BODY.PEEK[HEADER.FIELDS (...)]) of 400 unjudged messages, some
     infected or spam, through a fresh gateway: one answer per message,
     clean ones byte-identical to Dovecot's, the others those of the
-    sanitized message; each judged once."""
+    sanitized message; each judged once.  Two more syncs in new sessions
+    (the mailbox mark: no probe) give the same answers, with no more
+    cuts by scand ("already sanitized" debug lines): the items of each
+    changed message come from netd's cut cache, filled by the first."""
     import mailgen
     msgs = mailgen.messages(400, seed=404)
     for i in range(0, 400, 37):
@@ -848,7 +852,7 @@ def test_header_sync_many(dove):
         close(c)
     direct = _uid_fetch_all(dove.port, SYNC, SYNC_ITEMS)
     assert len(direct) == len(msgs)
-    g = new_gateway(dove, workers=(1, 2, 1))
+    g = new_gateway(dove, workers=(1, 2, 1), level="debug")
     try:
         try:
             got = _uid_fetch_all(g.port(), SYNC, SYNC_ITEMS)
@@ -864,8 +868,20 @@ def test_header_sync_many(dove):
         finally:
             close(c)
         n2 = judged(g)
+        again = []
+        cuts = []
+        for _ in range(2):
+            cuts.append(len(CUT.findall(g.log_text())))
+            again.append(_uid_fetch_all(g.port(), SYNC, SYNC_ITEMS))
+            time.sleep(0.3)
+        cuts.append(len(CUT.findall(g.log_text())))
     finally:
         stop_gateway(g)
+    for k, a in enumerate(again):
+        diff = [u for u in got if a.get(u) is None or
+                a[u].parts != got[u].parts]
+        assert not diff, "sync %d differs from the first for UIDs %r" % (
+            k + 2, diff[:10])
     assert sorted(got) == sorted(direct), \
         "answers for %d of %d messages" % (len(got), len(direct))
     stored = {}
@@ -905,6 +921,12 @@ def test_header_sync_many(dove):
         "%d 'message judged' lines after the header sync of %d messages" % (
             n1, len(msgs))
     assert n2 == n1, "BODY[] judged again: %d" % (n2 - n1)
+    assert cuts[0] >= len(changed), \
+        "first sync: %d cuts by scand for %d changed messages" % (
+            cuts[0], len(changed))
+    assert cuts[2] == cuts[0], \
+        "later syncs: %d and %d cuts by scand (want 0: netd's cut cache)" \
+        % (cuts[1] - cuts[0], cuts[2] - cuts[1])
 
 
 # ---- lazy -------------------------------------------------------------------
