@@ -91,74 +91,81 @@ cutcache_get(const uint8_t key[32], struct scan_result *res)
 	return 0;
 }
 
-/* Grow [lo, hi) by one region of the answer. */
-static void
-cut_span(uint64_t off, uint64_t len, uint64_t *lo, uint64_t *hi)
+static int
+sect_has_bytes(const struct scan_result *res, unsigned i)
 {
-	if (len == 0)
-		return;
-	if (off < *lo)
-		*lo = off;
-	if (off + len > *hi)
-		*hi = off + len;
+	return (res->sect[i].status == SCAN_SECT_OK ||
+	           res->sect[i].status == SCAN_SECT_LITERAL8) &&
+	       res->sect[i].len > 0;
+}
+
+/* Copy one region of the answer's file to the end of the blob and point
+ * its offset there; 0 ok, -1 read short. */
+static int
+cut_region(int fd, uint64_t *off, uint64_t len, uint8_t *blob, size_t *at)
+{
+	ssize_t n;
+
+	if (len == 0) {
+		*off = 0;
+		return 0;
+	}
+	n = pread(fd, blob + *at, (size_t)len, (off_t)*off);
+	if (n != (ssize_t)len) {
+		log_warnx("cut cache: answer read short: %s",
+		    n == -1 ? strerror(errno) : "end of file");
+		return -1;
+	}
+	*off = *at;
+	*at += (size_t)len;
+	return 0;
 }
 
 void
 cutcache_put(const uint8_t key[32], const struct scan_result *res)
 {
 	struct cut_entry *e, **slot;
-	uint64_t lo = UINT64_MAX, hi = 0;
-	unsigned set = cut_set(key), w, i;
-	ssize_t n;
+	uint64_t total;
+	unsigned set = cut_set(key), w, i, nsect;
+	size_t at = 0;
+	int bad = 0;
 
 	if (res->verdict != SCAN_CHANGED || res->fd == -1)
 		return;
-	cut_span(res->bs_off, res->bs_len, &lo, &hi);
-	cut_span(res->body_off, res->body_len, &lo, &hi);
-	cut_span(res->env_off, res->env_len, &lo, &hi);
-	for (i = 0; i < res->nsect && i < SCAN_MAX_SECT; i++)
-		if (res->sect[i].status == SCAN_SECT_OK ||
-		    res->sect[i].status == SCAN_SECT_LITERAL8)
-			cut_span(res->sect[i].off, res->sect[i].len, &lo, &hi);
-	if (hi == 0)
-		lo = 0;
-	if (hi - lo > CUT_BLOB_MAX ||
-	    cut_bytes + (size_t)(hi - lo) > CUT_BYTES_MAX)
+	/* The structures and the sections, not the message (the rest of
+	 * the file): each region copied, one after another. */
+	nsect = res->nsect < SCAN_MAX_SECT ? res->nsect : SCAN_MAX_SECT;
+	total = res->bs_len + res->body_len + res->env_len;
+	for (i = 0; i < nsect && total <= CUT_BLOB_MAX; i++)
+		if (sect_has_bytes(res, i))
+			total += res->sect[i].len;
+	if (total > CUT_BLOB_MAX || cut_bytes + (size_t)total > CUT_BYTES_MAX)
 		return;
 	if ((e = calloc(1, sizeof(*e))) == NULL)
 		fatal("calloc");
 	memcpy(e->key, key, 32);
-	e->bloblen = (size_t)(hi - lo);
-	if ((e->blob = malloc(e->bloblen ? e->bloblen : 1)) == NULL)
-		fatal("malloc");
-	if (e->bloblen > 0) {
-		n = pread(res->fd, e->blob, e->bloblen, (off_t)lo);
-		if (n != (ssize_t)e->bloblen) {
-			log_warnx("cut cache: answer read short: %s",
-			    n == -1 ? strerror(errno) : "end of file");
-			free(e->blob);
-			free(e);
-			return;
-		}
-	}
-	/* Offsets into the blob; the message itself is not kept. */
 	e->res = *res;
 	e->res.fd = -1;
 	e->res.mem = NULL;
 	e->res.msg_off = 0;
-	if (e->res.bs_len)
-		e->res.bs_off -= lo;
-	if (e->res.body_len)
-		e->res.body_off -= lo;
-	if (e->res.env_len)
-		e->res.env_off -= lo;
-	for (i = 0; i < e->res.nsect && i < SCAN_MAX_SECT; i++) {
-		if ((e->res.sect[i].status == SCAN_SECT_OK ||
-		        e->res.sect[i].status == SCAN_SECT_LITERAL8) &&
-		    e->res.sect[i].len)
-			e->res.sect[i].off -= lo;
+	e->bloblen = (size_t)total;
+	if ((e->blob = malloc(total ? (size_t)total : 1)) == NULL)
+		fatal("malloc");
+	bad |= cut_region(res->fd, &e->res.bs_off, res->bs_len, e->blob, &at);
+	bad |=
+	    cut_region(res->fd, &e->res.body_off, res->body_len, e->blob, &at);
+	bad |= cut_region(res->fd, &e->res.env_off, res->env_len, e->blob, &at);
+	for (i = 0; i < nsect && !bad; i++) {
+		if (sect_has_bytes(res, i))
+			bad |= cut_region(res->fd, &e->res.sect[i].off,
+			    res->sect[i].len, e->blob, &at);
 		else
 			e->res.sect[i].off = 0;
+	}
+	if (bad) {
+		free(e->blob);
+		free(e);
+		return;
 	}
 	/* The same key again, an empty way, or the older way. */
 	slot = NULL;

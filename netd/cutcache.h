@@ -9,7 +9,7 @@
  * BODY, ENVELOPE) and the sections of one message; only answers whose
  * bytes (everything but the message itself) fit CUT_BLOB_MAX are kept.
  *
- * Bounded: CUT_SETS sets of CUT_WAYS entries (the older one of a full
+ * Bounded: CUT_SETS sets of CUT_WAYS entries (the oldest one of a full
  * set is replaced) and at most CUT_BYTES_MAX bytes of answers in all
  * (an answer that would pass it is not kept).  One per netd process.
  */
@@ -21,8 +21,8 @@
 
 #include "scanreq.h"
 
-#define CUT_SETS 2048
-#define CUT_WAYS 2
+#define CUT_SETS 1024
+#define CUT_WAYS 4
 #define CUT_BLOB_MAX (16 * 1024)
 #define CUT_BYTES_MAX (8 * 1024 * 1024)
 /* Sanitized messages larger than this, held in a file, are not read to

@@ -1193,7 +1193,9 @@ job_cut_cached(struct fetch_job *j, const uint8_t *msg, size_t len)
 	j->cutmode = 1;
 	p->done = 1;
 	j->pending = 0;
-	session_kick(j->s);
+	/* Out now, in its place: a job left for the event loop would hold
+	 * the output and, with enough of them, pause reading. */
+	fetch_emit(j);
 	return 1;
 }
 

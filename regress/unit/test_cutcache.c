@@ -143,15 +143,28 @@ test_not_kept(void)
 
 	cutcache_clear();
 	memset(k, 7, sizeof(k));
-	/* Structures spread over more than CUT_BLOB_MAX bytes. */
+	/* Structures and sections of more than CUT_BLOB_MAX bytes. */
 	CHECK(answer("m\r\n\r\nx", &res, 0) == 0);
 	res.sect[1].status = SCAN_SECT_OK;
-	res.sect[1].off = res.bs_off + CUT_BLOB_MAX;
-	res.sect[1].len = 1;
-	if (ftruncate(res.fd, (off_t)(res.bs_off + CUT_BLOB_MAX + 1)) != 0)
+	res.sect[1].off = res.bs_off + 30;
+	res.sect[1].len = CUT_BLOB_MAX - 29;
+	if (ftruncate(res.fd, (off_t)(res.bs_off + 30 + CUT_BLOB_MAX)) != 0)
 		CHECK(0);
 	cutcache_put(k, &res);
 	CHECK(cutcache_get(k, &got) == 0);
+	/* Regions far apart are kept, each copied: only their bytes
+	 * count. */
+	res.sect[1].off = res.bs_off + CUT_BLOB_MAX;
+	res.sect[1].len = 3;
+	cutcache_put(k, &res);
+	CHECK(cutcache_get(k, &got) == 1);
+	CHECK(got.sect[1].status == SCAN_SECT_OK && got.sect[1].len == 3);
+	CHECK(got.mem != NULL &&
+	      memcmp(got.mem + got.sect[1].off, "\0\0\0", 3) == 0);
+	CHECK(same(
+	    &got, got.sect[0].off, got.sect[0].len, "Subject: hi\r\n\r\n"));
+	free(got.mem);
+	cutcache_clear();
 	close(res.fd);
 	/* Offsets past the end: read short, not kept. */
 	CHECK(answer("m\r\n\r\nx", &res, 0) == 0);
@@ -193,15 +206,15 @@ test_bounds(void)
 
 	cutcache_clear();
 	CHECK(answer("m\r\n\r\nx", &res, 0) == 0);
-	/* Three keys in one set of two ways: the oldest goes. */
+	/* One key more than a set has ways: the oldest goes. */
 	memset(k, 0, sizeof(k));
-	for (i = 0; i < 3; i++) {
+	for (i = 0; i <= CUT_WAYS; i++) {
 		k[31] = (uint8_t)i;
 		cutcache_put(k, &res);
 	}
 	k[31] = 0;
 	CHECK(cutcache_get(k, &got) == 0);
-	for (i = 1; i < 3; i++) {
+	for (i = 1; i <= CUT_WAYS; i++) {
 		k[31] = (uint8_t)i;
 		CHECK(cutcache_get(k, &got) == 1);
 		free(got.mem);
@@ -226,7 +239,7 @@ test_bounds(void)
 			free(got.mem);
 		}
 	}
-	CHECK(hits == CUT_SETS); /* the newest of each set */
+	CHECK(hits == CUT_SETS); /* the newest ones of each set */
 	cutcache_clear();
 	cutcache_stats(&n, &b);
 	CHECK(n == 0 && b == 0);
