@@ -9,7 +9,8 @@
  *
  *   - each direction holds at most TLSD_RELAY_MAX bytes in its buffer
  *     (allocated while the direction carries data, released when it is
- *     drained after small reads): from netd one read() takes what is
+ *     drained after small reads), and the socketpair's send buffers are
+ *     set to as much (SO_SNDBUF): from netd one read() takes what is
  *     there, SSL_write sends it in full-size records
  *     (SSL_MODE_ENABLE_PARTIAL_WRITE); SSL_read fills the other buffer
  *     until OpenSSL wants more from the socket, and send() passes it on;
@@ -549,12 +550,21 @@ hs_timeout(evutil_socket_t fd, short ev, void *arg)
 static int
 conn_relay(struct conn *c, int *netdfd)
 {
-	int sp[2];
+	int sp[2], i, sz = TLSD_RELAY_MAX;
 
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0,
 	        sp) == -1)
 		return -1;
 	c->plainfd = sp[0];
+	/*
+	 * A whole relay buffer (and netd's 256 KB reads) fits in either
+	 * end's send buffer: with the default (~208 KB) netd's writes and
+	 * tlsd's reads came in pieces, with a wakeup each way for every
+	 * piece (tlsd ~25% more CPU for a bulk fetch).  Best effort: the
+	 * kernel caps it at net.core.wmem_max.
+	 */
+	for (i = 0; i < 2; i++)
+		(void)setsockopt(sp[i], SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
 	c->plain_rev =
 	    event_new(conn_base, sp[0], EV_READ | EV_PERSIST, plain_read_cb, c);
 	c->plain_wev = event_new(
