@@ -367,7 +367,7 @@ kid_run(int fd, const char *root)
 	tlsd_set_current(NULL);
 	if (sandboxed)
 		_exit(0); /* no leak checker here: it would need ptrace */
-	/* The bufferevents' deferred callbacks and finalizers. */
+	/* Deferred callbacks and finalizers left in the loop. */
 	event_base_loop(kid_base, EVLOOP_NONBLOCK);
 	event_base_loop(kid_base, EVLOOP_NONBLOCK);
 	event_base_free(kid_base);
