@@ -11,7 +11,7 @@
 CC	?= cc
 PKG_CONFIG ?= pkg-config
 PKGS	= openssl libclamav libseccomp gmime-3.0 libpcre2-8 yaml-0.1 \
-	  libevent libevent_openssl libarchive libmagic lmdb
+	  libevent libarchive libmagic lmdb
 PREFIX	?= /usr/local
 DESTDIR	?=
 B	= build

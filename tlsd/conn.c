@@ -1,15 +1,23 @@
 /*
  * tlsd: one TLS connection per IMSG_TLS_START (common/tls.h).
  *
- * The handshake runs in a bufferevent_openssl on netd's TCP socket,
- * bounded by TLS_HANDSHAKE_TIMEOUT_MS.  Done, tlsd makes a socketpair,
- * answers IMSG_TLS_DONE with netd's end and relays between the TLS
- * bufferevent and a plain one on its own end:
+ * The handshake runs with SSL_do_handshake on netd's non-blocking TCP
+ * socket, driven by the event loop (a read or write event, whichever
+ * OpenSSL asks for), bounded by TLS_HANDSHAKE_TIMEOUT_MS.  Done, tlsd
+ * makes a socketpair, answers IMSG_TLS_DONE with netd's end and relays
+ * between the SSL and its own end with two buffers and plain events:
  *
- *   - each direction holds at most TLSD_RELAY_MAX bytes: the reading
- *     side's input is capped by its read watermark, and once the writing
- *     side's output reaches the cap reading stops until the output is
- *     down to half of it;
+ *   - each direction holds at most TLSD_RELAY_MAX bytes in its buffer
+ *     (allocated while the direction carries data, released when it is
+ *     drained after small reads), and the socketpair's send buffers are
+ *     set to as much (SO_SNDBUF): from netd one read() takes what is
+ *     there, SSL_write sends it in full-size records
+ *     (SSL_MODE_ENABLE_PARTIAL_WRITE); SSL_read fills the other buffer
+ *     until OpenSSL wants more from the socket, and send() passes it on;
+ *   - a full buffer stops reading its source (netd's end again once the
+ *     buffer is down to half); events change only when a side blocks or
+ *     unblocks; SSL_ERROR_WANT_READ and WANT_WRITE of either SSL call
+ *     (TLS 1.3 post-handshake messages) wait for that socket event;
  *   - EOF from netd: what is queued goes out, then close_notify and
  *     shutdown(SHUT_WR) of the TCP socket; the peer's data still comes
  *     through until it closes too, for at most TLSD_LINGER_MS;
@@ -17,9 +25,6 @@
  *     logged as truncated): what is queued goes to netd, then
  *     shutdown(SHUT_WR) of the plaintext end;
  *   - both directions ended, or an error either way: both are closed.
- *
- * Both bufferevents defer their callbacks, so that a read callback runs
- * before the EOF event of the same read.
  */
 #include <sys/socket.h>
 
@@ -27,14 +32,13 @@
 #include <netinet/in.h>
 
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#include <event2/buffer.h>
-#include <event2/bufferevent.h>
-#include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
 
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
@@ -42,6 +46,16 @@
 #include "log.h"
 #include "tls.h"
 #include "tlsd.h"
+
+/* A buffer that drained after a read smaller than this is released. */
+#define RELAY_KEEP_READ 16384
+
+/* One direction of the relay: data[off..len) is read, not yet written. */
+struct relay_buf {
+	uint8_t *data; /* TLSD_RELAY_MAX bytes, NULL while released */
+	size_t off, len;
+	size_t last_read; /* bytes the last read into it brought */
+};
 
 struct conn {
 	struct conn *next, *prev;
@@ -52,9 +66,16 @@ struct conn {
 	char *policy, *server, *name, *peer;
 	struct tlsd_pool *pool; /* client side */
 	SSL *ssl;
-	int tlsfd;
-	struct bufferevent *tls, *plain;
+	int tlsfd, plainfd;
+	struct event *tls_rev, *tls_wev, *plain_rev, *plain_wev;
+	int tls_rev_on, tls_wev_on, plain_rev_on, plain_wev_on;
 	struct event *timer; /* handshake timeout, then linger */
+	/* What the last SSL_do_handshake or SSL_read (rd_want), SSL_write
+	 * or SSL_shutdown (wr_want) waits for: SSL_ERROR_WANT_READ or
+	 * SSL_ERROR_WANT_WRITE, 0 for nothing. */
+	int rd_want, wr_want;
+	struct relay_buf up; /* peer -> netd */
+	struct relay_buf down; /* netd -> peer */
 	int relaying;
 	int tls_eof, plain_eof; /* that side sent EOF */
 	int tls_wdone, plain_wdone; /* we ended writing to that side */
@@ -106,6 +127,14 @@ conn_free(struct conn *c)
 	nconns--;
 	if (c->timer)
 		event_free(c->timer);
+	if (c->tls_rev)
+		event_free(c->tls_rev);
+	if (c->tls_wev)
+		event_free(c->tls_wev);
+	if (c->plain_rev)
+		event_free(c->plain_rev);
+	if (c->plain_wev)
+		event_free(c->plain_wev);
 	/*
 	 * A session that ended without a close_notify both ways stays
 	 * resumable (SSL_free would drop it from the cache): clients that
@@ -115,15 +144,14 @@ conn_free(struct conn *c)
 	if (c->relaying && c->ssl)
 		SSL_set_shutdown(
 		    c->ssl, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
-	/* BEV_OPT_CLOSE_ON_FREE: the SSL and the sockets go with them. */
-	if (c->tls)
-		bufferevent_free(c->tls);
-	else if (c->ssl)
-		SSL_free(c->ssl);
-	if (c->tls == NULL && c->tlsfd != -1)
+	if (c->ssl)
+		SSL_free(c->ssl); /* its socket BIO leaves the fd open */
+	if (c->tlsfd != -1)
 		close(c->tlsfd);
-	if (c->plain)
-		bufferevent_free(c->plain);
+	if (c->plainfd != -1)
+		close(c->plainfd);
+	free(c->up.data);
+	free(c->down.data);
 	tlsd_gen_unref(c->gen);
 	free(c->policy);
 	free(c->server);
@@ -194,33 +222,106 @@ conn_end(struct conn *c, const char *why)
 	conn_free(c);
 }
 
-/* The first OpenSSL error libevent queued for bev, as text. */
+/*
+ * Did an SSL call that failed with e (SSL_get_error) meet the peer's
+ * EOF?  close_notify, or (SSL_OP_IGNORE_UNEXPECTED_EOF, a dirty
+ * shutdown) the socket's EOF or reset without an OpenSSL error.
+ */
+static int
+ssl_eof(int e)
+{
+	unsigned long err = ERR_peek_error();
+
+	if (e == SSL_ERROR_ZERO_RETURN)
+		return 1;
+	if (e == SSL_ERROR_SYSCALL && err == 0)
+		return 1;
+	return e == SSL_ERROR_SSL && ERR_GET_LIB(err) == ERR_LIB_SSL &&
+	       ERR_GET_REASON(err) == SSL_R_UNEXPECTED_EOF_WHILE_READING;
+}
+
+/* Why an SSL call failed: the first OpenSSL error queued as text, else
+ * the system error (err: errno right after the call). */
 static void
-bev_error(struct conn *c, struct bufferevent *bev, char *out, size_t len,
-    int *eof_only)
+ssl_why(struct conn *c, int err, char *out, size_t len)
 {
 	unsigned long e, first = 0;
 
-	*eof_only = 0;
-	while ((e = bufferevent_get_openssl_error(bev)) != 0) {
-		if (ERR_GET_LIB(e) == ERR_LIB_SSL &&
-		    ERR_GET_REASON(e) == SSL_R_UNEXPECTED_EOF_WHILE_READING)
-			*eof_only = 1;
+	while ((e = ERR_get_error()) != 0)
 		if (first == 0 && ERR_GET_LIB(e) != 0)
 			first = e;
-	}
 	if (first != 0)
 		tlsd_error_text(c->ssl, first, out, len);
-	else if (errno != 0)
-		snprintf(out, len, "%s", strerror(errno));
+	else if (err != 0 && err != EAGAIN)
+		snprintf(out, len, "%s", strerror(err));
 	else
 		snprintf(out, len, "connection failed");
 }
 
-static struct bufferevent *
-other(struct conn *c, struct bufferevent *bev)
+static void
+ev_set(struct event *ev, int *on, int want)
 {
-	return bev == c->tls ? c->plain : c->tls;
+	if (*on == want)
+		return;
+	if (want)
+		event_add(ev, NULL);
+	else
+		event_del(ev);
+	*on = want;
+}
+
+/* The TCP socket's events: what the SSL calls wait for. */
+static void
+tls_events(struct conn *c)
+{
+	ev_set(c->tls_rev, &c->tls_rev_on,
+	    c->rd_want == SSL_ERROR_WANT_READ ||
+	        c->wr_want == SSL_ERROR_WANT_READ);
+	ev_set(c->tls_wev, &c->tls_wev_on,
+	    c->rd_want == SSL_ERROR_WANT_WRITE ||
+	        c->wr_want == SSL_ERROR_WANT_WRITE);
+}
+
+/* ---- the relay ---- */
+
+static size_t
+rb_used(const struct relay_buf *b)
+{
+	return b->len - b->off;
+}
+
+/* Room at the end of b (allocated, compacted if need be); -1 without
+ * memory. */
+static ssize_t
+rb_room(struct relay_buf *b)
+{
+	if (b->data == NULL && (b->data = malloc(TLSD_RELAY_MAX)) == NULL)
+		return -1;
+	if (b->off == b->len)
+		b->off = b->len = 0;
+	else if (b->off > 0 && TLSD_RELAY_MAX - b->len < TLSD_RELAY_MAX / 4) {
+		/* SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER: a pending SSL_write
+		 * may find its bytes elsewhere. */
+		memmove(b->data, b->data + b->off, b->len - b->off);
+		b->len -= b->off;
+		b->off = 0;
+	}
+	return (ssize_t)(TLSD_RELAY_MAX - b->len);
+}
+
+/* Bytes of b were written: an empty buffer starts over, and is released
+ * if it is not carrying a bulk transfer. */
+static void
+rb_consumed(struct relay_buf *b, size_t n)
+{
+	b->off += n;
+	if (b->off < b->len)
+		return;
+	b->off = b->len = 0;
+	if (b->last_read < RELAY_KEEP_READ) {
+		free(b->data);
+		b->data = NULL;
+	}
 }
 
 static void
@@ -236,116 +337,209 @@ linger_timeout(evutil_socket_t fd, short ev, void *arg)
 	conn_end(arg, "peer did not close within the linger time");
 }
 
-/* Everything for to is written: end writing to it. */
-static void
-close_write(struct conn *c, struct bufferevent *to)
+/* Peer -> up: SSL_read until the buffer is full or OpenSSL waits for the
+ * socket.  -1 if the connection ended. */
+static int
+tls_read(struct conn *c)
 {
-	struct timeval tv = {TLSD_LINGER_MS / 1000, 0};
+	struct relay_buf *b = &c->up;
+	char why[TLS_MAX_ERROR];
+	ssize_t room;
+	int n, e, err;
 
-	if (to == c->tls) {
-		if (c->tls_wdone)
-			return;
-		c->tls_wdone = 1;
+	while (!c->tls_eof) {
+		if ((room = rb_room(b)) == -1) {
+			conn_end(c, "out of memory");
+			return -1;
+		}
+		if (room == 0)
+			return 0;
 		ERR_clear_error();
-		if (SSL_shutdown(c->ssl) < 0)
-			log_debug("tls: close_notify to %s not sent", c->peer);
+		errno = 0;
+		n = SSL_read(c->ssl, b->data + b->len,
+		    room > INT_MAX ? INT_MAX : (int)room);
+		if (n > 0) {
+			b->len += (size_t)n;
+			b->last_read = (size_t)n;
+			c->from_peer += (uint64_t)n;
+			continue;
+		}
+		err = errno;
+		e = SSL_get_error(c->ssl, n);
+		if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+			c->rd_want = e;
+			return 0;
+		}
+		if (!ssl_eof(e)) {
+			ssl_why(c, err, why, sizeof(why));
+			conn_end(c, why);
+			return -1;
+		}
 		ERR_clear_error();
-		shutdown(c->tlsfd, SHUT_WR);
-		if (!c->tls_eof)
-			evtimer_add(c->timer, &tv);
-	} else {
-		if (c->plain_wdone)
-			return;
-		c->plain_wdone = 1;
-		shutdown(bufferevent_getfd(c->plain), SHUT_WR);
-	}
-	conn_check_done(c);
-}
-
-static void
-relay_read(struct bufferevent *from, void *arg)
-{
-	struct conn *c = arg;
-	struct bufferevent *to = other(c, from);
-	struct evbuffer *in = bufferevent_get_input(from);
-	struct evbuffer *out = bufferevent_get_output(to);
-	size_t n = evbuffer_get_length(in);
-
-	if (n == 0)
-		return;
-	if (from == c->tls)
-		c->from_peer += n;
-	else
-		c->to_peer += n;
-	evbuffer_add_buffer(out, in);
-	if (evbuffer_get_length(out) >= TLSD_RELAY_MAX) {
-		bufferevent_disable(from, EV_READ);
-		bufferevent_setwatermark(to, EV_WRITE, TLSD_RELAY_MAX / 2, 0);
-	}
-}
-
-static void
-relay_write(struct bufferevent *to, void *arg)
-{
-	struct conn *c = arg;
-	struct bufferevent *from = other(c, to);
-	int from_eof = from == c->tls ? c->tls_eof : c->plain_eof;
-	size_t left = evbuffer_get_length(bufferevent_get_output(to));
-
-	if (left < TLSD_RELAY_MAX) {
-		/* Below the low watermark: read more, and hear of the
-		 * output only once it is empty. */
-		bufferevent_setwatermark(to, EV_WRITE, 0, 0);
-		if (!from_eof)
-			bufferevent_enable(from, EV_READ);
-	}
-	if (left == 0 && from_eof)
-		close_write(c, to);
-}
-
-static void
-relay_eof(struct conn *c, struct bufferevent *from)
-{
-	struct bufferevent *to = other(c, from);
-
-	if (from == c->tls) {
 		c->tls_eof = 1;
 		c->truncated = !c->close_notify;
 		if (c->tls_wdone)
 			evtimer_del(c->timer);
-	} else
+	}
+	return 0;
+}
+
+/* up -> netd.  -1 if the connection ended. */
+static int
+plain_write(struct conn *c)
+{
+	struct relay_buf *b = &c->up;
+	char why[TLS_MAX_ERROR];
+	ssize_t n;
+
+	while (rb_used(b) > 0) {
+		n = send(
+		    c->plainfd, b->data + b->off, rb_used(b), MSG_NOSIGNAL);
+		if (n > 0) {
+			rb_consumed(b, (size_t)n);
+			continue;
+		}
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n == -1 && errno == EAGAIN)
+			return 0;
+		snprintf(why, sizeof(why), "netd side: %s",
+		    n == -1 ? strerror(errno) : "write failed");
+		conn_end(c, why);
+		return -1;
+	}
+	if (c->tls_eof && !c->plain_wdone) {
+		c->plain_wdone = 1;
+		shutdown(c->plainfd, SHUT_WR);
+	}
+	return 0;
+}
+
+/* All of down is out and netd is done: close_notify, then
+ * shutdown(SHUT_WR), and the peer has the linger time to close too. */
+static void
+tls_close(struct conn *c)
+{
+	struct timeval tv = {TLSD_LINGER_MS / 1000, 0};
+	int r, e;
+
+	ERR_clear_error();
+	if ((r = SSL_shutdown(c->ssl)) < 0) {
+		e = SSL_get_error(c->ssl, r);
+		if (e == SSL_ERROR_WANT_WRITE) {
+			c->wr_want = e; /* the alert waits in OpenSSL */
+			return;
+		}
+		log_debug("tls: close_notify to %s not sent", c->peer);
+	}
+	ERR_clear_error();
+	shutdown(c->tlsfd, SHUT_WR);
+	c->tls_wdone = 1;
+	if (!c->tls_eof)
+		evtimer_add(c->timer, &tv);
+}
+
+/* down -> peer: SSL_write in records as large as TLS allows.  -1 if the
+ * connection ended. */
+static int
+tls_write(struct conn *c)
+{
+	struct relay_buf *b = &c->down;
+	char why[TLS_MAX_ERROR];
+	size_t left;
+	int n, e, err;
+
+	while ((left = rb_used(b)) > 0) {
+		ERR_clear_error();
+		errno = 0;
+		n = SSL_write(c->ssl, b->data + b->off,
+		    left > INT_MAX ? INT_MAX : (int)left);
+		if (n > 0) {
+			rb_consumed(b, (size_t)n);
+			continue;
+		}
+		err = errno;
+		e = SSL_get_error(c->ssl, n);
+		if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+			c->wr_want = e;
+			return 0;
+		}
+		ssl_why(c, err, why, sizeof(why));
+		conn_end(c, why);
+		return -1;
+	}
+	/* A write that SSL_read started (a KeyUpdate answer) goes first. */
+	if (c->plain_eof && !c->tls_wdone && c->rd_want != SSL_ERROR_WANT_WRITE)
+		tls_close(c);
+	return 0;
+}
+
+/*
+ * Move what can be moved without waiting, then set the events to what
+ * is waited for.  The caller has cleared the wants its event satisfied.
+ */
+static void
+relay_pump(struct conn *c)
+{
+	size_t used;
+
+	/* Peer -> netd; as long as netd takes it all, read on (OpenSSL
+	 * may hold records that no socket event announces). */
+	for (;;) {
+		if (c->rd_want == 0 && tls_read(c) == -1)
+			return;
+		used = rb_used(&c->up);
+		if (plain_write(c) == -1)
+			return;
+		if (c->tls_eof || c->rd_want != 0 || rb_used(&c->up) == used)
+			break;
+	}
+	/* netd -> peer. */
+	if (c->wr_want == 0 && !c->tls_wdone && tls_write(c) == -1)
+		return;
+	tls_events(c);
+	used = rb_used(&c->down);
+	ev_set(c->plain_rev, &c->plain_rev_on,
+	    !c->plain_eof && used <= TLSD_RELAY_MAX / 2);
+	ev_set(c->plain_wev, &c->plain_wev_on, rb_used(&c->up) > 0);
+	conn_check_done(c);
+}
+
+/* netd -> down: one read of what is there, then on to the peer. */
+static void
+plain_read_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	struct conn *c = arg;
+	struct relay_buf *b = &c->down;
+	char why[TLS_MAX_ERROR];
+	ssize_t room, n;
+
+	if ((room = rb_room(b)) == -1) {
+		conn_end(c, "out of memory");
+		return;
+	}
+	n = room == 0 ? -2 : read(c->plainfd, b->data + b->len, (size_t)room);
+	if (n > 0) {
+		b->len += (size_t)n;
+		b->last_read = (size_t)n;
+		c->to_peer += (uint64_t)n;
+	} else if (n == 0)
 		c->plain_eof = 1;
-	bufferevent_disable(from, EV_READ);
-	/* Whatever came with the EOF goes along, beyond the cap. */
-	relay_read(from, c);
-	if (evbuffer_get_length(bufferevent_get_output(to)) == 0)
-		close_write(c, to);
-	else
-		bufferevent_setwatermark(to, EV_WRITE, 0, 0);
+	else if (n == -1 && errno != EAGAIN && errno != EINTR) {
+		snprintf(why, sizeof(why), "netd side: %s", strerror(errno));
+		conn_end(c, why);
+		return;
+	}
+	relay_pump(c);
 }
 
 static void
-relay_event(struct bufferevent *bev, short what, void *arg)
+plain_write_cb(evutil_socket_t fd, short ev, void *arg)
 {
-	struct conn *c = arg;
-	char why[TLS_MAX_ERROR];
-	int eof_only = 0;
-
-	if (what & BEV_EVENT_EOF) {
-		relay_eof(c, bev);
-		return;
-	}
-	if (bev == c->tls) {
-		bev_error(c, bev, why, sizeof(why), &eof_only);
-		if (eof_only && (what & BEV_EVENT_READING)) {
-			relay_eof(c, bev);
-			return;
-		}
-	} else
-		snprintf(why, sizeof(why), "netd side: %s",
-		    errno ? strerror(errno) : "error");
-	conn_end(c, why);
+	relay_pump(arg);
 }
+
+/* ---- the handshake ---- */
 
 static void
 hs_timeout(evutil_socket_t fd, short ev, void *arg)
@@ -356,31 +550,36 @@ hs_timeout(evutil_socket_t fd, short ev, void *arg)
 static int
 conn_relay(struct conn *c, int *netdfd)
 {
-	int sp[2];
+	int sp[2], i, sz = TLSD_RELAY_MAX;
 
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0,
 	        sp) == -1)
 		return -1;
-	c->plain = bufferevent_socket_new(
-	    conn_base, sp[0], BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
-	if (c->plain == NULL) {
-		close(sp[0]);
+	c->plainfd = sp[0];
+	/*
+	 * A whole relay buffer (and netd's 256 KB reads) fits in either
+	 * end's send buffer: with the default (~208 KB) netd's writes and
+	 * tlsd's reads came in pieces, with a wakeup each way for every
+	 * piece (tlsd ~25% more CPU for a bulk fetch).  Best effort: the
+	 * kernel caps it at net.core.wmem_max.
+	 */
+	for (i = 0; i < 2; i++)
+		(void)setsockopt(sp[i], SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
+	c->plain_rev =
+	    event_new(conn_base, sp[0], EV_READ | EV_PERSIST, plain_read_cb, c);
+	c->plain_wev = event_new(
+	    conn_base, sp[0], EV_WRITE | EV_PERSIST, plain_write_cb, c);
+	if (c->plain_rev == NULL || c->plain_wev == NULL) {
 		close(sp[1]);
 		return -1;
 	}
 	*netdfd = sp[1];
-	bufferevent_setcb(c->tls, relay_read, relay_write, relay_event, c);
-	bufferevent_setcb(c->plain, relay_read, relay_write, relay_event, c);
-	bufferevent_setwatermark(c->tls, EV_READ, 0, TLSD_RELAY_MAX);
-	bufferevent_setwatermark(c->plain, EV_READ, 0, TLSD_RELAY_MAX);
+	SSL_set_mode(c->ssl, SSL_MODE_ENABLE_PARTIAL_WRITE |
+	                         SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
 	evtimer_del(c->timer);
 	evtimer_assign(c->timer, conn_base, linger_timeout, c);
 	c->relaying = 1;
-	if (bufferevent_enable(c->tls, EV_READ | EV_WRITE) == -1 ||
-	    bufferevent_enable(c->plain, EV_READ | EV_WRITE) == -1)
-		return -1;
-	/* Application data that came with the handshake. */
-	relay_read(c->tls, c);
+	c->rd_want = 0;
 	return 0;
 }
 
@@ -422,26 +621,63 @@ hs_done(struct conn *c)
 	    : sni                      ? sni
 	                               : "",
 	    "subject", subject, "resumed", resumed, NULL);
+	/* Application data that came with the handshake. */
+	relay_pump(c);
 }
 
 static void
-hs_event(struct bufferevent *bev, short what, void *arg)
+hs_step(struct conn *c)
 {
-	struct conn *c = arg;
 	char why[TLS_MAX_ERROR];
-	int eof_only;
+	int r, e, err;
 
-	if (what & BEV_EVENT_CONNECTED) {
+	ERR_clear_error();
+	errno = 0;
+	if ((r = SSL_do_handshake(c->ssl)) == 1) {
 		hs_done(c);
 		return;
 	}
-	bev_error(c, bev, why, sizeof(why), &eof_only);
-	if (what & BEV_EVENT_TIMEOUT)
-		snprintf(why, sizeof(why), "handshake timed out");
-	else if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR))
+	err = errno;
+	e = SSL_get_error(c->ssl, r);
+	if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+		c->rd_want = e;
+		tls_events(c);
+		return;
+	}
+	if (ssl_eof(e) && e != SSL_ERROR_SSL)
 		snprintf(
 		    why, sizeof(why), "connection closed during the handshake");
+	else
+		ssl_why(c, err, why, sizeof(why));
+	ERR_clear_error();
 	conn_fail(c, why);
+}
+
+/* The TCP socket is readable (rd) or writable: whoever waited for it. */
+static void
+tls_ready(struct conn *c, int want)
+{
+	if (c->rd_want == want)
+		c->rd_want = 0;
+	if (c->wr_want == want)
+		c->wr_want = 0;
+	if (!c->relaying) {
+		hs_step(c);
+		return;
+	}
+	relay_pump(c);
+}
+
+static void
+tls_read_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	tls_ready(arg, SSL_ERROR_WANT_READ);
+}
+
+static void
+tls_write_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	tls_ready(arg, SSL_ERROR_WANT_WRITE);
 }
 
 int
@@ -586,16 +822,24 @@ conn_begin(struct conn *c, char *why, size_t len)
 	if (c->side == TLS_SIDE_CLIENT && client_setup(c, why, len) == -1)
 		return -1;
 	fd = c->tlsfd;
-	c->tls = bufferevent_openssl_socket_new(conn_base, fd, c->ssl,
-	    c->side == TLS_SIDE_SERVER ? BUFFEREVENT_SSL_ACCEPTING
-	                               : BUFFEREVENT_SSL_CONNECTING,
-	    BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
-	if (c->tls == NULL) {
+	c->tls_rev =
+	    event_new(conn_base, fd, EV_READ | EV_PERSIST, tls_read_cb, c);
+	c->tls_wev =
+	    event_new(conn_base, fd, EV_WRITE | EV_PERSIST, tls_write_cb, c);
+	if (c->tls_rev == NULL || c->tls_wev == NULL ||
+	    !SSL_set_fd(c->ssl, fd)) {
 		snprintf(why, len, "cannot start the handshake");
 		return -1;
 	}
-	bufferevent_openssl_set_allow_dirty_shutdown(c->tls, 1);
-	bufferevent_setcb(c->tls, NULL, NULL, hs_event, c);
+	/* The server waits for the ClientHello, the client sends its own. */
+	if (c->side == TLS_SIDE_SERVER) {
+		SSL_set_accept_state(c->ssl);
+		c->rd_want = SSL_ERROR_WANT_READ;
+	} else {
+		SSL_set_connect_state(c->ssl);
+		c->rd_want = SSL_ERROR_WANT_WRITE;
+	}
+	tls_events(c);
 	evtimer_add(c->timer, &tv);
 	return 0;
 }
@@ -612,6 +856,7 @@ conn_start(struct proc_chan *ch, struct imsg *imsg)
 		return;
 	}
 	c->tlsfd = -1;
+	c->plainfd = -1;
 	if ((c->next = conns) != NULL)
 		conns->prev = c;
 	conns = c;

@@ -22,7 +22,8 @@
 #include "config.h"
 #include "proc.h"
 
-/* Relay buffers: at most this many bytes wait in each direction. */
+/* Relay buffers: at most this many bytes wait in tlsd in each direction;
+ * also the SO_SNDBUF of both socketpair ends. */
 #define TLSD_RELAY_MAX (256 * 1024)
 /* After netd's EOF (close_notify sent), how long the peer has to close. */
 #define TLSD_LINGER_MS 60000

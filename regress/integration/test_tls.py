@@ -13,8 +13,10 @@ itself: they check the harness (certificates, clients, options), not the
 gateway.
 """
 
+import base64
 import imaplib
 import os
+import random
 import re
 import shutil
 import socket
@@ -33,7 +35,7 @@ from tlsfake import TLSFake
 
 PASSWORD = "secret"
 USERS = ["tlsuser", "tlsinj", "tlseicar", "tlscurl", "tlssync", "tlsback",
-         "tlsreq"]
+         "tlsreq", "tlsbig"]
 ONESUITE = "TLS_CHACHA20_POLY1305_SHA256"
 free_port = dovecot_mod.free_port
 
@@ -478,6 +480,53 @@ def test_eicar_over_tls(tgw, tdove, pki):
     assert gateway_mod._b64(gateway_mod.EICAR)[:20] not in body
     assert gateway_mod.EICAR not in body
     assert b"Please find the invoice attached." in body
+
+
+# ---- bulk data through tlsd, both ways ------------------------------------
+
+def _big_msg(seed, size):
+    """About size bytes: a base64 attachment of random bytes."""
+    raw = random.Random(seed).randbytes(size * 57 // 78)
+    return (b"From: a@example.org\r\nTo: b@example.org\r\n"
+            b"Subject: big %d\r\nMessage-ID: <tls-big-%d@example.org>\r\n"
+            b"MIME-Version: 1.0\r\nContent-Type: application/octet-stream"
+            b"\r\nContent-Transfer-Encoding: base64\r\n\r\n" % (seed, seed)
+            + base64.encodebytes(raw).replace(b"\n", b"\r\n"))
+
+
+@pytest.mark.parametrize("side", ["client", "backend"])
+def test_large_message_both_ways(request, make_tls_gateway, tdove, pki,
+                                 side):
+    """A message many relay buffers long goes up (APPEND) and comes back
+    (FETCH) through tlsd byte for byte: client side over implicit TLS,
+    backend side with implicit TLS to Dovecot."""
+    _seed(tdove, "tlsbig", [])
+    if side == "client":
+        g = request.getfixturevalue("tgw")
+        c = imaplib.IMAP4_SSL("127.0.0.1", g.port("tls-enabled",
+                                                  tls="implicit"),
+                              ssl_context=ctx_ca(pki), timeout=60)
+    else:
+        port = free_port()
+        make_tls_gateway(
+            servers={"back": {"members": ["127.0.0.1:%d" %
+                                          tdove.imaps_port],
+                              "tls": "implicit", "tls_profile": "testca",
+                              "server_name": "localhost"}},
+            policies=[gateway_mod.policy("imap-in", port, "back")])
+        c = imaplib.IMAP4("127.0.0.1", port, timeout=60)
+    msgs = [_big_msg(1, 6 << 20), _big_msg(2, 3 << 20)]
+    try:
+        c.login("tlsbig", PASSWORD)
+        for m in msgs:
+            typ, data = c.append("INBOX", None, None, m)
+            assert typ == "OK", data
+        got = dovecot_mod.fetch_all_bodies(c)
+    finally:
+        c.logout()
+    stored = tdove.fetch_bodies("tlsbig")
+    assert sorted(stored.values()) == sorted(msgs)
+    assert sorted(got.values()) == sorted(msgs)
 
 
 # ---- STARTTLS command injection (USENIX Security 2021) -------------------

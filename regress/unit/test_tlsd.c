@@ -367,7 +367,7 @@ kid_run(int fd, const char *root)
 	tlsd_set_current(NULL);
 	if (sandboxed)
 		_exit(0); /* no leak checker here: it would need ptrace */
-	/* The bufferevents' deferred callbacks and finalizers. */
+	/* Deferred callbacks and finalizers left in the loop. */
 	event_base_loop(kid_base, EVLOOP_NONBLOCK);
 	event_base_loop(kid_base, EVLOOP_NONBLOCK);
 	event_base_free(kid_base);
@@ -822,6 +822,168 @@ test_server_peer_closes(struct tlsd_kid *k)
 		CHECK(ssl_read_wait(s.ssl, s.tcp, buf, sizeof(buf)) == 0);
 	}
 	srv_conn_close(&s);
+	SSL_CTX_free(ctx);
+}
+
+/* CPU ticks (user + system) of process pid so far. */
+static long
+cpu_ticks(pid_t pid)
+{
+	char path[64], buf[1024], *p;
+	unsigned long ut, st;
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	if ((fd = open(path, O_RDONLY)) == -1)
+		return -1;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return -1;
+	buf[n] = '\0';
+	/* After the command name: state is field 3, utime and stime 14, 15. */
+	if ((p = strrchr(buf, ')')) == NULL ||
+	    sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu",
+	        &ut, &st) != 2)
+		return -1;
+	return (long)(ut + st);
+}
+
+/*
+ * Backpressure, each way in turn: one side writes while the other reads
+ * nothing, until the writer is held up; what it got rid of is bounded
+ * (tlsd's buffer, the socketpair's and TCP's socket buffers) and tlsd
+ * idles meanwhile; then the reader takes it all, byte-exact.
+ */
+#define BP_BYTES (32 * 1024 * 1024)
+#define BP_CHUNK (64 * 1024)
+
+/* netd -> peer: bytes netd could write before it was held up. */
+static size_t
+bp_netd_writes(struct srv_conn *s, const uint8_t *a)
+{
+	struct pollfd pfd = {s->d.fd, POLLOUT, 0};
+	size_t w = 0;
+	ssize_t n;
+
+	while (w < BP_BYTES) {
+		n = write(s->d.fd, a + w,
+		    BP_BYTES - w < BP_CHUNK ? BP_BYTES - w : BP_CHUNK);
+		if (n > 0)
+			w += (size_t)n;
+		else if (n == -1 && errno == EAGAIN) {
+			if (poll(&pfd, 1, 300) == 0)
+				break; /* held up */
+		} else
+			break;
+	}
+	return w;
+}
+
+/* peer -> netd: bytes the peer's SSL_write took before it was held up
+ * (*pending: the size of the one it has to retry). */
+static size_t
+bp_peer_writes(struct srv_conn *s, const uint8_t *b, int *pending)
+{
+	struct pollfd pfd = {s->tcp, POLLOUT, 0};
+	size_t w = 0;
+	int r;
+
+	*pending = 0;
+	while (w < BP_BYTES) {
+		r = SSL_write(s->ssl, b + w, BP_CHUNK);
+		if (r > 0)
+			w += (size_t)r;
+		else if (ssl_retry(s->ssl, r)) {
+			if (poll(&pfd, 1, 300) == 0) {
+				*pending = BP_CHUNK;
+				break;
+			}
+		} else
+			break;
+	}
+	return w;
+}
+
+static void
+test_server_backpressure(struct tlsd_kid *k)
+{
+	SSL_CTX *ctx = client_ctx(0);
+	uint8_t *a = malloc(BP_BYTES + BP_CHUNK), *r = malloc(BP_BYTES);
+	struct pollfd pfd[2];
+	struct srv_conn s;
+	size_t w, got;
+	long t0, t1;
+	ssize_t n;
+	int pending, i;
+
+	RAND_bytes(a, BP_BYTES + BP_CHUNK);
+	CHECK(server_side(k, ctx, "imap-in", NULL, NULL, 0, &s) == 0);
+	CHECK(s.d.ok == 1);
+	if (!s.d.ok)
+		goto out;
+	nonblock(s.tcp);
+	nonblock(s.d.fd);
+	SSL_set_mode(s.ssl, SSL_MODE_ENABLE_PARTIAL_WRITE |
+	                        SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+
+	/* netd writes, the peer reads nothing. */
+	w = bp_netd_writes(&s, a);
+	CHECK(w > TLSD_RELAY_MAX && w < BP_BYTES / 2);
+	t0 = cpu_ticks(k->pid);
+	poll(NULL, 0, 500);
+	t1 = cpu_ticks(k->pid);
+	CHECK(t0 >= 0 && t1 - t0 <= 10); /* not spinning */
+	for (got = 0, i = 0; got < w && i < 20000; i++) {
+		n = SSL_read(s.ssl, r + got, (int)(w - got));
+		if (n > 0)
+			got += (size_t)n;
+		else if (!ssl_retry(s.ssl, (int)n))
+			break;
+		else {
+			pfd[0].fd = s.tcp;
+			pfd[0].events = POLLIN;
+			poll(pfd, 1, 10);
+		}
+	}
+	CHECK(got == w && memcmp(a, r, w) == 0);
+
+	/* The peer writes, netd reads nothing. */
+	w = bp_peer_writes(&s, a, &pending);
+	CHECK(w > TLSD_RELAY_MAX && w < BP_BYTES / 2 && pending > 0);
+	t0 = cpu_ticks(k->pid);
+	poll(NULL, 0, 500);
+	t1 = cpu_ticks(k->pid);
+	CHECK(t0 >= 0 && t1 - t0 <= 10);
+	/* netd reads; the peer's pending write completes meanwhile. */
+	for (got = 0, i = 0; (got < w || pending) && i < 20000; i++) {
+		if (pending) {
+			n = SSL_write(s.ssl, a + w, pending);
+			if (n > 0) {
+				w += (size_t)n;
+				pending = 0;
+			} else if (!ssl_retry(s.ssl, (int)n))
+				break;
+		}
+		n = read(s.d.fd, r + got, w + (size_t)pending - got);
+		if (n > 0)
+			got += (size_t)n;
+		else if (n == 0 || errno != EAGAIN)
+			break;
+		else {
+			pfd[0].fd = s.d.fd;
+			pfd[0].events = POLLIN;
+			pfd[1].fd = s.tcp;
+			pfd[1].events = pending ? POLLOUT : 0;
+			poll(pfd, 2, 10);
+		}
+	}
+	CHECK(got == w && pending == 0 && memcmp(a, r, w) == 0);
+out:
+	srv_conn_close(&s);
+	free(a);
+	free(r);
 	SSL_CTX_free(ctx);
 }
 
@@ -1507,6 +1669,7 @@ run_suite(const char *root)
 	kid_start(&k, root);
 	test_server_relay(&k);
 	test_server_peer_closes(&k);
+	test_server_backpressure(&k);
 	test_server_sni_ocsp_resume(&k);
 	test_server_refusals(&k);
 	test_client_verify(&k);
