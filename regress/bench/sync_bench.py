@@ -381,8 +381,9 @@ def main():
         if "lazy" not in SKIP:
             r = guarded("lazy", lambda: gateway_runs("lazy", "lazy"))
             for g in list(gws):
-                g.stop()
-                gws.remove(g)
+                if g is not relay:
+                    g.stop()
+                    gws.remove(g)
         if "strict" not in SKIP:
             r = guarded("strict", lambda: gateway_runs("strict", "strict"))
             if r is not None:
