@@ -30,6 +30,10 @@
  *			certificate for them that it signs with the
  *			authority (made on the fly, cached)
  *	str peer	the peer's address, for logs ("127.0.0.1:4321")
+ *	str attest	server side with names: the "attest" of that same
+ *			DONE; tlsd mints only for names a tlsd attested
+ *			(below), so that netd cannot have a certificate
+ *			signed for names no real server showed; else ""
  *
  * tlsd -> netd  IMSG_TLS_DONE, fd = netd's plaintext end (ok only)
  *	u64 id
@@ -48,6 +52,15 @@
  *			its CN as DNS: when it has no DNS one), at most
  *			TLS_MAX_NAMES bytes, cut at a whole name; server
  *			side ""
+ *	str attest	client side, a pool of a policy with to:
+ *			original-destination and a Proxy Authority:
+ *			"EXPIRY:MAC", at most TLS_MAX_ATTEST bytes.  MAC is
+ *			HMAC-SHA256 (hex) of "EXPIRY:" and names, keyed
+ *			with a key derived from the authority's private
+ *			key (which only tlsd holds, so every tlsd worker
+ *			has the same key); EXPIRY is CLOCK_MONOTONIC
+ *			seconds, TLS_ATTEST_SECS after the handshake;
+ *			else ""
  *
  * A malformed frame closes the channel (the receiver logs why).  tlsd
  * answers every START exactly once; netd gives a handshake the policy's
@@ -78,7 +91,9 @@
  *     (never beyond the authority), with the chain [leaf, authority,
  *     the authority's own chain]; without names, the policy's own
  *     certificate, or DONE ok=0 "no names for the Proxy Authority"; a
- *     policy without an authority ignores names;
+ *     policy without an authority ignores names; names whose attest
+ *     is missing, does not match them or has expired get DONE ok=0
+ *     "names not attested by tlsd: ..." (before they are parsed);
  *   - client side, name "": the address getpeername() gives is checked
  *     (IP SAN), no SNI; a name that is an IP literal: the same, no SNI;
  *   - DONE strings: error at most TLS_MAX_ERROR bytes, sni and
@@ -101,5 +116,7 @@ enum tls_side { TLS_SIDE_SERVER = 0, TLS_SIDE_CLIENT = 1 };
 #define TLS_MAX_ERROR 512
 #define TLS_MAX_NAMES 2048 /* the names field of DONE, START's name */
 #define TLS_HANDSHAKE_TIMEOUT_MS 30000
+#define TLS_MAX_ATTEST 96 /* DONE's and START's attest */
+#define TLS_ATTEST_SECS 120 /* an attest is good for as long */
 
 #endif

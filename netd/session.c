@@ -439,7 +439,7 @@ client_tls_start(struct session *s)
 	s->cfd = -1;
 	s->state = S_TLS;
 	s->tlsreq = tls_start(s->n, fd, TLS_SIDE_SERVER, s->pol->name,
-	    s->srv->name, s->names, s->client, client_tls_done, s);
+	    s->srv->name, s->names, s->attest, s->client, client_tls_done, s);
 }
 
 /*
@@ -772,6 +772,7 @@ server_tls_done(void *arg, struct tls_result *res)
 		/* The client proxy: the client's handshake now, with a
 		 * certificate for the names the real server showed. */
 		snprintf(s->names, sizeof(s->names), "%s", res->names);
+		snprintf(s->attest, sizeof(s->attest), "%s", res->attest);
 		if (s->names[0] == '\0') {
 			log_event(LOG_WARNING, "backend unavailable", "client",
 			    s->client, "server", s->srv->name, "backend",
@@ -828,7 +829,7 @@ server_tls_start(struct session *s)
 		s->connev = NULL;
 	}
 	s->tlsreq = tls_start(s->n, fd, TLS_SIDE_CLIENT, s->pol->name,
-	    s->srv->name, server_tls_name(s, name, sizeof(name)),
+	    s->srv->name, server_tls_name(s, name, sizeof(name)), NULL,
 	    s->mem->addr.text, server_tls_done, s);
 }
 

@@ -125,6 +125,7 @@ struct session {
 	int implicit; /* the listener is implicit TLS */
 	struct cfg_member orig; /* to: original-destination: the server */
 	char names[TLS_MAX_NAMES + 1]; /* the real server's, to present */
+	char attest[TLS_MAX_ATTEST + 1]; /* tlsd's attest of names */
 	int stls; /* the server side runs TLS */
 	int starttls; /* STARTTLS answered: hand over once it is out */
 	struct tls_req *tlsreq; /* a handshake in tlsd */

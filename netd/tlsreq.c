@@ -89,8 +89,8 @@ pick_tlsd(struct netd *n)
 
 struct tls_req *
 tls_start(struct netd *n, int fd, int side, const char *policy,
-    const char *server, const char *name, const char *peer, tls_cb cb,
-    void *arg)
+    const char *server, const char *name, const char *attest, const char *peer,
+    tls_cb cb, void *arg)
 {
 	struct timeval tv, zero = {0, 0};
 	struct tls_req *r;
@@ -121,6 +121,7 @@ tls_start(struct netd *n, int fd, int side, const char *policy,
 	buf_add_str(&b, server ? server : "");
 	buf_add_str(&b, name ? name : "");
 	buf_add_str(&b, peer ? peer : "");
+	buf_add_str(&b, attest ? attest : "");
 	if (proc_compose(r->chan, IMSG_TLS_START, 0, fd, buf_head(&b),
 	        buf_used(&b)) == -1) {
 		r->chan = NULL;
@@ -154,7 +155,7 @@ tls_peer_frame(struct netd *n, struct proc_chan *c, struct imsg *imsg)
 	struct tls_result res;
 	struct tls_req *r;
 	struct reader rd;
-	char *error, *version, *cipher, *sni, *subject, *names;
+	char *error, *version, *cipher, *sni, *subject, *names, *attest;
 	uint64_t id;
 	uint32_t ok;
 
@@ -174,6 +175,7 @@ tls_peer_frame(struct netd *n, struct proc_chan *c, struct imsg *imsg)
 	subject = rd_str(&rd, sizeof(res.subject) - 1);
 	res.resumed = rd_u32(&rd) == 1;
 	names = rd_str(&rd, TLS_MAX_NAMES);
+	attest = rd_str(&rd, TLS_MAX_ATTEST);
 	for (r = reqs; r; r = r->next)
 		if (r->id == id && r->chan == c)
 			break;
@@ -189,17 +191,20 @@ tls_peer_frame(struct netd *n, struct proc_chan *c, struct imsg *imsg)
 		free(sni);
 		free(subject);
 		free(names);
+		free(attest);
 		return; /* the imsg layer closes an fd left in it */
 	}
 	if (rd_end(&rd) == -1 || error == NULL || version == NULL ||
 	    cipher == NULL || sni == NULL || subject == NULL || names == NULL ||
-	    ok > 1 || r == NULL || (ok == 1) != (imsg->fd != -1)) {
+	    attest == NULL || ok > 1 || r == NULL ||
+	    (ok == 1) != (imsg->fd != -1)) {
 		free(error);
 		free(version);
 		free(cipher);
 		free(sni);
 		free(subject);
 		free(names);
+		free(attest);
 		proc_chan_fail(c, "malformed TLS_DONE");
 		return;
 	}
@@ -210,6 +215,7 @@ tls_peer_frame(struct netd *n, struct proc_chan *c, struct imsg *imsg)
 	copy_str(res.sni, sizeof(res.sni), sni);
 	copy_str(res.subject, sizeof(res.subject), subject);
 	copy_str(res.names, sizeof(res.names), names);
+	copy_str(res.attest, sizeof(res.attest), attest);
 	res.fd = imsg->fd;
 	imsg->fd = -1;
 	req_finish(r, &res);

@@ -25,15 +25,18 @@ struct tls_result {
 	char subject[512];
 	int resumed;
 	char names[TLS_MAX_NAMES + 1]; /* client side: the server's names */
+	char attest[TLS_MAX_ATTEST + 1]; /* and tlsd's attest of them */
 };
 
 typedef void (*tls_cb)(void *arg, struct tls_result *);
 
 struct tls_req;
 
-/* Takes ownership of fd (the TCP socket). */
+/* Takes ownership of fd (the TCP socket).  attest: with names on the
+ * server side, the attest DONE gave with them (else NULL). */
 struct tls_req *tls_start(struct netd *, int fd, int side, const char *policy,
-    const char *server, const char *name, const char *peer, tls_cb, void *arg);
+    const char *server, const char *name, const char *attest, const char *peer,
+    tls_cb, void *arg);
 /* The requester went away: the result is dropped (its fd closed). */
 void tls_cancel(struct tls_req *);
 

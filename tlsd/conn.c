@@ -63,7 +63,7 @@ struct conn {
 	struct proc_chan *chan; /* NULL once netd's channel is gone */
 	uint64_t id;
 	uint32_t side;
-	char *policy, *server, *name, *peer;
+	char *policy, *server, *name, *peer, *attest;
 	struct tlsd_pool *pool; /* client side */
 	SSL *ssl;
 	int tlsfd, plainfd;
@@ -157,6 +157,7 @@ conn_free(struct conn *c)
 	free(c->server);
 	free(c->name);
 	free(c->peer);
+	free(c->attest);
 	free(c);
 }
 
@@ -167,10 +168,12 @@ tlsd_conn_free_all(void)
 		conn_free(conns);
 }
 
+static const struct tlsd_policy *proxy_policy(const struct conn *);
+
 static void
 send_done(struct conn *c, int fd, const char *error, const char *version,
     const char *cipher, const char *sni, const char *subject, int resumed,
-    const char *names)
+    const char *names, const char *attest)
 {
 	struct buf b;
 
@@ -189,6 +192,7 @@ send_done(struct conn *c, int fd, const char *error, const char *version,
 	buf_add_str(&b, subject);
 	buf_add_u32(&b, resumed != 0);
 	buf_add_str(&b, names);
+	buf_add_str(&b, attest);
 	proc_compose(c->chan, IMSG_TLS_DONE, 0, fd, buf_head(&b), buf_used(&b));
 	buf_free(&b);
 }
@@ -201,7 +205,7 @@ conn_fail(struct conn *c, const char *why)
 	    side_name(c), c->side == TLS_SIDE_SERVER ? "policy" : "server",
 	    c->side == TLS_SIDE_SERVER ? c->policy : c->server, "name", c->name,
 	    "error", why, NULL);
-	send_done(c, -1, why, "", "", "", "", 0, "");
+	send_done(c, -1, why, "", "", "", "", 0, "", "");
 	conn_free(c);
 }
 
@@ -587,7 +591,9 @@ static void
 hs_done(struct conn *c)
 {
 	char subject[256] = "", resumed[2], names[TLS_MAX_NAMES + 1] = "";
+	char attest[TLS_MAX_ATTEST + 1] = "";
 	const char *version, *cipher, *sni = NULL;
+	const struct tlsd_policy *pol;
 	X509 *x;
 	int fd = -1;
 
@@ -608,11 +614,15 @@ hs_done(struct conn *c)
 		tlsd_name_text(
 		    X509_get_subject_name(x), subject, sizeof(subject));
 		tlsd_cert_names(x, names, sizeof(names));
+		/* The real server of a client proxy with an authority:
+		 * these names may be minted for. */
+		if (names[0] != '\0' && (pol = proxy_policy(c)) != NULL)
+			tlsd_attest(pol, names, 0, attest);
 	}
 	snprintf(resumed, sizeof(resumed), "%d", SSL_session_reused(c->ssl));
 	nhandshakes++;
 	send_done(c, fd, "", version, cipher, sni ? sni : "", subject,
-	    SSL_session_reused(c->ssl), names);
+	    SSL_session_reused(c->ssl), names, attest);
 	log_event(LOG_INFO, "tls handshake", "peer", c->peer, "side",
 	    side_name(c), c->side == TLS_SIDE_SERVER ? "policy" : "server",
 	    c->side == TLS_SIDE_SERVER ? c->policy : c->server, "version",
@@ -705,6 +715,23 @@ msg_cb(int write_p, int version, int content_type, const void *buf, size_t len,
 		c->close_notify = 1;
 }
 
+/* The policy with a Proxy Authority whose client proxy pool c connects
+ * through ("original-destination:POLICY"), or NULL. */
+static const struct tlsd_policy *
+proxy_policy(const struct conn *c)
+{
+	static const char pre[] = CFG_ORIGINAL_DST ":";
+	struct tlsd_policy *pol;
+
+	if (c->side != TLS_SIDE_CLIENT ||
+	    strncmp(c->server, pre, sizeof(pre) - 1) != 0 ||
+	    (pol = tlsd_find_policy(c->gen, c->server + sizeof(pre) - 1)) ==
+	        NULL ||
+	    pol->authority == NULL)
+		return NULL;
+	return pol;
+}
+
 static int
 is_address(const char *s)
 {
@@ -783,7 +810,12 @@ conn_begin(struct conn *c, char *why, size_t len)
 			return -1;
 		}
 		if (pol->has_authority && c->name[0] != '\0') {
-			/* The real server's names: a minted certificate. */
+			/* The real server's names, as a tlsd saw them: a
+			 * minted certificate. */
+			if (pol->authority != NULL &&
+			    tlsd_attest_check(
+			        pol, c->name, c->attest, why, len) == -1)
+				return -1;
 			if ((c->ssl = tlsd_mint_ssl(pol, c->name, why, len)) ==
 			    NULL)
 				return -1;
@@ -868,6 +900,7 @@ conn_start(struct proc_chan *ch, struct imsg *imsg)
 	c->server = rd_str(&rd, TLS_MAX_NAME);
 	c->name = rd_str(&rd, TLS_MAX_NAMES);
 	c->peer = rd_str(&rd, TLS_MAX_NAME);
+	c->attest = rd_str(&rd, TLS_MAX_ATTEST);
 	if (rd_end(&rd) == -1 || imsg->fd == -1 ||
 	    (c->side != TLS_SIDE_SERVER && c->side != TLS_SIDE_CLIENT)) {
 		conn_free(c);

@@ -409,6 +409,13 @@ authority_build(struct tlsd_gen *g, struct tlsd_policy *pol, int idx,
 	         pol, p, pol->mint_err, sizeof(pol->mint_err))) == NULL)
 		return;
 	pol->authority = c;
+	if (tlsd_attest_key(pol) == -1) {
+		snprintf(pol->mint_err, sizeof(pol->mint_err),
+		    "policy %s: Proxy Authority %s: cannot derive the attest "
+		    "key",
+		    pol->name, c->name);
+		pol->authority = NULL;
+	}
 }
 
 static int

@@ -27,14 +27,17 @@
 #include <arpa/inet.h>
 
 #include <ctype.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include <openssl/bn.h>
+#include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <openssl/rand.h>
 #include <openssl/x509v3.h>
 
@@ -488,4 +491,103 @@ out:
 	EVP_MD_CTX_free(md);
 	GENERAL_NAMES_free(gens);
 	return ssl;
+}
+
+/*
+ * Names attests (common/tls.h).  tlsd mints only for names that a tlsd
+ * worker took from a real server's certificate in a handshake of its
+ * own: the client-side DONE carries an attest of them, netd hands it
+ * back with the server-side START.  The key is derived from the
+ * authority's private key: every tlsd worker has it, netd never does.
+ */
+int
+tlsd_attest_key(struct tlsd_policy *pol)
+{
+	static const char label[] = "imapgw names attest v1";
+	unsigned char *der = NULL;
+	unsigned int n = 0;
+	int len, rv = -1;
+
+	if (pol->authority == NULL || pol->authority->key == NULL ||
+	    (len = i2d_PrivateKey(pol->authority->key, &der)) <= 0)
+		return -1;
+	if (HMAC(EVP_sha256(), der, len, (const unsigned char *)label,
+	        sizeof(label) - 1, pol->attest_key, &n) != NULL &&
+	    n == sizeof(pol->attest_key))
+		rv = 0;
+	OPENSSL_clear_free(der, (size_t)len);
+	return rv;
+}
+
+static uint64_t
+attest_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec;
+}
+
+/* "EXPIRY:MAC" for names and expiry; "" if it cannot be made. */
+static void
+attest_make(const struct tlsd_policy *pol, const char *names, uint64_t expiry,
+    char *out)
+{
+	char msg[24 + TLS_MAX_NAMES + 1];
+	unsigned char mac[32];
+	unsigned int n = 0;
+	int k, i;
+
+	out[0] = '\0';
+	k = snprintf(
+	    msg, sizeof(msg), "%llu:%s", (unsigned long long)expiry, names);
+	if (k < 0 || (size_t)k >= sizeof(msg) ||
+	    HMAC(EVP_sha256(), pol->attest_key, sizeof(pol->attest_key),
+	        (const unsigned char *)msg, (size_t)k, mac, &n) == NULL ||
+	    n != sizeof(mac))
+		return;
+	k = (int)(strchr(msg, ':') - msg) + 1;
+	memcpy(out, msg, (size_t)k);
+	for (i = 0; i < 32; i++)
+		snprintf(out + k + 2 * i, 3, "%02x", mac[i]);
+}
+
+void
+tlsd_attest(const struct tlsd_policy *pol, const char *names, uint64_t expiry,
+    char *out)
+{
+	attest_make(pol, names,
+	    expiry != 0 ? expiry : attest_now() + TLS_ATTEST_SECS, out);
+}
+
+int
+tlsd_attest_check(const struct tlsd_policy *pol, const char *names,
+    const char *attest, char *why, size_t len)
+{
+	char want[TLS_MAX_ATTEST + 1], *end;
+	unsigned long long expiry;
+
+	if (attest[0] == '\0') {
+		snprintf(why, len, "names not attested by tlsd: no attest");
+		return -1;
+	}
+	errno = 0;
+	expiry = strtoull(attest, &end, 10);
+	if (errno != 0 || end == attest || *end != ':' ||
+	    !isdigit((unsigned char)attest[0])) {
+		snprintf(why, len, "names not attested by tlsd: malformed");
+		return -1;
+	}
+	attest_make(pol, names, (uint64_t)expiry, want);
+	if (want[0] == '\0' || strlen(want) != strlen(attest) ||
+	    CRYPTO_memcmp(want, attest, strlen(want)) != 0) {
+		snprintf(why, len,
+		    "names not attested by tlsd: the attest does not match");
+		return -1;
+	}
+	if ((uint64_t)expiry < attest_now()) {
+		snprintf(why, len, "names not attested by tlsd: expired");
+		return -1;
+	}
+	return 0;
 }

@@ -62,6 +62,9 @@ struct tlsd_policy {
 	struct tlsd_cert *authority; /* NULL: unusable, see mint_err */
 	SSL_CTX *mint_ctx; /* the profile's settings, no certificate */
 	char mint_err[200];
+	/* Key of the names attests (common/tls.h), derived from the
+	 * authority's private key; valid when authority is set. */
+	uint8_t attest_key[32];
 };
 
 /* A server pool's client side. */
@@ -123,6 +126,15 @@ void tlsd_cert_names(X509 *, char *, size_t len);
 SSL *tlsd_mint_ssl(
     struct tlsd_policy *, const char *names, char *why, size_t len);
 void tlsd_mint_free_all(struct tlsd_gen *);
+/* The attest key of pol from its authority's key: 0, or -1. */
+int tlsd_attest_key(struct tlsd_policy *);
+/* The attest of names (common/tls.h) in out (TLS_MAX_ATTEST + 1), good
+ * until expiry (CLOCK_MONOTONIC seconds; 0: TLS_ATTEST_SECS from now). */
+void tlsd_attest(
+    const struct tlsd_policy *, const char *names, uint64_t expiry, char *out);
+/* 0: attest is pol's for names and has not expired; -1 with why set. */
+int tlsd_attest_check(const struct tlsd_policy *, const char *names,
+    const char *attest, char *why, size_t len);
 /* Certificates minted (cache misses) by this process. */
 uint64_t tlsd_minted(void);
 

@@ -236,7 +236,8 @@ add_policy(
  * "proxy" (the Proxy Authority only), "proxy-cert" (authority and main),
  * "badauth" (main as its authority: not a CA), "proxy-short" (short).
  * Server pools: "verified" (default profile: verify against the CA),
- * "unverified" (verify_peer false).
+ * "unverified" (verify_peer false), "plain", "original-destination:proxy"
+ * (the client proxy pool of "proxy": as "verified").
  */
 static struct config *
 make_config(uint32_t generation)
@@ -276,8 +277,8 @@ make_config(uint32_t generation)
 	add_policy(cfg, "badauth", 0, 0, 0);
 	add_policy(cfg, "proxy-short", -1, 0, 3);
 
-	cfg->nservers = 3;
-	cfg->servers = calloc(3, sizeof(*cfg->servers));
+	cfg->nservers = 4;
+	cfg->servers = calloc(4, sizeof(*cfg->servers));
 	cfg->servers[0].name = strdup("verified");
 	cfg->servers[0].tls = SRV_TLS_IMPLICIT;
 	cfg->servers[0].profileidx = 0;
@@ -285,6 +286,9 @@ make_config(uint32_t generation)
 	cfg->servers[1].tls = SRV_TLS_STARTTLS;
 	cfg->servers[1].profileidx = 1;
 	cfg->servers[2].name = strdup("plain");
+	cfg->servers[3].name = strdup(CFG_ORIGINAL_DST ":proxy");
+	cfg->servers[3].tls = SRV_TLS_IMPLICIT;
+	cfg->servers[3].profileidx = 0;
 	return cfg;
 }
 
@@ -425,7 +429,7 @@ kid_end(struct tlsd_kid *k)
 struct done {
 	uint64_t id;
 	uint32_t ok, resumed;
-	char *error, *version, *cipher, *sni, *subject, *names;
+	char *error, *version, *cipher, *sni, *subject, *names, *attest;
 	int fd;
 };
 
@@ -438,6 +442,7 @@ done_clear(struct done *d)
 	free(d->sni);
 	free(d->subject);
 	free(d->names);
+	free(d->attest);
 	if (d->fd != -1)
 		close(d->fd);
 	memset(d, 0, sizeof(*d));
@@ -447,8 +452,8 @@ done_clear(struct done *d)
 static uint64_t next_id = 100;
 
 static int
-send_start(struct tlsd_kid *k, uint32_t side, const char *policy,
-    const char *server, const char *name, int fd)
+send_start_attest(struct tlsd_kid *k, uint32_t side, const char *policy,
+    const char *server, const char *name, const char *attest, int fd)
 {
 	struct buf b;
 	int r;
@@ -460,12 +465,47 @@ send_start(struct tlsd_kid *k, uint32_t side, const char *policy,
 	buf_add_str(&b, server);
 	buf_add_str(&b, name);
 	buf_add_str(&b, "127.0.0.1:4321");
+	buf_add_str(&b, attest);
 	r = imsg_compose(
 	    &k->ib, IMSG_TLS_START, 0, fd, buf_head(&b), buf_used(&b));
 	buf_free(&b);
 	if (r == -1 || imsgbuf_flush(&k->ib) == -1)
 		return -1;
 	return 0;
+}
+
+/*
+ * tlsd's attest of names for policy, as any tlsd worker with the test's
+ * config makes it (the key comes from the authority's private key): made
+ * here, in this process.  "" for a policy without a usable authority.
+ */
+static const char *
+attest_of(const char *policy, const char *names, uint64_t expiry)
+{
+	static char out[TLS_MAX_ATTEST + 1];
+	struct config *cfg = make_config(1);
+	struct tlsd_gen *g = tlsd_gen_build(cfg);
+	struct tlsd_policy *pol;
+
+	free_config(cfg);
+	out[0] = '\0';
+	if (g != NULL && (pol = tlsd_find_policy(g, policy)) != NULL &&
+	    pol->authority != NULL)
+		tlsd_attest(pol, names, expiry, out);
+	if (g != NULL)
+		tlsd_gen_unref(g);
+	return out;
+}
+
+/* START as netd sends it: names (server side) with tlsd's attest. */
+static int
+send_start(struct tlsd_kid *k, uint32_t side, const char *policy,
+    const char *server, const char *name, int fd)
+{
+	return send_start_attest(k, side, policy, server, name,
+	    side == TLS_SIDE_SERVER && name[0] ? attest_of(policy, name, 0)
+	                                       : "",
+	    fd);
 }
 
 /* Wait for TLS_DONE; -1 if the channel failed or the frame is wrong. */
@@ -493,6 +533,7 @@ get_done(struct tlsd_kid *k, struct done *d)
 	d->subject = rd_str(&rd, 1024);
 	d->resumed = rd_u32(&rd);
 	d->names = rd_str(&rd, TLS_MAX_NAMES);
+	d->attest = rd_str(&rd, TLS_MAX_ATTEST);
 	d->fd = imsg.fd;
 	imsg.fd = -1;
 	imsg_free(&imsg);
@@ -568,18 +609,20 @@ srv_conn_close(struct srv_conn *s)
 	s->tcp = -1;
 }
 
-/* names: START's name; host: the name (or address) we verify. */
+/* names: START's name, with attest; host: the name (or address) we
+ * verify. */
 static int
-server_side_names(struct tlsd_kid *k, SSL_CTX *ctx, const char *policy,
+server_side_attest(struct tlsd_kid *k, SSL_CTX *ctx, const char *policy,
     const char *sni, SSL_SESSION *sess, int ocsp, const char *names,
-    const char *host, struct srv_conn *s)
+    const char *attest, const char *host, struct srv_conn *s)
 {
 	int acc;
 
 	memset(s, 0, sizeof(*s));
 	s->d.fd = -1;
 	tcp_pair(&s->tcp, &acc);
-	if (send_start(k, TLS_SIDE_SERVER, policy, "", names, acc) == -1)
+	if (send_start_attest(
+	        k, TLS_SIDE_SERVER, policy, "", names, attest, acc) == -1)
 		return -1;
 	s->ssl = SSL_new(ctx);
 	SSL_set_fd(s->ssl, s->tcp);
@@ -597,6 +640,20 @@ server_side_names(struct tlsd_kid *k, SSL_CTX *ctx, const char *policy,
 	s->hs = SSL_connect(s->ssl) == 1;
 	ERR_clear_error();
 	return get_done(k, &s->d);
+}
+
+/* The same with tlsd's own attest of the names. */
+static int
+server_side_names(struct tlsd_kid *k, SSL_CTX *ctx, const char *policy,
+    const char *sni, SSL_SESSION *sess, int ocsp, const char *names,
+    const char *host, struct srv_conn *s)
+{
+	char attest[TLS_MAX_ATTEST + 1];
+
+	snprintf(attest, sizeof(attest), "%s",
+	    names[0] ? attest_of(policy, names, 0) : "");
+	return server_side_attest(
+	    k, ctx, policy, sni, sess, ocsp, names, attest, host, s);
 }
 
 static int
@@ -1235,6 +1292,7 @@ test_garbage_fd(struct tlsd_kid *k)
 	buf_add_str(&b, "");
 	buf_add_str(&b, "");
 	buf_add_str(&b, "peer");
+	buf_add_str(&b, "");
 	CHECK(imsg_compose(&k->ib, IMSG_TLS_START, 0, acc, buf_head(&b),
 	          buf_used(&b)) == 0);
 	buf_free(&b);
@@ -1282,6 +1340,84 @@ test_client_names(struct tlsd_kid *k)
 		srv_conn_close(&s);
 		SSL_CTX_free(ctx);
 	}
+}
+
+/*
+ * Minting needs tlsd's attest of the names (common/tls.h): none, one of
+ * other names, of another policy's authority, altered, expired or
+ * malformed is refused before anything is made.  A client-side
+ * handshake through the client proxy pool of a policy with an authority
+ * gives an attest that works; other pools give none.
+ */
+static void
+test_server_attest(struct tlsd_kid *k, SSL_CTX *ctx)
+{
+	char good[TLS_MAX_ATTEST + 1], other[TLS_MAX_ATTEST + 1];
+	char old[TLS_MAX_ATTEST + 1], changed[TLS_MAX_ATTEST + 1];
+	const struct {
+		const char *attest, *why;
+	} bad[] = {
+	    {"", "names not attested by tlsd: no attest"},
+	    {other, "names not attested by tlsd: the attest does not match"},
+	    {changed, "names not attested by tlsd: the attest does not match"},
+	    {old, "names not attested by tlsd: expired"},
+	    {"x:00", "names not attested by tlsd: malformed"},
+	    {"12345", "names not attested by tlsd: malformed"},
+	};
+	struct srv_conn s;
+	SSL_CTX *sctx;
+	size_t i;
+	char *p;
+
+	snprintf(good, sizeof(good), "%s", attest_of("proxy", MULTI_NAMES, 0));
+	snprintf(other, sizeof(other), "%s",
+	    attest_of("proxy", "DNS:other.example", 0));
+	snprintf(old, sizeof(old), "%s", attest_of("proxy", MULTI_NAMES, 1));
+	snprintf(changed, sizeof(changed), "%s", good);
+	p = strchr(changed, ':');
+	CHECK(good[0] != '\0' && p != NULL && strlen(good) == strlen(other));
+	if (p != NULL)
+		p[1] = p[1] == '0' ? '1' : '0';
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		CHECK(server_side_attest(k, ctx, "proxy", NULL, NULL, 0,
+		          MULTI_NAMES, bad[i].attest, NULL, &s) == 0);
+		CHECK(!s.hs && s.d.ok == 0 && s.d.error != NULL &&
+		      strcmp(s.d.error, bad[i].why) == 0);
+		if (s.d.error && strcmp(s.d.error, bad[i].why) != 0)
+			fprintf(
+			    stderr, "attest case %zu: '%s'\n", i, s.d.error);
+		srv_conn_close(&s);
+	}
+	/* The same key in every tlsd: one made here works there. */
+	CHECK(server_side_attest(k, ctx, "proxy", NULL, NULL, 0, MULTI_NAMES,
+	          good, "mail.example.org", &s) == 0);
+	CHECK(s.hs && s.d.ok == 1);
+	srv_conn_close(&s);
+	/* Another policy with the same authority: the same key. */
+	CHECK(server_side_attest(k, ctx, "proxy-cert", NULL, NULL, 0,
+	          MULTI_NAMES, good, "mail.example.org", &s) == 0);
+	CHECK(s.hs && s.d.ok == 1);
+	srv_conn_close(&s);
+
+	/* The real server's handshake through the client proxy pool: its
+	 * DONE's attest gets its names minted. */
+	sctx = server_ctx(multi_cert);
+	CHECK(client_side(k, sctx, CFG_ORIGINAL_DST ":proxy",
+	          "mail.example.org", &s) == 0);
+	CHECK(s.hs && s.d.ok == 1 && s.d.names &&
+	      strcmp(s.d.names, MULTI_NAMES) == 0 && s.d.attest &&
+	      strchr(s.d.attest, ':') != NULL);
+	snprintf(good, sizeof(good), "%s", s.d.attest ? s.d.attest : "");
+	srv_conn_close(&s);
+	CHECK(server_side_attest(k, ctx, "proxy", NULL, NULL, 0, MULTI_NAMES,
+	          good, "mail.example.org", &s) == 0);
+	CHECK(s.hs && s.d.ok == 1);
+	srv_conn_close(&s);
+	/* An ordinary pool: names, no attest. */
+	CHECK(client_side(k, sctx, "verified", "mail.example.org", &s) == 0);
+	CHECK(s.hs && s.d.ok == 1 && s.d.attest && s.d.attest[0] == '\0');
+	srv_conn_close(&s);
+	SSL_CTX_free(sctx);
 }
 
 /* A client that trusts only the Proxy Authority. */
@@ -1676,6 +1812,12 @@ run_suite(const char *root)
 	test_client_relay_resume(&k);
 	test_client_names(&k);
 	test_server_mint(&k);
+	{
+		SSL_CTX *a = auth_client_ctx();
+
+		test_server_attest(&k, a);
+		SSL_CTX_free(a);
+	}
 	test_timeout(&k);
 	test_garbage(&k);
 	CHECK(kid_end(&k));
