@@ -261,6 +261,9 @@ ctx_profile(SSL_CTX *ctx, const struct cfg_tls_profile *p, int server,
 		}
 	}
 	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+	/* One read() takes what the peer sent (the records of a flight
+	 * together), not a header and then a body for each record. */
+	SSL_CTX_set_read_ahead(ctx, 1);
 	/*
 	 * A TCP EOF without close_notify is a plain EOF: many IMAP clients
 	 * end that way, and as a fatal error it would also drop the

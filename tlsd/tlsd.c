@@ -12,6 +12,7 @@
  * builds a new generation of contexts; connections in progress keep
  * the generation they started with.
  */
+#include <malloc.h>
 #include <signal.h>
 
 #include "log.h"
@@ -73,6 +74,13 @@ tlsd_main(int instance, int debug, int verbose)
 	/* A write to a socket netd or the peer closed is an error, not
 	 * the end of the process. */
 	signal(SIGPIPE, SIG_IGN);
+	/* Every handshake allocates and frees OpenSSL's record buffers:
+	 * keep the heap's top instead of a brk() up and down for each. */
+	mallopt(M_TOP_PAD, 1024 * 1024);
+	mallopt(M_TRIM_THRESHOLD, 4 * 1024 * 1024);
+	/* and the relay buffers (TLSD_RELAY_MAX) from the heap too, not
+	 * an mmap() and munmap() per connection */
+	mallopt(M_MMAP_THRESHOLD, 2 * TLSD_RELAY_MAX);
 	return proc_worker_main_hooks(
 	    ROLE_TLSD, instance, debug, verbose, tlsd_peer_frame, &hooks);
 }
