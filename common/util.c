@@ -330,3 +330,13 @@ hex_encode(const uint8_t *h, size_t n, char *out)
 	}
 	out[2 * n] = '\0';
 }
+
+struct timeval
+ms_timeval(uint64_t ms)
+{
+	struct timeval tv;
+
+	tv.tv_sec = (time_t)(ms / 1000);
+	tv.tv_usec = (suseconds_t)(ms % 1000) * 1000;
+	return tv;
+}

@@ -4,6 +4,7 @@
 
 #include <stdint.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 
 #include "config.h"
 
@@ -25,5 +26,7 @@ int write_all(int fd, const void *p, size_t n);
 int hex_value(int c);
 /* n bytes as 2n lowercase hex digits and a NUL, into out. */
 void hex_encode(const uint8_t *, size_t n, char *out);
+/* ms milliseconds as a timeval (libevent timers). */
+struct timeval ms_timeval(uint64_t ms);
 
 #endif

@@ -11,52 +11,35 @@
 
 #include "log.h"
 #include "netd.h"
+#include "peerreq.h"
 #include "scanreq.h"
 
 /* Longest a verdict may take beyond the action's own scan time limit. */
 #define SCAN_GRACE_MS 30000
 
 struct scan_req {
-	struct scan_req *next, *prev;
-	struct netd *n;
-	uint64_t id;
-	struct proc_chan *chan;
-	struct event *timer;
+	struct peer_req pr; /* first: the peer_req is the scan_req */
 	scan_cb cb;
-	void *arg; /* NULL once cancelled */
-	const char *why; /* set: fail with this at the next turn */
 };
 
-static struct scan_req *reqs;
-static uint64_t nextid;
-static unsigned rr;
+static void req_fail(struct peer_req *, const char *why);
 
-static void
-req_unlink(struct scan_req *r)
-{
-	if (r->prev)
-		r->prev->next = r->next;
-	else
-		reqs = r->next;
-	if (r->next)
-		r->next->prev = r->prev;
-	if (r->timer)
-		event_free(r->timer);
-}
+static struct peer_reqs reqs = {
+    .role = ROLE_SCAND, .timeout = "scan timed out", .fail = req_fail};
 
 static void
 req_finish(struct scan_req *r, struct scan_result *res)
 {
-	req_unlink(r);
-	if (r->arg)
-		r->cb(r->arg, res);
+	peerreq_unlink(&r->pr);
+	if (r->pr.arg)
+		r->cb(r->pr.arg, res);
 	else if (res->fd != -1)
 		close(res->fd);
 	free(r);
 }
 
 static void
-req_error(struct scan_req *r, const char *why)
+req_fail(struct peer_req *pr, const char *why)
 {
 	struct scan_result res;
 
@@ -64,61 +47,7 @@ req_error(struct scan_req *r, const char *why)
 	res.verdict = SCAN_ERROR;
 	res.fd = -1;
 	snprintf(res.reason, sizeof(res.reason), "%s", why);
-	req_finish(r, &res);
-}
-
-static void
-req_timeout(evutil_socket_t fd, short ev, void *arg)
-{
-	struct scan_req *r = arg;
-
-	req_error(r, r->why ? r->why : "scan timed out");
-}
-
-/* Fail from the event loop, never inside scan_submit(): callers need
- * not be reentrant. */
-static void
-req_later(struct scan_req *r, const char *why)
-{
-	struct timeval zero = {0, 0};
-
-	r->why = why;
-	evtimer_add(r->timer, &zero);
-}
-
-/* Round robin over the scand workers that are connected. */
-static struct proc_chan *
-pick_scand(struct netd *n)
-{
-	unsigned i, k, load, best_load = 0;
-	struct proc_chan *c, *best = NULL;
-	struct scan_req *r;
-
-	/* The scanner with the fewest requests in flight; round robin
-	 * among equals, so that idle scanners share the work. */
-	for (i = 0; i < IMAPGW_MAX_INSTANCES; i++) {
-		k = (rr + i) % IMAPGW_MAX_INSTANCES;
-		c = n->peers.chan[ROLE_SCAND][k];
-		if (c == NULL || c->dead)
-			continue;
-		load = 0;
-		for (r = reqs; r != NULL; r = r->next)
-			if (r->chan == c)
-				load++;
-		if (best == NULL || load < best_load) {
-			best = c;
-			best_load = load;
-			if (load == 0) {
-				rr = k + 1;
-				break;
-			}
-		}
-	}
-	if (best != NULL && best_load > 0)
-		for (i = 0; i < IMAPGW_MAX_INSTANCES; i++)
-			if (n->peers.chan[ROLE_SCAND][i] == best)
-				rr = i + 1;
-	return best;
+	req_finish((struct scan_req *)pr, &res);
 }
 
 struct scan_req *
@@ -130,30 +59,19 @@ scan_submit(struct netd *n, int fd, uint64_t size, int kind, int action,
 	unsigned i;
 	const struct cfg_action *act = &n->cur->cfg->actions[action];
 	struct scan_req *r;
-	struct timeval tv;
 	struct buf b;
-	uint64_t ms;
 
 	if ((r = calloc(1, sizeof(*r))) == NULL)
 		fatal("calloc");
-	r->n = n;
-	r->id = ++nextid;
 	r->cb = cb;
-	r->arg = arg;
-	r->next = reqs;
-	if (reqs)
-		reqs->prev = r;
-	reqs = r;
-	r->timer = evtimer_new(n->env.base, req_timeout, r);
-	if (r->timer == NULL)
-		fatalx("evtimer_new");
-	if ((r->chan = pick_scand(n)) == NULL) {
+	peerreq_add(&reqs, &r->pr, n, arg);
+	if (r->pr.chan == NULL) {
 		close(fd);
-		req_later(r, "no scanner available");
+		peerreq_later(&r->pr, "no scanner available");
 		return r;
 	}
 	buf_init(&b, 0);
-	buf_add_u64(&b, r->id);
+	buf_add_u64(&b, r->pr.id);
 	buf_add_u32(&b, (uint32_t)kind);
 	buf_add_u32(&b, (uint32_t)action);
 	buf_add_str(&b, user);
@@ -166,18 +84,15 @@ scan_submit(struct netd *n, int fd, uint64_t size, int kind, int action,
 	}
 	buf_add_u32(&b, flags); /* never SCAN_F_REPORT here */
 	buf_add_str(&b, policy);
-	if (proc_compose(r->chan, IMSG_SCAN_REQ, 0, fd, buf_head(&b),
+	if (proc_compose(r->pr.chan, IMSG_SCAN_REQ, 0, fd, buf_head(&b),
 	        buf_used(&b)) == -1) {
 		buf_free(&b);
-		r->chan = NULL;
-		req_later(r, "cannot reach the scanner");
+		r->pr.chan = NULL;
+		peerreq_later(&r->pr, "cannot reach the scanner");
 		return r;
 	}
 	buf_free(&b);
-	ms = act->antivirus.max_scan_time_ms + SCAN_GRACE_MS;
-	tv.tv_sec = (time_t)(ms / 1000);
-	tv.tv_usec = (suseconds_t)(ms % 1000) * 1000;
-	evtimer_add(r->timer, &tv);
+	peerreq_arm(&r->pr, act->antivirus.max_scan_time_ms + SCAN_GRACE_MS);
 	return r;
 }
 
@@ -185,7 +100,7 @@ void
 scan_cancel(struct scan_req *r)
 {
 	if (r)
-		r->arg = NULL;
+		r->pr.arg = NULL;
 }
 
 /* The result fd must hold what the frame says it holds. */
@@ -264,9 +179,7 @@ scan_peer_frame(struct netd *n, struct proc_chan *c, struct imsg *imsg)
 			rd.err = 1;
 	res.env_off = rd_u64(&rd);
 	res.env_len = rd_u64(&rd);
-	for (r = reqs; r; r = r->next)
-		if (r->id == id && r->chan == c)
-			break;
+	r = (struct scan_req *)peerreq_find(&reqs, id, c);
 	if (rd_end(&rd) == -1 || reason == NULL || r == NULL ||
 	    res.verdict < SCAN_CLEAN || res.verdict > SCAN_ERROR ||
 	    result_check(&res, imsg) == -1) {
@@ -285,11 +198,5 @@ scan_peer_frame(struct netd *n, struct proc_chan *c, struct imsg *imsg)
 void
 scan_peer_gone(struct netd *n, struct proc_chan *c)
 {
-	struct scan_req *r, *next;
-
-	for (r = reqs; r; r = next) {
-		next = r->next;
-		if (r->chan == c)
-			req_error(r, "scanner went away");
-	}
+	peerreq_gone(&reqs, c, "scanner went away");
 }

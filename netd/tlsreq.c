@@ -9,6 +9,7 @@
 
 #include "log.h"
 #include "netd.h"
+#include "peerreq.h"
 #include "tlsreq.h"
 
 /* tlsd gives up a handshake after TLS_HANDSHAKE_TIMEOUT_MS; netd a
@@ -16,75 +17,35 @@
 #define TLS_GRACE_MS 5000
 
 struct tls_req {
-	struct tls_req *next, *prev;
-	uint64_t id;
-	struct proc_chan *chan;
-	struct event *timer;
+	struct peer_req pr; /* first: the peer_req is the tls_req */
 	tls_cb cb;
-	void *arg; /* NULL once cancelled */
-	const char *why; /* set: fail with this at the next turn */
 };
 
-static struct tls_req *reqs;
-static uint64_t nextid;
+static void req_fail(struct peer_req *, const char *why);
+
+static struct peer_reqs reqs = {
+    .role = ROLE_TLSD, .timeout = "TLS handshake timed out", .fail = req_fail};
 
 static void
 req_finish(struct tls_req *r, struct tls_result *res)
 {
-	if (r->prev)
-		r->prev->next = r->next;
-	else
-		reqs = r->next;
-	if (r->next)
-		r->next->prev = r->prev;
-	event_free(r->timer);
-	if (r->arg)
-		r->cb(r->arg, res);
+	peerreq_unlink(&r->pr);
+	if (r->pr.arg)
+		r->cb(r->pr.arg, res);
 	else if (res->fd != -1)
 		close(res->fd);
 	free(r);
 }
 
 static void
-req_error(struct tls_req *r, const char *why)
+req_fail(struct peer_req *pr, const char *why)
 {
 	struct tls_result res;
 
 	memset(&res, 0, sizeof(res));
 	res.fd = -1;
 	snprintf(res.error, sizeof(res.error), "%s", why);
-	req_finish(r, &res);
-}
-
-static void
-req_timeout(evutil_socket_t fd, short ev, void *arg)
-{
-	struct tls_req *r = arg;
-
-	req_error(r, r->why ? r->why : "TLS handshake timed out");
-}
-
-/* The tlsd worker with the fewest handshakes in flight. */
-static struct proc_chan *
-pick_tlsd(struct netd *n)
-{
-	struct proc_chan *c, *best = NULL;
-	unsigned i, load, best_load = 0;
-	struct tls_req *r;
-
-	for (i = 0; i < IMAPGW_MAX_INSTANCES; i++) {
-		c = n->peers.chan[ROLE_TLSD][i];
-		if (c == NULL || c->dead)
-			continue;
-		load = 0;
-		for (r = reqs; r != NULL; r = r->next)
-			load += r->chan == c;
-		if (best == NULL || load < best_load) {
-			best = c;
-			best_load = load;
-		}
-	}
-	return best;
+	req_finish((struct tls_req *)pr, &res);
 }
 
 struct tls_req *
@@ -92,46 +53,33 @@ tls_start(struct netd *n, int fd, int side, const char *policy,
     const char *server, const char *name, const char *attest, const char *peer,
     tls_cb cb, void *arg)
 {
-	struct timeval tv, zero = {0, 0};
 	struct tls_req *r;
 	struct buf b;
-	uint64_t ms = TLS_HANDSHAKE_TIMEOUT_MS + TLS_GRACE_MS;
 
 	if ((r = calloc(1, sizeof(*r))) == NULL)
 		fatal("calloc");
-	r->id = ++nextid;
 	r->cb = cb;
-	r->arg = arg;
-	r->next = reqs;
-	if (reqs)
-		reqs->prev = r;
-	reqs = r;
-	if ((r->timer = evtimer_new(n->env.base, req_timeout, r)) == NULL)
-		fatalx("evtimer_new");
-	if ((r->chan = pick_tlsd(n)) == NULL) {
+	peerreq_add(&reqs, &r->pr, n, arg);
+	if (r->pr.chan == NULL) {
 		close(fd);
-		r->why = "no TLS worker available";
-		evtimer_add(r->timer, &zero);
+		peerreq_later(&r->pr, "no TLS worker available");
 		return r;
 	}
 	buf_init(&b, 0);
-	buf_add_u64(&b, r->id);
+	buf_add_u64(&b, r->pr.id);
 	buf_add_u32(&b, (uint32_t)side);
 	buf_add_str(&b, policy ? policy : "");
 	buf_add_str(&b, server ? server : "");
 	buf_add_str(&b, name ? name : "");
 	buf_add_str(&b, peer ? peer : "");
 	buf_add_str(&b, attest ? attest : "");
-	if (proc_compose(r->chan, IMSG_TLS_START, 0, fd, buf_head(&b),
+	if (proc_compose(r->pr.chan, IMSG_TLS_START, 0, fd, buf_head(&b),
 	        buf_used(&b)) == -1) {
-		r->chan = NULL;
-		r->why = "cannot reach the TLS worker";
-		ms = 0;
-	}
+		r->pr.chan = NULL;
+		peerreq_later(&r->pr, "cannot reach the TLS worker");
+	} else
+		peerreq_arm(&r->pr, TLS_HANDSHAKE_TIMEOUT_MS + TLS_GRACE_MS);
 	buf_free(&b);
-	tv.tv_sec = (time_t)(ms / 1000);
-	tv.tv_usec = (suseconds_t)(ms % 1000) * 1000;
-	evtimer_add(r->timer, &tv);
 	return r;
 }
 
@@ -139,7 +87,7 @@ void
 tls_cancel(struct tls_req *r)
 {
 	if (r)
-		r->arg = NULL;
+		r->pr.arg = NULL;
 }
 
 static void
@@ -176,9 +124,7 @@ tls_peer_frame(struct netd *n, struct proc_chan *c, struct imsg *imsg)
 	res.resumed = rd_u32(&rd) == 1;
 	names = rd_str(&rd, TLS_MAX_NAMES);
 	attest = rd_str(&rd, TLS_MAX_ATTEST);
-	for (r = reqs; r; r = r->next)
-		if (r->id == id && r->chan == c)
-			break;
+	r = (struct tls_req *)peerreq_find(&reqs, id, c);
 	if (rd_end(&rd) == 0 && r == NULL && ok <= 1 &&
 	    (ok == 1) == (imsg->fd != -1)) {
 		/* Given up on here (timed out, session gone): the answer
@@ -224,11 +170,5 @@ tls_peer_frame(struct netd *n, struct proc_chan *c, struct imsg *imsg)
 void
 tls_peer_gone(struct netd *n, struct proc_chan *c)
 {
-	struct tls_req *r, *next;
-
-	for (r = reqs; r; r = next) {
-		next = r->next;
-		if (r->chan == c)
-			req_error(r, "TLS worker went away");
-	}
+	peerreq_gone(&reqs, c, "TLS worker went away");
 }

@@ -46,6 +46,7 @@
 #include "log.h"
 #include "tls.h"
 #include "tlsd.h"
+#include "util.h"
 
 /* A buffer that drained after a read smaller than this is released. */
 #define RELAY_KEEP_READ 16384
@@ -424,7 +425,7 @@ plain_write(struct conn *c)
 static void
 tls_close(struct conn *c)
 {
-	struct timeval tv = {TLSD_LINGER_MS / 1000, 0};
+	struct timeval tv = ms_timeval(TLSD_LINGER_MS);
 	int r, e;
 
 	ERR_clear_error();
@@ -794,8 +795,7 @@ client_setup(struct conn *c, char *why, size_t len)
 static int
 conn_begin(struct conn *c, char *why, size_t len)
 {
-	struct timeval tv = {
-	    hs_timeout_ms / 1000, (hs_timeout_ms % 1000) * 1000};
+	struct timeval tv = ms_timeval(hs_timeout_ms);
 	struct tlsd_policy *pol;
 	SSL_CTX *ctx = NULL;
 	int fd;
