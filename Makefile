@@ -148,7 +148,7 @@ clean:
 
 .PHONY: all deps unit unit-asan check demo bench format install clean
 
-# ---- fuzz: libFuzzer harnesses for netd/imap_parse.c (regress/fuzz) ----
+# ---- fuzz: libFuzzer harnesses for netd/imap_parse.c and netd/sni.c (regress/fuzz) ----
 #   make fuzz-smoke   each harness FUZZ_SMOKE_TIME seconds (default 10),
 #                     ASan/UBSan; fails on any crash or broken invariant
 #   make fuzz         each harness FUZZ_TIME seconds (default 600)
@@ -158,7 +158,11 @@ FUZZ_SMOKE_TIME	?= 10
 FUZZ_CFLAGS	= -std=gnu11 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer \
 		  -fsanitize=fuzzer,address,undefined \
 		  -fno-sanitize-recover=undefined -Wall -Wextra -Inetd
-FUZZ_BIN	= $(B)/fuzz/fuzz_command $(B)/fuzz/fuzz_response
+FUZZ_BIN	= $(B)/fuzz/fuzz_command $(B)/fuzz/fuzz_response $(B)/fuzz/fuzz_sni
+
+$(B)/fuzz/fuzz_sni: regress/fuzz/fuzz_sni.c netd/sni.c netd/sni.h
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< netd/sni.c
 
 $(B)/fuzz/fuzz_%: regress/fuzz/fuzz_%.c regress/fuzz/fuzz_common.h \
 		  netd/imap_parse.c netd/imap_parse.h

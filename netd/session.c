@@ -25,6 +25,7 @@
 
 #include "log.h"
 #include "session.h"
+#include "sni.h"
 #include "tlsreq.h"
 #include "util.h"
 
@@ -124,6 +125,8 @@ session_end(struct session *s, const char *reason)
 	sink_free(&s->to_s);
 	if (s->connev)
 		event_free(s->connev);
+	if (s->hellev)
+		event_free(s->hellev);
 	if (s->timer)
 		event_free(s->timer);
 	if (s->kickev)
@@ -714,9 +717,7 @@ session_timer_cb(evutil_socket_t fd, short ev, void *arg)
 		session_end(s, "idle timeout");
 		return;
 	}
-	idle = s->pol->idle_timeout_ms - idle;
-	tv.tv_sec = (time_t)(idle / 1000);
-	tv.tv_usec = (suseconds_t)(idle % 1000) * 1000;
+	tv = ms_timeval(s->pol->idle_timeout_ms - idle);
 	evtimer_add(s->timer, &tv);
 }
 
@@ -739,8 +740,7 @@ session_relay(struct session *s)
 	s->c.fr.hold_sync = 1;
 	s->last = now_mono();
 	evtimer_del(s->timer);
-	tv.tv_sec = (time_t)(s->pol->idle_timeout_ms / 1000);
-	tv.tv_usec = (suseconds_t)(s->pol->idle_timeout_ms % 1000) * 1000;
+	tv = ms_timeval(s->pol->idle_timeout_ms);
 	evtimer_add(s->timer, &tv);
 	dir_update(&s->c);
 	dir_update(&s->sv);
@@ -803,6 +803,10 @@ server_tls_name(struct session *s, char *buf, size_t len)
 	struct in6_addr a6;
 	struct in_addr a4;
 
+	/* The client proxy: the name the client asked for, else the
+	 * address. */
+	if (s->pol->original)
+		return s->sni;
 	if (s->srv->server_name != NULL)
 		return s->srv->server_name;
 	if (h == NULL || h[0] == '[')
@@ -1037,8 +1041,7 @@ session_connect(struct session *s)
 	    event_new(s->n->env.base, fd, EV_WRITE, session_connected_cb, s);
 	if (s->connev == NULL)
 		fatalx("event_new");
-	tv.tv_sec = (time_t)(s->srv->connect_timeout_ms / 1000);
-	tv.tv_usec = (suseconds_t)(s->srv->connect_timeout_ms % 1000) * 1000;
+	tv = ms_timeval(s->srv->connect_timeout_ms);
 	evtimer_add(s->timer, &tv);
 	if (connect(fd, (const struct sockaddr *)&a->ss, a->len) == 0) {
 		backend_ready(s);
@@ -1048,6 +1051,80 @@ session_connect(struct session *s)
 		return -1;
 	event_add(s->connev, NULL);
 	return 0;
+}
+
+static void
+session_backend(struct session *s)
+{
+	int err;
+
+	if (session_connect(s) == -1) {
+		err = errno;
+		log_event(LOG_WARNING, "backend unavailable", "client",
+		    s->client, "server", s->srv->name, "backend",
+		    s->mem->addr.text, "error", strerror(err), NULL);
+		client_say(s, BYE_UNAVAILABLE);
+		session_end(s, "backend unavailable");
+	}
+}
+
+/*
+ * The client proxy with implicit TLS: the server name (SNI) of the
+ * client's ClientHello, peeked at (the bytes stay in the socket for
+ * tlsd), so that the real server is met and verified under the name the
+ * client asks for; a ClientHello without one: verified by its address.
+ * What is not a ClientHello ends the session.  Edge-triggered: each
+ * arrival is looked at once; bounded by twice the server's connect
+ * timeout however slowly it comes.
+ */
+static void
+hello_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	struct session *s = arg;
+	uint8_t buf[SNI_PEEK_MAX];
+	struct timespec now;
+	const char *why = NULL;
+	ssize_t n;
+	int r = SNI_MORE;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	n = recv(s->cfd, buf, sizeof(buf), MSG_PEEK);
+	if (n > 0)
+		r = sni_parse(buf, (size_t)n, s->sni, sizeof(s->sni));
+	if (n == 0)
+		why = "client closed";
+	else if (n == -1 && errno != EAGAIN && errno != EINTR)
+		why = "client read error";
+	else if (r == SNI_BAD || (r == SNI_MORE && n == (ssize_t)sizeof(buf)))
+		why = "not a TLS ClientHello with a usable server name";
+	else if (r == SNI_MORE &&
+	         ((ev & EV_TIMEOUT) ||
+	             (uint64_t)(now.tv_sec - s->start.tv_sec) * 1000 >
+	                 2 * s->srv->connect_timeout_ms))
+		why = "no ClientHello in time";
+	if (why != NULL) {
+		log_event(LOG_NOTICE, "anomaly", "client", s->client, "policy",
+		    s->pol->name, "from", "client", "error", why, NULL);
+		session_end(s, why);
+		return;
+	}
+	if (r == SNI_MORE)
+		return;
+	event_free(s->hellev);
+	s->hellev = NULL;
+	session_backend(s);
+}
+
+static void
+hello_wait(struct session *s)
+{
+	struct timeval tv = ms_timeval(s->srv->connect_timeout_ms);
+
+	s->hellev = event_new(
+	    s->n->env.base, s->cfd, EV_READ | EV_PERSIST | EV_ET, hello_cb, s);
+	if (s->hellev == NULL)
+		fatalx("event_new");
+	event_add(s->hellev, &tv);
 }
 
 /*
@@ -1096,7 +1173,7 @@ session_accept(struct netd *n, struct netd_listener *l, int fd,
 	const struct cfg_policy *pol = &l->nc->cfg->policies[l->policy];
 	struct session *s;
 	char client[80], id[24];
-	int on = 1, err;
+	int on = 1;
 
 	addr_text(sa, client, sizeof(client));
 	/* Before anything else: a blocked site gets not even a greeting. */
@@ -1150,18 +1227,16 @@ session_accept(struct netd *n, struct netd_listener *l, int fd,
 	if (pol->original && original_dst(s, fd) == -1)
 		return;
 	/* The client proxy meets the real server first (its certificate's
-	 * names make the one the client sees); otherwise the client's
-	 * handshake first, then the backend. */
-	if (s->implicit && !pol->original) {
+	 * names make the one the client sees), under the name the client
+	 * asks for; otherwise the client's handshake first, then the
+	 * backend. */
+	if (s->implicit && pol->original) {
+		hello_wait(s);
+		return;
+	}
+	if (s->implicit) {
 		client_tls_start(s);
 		return;
 	}
-	if (session_connect(s) == -1) {
-		err = errno;
-		log_event(LOG_WARNING, "backend unavailable", "client", client,
-		    "server", s->srv->name, "backend", s->mem->addr.text,
-		    "error", strerror(err), NULL);
-		client_say(s, BYE_UNAVAILABLE);
-		session_end(s, "backend unavailable");
-	}
+	session_backend(s);
 }

@@ -126,6 +126,10 @@ struct session {
 	struct cfg_member orig; /* to: original-destination: the server */
 	char names[TLS_MAX_NAMES + 1]; /* the real server's, to present */
 	char attest[TLS_MAX_ATTEST + 1]; /* tlsd's attest of names */
+	/* The client proxy: the server name of the client's ClientHello
+	 * ("" none), peeked at by hellev before the real server is met. */
+	char sni[TLS_MAX_NAME + 1];
+	struct event *hellev;
 	int stls; /* the server side runs TLS */
 	int starttls; /* STARTTLS answered: hand over once it is out */
 	struct tls_req *tlsreq; /* a handshake in tlsd */

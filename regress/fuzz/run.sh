@@ -17,7 +17,7 @@ cd "$(dirname "$0")/../.." || exit 1
 : "${ASAN_OPTIONS:=abort_on_error=1:detect_leaks=1}"
 export UBSAN_OPTIONS ASAN_OPTIONS
 
-[ $# -gt 0 ] || set -- build/fuzz/fuzz_command build/fuzz/fuzz_response
+[ $# -gt 0 ] || set -- build/fuzz/fuzz_command build/fuzz/fuzz_response build/fuzz/fuzz_sni
 mkdir -p build/fuzz/artifacts
 rc=0
 for bin in "$@"; do

@@ -77,7 +77,10 @@ def main():
     sh("ip", "link", "set", "lo", "up")
     server_ca = make_ca(d, "server-ca", "imapgw test server CA")
     proxy_ca = make_ca(d, "proxy-ca", "imapgw test Proxy Authority")
-    leaf = make_leaf(d, server_ca, "server", "DNS:mail.test,IP:127.0.0.2")
+    # argv[1]: the real server's names ("DNS:mail.test" alone: only the
+    # name the client asks for can verify it)
+    san = sys.argv[1] if len(sys.argv) > 1 else "DNS:mail.test,IP:127.0.0.2"
+    leaf = make_leaf(d, server_ca, "server", san)
     conf = dovecot_mod.TLS_CONF.format(cert=leaf[0], key=leaf[1],
                                        imaps_port=993)
     conf = conf.replace("address = 127.0.0.1\n    port = 993",
@@ -154,6 +157,26 @@ policies:
         out["fetch_ok"] = b"c OK" in body
         tls.sendall(b"d LOGOUT\r\n")
         tls.close()
+        # a client that names no server (no SNI): the real server is
+        # verified by its address
+        nctx = ssl.create_default_context(cafile=proxy_ca[0])
+        nctx.check_hostname = False
+        raw = socket.create_connection(("127.0.0.2", 993), timeout=20)
+        try:
+            t2 = nctx.wrap_socket(raw, server_hostname=None)
+            out["nosni_greeting"] = t2.recv(4096).decode(errors="replace")
+            t2.close()
+        except (OSError, ssl.SSLError) as ex:
+            out["nosni_error"] = repr(ex)
+        # not TLS at all: the gateway ends it without meeting the server
+        raw = socket.create_connection(("127.0.0.2", 993), timeout=20)
+        raw.sendall(b"a LOGIN proxied secret\r\n")
+        try:
+            out["plain_answer"] = raw.recv(4096).decode(errors="replace")
+        except OSError as ex:
+            out["plain_answer"] = repr(ex)
+        raw.close()
+        time.sleep(0.5)
         # the real server, as the gateway saw it
         with open(os.path.join(d, "gw.log")) as f:
             text = f.read()
@@ -162,6 +185,10 @@ policies:
         out["log_client_tls"] = [ln for ln in text.splitlines()
                                  if "client tls" in ln][:2]
         out["log_backend"] = "backend=127.0.0.2:993" in text
+        out["log_verify_failed"] = [ln for ln in text.splitlines()
+                                    if "certificate verify failed" in ln][:2]
+        out["log_not_hello"] = [ln for ln in text.splitlines()
+                                if "not a TLS ClientHello" in ln][:2]
     except Exception as ex:  # reported, the test fails on it
         out["error"] = repr(ex)
         try:
