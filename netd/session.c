@@ -51,6 +51,7 @@ static void dir_init(
     struct session *, struct dir *, const char *, int, enum framer_dir);
 static void sink_write_cb(evutil_socket_t, short, void *);
 static int session_connect(struct session *);
+static void session_backend(struct session *);
 static void client_handover(struct session *);
 static void session_relay(struct session *);
 
@@ -530,13 +531,7 @@ client_tls_done(void *arg, struct tls_result *res)
 		session_relay(s); /* the client proxy: the server came first */
 		return;
 	}
-	if (session_connect(s) == -1) {
-		log_event(LOG_WARNING, "backend unavailable", "client",
-		    s->client, "server", s->srv->name, "backend",
-		    s->mem->addr.text, "error", strerror(errno), NULL);
-		client_say(s, BYE_UNAVAILABLE);
-		session_end(s, "backend unavailable");
-	}
+	session_backend(s);
 }
 
 static void
@@ -1053,6 +1048,7 @@ session_connect(struct session *s)
 	return 0;
 }
 
+/* Connect to the backend; a failure ends the session with a BYE. */
 static void
 session_backend(struct session *s)
 {
