@@ -259,6 +259,25 @@ def peak_rss_kb(pids):
     return out
 
 
+def store_note(g, ks, msgs):
+    """What the verdict store holds on disk, against the mail: it keeps
+    the sanitized form of the changed messages (not re-derived from the
+    original: a rescan after a signature update could give another one,
+    and costs what the first run shows)."""
+    path = os.path.join(g.state_dir, "verdicts", "data.mdb")
+    try:
+        st = os.stat(path)
+    except OSError:
+        return "verdict store: %s not found" % path
+    changed = sum(len(m) for m, k in zip(msgs, ks)
+                  if k in ("eicar", "spam"))
+    return ("verdict store (state_dir/verdicts/data.mdb): %.1f MB on disk "
+            "(%.1f MB allocated) for %d messages, %.1f MB of them "
+            "changed (their sanitized form is stored)" % (
+                st.st_size / 1e6, st.st_blocks * 512 / 1e6, len(msgs),
+                changed / 1e6))
+
+
 def judged(g):
     return len(JUDGED.findall(g.log_text()))
 
@@ -403,6 +422,7 @@ def main():
                         % (judged(g) - n0, REPS))
                 if "restart" not in SKIP:
                     guarded("strict restart", restarts)
+                notes["store"] = store_note(g, ks, msgs)
 
         if not pairs:
             guarded("rounds", lambda: rounds(None))
@@ -419,7 +439,7 @@ def main():
                        med[k] / med["direct"]),
                    ("%10.3f", "%10.3f", "%12.0f", "%10.2f"), 16)
         print()
-        for k in ("lazy", "strict", "cached", "restart"):
+        for k in ("lazy", "strict", "cached", "restart", "store"):
             if k in notes:
                 print(notes[k])
         if peaks:

@@ -25,6 +25,7 @@ import subprocess
 import pytest
 
 import dovecot as dovecot_mod
+from clients import mbsync_pull
 from rawimap import RawIMAP
 from test_consistency import (CLEAN, EICAR, EICAR_B64, EXE_B64, EXE_BYTES,
                               MESSAGES, NAMES, PW, close, fetch1, judged,
@@ -133,54 +134,11 @@ def _check_judged_once(g):
 
 # ---- mbsync -----------------------------------------------------------------
 
-MBSYNCRC = """\
-IMAPAccount gw
-Host 127.0.0.1
-Port %(port)d
-User %(user)s
-Pass %(pw)s
-SSLType None
-AuthMechs LOGIN
-Timeout 30
-
-IMAPStore gw-remote
-Account gw
-
-MaildirStore local
-Path %(dir)s/
-Inbox %(dir)s/INBOX
-%(maxsize)s
-Channel ch
-Far :gw-remote:
-Near :local:
-Patterns INBOX
-Create Near
-Sync Pull
-SyncState *
-"""
-
-
 def _mbsync(g, tmp_path, maxsize=None):
     """Run mbsync against g; returns [stored file bytes] (X-TUID line
-    removed)."""
-    _need("mbsync")
-    mdir = tmp_path / "maildir"
-    mdir.mkdir()
-    rc = tmp_path / "mbsyncrc"
-    rc.write_text(MBSYNCRC % {
-        "port": g.port(), "user": USER, "pw": PW, "dir": mdir,
-        "maxsize": "MaxSize %s\n" % maxsize if maxsize else ""})
-    r = subprocess.run(["mbsync", "-c", str(rc), "-a"],
-                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                       timeout=90)
-    assert r.returncode == 0, r.stdout.decode(errors="replace")
-    files = []
-    for sub in ("cur", "new"):
-        d = mdir / "INBOX" / sub
-        for f in sorted(os.listdir(d)):
-            b = (d / f).read_bytes()
-            files.append(re.sub(rb"(?m)^X-TUID: [^\n]*\n", b"", b, count=1))
-    return files
+    removed), in file name order."""
+    return list(mbsync_pull(tmp_path, g.port(), USER, PW,
+                            maxsize=maxsize).values())
 
 
 def test_mbsync(dove, box, sanitized, tmp_path):

@@ -32,6 +32,7 @@ import time
 import pytest
 
 import mailgen
+from clients import mbsync_pull
 from dovecot import free_port
 from gateway import (EICAR, VIRUS_NAME, eicar_attachment_message,
                      eicar_body_message, large_multipart_message, mime_parts,
@@ -405,46 +406,8 @@ def _check_client_result(name, files, box, via):
 
 
 def test_mbsync_sync_result(gw, box, tmp_path):
-    _need("mbsync")
     via = _via_gateway(gw, box)
-    mdir = tmp_path / "maildir"
-    mdir.mkdir()
-    rc = tmp_path / "mbsyncrc"
-    rc.write_text("""\
-IMAPAccount gw
-Host 127.0.0.1
-Port %d
-User %s
-Pass %s
-SSLType None
-AuthMechs LOGIN
-Timeout 60
-
-IMAPStore gw-remote
-Account gw
-
-MaildirStore local
-Path %s/
-Inbox %s/INBOX
-
-Channel ch
-Far :gw-remote:
-Near :local:
-Patterns INBOX
-Create Near
-Sync Pull
-SyncState *
-""" % (gw.port(), USER, PW, mdir, mdir))
-    r = subprocess.run(["mbsync", "-c", str(rc), "-a"],
-                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                       timeout=120)
-    assert r.returncode == 0, r.stdout.decode(errors="replace")
-    files = {}
-    for sub in ("cur", "new"):
-        d = mdir / "INBOX" / sub
-        for f in os.listdir(d):
-            b = (d / f).read_bytes()
-            files[f] = re.sub(rb"(?m)^X-TUID: [^\n]*\n", b"", b, count=1)
+    files = mbsync_pull(tmp_path, gw.port(), USER, PW, timeout=60)
     _check_client_result("mbsync", files, box, via)
 
 

@@ -120,27 +120,11 @@ def log_on_failure(g, request):
 # ---- helpers ------------------------------------------------------------------
 
 def _wait(pred, timeout, g, what):
-    end = time.time() + timeout
-    while time.time() < end:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.05)
-    pytest.fail("timed out waiting for %s:\n%s\n%s"
-                % (what, g.ctl("status").stdout.decode(errors="replace"),
-                   g.log_tail()))
+    return g.wait_until(pred, timeout, what)
 
 
 def _status(g):
-    """{"scand-0": (pid, state), ..., "loader": (pid, state)}."""
-    out = g.ctl("status").stdout.decode(errors="replace")
-    rows = {}
-    for ln in out.splitlines():
-        f = ln.split()
-        if len(f) >= 5 and f[0] in ("scand", "loader"):
-            name = "loader" if f[0] == "loader" else "scand-" + f[1]
-            rows[name] = (int(f[2]), f[4])
-    return rows
+    return g.worker_rows()
 
 
 def _settled_n(g, n):

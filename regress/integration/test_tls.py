@@ -28,6 +28,7 @@ import time
 import pytest
 
 import certs as certs_mod
+from clients import mbsync_pull
 import dovecot as dovecot_mod
 import gateway as gateway_mod
 from conftest import DIRECT, watched
@@ -1041,44 +1042,12 @@ def test_curl(tgt, tdove, pki):
 
 @pytest.mark.parametrize("ssltype", ["IMAPS", "STARTTLS"])
 def test_mbsync(tgt, tdove, pki, tmp_path, ssltype):
-    _need("mbsync")
     _seed(tdove, "tlssync", [_msg(i) for i in range(3)])
-    mdir = tmp_path / "maildir"
-    mdir.mkdir()
-    rc = tmp_path / "mbsyncrc"
-    rc.write_text("""\
-IMAPAccount t
-Host localhost
-Port %d
-User tlssync
-Pass %s
-SSLType %s
-CertificateFile %s
-AuthMechs LOGIN
-Timeout 20
-
-IMAPStore t-remote
-Account t
-
-MaildirStore local
-Path %s/
-Inbox %s/INBOX
-
-Channel ch
-Far :t-remote:
-Near :local:
-Patterns INBOX
-Create Near
-Sync Pull
-SyncState *
-""" % (tgt.imaps if ssltype == "IMAPS" else tgt.plain, PASSWORD, ssltype,
-       pki.ca_cert, mdir, mdir))
-    r = subprocess.run(["mbsync", "-c", str(rc), "-a"],
-                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                       timeout=60)
-    assert r.returncode == 0, r.stdout.decode(errors="replace")
-    n = sum(len(os.listdir(mdir / "INBOX" / s)) for s in ("cur", "new"))
-    assert n == 3
+    files = mbsync_pull(tmp_path,
+                        tgt.imaps if ssltype == "IMAPS" else tgt.plain,
+                        "tlssync", PASSWORD, host="localhost",
+                        ssltype=ssltype, cafile=pki.ca_cert, timeout=20)
+    assert len(files) == 3
 
 
 # ---- keys isolated ----------------------------------------------------------

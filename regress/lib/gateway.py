@@ -502,3 +502,28 @@ class Gateway:
 
     def pids_of(self, role):
         return sorted(p for p, r in self.roles().items() if r == role)
+
+    def worker_rows(self):
+        """{"scand-0": (pid, state), ..., "loader": (pid, state)}, from
+        imapgwctl status."""
+        out = self.ctl("status").stdout.decode(errors="replace")
+        rows = {}
+        for ln in out.splitlines():
+            f = ln.split()
+            if len(f) >= 5 and f[0] in ("scand", "loader"):
+                name = "loader" if f[0] == "loader" else "scand-" + f[1]
+                rows[name] = (int(f[2]), f[4])
+        return rows
+
+    def wait_until(self, pred, timeout, what):
+        """pred()'s first true value within timeout seconds; else
+        AssertionError naming what, with the status and the log's end."""
+        end = time.time() + timeout
+        while time.time() < end:
+            v = pred()
+            if v:
+                return v
+            time.sleep(0.05)
+        raise AssertionError("timed out waiting for %s:\n%s\n%s" % (
+            what, self.ctl("status").stdout.decode(errors="replace"),
+            self.log_tail()))
