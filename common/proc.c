@@ -209,6 +209,11 @@ proc_compose(struct proc_chan *c, uint32_t type, uint32_t peerid, int fd,
 		    imsg_type_name(type));
 		return -1;
 	}
+	/* Out at once if the socket takes it: no write event to arm and
+	 * disarm around every frame.  What is left (or an error, which the
+	 * write event meets again and closes the channel for, outside the
+	 * caller) waits for the socket. */
+	(void)imsgbuf_write(&c->ib);
 	proc_chan_update(c);
 	return 0;
 }
