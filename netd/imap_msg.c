@@ -736,6 +736,25 @@ part_verdict(struct session *s, struct fetch_part *p, char *why, size_t whylen)
 	return act == ACT_DROP ? PV_DROP : PV_DENY;
 }
 
+enum { DENY_BODYSTRUCTURE, DENY_BODY, DENY_ENVELOPE };
+
+/* A structure item of netd's own deny message (one text/plain part),
+ * malloc'd. */
+static char *
+deny_struct(const struct denymsg *dm, int which)
+{
+	size_t blen;
+
+	if (which == DENY_ENVELOPE)
+		return xprintf(&blen, "(NIL \"[imapgw] message withheld\" NIL "
+		                      "NIL NIL NIL NIL NIL NIL NIL)");
+	return xprintf(&blen,
+	    "(\"TEXT\" \"PLAIN\" (\"CHARSET\" \"utf-8\") NIL NIL \"8BIT\" %zu "
+	    "%u%s)",
+	    deny_body_octets(dm), dm->lines,
+	    which == DENY_BODYSTRUCTURE ? " NIL NIL NIL NIL" : "");
+}
+
 /* The content of one section of netd's own deny message. */
 static void
 deny_section(const struct denymsg *dm, const struct scan_section *q,
@@ -919,28 +938,15 @@ fetch_emit(struct fetch_job *j)
 		/* BODYSTRUCTURE, BODY, ENVELOPE: of the sanitized message,
 		 * or of netd's own deny message. */
 		changed = firstv == PV_CHANGED;
-		b = changed
-		        ? NULL
-		        : xprintf(&blen,
-		              "(\"TEXT\" \"PLAIN\" (\"CHARSET\" \"utf-8\") NIL "
-		              "NIL \"8BIT\" %zu %u NIL NIL NIL NIL)",
-		              deny_body_octets(&dm), dm.lines);
 		struct_edit(ed, &ned, j->has_bs, j->bs_val, firstv, first,
-		    first->res.bs_off, first->res.bs_len, b);
-		b = changed
-		        ? NULL
-		        : xprintf(&blen,
-		              "(\"TEXT\" \"PLAIN\" (\"CHARSET\" \"utf-8\") NIL "
-		              "NIL \"8BIT\" %zu %u)",
-		              deny_body_octets(&dm), dm.lines);
+		    first->res.bs_off, first->res.bs_len,
+		    changed ? NULL : deny_struct(&dm, DENY_BODYSTRUCTURE));
 		struct_edit(ed, &ned, j->has_body, j->body_val, firstv, first,
-		    first->res.body_off, first->res.body_len, b);
-		b = changed ? NULL
-		            : xprintf(&blen,
-		                  "(NIL \"[imapgw] message withheld\" NIL "
-		                  "NIL NIL NIL NIL NIL NIL NIL)");
+		    first->res.body_off, first->res.body_len,
+		    changed ? NULL : deny_struct(&dm, DENY_BODY));
 		struct_edit(ed, &ned, j->has_env, j->env_val, firstv, first,
-		    first->res.env_off, first->res.env_len, b);
+		    first->res.env_off, first->res.env_len,
+		    changed ? NULL : deny_struct(&dm, DENY_ENVELOPE));
 	}
 	if (first != NULL)
 		sect_edits(j, first, firstv, &dm, ed, &ned);
