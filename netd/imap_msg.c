@@ -20,6 +20,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,7 +60,6 @@ struct fetch_job {
 	struct oq_ent *hold;
 	uint32_t msgno;
 	unsigned nparts, pending;
-	struct fetch_part part[FETCH_MAX_PARTS];
 	int has_size, has_bs, has_body, has_env;
 	struct imap_span size_val, bs_val, body_val, env_val;
 	int cutmode; /* answered from a message sanitized before */
@@ -78,12 +78,18 @@ struct fetch_job {
 		int has_partial;
 		uint64_t origin, count;
 	} sect[SCAN_MAX_SECT];
-	struct scan_section req[SCAN_MAX_SECT];
+	/* nsect of them, grown as needed: a spec is 1 KiB and most
+	 * responses have one section or none */
+	struct scan_section *req;
+	unsigned reqcap;
 	size_t specbytes; /* the request must fit one frame */
 	int has_cut; /* the BODY.PEEK[] the gateway added: cut */
 	struct imap_span cut;
 	int ckey_ok; /* cut answers go to the cut cache under ckey */
 	uint8_t ckey[32];
+	/* Last and not zeroed with the rest (2.8 KiB each): a part is
+	 * cleared when it is added (job_part). */
+	struct fetch_part part[FETCH_MAX_PARTS];
 };
 
 struct append_msg {
@@ -687,6 +693,7 @@ fetch_job_free(struct fetch_job *j)
 	}
 	lineasm_reset(&j->la);
 	buf_free(&j->la.text);
+	free(j->req);
 	free(j);
 }
 
@@ -987,6 +994,15 @@ job_sect(struct session *s, struct fetch_job *j, const struct lineasm *la,
 
 	if (j->nsect == SCAN_MAX_SECT || j->specbytes > SECT_SPEC_BUDGET)
 		return;
+	if (j->nsect == j->reqcap) {
+		j->reqcap = j->reqcap ? 2 * j->reqcap : 2;
+		if (j->reqcap > SCAN_MAX_SECT)
+			j->reqcap = SCAN_MAX_SECT;
+		j->req = reallocarray(j->req, j->reqcap, sizeof(*j->req));
+		if (j->req == NULL)
+			fatal("reallocarray");
+	}
+	memset(&j->req[j->nsect], 0, sizeof(j->req[0]));
 	x = &j->sect[j->nsect];
 	x->val = it->val;
 	x->size_only = size_only;
@@ -1003,6 +1019,18 @@ job_sect(struct session *s, struct fetch_job *j, const struct lineasm *la,
 	j->nsect++;
 }
 
+/* A new part of job j (nparts < FETCH_MAX_PARTS), cleared. */
+static struct fetch_part *
+job_part(struct fetch_job *j)
+{
+	struct fetch_part *p = &j->part[j->nparts++];
+
+	memset(p, 0, sizeof(*p));
+	p->job = j;
+	p->res.fd = -1;
+	return p;
+}
+
 /* A job for a FETCH response: the items answered from its verdict. */
 static struct fetch_job *
 job_new(struct session *s, struct lineasm *la, struct imap_resp *r)
@@ -1013,8 +1041,9 @@ job_new(struct session *s, struct lineasm *la, struct imap_resp *r)
 	const struct imap_item *it;
 	unsigned i;
 
-	if ((j = calloc(1, sizeof(*j))) == NULL)
-		fatal("calloc");
+	if ((j = malloc(sizeof(*j))) == NULL)
+		fatal("malloc");
+	memset(j, 0, offsetof(struct fetch_job, part));
 	j->s = s;
 	j->msgno = r->num;
 	for (i = 0; i < r->fetch.nitem; i++) {
@@ -1064,11 +1093,9 @@ job_new(struct session *s, struct lineasm *la, struct imap_resp *r)
 		    it->str.kind != IMAP_STR_LITERAL ||
 		    j->nparts == FETCH_MAX_PARTS)
 			continue;
-		p = &j->part[j->nparts++];
-		p->job = j;
+		p = job_part(j);
 		p->val = it->val;
 		p->len = it->str.len;
-		p->res.fd = -1;
 		p->oversize =
 		    it->str.spool >= 0 && la->spools[it->str.spool].fd == -1;
 	}
@@ -1260,10 +1287,8 @@ job_virtual_part(struct fetch_job *j)
 
 	if (j->nparts > 0)
 		return;
-	p = &j->part[j->nparts++];
-	p->job = j;
+	p = job_part(j);
 	p->virt = 1;
-	p->res.fd = -1;
 }
 
 static int
