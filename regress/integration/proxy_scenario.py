@@ -168,6 +168,17 @@ policies:
             t2.close()
         except (OSError, ssl.SSLError) as ex:
             out["nosni_error"] = repr(ex)
+        # a ClientHello that never completes: ended when the connect
+        # timeout (10 s) passes without more
+        raw = socket.create_connection(("127.0.0.2", 993), timeout=40)
+        raw.sendall(b"\x16\x03\x01\x02\x00\x01")
+        t0 = time.time()
+        try:
+            out["stalled_answer"] = raw.recv(4096).decode(errors="replace")
+        except OSError as ex:
+            out["stalled_answer"] = repr(ex)
+        out["stalled_secs"] = time.time() - t0
+        raw.close()
         # not TLS at all: the gateway ends it without meeting the server
         raw = socket.create_connection(("127.0.0.2", 993), timeout=20)
         raw.sendall(b"a LOGIN proxied secret\r\n")
@@ -189,6 +200,8 @@ policies:
                                     if "certificate verify failed" in ln][:2]
         out["log_not_hello"] = [ln for ln in text.splitlines()
                                 if "not a TLS ClientHello" in ln][:2]
+        out["log_no_hello"] = [ln for ln in text.splitlines()
+                               if "no ClientHello in time" in ln][:2]
     except Exception as ex:  # reported, the test fails on it
         out["error"] = repr(ex)
         try:

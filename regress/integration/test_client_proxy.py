@@ -64,6 +64,12 @@ def test_transparent_client_proxy(netns):
     assert res.get("nosni_greeting", "").startswith("* OK"), res
     # not TLS: ended before the real server is met
     assert res["log_not_hello"], res
+    # a ClientHello that stalls: ended after the connect timeout (10 s),
+    # with nothing answered (closed, or reset: its bytes were not read)
+    assert res["stalled_answer"] in (
+        "", "ConnectionResetError(104, 'Connection reset by peer')"), res
+    assert 8 <= res["stalled_secs"] <= 25, res
+    assert res["log_no_hello"], res
 
 
 def test_client_proxy_verifies_by_sni(netns):
