@@ -624,7 +624,9 @@ hs_done(struct conn *c)
 	nhandshakes++;
 	send_done(c, fd, "", version, cipher, sni ? sni : "", subject,
 	    SSL_session_reused(c->ssl), names, attest);
-	log_event(LOG_INFO, "tls handshake", "peer", c->peer, "side",
+	/* netd logs each handshake with its session ("client tls",
+	 * "server tls"); this one is for debugging tlsd. */
+	log_event(LOG_DEBUG, "tls handshake", "peer", c->peer, "side",
 	    side_name(c), c->side == TLS_SIDE_SERVER ? "policy" : "server",
 	    c->side == TLS_SIDE_SERVER ? c->policy : c->server, "version",
 	    version, "cipher", cipher, "sni",
