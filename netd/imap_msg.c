@@ -1432,8 +1432,6 @@ strict_fetch(
 	if (cls == PJ_CLEAN) {
 		if (fd != -1)
 			close(fd);
-		if (have_e)
-			vc_entry_free(&e);
 		if (uid_cut(f, r, uid_item, &cut))
 			emit_cut(s, la, cut);
 		else

@@ -97,15 +97,20 @@ copy_str(char *dst, size_t len, char *src)
 	free(src);
 }
 
+/* DONE's strings, in frame order (resumed comes between subject and
+ * names). */
+enum { D_ERROR, D_VERSION, D_CIPHER, D_SNI, D_SUBJECT, D_NAMES, D_ATTEST, D_N };
+
 void
 tls_peer_frame(struct netd *n, struct proc_chan *c, struct imsg *imsg)
 {
 	struct tls_result res;
 	struct tls_req *r;
 	struct reader rd;
-	char *error, *version, *cipher, *sni, *subject, *names, *attest;
+	char *str[D_N];
 	uint64_t id;
 	uint32_t ok;
+	int well, i;
 
 	if (imsg->hdr.type != IMSG_TLS_DONE || c->role != ROLE_TLSD) {
 		proc_chan_fail(c, "unexpected %s from peer",
@@ -116,52 +121,39 @@ tls_peer_frame(struct netd *n, struct proc_chan *c, struct imsg *imsg)
 	imsg_reader(imsg, &rd);
 	id = rd_u64(&rd);
 	ok = rd_u32(&rd);
-	error = rd_str(&rd, TLS_MAX_ERROR - 1);
-	version = rd_str(&rd, sizeof(res.version) - 1);
-	cipher = rd_str(&rd, sizeof(res.cipher) - 1);
-	sni = rd_str(&rd, TLS_MAX_NAME);
-	subject = rd_str(&rd, sizeof(res.subject) - 1);
+	str[D_ERROR] = rd_str(&rd, TLS_MAX_ERROR - 1);
+	str[D_VERSION] = rd_str(&rd, sizeof(res.version) - 1);
+	str[D_CIPHER] = rd_str(&rd, sizeof(res.cipher) - 1);
+	str[D_SNI] = rd_str(&rd, TLS_MAX_NAME);
+	str[D_SUBJECT] = rd_str(&rd, sizeof(res.subject) - 1);
 	res.resumed = rd_u32(&rd) == 1;
-	names = rd_str(&rd, TLS_MAX_NAMES);
-	attest = rd_str(&rd, TLS_MAX_ATTEST);
+	str[D_NAMES] = rd_str(&rd, TLS_MAX_NAMES);
+	str[D_ATTEST] = rd_str(&rd, TLS_MAX_ATTEST);
 	r = (struct tls_req *)peerreq_find(&reqs, id, c);
-	if (rd_end(&rd) == 0 && r == NULL && ok <= 1 &&
-	    (ok == 1) == (imsg->fd != -1)) {
+	well = rd_end(&rd) == 0 && ok <= 1 && (ok == 1) == (imsg->fd != -1);
+	for (i = 0; i < D_N; i++)
+		well = well && str[i] != NULL;
+	if (!well || r == NULL) {
+		for (i = 0; i < D_N; i++)
+			free(str[i]);
+		if (!well) {
+			proc_chan_fail(c, "malformed TLS_DONE");
+			return;
+		}
 		/* Given up on here (timed out, session gone): the answer
 		 * is dropped, and with it the plaintext end. */
 		log_debug("TLS_DONE for request %llu that is gone",
 		    (unsigned long long)id);
-		free(error);
-		free(version);
-		free(cipher);
-		free(sni);
-		free(subject);
-		free(names);
-		free(attest);
 		return; /* the imsg layer closes an fd left in it */
 	}
-	if (rd_end(&rd) == -1 || error == NULL || version == NULL ||
-	    cipher == NULL || sni == NULL || subject == NULL || names == NULL ||
-	    attest == NULL || ok > 1 || r == NULL ||
-	    (ok == 1) != (imsg->fd != -1)) {
-		free(error);
-		free(version);
-		free(cipher);
-		free(sni);
-		free(subject);
-		free(names);
-		free(attest);
-		proc_chan_fail(c, "malformed TLS_DONE");
-		return;
-	}
 	res.ok = (int)ok;
-	copy_str(res.error, sizeof(res.error), error);
-	copy_str(res.version, sizeof(res.version), version);
-	copy_str(res.cipher, sizeof(res.cipher), cipher);
-	copy_str(res.sni, sizeof(res.sni), sni);
-	copy_str(res.subject, sizeof(res.subject), subject);
-	copy_str(res.names, sizeof(res.names), names);
-	copy_str(res.attest, sizeof(res.attest), attest);
+	copy_str(res.error, sizeof(res.error), str[D_ERROR]);
+	copy_str(res.version, sizeof(res.version), str[D_VERSION]);
+	copy_str(res.cipher, sizeof(res.cipher), str[D_CIPHER]);
+	copy_str(res.sni, sizeof(res.sni), str[D_SNI]);
+	copy_str(res.subject, sizeof(res.subject), str[D_SUBJECT]);
+	copy_str(res.names, sizeof(res.names), str[D_NAMES]);
+	copy_str(res.attest, sizeof(res.attest), str[D_ATTEST]);
 	res.fd = imsg->fd;
 	imsg->fd = -1;
 	req_finish(r, &res);
