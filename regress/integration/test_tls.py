@@ -103,6 +103,18 @@ def _profiles(pki):
     }
 
 
+def _module_gateway(pki, servers, policies, certs):
+    """A started gateway with the test certificates (certs: (name, pki
+    certificate) pairs) and profiles; stopped when the module's fixture
+    ends."""
+    g = gateway_mod.Gateway(servers=servers, policies=policies,
+                            certificates=_certs(pki, *certs),
+                            tls_profiles=_profiles(pki))
+    g.start()
+    yield g
+    g.stop()
+
+
 @pytest.fixture(scope="module")
 def tgw_module(pki, tdove):
     """One gateway, client side: policies with every tls mode, implicit
@@ -134,13 +146,9 @@ def tgw_module(pki, tdove):
                                   ports["en_imp"], "tls": "implicit"})
     for p in policies[3:]:
         p["listen"] = [{"address": p["listen"][0], "tls": "implicit"}]
-    g = gateway_mod.Gateway(
-        servers={"dovecot": [tdove.address]}, policies=policies,
-        certificates=_certs(pki, ("gateway", "server"), ("second", "mail2")),
-        tls_profiles=_profiles(pki))
-    g.start()
-    yield g
-    g.stop()
+    yield from _module_gateway(
+        pki, {"dovecot": [tdove.address]}, policies,
+        (("gateway", "server"), ("second", "mail2")))
 
 
 @pytest.fixture
@@ -736,12 +744,8 @@ def bad_gw_module(pki, bad_doves):
                                  "tls_profile": prof,
                                  "server_name": "localhost"}
                 policies.append(gateway_mod.policy(name, free_port(), name))
-    g = gateway_mod.Gateway(servers=servers, policies=policies,
-                            certificates=_certs(pki, ("gateway", "server")),
-                            tls_profiles=_profiles(pki))
-    g.start()
-    yield g
-    g.stop()
+    yield from _module_gateway(pki, servers, policies,
+                               (("gateway", "server"),))
 
 
 @pytest.fixture
