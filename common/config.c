@@ -305,6 +305,11 @@ static const struct cfg_enum cfg_srv_tls[] = {
     {"implicit", SRV_TLS_IMPLICIT},
     {NULL, 0},
 };
+static const struct cfg_enum cfg_srv_connect[] = {
+    {"eager", SRV_CONNECT_EAGER},
+    {"lazy", SRV_CONNECT_LAZY},
+    {NULL, 0},
+};
 static const struct cfg_enum cfg_listen_tls[] = {
     {"none", LISTEN_TLS_NONE},
     {"implicit", LISTEN_TLS_IMPLICIT},
@@ -1889,8 +1894,8 @@ cfg_k_tls_profiles(
 }
 
 /*
- * servers: name -> { balance, tls, connect_timeout, send_id, members,
- * tls_profile, server_name }.
+ * servers: name -> { balance, tls, connect_timeout, send_id, connect,
+ * members, tls_profile, server_name }.
  */
 
 static void
@@ -2099,6 +2104,12 @@ cfg_k_send_id(struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
 	cfg_bool(st, k, v, &((struct cfg_server *)o)->send_id);
 }
 
+static void
+cfg_k_connect(struct cfg_state *st, struct ynode *k, struct ynode *v, void *o)
+{
+	cfg_enum(st, k, v, cfg_srv_connect, &((struct cfg_server *)o)->connect);
+}
+
 static const struct cfg_key cfg_server_keys[] = {
     {"balance", cfg_k_balance, 0},
     {"tls", cfg_k_srvtls, 0},
@@ -2106,6 +2117,7 @@ static const struct cfg_key cfg_server_keys[] = {
     {"server_name", cfg_k_server_name, 0},
     {"connect_timeout", cfg_k_connect_timeout, 0},
     {"send_id", cfg_k_send_id, 0},
+    {"connect", cfg_k_connect, 0},
     {"members", cfg_k_members, 1},
     {NULL, NULL, 0},
 };
@@ -2122,6 +2134,7 @@ cfg_server(struct cfg_state *st, struct ynode *k, struct ynode *v,
 	s->profileidx = 0;
 	s->connect_timeout_ms = 10 * 1000;
 	s->send_id = 1;
+	s->connect = SRV_CONNECT_EAGER;
 	if (v->type == YN_BAD || !cfg_want_map(st, k, v))
 		return;
 	snprintf(st->label, sizeof(st->label), "server '%.64s'", k->str);
@@ -4147,6 +4160,7 @@ cfg_original_pool(struct cfg_state *st, struct cfg_policy *p,
 	s->tls = implicit ? SRV_TLS_IMPLICIT : SRV_TLS_NONE;
 	s->connect_timeout_ms = 10000;
 	s->send_id = 0; /* not our server: it learns nothing of ours */
+	s->connect = SRV_CONNECT_EAGER; /* its certificate comes first */
 	s->profileidx = -1;
 	s->pos = x->to;
 	if ((s->name = cfg_strdup(st, name)) == NULL ||

@@ -41,6 +41,8 @@ struct cfg_cidr {
 
 enum { BALANCE_ROUND_ROBIN = 0, BALANCE_LEAST_CONN };
 enum { SRV_TLS_NONE = 0, SRV_TLS_STARTTLS, SRV_TLS_IMPLICIT };
+/* servers.<pool>.connect: when the backend is met */
+enum { SRV_CONNECT_EAGER = 0, SRV_CONNECT_LAZY };
 
 struct cfg_member {
 	char *host; /* as written: "mail.example.org:143" */
@@ -61,6 +63,10 @@ struct cfg_server {
 	char *server_name;
 	uint64_t connect_timeout_ms; /* default 10s */
 	int send_id; /* upstream ID with x-originating-*, default on */
+	/* SRV_CONNECT_*: eager (default), or lazy: the client is greeted
+	 * with the greeting the server gave before, and the server is met
+	 * at the client's first command for it */
+	int connect;
 	struct cfg_member *members;
 	size_t nmembers;
 	struct cfg_pos pos;

@@ -159,6 +159,7 @@ pack_server(struct buf *b, const struct cfg_server *s, enum imapgw_role role)
 	        -1 ||
 	    buf_add_u64(b, s->connect_timeout_ms) == -1 ||
 	    buf_add_u32(b, (uint32_t)s->send_id) == -1 ||
+	    buf_add_u32(b, (uint32_t)s->connect) == -1 ||
 	    pack_pos(b, &s->pos) == -1 ||
 	    buf_add_u32(b, (uint32_t)s->nmembers) == -1)
 		return -1;
@@ -835,7 +836,8 @@ unpack_server(struct reader *r, const struct config *cfg, struct cfg_server *s)
 	s->connect_timeout_ms = rd_u64(r);
 	if (r->err || s->connect_timeout_ms == 0)
 		return unpack_fail(r);
-	if (unpack_enum(r, 1, &s->send_id) == -1)
+	if (unpack_enum(r, 1, &s->send_id) == -1 ||
+	    unpack_enum(r, SRV_CONNECT_LAZY, &s->connect) == -1)
 		return -1;
 	if (unpack_pos(r, &s->pos) == -1 ||
 	    unpack_count(r, PACK_MIN_MEMBER, &n) == -1)

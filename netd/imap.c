@@ -283,11 +283,14 @@ server_line(struct session *s, struct dir *d)
 		    "malformed response: %.100s", r->err);
 		return -1;
 	}
+	if (s->lazy == LAZY_CHECK)
+		return session_greeting_check(s, la, r);
 	if (own_answer(s, la, r) || consist_server(s, la, r) ||
 	    msg_server_answer(s, la, r))
 		return 0;
 	if (!s->greeted) {
 		s->greeted = 1;
+		session_greeting_learn(s, la, r);
 		if (r->kind == IMAP_RESP_COND && r->status == IMAP_ST_PREAUTH &&
 		    pretls(s)) {
 			/* The client could never turn TLS on. */

@@ -23,8 +23,15 @@ struct netd *netd_env;
 void
 netd_cfg_unref(struct netd_cfg *nc)
 {
+	size_t i;
+
 	if (nc == NULL || --nc->refs > 0)
 		return;
+	for (i = 0; nc->greet != NULL && i < nc->cfg->nservers; i++) {
+		free(nc->greet[i].line);
+		free(nc->greet[i].caps);
+	}
+	free(nc->greet);
 	config_free(nc->cfg);
 	free(nc);
 }

@@ -22,6 +22,16 @@ struct netd_cfg {
 	struct config *cfg;
 	int refs;
 	int current;
+	/* servers.<pool>.connect: lazy: the greeting each pool's server
+	 * gave last (NULL: none yet), by server index (session.c) */
+	struct netd_greet *greet;
+};
+
+/* A server's greeting as it sent it, and the capabilities in its code
+ * ("" none), compared with the next greeting. */
+struct netd_greet {
+	char *line;
+	char *caps;
 };
 
 struct netd_listener {

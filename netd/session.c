@@ -23,6 +23,7 @@
 
 #include <fcntl.h>
 
+#include "imap_parse.h"
 #include "log.h"
 #include "session.h"
 #include "sni.h"
@@ -39,6 +40,7 @@
 enum { S_CONNECTING, S_TLS, S_PRETLS, S_RELAY };
 
 #define PRETLS_MAX 16384 /* what a server may say before its TLS */
+#define GREET_MAX 1024 /* a longer greeting is not kept for lazy pools */
 
 #define CLIENT_LITERAL_MIN (64ULL << 20)
 #define SERVER_LITERAL_CAP (1ULL << 40)
@@ -54,6 +56,9 @@ static int session_connect(struct session *);
 static void session_backend(struct session *);
 static void client_handover(struct session *);
 static void session_relay(struct session *);
+static int lazy_connect(struct session *);
+static void session_upstream(struct session *);
+static void session_timer_cb(evutil_socket_t, short, void *);
 
 /* Milliseconds on the monotonic clock. */
 static uint64_t
@@ -120,6 +125,7 @@ session_end(struct session *s, const char *reason)
 	msg_session_end(s);
 	tls_cancel(s->tlsreq);
 	buf_free(&s->pre);
+	free(s->lazy_caps);
 	dir_free(&s->c);
 	dir_free(&s->sv);
 	sink_free(&s->to_c);
@@ -194,7 +200,9 @@ client_say(struct session *s, const char *msg)
 
 	if (s->cfd == -1)
 		return; /* in tlsd's hands */
-	if (s->state != S_RELAY) {
+	/* Before the relay; lazy: the relay to the client runs while the
+	 * server is met, and the line goes behind what it holds. */
+	if (s->state != S_RELAY && s->to_c.wev == NULL) {
 		r = write(s->cfd, msg, strlen(msg));
 		if (r > 0)
 			s->to_c.bytes += (uint64_t)r;
@@ -228,13 +236,17 @@ dir_sink(struct dir *d)
 static int
 dir_paused(struct dir *d)
 {
+	/* Lazy: the client's next commands wait until the server it asked
+	 * for was met and greeted as the client was told. */
+	if (d == &d->s->c && d->s->lazy >= LAZY_CONNECT)
+		return 1;
 	return dir_sink(d)->q.bytes > SINK_HIGH || imap_paused(d->s, d);
 }
 
 static void
 dir_update(struct dir *d)
 {
-	if (d->s->state != S_RELAY)
+	if (d->s->state != S_RELAY || d->src == -1)
 		return;
 	ev_set(d->rev, &d->rev_on,
 	    !d->eof && buf_room(&d->in) > 0 && !dir_paused(d));
@@ -306,7 +318,7 @@ dir_stream(struct dir *d, const uint8_t *p, size_t k)
 	ssize_t w;
 
 	out->blocked = 1;
-	if (!outq_empty(&out->q))
+	if (!outq_empty(&out->q) || out->dst == -1)
 		return 0; /* what is queued goes first */
 	w = write(out->dst, p, k);
 	if (w == -1)
@@ -314,6 +326,15 @@ dir_stream(struct dir *d, const uint8_t *p, size_t k)
 	out->bytes += (uint64_t)w;
 	out->blocked = (size_t)w < k;
 	return w;
+}
+
+/* Lazy: a client line queued something for the server, which is not
+ * met yet. */
+static int
+lazy_due(const struct session *s, const struct dir *d)
+{
+	return d == &s->c && s->lazy == LAZY_WAIT &&
+	       s->to_s.q.bytes > s->lazy_queued;
 }
 
 /*
@@ -329,7 +350,8 @@ dir_process(struct dir *d)
 	size_t n, k;
 	ssize_t r;
 
-	while ((n = buf_used(&d->in)) > 0 && !dir_paused(d)) {
+	while (
+	    (n = buf_used(&d->in)) > 0 && !dir_paused(d) && !lazy_due(s, d)) {
 		p = buf_head(&d->in);
 		if (d->la.lit_left > 0) {
 			k = n < d->la.lit_left ? n : (size_t)d->la.lit_left;
@@ -370,6 +392,12 @@ dir_process(struct dir *d)
 				return -1;
 		}
 	}
+	/* What the greeting queued for the server (our ID) does not meet
+	 * it; what a client line queued does. */
+	if (d == &s->sv && s->lazy == LAZY_WAIT)
+		s->lazy_queued = s->to_s.q.bytes;
+	else if (lazy_due(s, d))
+		return lazy_connect(s);
 	return 0;
 }
 
@@ -379,6 +407,13 @@ dir_finish(struct dir *d)
 {
 	struct session *s = d->s;
 
+	/* Lazy: the client left before it asked the server for anything
+	 * (only our ID waits for it): nothing to pass on. */
+	if (d == &s->c && d->eof && buf_used(&d->in) == 0 &&
+	    s->lazy == LAZY_WAIT) {
+		session_end(s, s->logout ? "logout" : "client closed");
+		return -1;
+	}
 	if (!d->eof || buf_used(&d->in) > 0 || !outq_empty(&dir_sink(d)->q))
 		return 0;
 	if (d == &s->sv) {
@@ -531,7 +566,7 @@ client_tls_done(void *arg, struct tls_result *res)
 		session_relay(s); /* the client proxy: the server came first */
 		return;
 	}
-	session_backend(s);
+	session_upstream(s);
 }
 
 static void
@@ -541,13 +576,17 @@ sink_flush(struct sink *k)
 	struct dir *src = k == &s->to_s ? &s->c : &s->sv;
 	uint64_t queued;
 	ssize_t r;
+	int hold;
 
 	if (s->state != S_RELAY)
 		return; /* a connection is in tlsd's hands */
+	/* Lazy: nothing goes to the server before it is met and its
+	 * greeting checked. */
+	hold = k == &s->to_s && (k->dst == -1 || s->lazy != LAZY_NO);
 	/* Set again below if a streamed literal still cannot go on. */
 	k->blocked = 0;
 	for (;;) {
-		r = outq_write(&k->q, k->dst);
+		r = hold ? 0 : outq_write(&k->q, k->dst);
 		if (r == -1) {
 			session_errno(s,
 			    k == &s->to_c ? "write to client"
@@ -569,8 +608,10 @@ sink_flush(struct sink *k)
 		if (k->q.bytes == queued)
 			break;
 	}
-	ev_set(k->wev, &k->wev_on,
-	    (k->q.head != NULL && k->q.head->kind != OQ_HOLD) || k->blocked);
+	if (!hold)
+		ev_set(k->wev, &k->wev_on,
+		    (k->q.head != NULL && k->q.head->kind != OQ_HOLD) ||
+		        k->blocked);
 	if (k == &s->to_c && s->starttls && outq_empty(&k->q)) {
 		client_handover(s);
 		return;
@@ -670,6 +711,8 @@ dir_init(struct session *s, struct dir *d, const char *name, int src,
 	framer_init(&d->fr, fdir, s->act->general.max_line_length,
 	    fdir == FRAMER_CLIENT ? literal_cap(s) : SERVER_LITERAL_CAP);
 	d->fr.arg = s;
+	if (src == -1)
+		return; /* lazy: the server is not met yet */
 	d->rev = event_new(
 	    s->n->env.base, src, EV_READ | EV_PERSIST, dir_read_cb, d);
 	if (d->rev == NULL)
@@ -682,6 +725,8 @@ sink_init(struct session *s, struct sink *k, int dst)
 	k->s = s;
 	k->dst = dst;
 	outq_init(&k->q);
+	if (dst == -1)
+		return; /* lazy: the server is not met yet */
 	k->wev = event_new(
 	    s->n->env.base, dst, EV_WRITE | EV_PERSIST, sink_write_cb, k);
 	if (k->wev == NULL)
@@ -695,12 +740,15 @@ session_timer_cb(evutil_socket_t fd, short ev, void *arg)
 	struct timeval tv;
 	uint64_t idle;
 
-	if (s->state != S_RELAY) {
+	if (s->state != S_RELAY || s->lazy >= LAZY_CONNECT) {
 		log_event(LOG_WARNING, "backend unavailable", "client",
 		    s->client, "server", s->srv->name, "backend",
 		    s->mem->addr.text, "error",
-		    s->state == S_CONNECTING ? "connection timed out"
-		                             : "TLS to the server timed out",
+		    s->lazy == LAZY_CHECK ? "no greeting in time"
+		    : s->state == S_CONNECTING ||
+		            (s->state == S_RELAY && s->lazy == LAZY_CONNECT)
+		        ? "connection timed out"
+		        : "TLS to the server timed out",
 		    NULL);
 		client_say(s, BYE_UNAVAILABLE);
 		session_end(s, "backend unavailable");
@@ -716,14 +764,67 @@ session_timer_cb(evutil_socket_t fd, short ev, void *arg)
 	evtimer_add(s->timer, &tv);
 }
 
+/* The idle timer: from now, the session's idle timeout. */
+static void
+idle_timer(struct session *s)
+{
+	struct timeval tv = ms_timeval(s->pol->idle_timeout_ms);
+
+	s->last = now_mono();
+	evtimer_del(s->timer);
+	evtimer_add(s->timer, &tv);
+}
+
+/*
+ * Lazy: the server was met (TCP, and TLS if the pool says so) for a
+ * client that is already relayed.  Its greeting is checked before
+ * anything goes to it (session_greeting_check); after STARTTLS to the
+ * server there is none on the TLS channel, and the one before TLS was
+ * an OK (pretls_read_cb).
+ */
+static void
+lazy_attach(struct session *s)
+{
+	struct timeval tv = ms_timeval(s->srv->connect_timeout_ms);
+	int on = 1;
+
+	s->state = S_RELAY;
+	setsockopt(s->sfd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
+	s->sv.src = s->sfd;
+	s->sv.rev = event_new(
+	    s->n->env.base, s->sfd, EV_READ | EV_PERSIST, dir_read_cb, &s->sv);
+	s->to_s.dst = s->sfd;
+	s->to_s.wev = event_new(s->n->env.base, s->sfd, EV_WRITE | EV_PERSIST,
+	    sink_write_cb, &s->to_s);
+	if (s->sv.rev == NULL || s->to_s.wev == NULL)
+		fatalx("event_new");
+	if (s->srv->tls == SRV_TLS_STARTTLS) {
+		s->greeting[0] = '\0';
+		s->lazy = LAZY_NO;
+		idle_timer(s);
+	} else {
+		s->lazy = LAZY_CHECK;
+		evtimer_del(s->timer);
+		evtimer_add(s->timer, &tv);
+	}
+	dir_update(&s->c);
+	dir_update(&s->sv);
+	session_kick(s);
+}
+
 static void
 session_relay(struct session *s)
 {
 	struct timeval tv;
 	int on = 1;
 
+	if (s->lazy >= LAZY_CONNECT) {
+		lazy_attach(s);
+		return;
+	}
 	s->state = S_RELAY;
-	setsockopt(s->sfd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
+	if (s->sfd != -1)
+		setsockopt(s->sfd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
 	dir_init(s, &s->c, "client", s->cfd, FRAMER_CLIENT);
 	dir_init(s, &s->sv, "server", s->sfd, FRAMER_SERVER);
 	sink_init(s, &s->to_c, s->cfd);
@@ -1022,10 +1123,10 @@ session_connect(struct session *s)
 {
 	const struct cfg_addr *a = &s->mem->addr;
 	struct timeval tv;
-	int fd;
+	int fd, r;
 
-	s->timer = evtimer_new(s->n->env.base, session_timer_cb, s);
-	if (s->timer == NULL)
+	if (s->timer == NULL && (s->timer = evtimer_new(s->n->env.base,
+	                             session_timer_cb, s)) == NULL)
 		fatalx("event_new");
 	fd = socket(
 	    a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -1037,13 +1138,16 @@ session_connect(struct session *s)
 	if (s->connev == NULL)
 		fatalx("event_new");
 	tv = ms_timeval(s->srv->connect_timeout_ms);
+	evtimer_del(s->timer);
 	evtimer_add(s->timer, &tv);
-	if (connect(fd, (const struct sockaddr *)&a->ss, a->len) == 0) {
+	r = connect(fd, (const struct sockaddr *)&a->ss, a->len);
+	if (r == -1 && errno != EINPROGRESS)
+		return -1;
+	/* Lazy: from the event loop, not inside the client's processing. */
+	if (r == 0 && s->lazy == LAZY_NO) {
 		backend_ready(s);
 		return 0;
 	}
-	if (errno != EINPROGRESS)
-		return -1;
 	event_add(s->connev, NULL);
 	return 0;
 }
@@ -1062,6 +1166,147 @@ session_backend(struct session *s)
 		client_say(s, BYE_UNAVAILABLE);
 		session_end(s, "backend unavailable");
 	}
+}
+
+/*
+ * servers.<pool>.connect: lazy.  The greeting the pool's server gave
+ * last (this netd, this configuration), kept as it came with the
+ * capabilities of its code apart; NULL before the first one.
+ */
+static struct netd_greet *
+greet_slot(struct session *s, int create)
+{
+	struct netd_cfg *nc = s->nc;
+
+	if (s->pol->original || s->srv < nc->cfg->servers ||
+	    s->srv >= nc->cfg->servers + nc->cfg->nservers)
+		return NULL; /* the client proxy's server is not a pool */
+	if (nc->greet == NULL && create &&
+	    (nc->greet = calloc(nc->cfg->nservers, sizeof(*nc->greet))) == NULL)
+		return NULL;
+	return nc->greet ? &nc->greet[s->srv - nc->cfg->servers] : NULL;
+}
+
+static char *
+greet_caps(struct lineasm *la, const struct imap_resp *r)
+{
+	if (r->code.kind != IMAP_CODE_CAPABILITY)
+		return strdup("");
+	return strndup(
+	    (const char *)buf_head(&la->text) + r->caps.off, r->caps.len);
+}
+
+void
+session_greeting_learn(
+    struct session *s, struct lineasm *la, const struct imap_resp *r)
+{
+	struct netd_greet *g;
+	char *line, *caps;
+
+	if (s->srv->connect != SRV_CONNECT_LAZY || s->lazy == LAZY_WAIT ||
+	    r->kind != IMAP_RESP_COND || r->status != IMAP_ST_OK ||
+	    la->nspools > 0 || buf_used(&la->text) > GREET_MAX ||
+	    memchr(buf_head(&la->text), '\0', buf_used(&la->text)) != NULL ||
+	    (g = greet_slot(s, 1)) == NULL)
+		return;
+	line = strndup((const char *)buf_head(&la->text), buf_used(&la->text));
+	caps = greet_caps(la, r);
+	if (line == NULL || caps == NULL) {
+		free(line);
+		free(caps);
+		return; /* the next session connects eagerly */
+	}
+	free(g->line);
+	free(g->caps);
+	g->line = line;
+	g->caps = caps;
+}
+
+/*
+ * LAZY_CHECK: the server's own greeting.  The client was greeted with
+ * the one before, its capabilities included: an OK with the same
+ * capabilities lets the client's commands go; anything else ends the
+ * session (a server that now refuses, or greets PREAUTH, or offers other
+ * capabilities than the client was told), and a changed OK is kept for
+ * the next client.
+ */
+int
+session_greeting_check(
+    struct session *s, struct lineasm *la, const struct imap_resp *r)
+{
+	char *caps = NULL;
+	const char *why = NULL;
+
+	if (r->kind != IMAP_RESP_COND)
+		why = "server sent no greeting";
+	else if (r->status == IMAP_ST_PREAUTH)
+		why = "server greeted PREAUTH";
+	else if (r->status != IMAP_ST_OK)
+		why = "server refused the connection";
+	else if ((caps = greet_caps(la, r)) == NULL)
+		why = "out of memory";
+	else if (s->lazy_caps == NULL || strcmp(s->lazy_caps, caps) != 0)
+		why =
+		    "server capabilities changed since the client was greeted";
+	free(caps);
+	free(s->lazy_caps);
+	s->lazy_caps = NULL;
+	if (why == NULL) {
+		session_greeting_learn(s, la, r);
+		s->lazy = LAZY_NO;
+		idle_timer(s);
+		session_kick(s);
+		return 0;
+	}
+	if (r->kind == IMAP_RESP_COND && r->status == IMAP_ST_OK)
+		session_greeting_learn(s, la, r);
+	log_event(LOG_WARNING, "backend unavailable", "client", s->client,
+	    "server", s->srv->name, "backend", s->mem->addr.text, "error", why,
+	    NULL);
+	client_say(s, BYE_UNAVAILABLE);
+	session_end(s, "backend unavailable");
+	return 0;
+}
+
+/* Lazy: the client's first command for the server is queued: meet it.
+ * -1 if the session ended. */
+static int
+lazy_connect(struct session *s)
+{
+	s->lazy = LAZY_CONNECT;
+	log_debug("session %llu: client's first command: meeting the server",
+	    (unsigned long long)s->id);
+	session_backend(s);
+	return s->ending ? -1 : 0;
+}
+
+/*
+ * After the client's TLS (or at once): the server.  A lazy pool whose
+ * server greeted this netd before: the client gets that greeting now,
+ * through the engine as if the server had sent it, and the server is
+ * met at the client's first command for it.
+ */
+static void
+session_upstream(struct session *s)
+{
+	struct netd_greet *g;
+
+	if (s->srv->connect != SRV_CONNECT_LAZY ||
+	    (g = greet_slot(s, 0)) == NULL || g->line == NULL ||
+	    (s->lazy_caps = strdup(g->caps)) == NULL) {
+		session_backend(s);
+		return;
+	}
+	if ((s->timer = evtimer_new(s->n->env.base, session_timer_cb, s)) ==
+	    NULL)
+		fatalx("event_new");
+	s->lazy = LAZY_WAIT;
+	session_relay(s);
+	if (buf_add(&s->sv.in, g->line, strlen(g->line)) == -1) {
+		session_errno(s, "greeting", errno);
+		return;
+	}
+	session_kick(s);
 }
 
 /*
@@ -1234,5 +1479,5 @@ session_accept(struct netd *n, struct netd_listener *l, int fd,
 		client_tls_start(s);
 		return;
 	}
-	session_backend(s);
+	session_upstream(s);
 }

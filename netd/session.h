@@ -71,6 +71,16 @@ struct sink {
 	uint64_t bytes;
 };
 
+/*
+ * servers.<pool>.connect: lazy.  LAZY_WAIT: the client was greeted with
+ * the greeting the pool's server gave last; no backend yet.
+ * LAZY_CONNECT: the client's first command for the server is queued and
+ * the server is being met (TCP, TLS); the client waits.  LAZY_CHECK:
+ * connected, the server's own greeting is awaited and checked against
+ * the one the client got; nothing goes to the server before.
+ */
+enum { LAZY_NO = 0, LAZY_WAIT, LAZY_CONNECT, LAZY_CHECK };
+
 struct session {
 	struct session *next, *prev;
 	struct netd *n;
@@ -136,6 +146,11 @@ struct session {
 	struct buf pre; /* backend STARTTLS: what the server said before */
 	int pre_state;
 	char greeting[1024]; /* backend STARTTLS: the server's greeting */
+	/* servers.<pool>.connect: lazy: LAZY_*, the bytes queued for the
+	 * server before the client's first line (session.c) */
+	int lazy;
+	uint64_t lazy_queued;
+	char *lazy_caps; /* the capabilities the client was greeted with */
 
 	/* The selected mailbox, for the verdict cache (consist.c). */
 	int mbox_ok; /* name and UIDVALIDITY known */
@@ -162,6 +177,15 @@ void session_starttls(struct session *);
 
 /* imap_msg.c: messages that cross (FETCH scanning, APPEND). */
 struct imap_resp;
+/* The server's greeting, as the engine met it: kept for lazy pools
+ * (session.c). */
+void session_greeting_learn(
+    struct session *, struct lineasm *, const struct imap_resp *);
+/* LAZY_CHECK: the server's greeting, which the client never sees.  0: it
+ * was consumed (or the session ended, s->ending), -1: sv's framer error
+ * is set. */
+int session_greeting_check(
+    struct session *, struct lineasm *, const struct imap_resp *);
 struct imap_cmd;
 enum lit_mode msg_literal_mode(struct session *, struct dir *, uint64_t);
 int msg_append_sync(struct session *, struct dir *);

@@ -619,6 +619,7 @@ static const char full_yaml[] =
     "      - { address: \"[2001:db8::1]:993\", weight: 100 }\n"
     "      - { address: \"localhost:1993\" }\n"
     "  pool-b:\n"
+    "    connect: lazy\n"
     "    members: [ \"127.0.0.1:143\" ]\n"
     "actions:\n"
     "  child:\n"
@@ -678,6 +679,8 @@ test_full(void)
 	CHECK(strcmp(s->name, "pool-a") == 0);
 	CHECK(s->balance == BALANCE_LEAST_CONN && s->tls == SRV_TLS_NONE);
 	CHECK(s->send_id == 0 && cfg->servers[1].send_id == 1);
+	CHECK(s->connect == SRV_CONNECT_EAGER &&
+	      cfg->servers[1].connect == SRV_CONNECT_LAZY);
 	CHECK(s->connect_timeout_ms == 1500);
 	CHECK(s->nmembers == 3);
 	CHECK(strcmp(s->members[0].host, "192.0.2.10:993") == 0);
@@ -738,7 +741,7 @@ test_full(void)
 	CHECK(strcmp(p->action, "IMAP-Server.Standard") == 0);
 	CHECK(p->nlisten == 1 && p->listen[0].tls == LISTEN_TLS_NONE);
 	CHECK(p->nfrom == 1 && p->from[0].family == AF_UNSPEC);
-	CHECK(p->pos.line == 40 && p->pos.col == 5);
+	CHECK(p->pos.line == 41 && p->pos.col == 5);
 	p = &cfg->policies[1];
 	CHECK(p->server == 0 && p->actionidx == 2);
 	CHECK(p->disposition == DISP_DENY_RESET);
@@ -763,13 +766,15 @@ static const struct {
      "  s:\n"
      "    tls: starttls\n"
      "    send_id: maybe\n"
+     "    connect: later\n"
      "    members: [\"10.0.0.1:143\"]\n"
      "policies:\n"
      "  - name: p\n"
      "    listen: { address: \"127.0.0.1:1993\", tls: implicit }\n"
      "    to: s\n",
         "t.yaml:4:14: 'send_id' must be true or false\n"
-        "t.yaml:8:24: policy 'p': the implicit TLS listener "
+        "t.yaml:5:14: connect must be eager or lazy\n"
+        "t.yaml:9:24: policy 'p': the implicit TLS listener "
         "127.0.0.1:1993 needs a certificate (tls: { certificate: NAME "
         "})\n"},
     {"", "t.yaml:1:1: empty configuration\n"},
@@ -1605,6 +1610,8 @@ check_servers(const struct config *a, const struct config *b)
 		          : b->servers[i].profileidx == -1);
 		CHECK(a->servers[i].connect_timeout_ms ==
 		      b->servers[i].connect_timeout_ms);
+		CHECK(a->servers[i].send_id == b->servers[i].send_id);
+		CHECK(a->servers[i].connect == b->servers[i].connect);
 		CHECK(a->servers[i].nmembers == b->servers[i].nmembers);
 		for (j = 0; j < a->servers[i].nmembers; j++) {
 			const struct cfg_member *x = &a->servers[i].members[j];
