@@ -12,6 +12,11 @@ Paths (loopback only):
   gw N/S/T  imapgwd's implicit TLS listener (tls mode enabled) in front of
             Dovecot's plain port, netd/scand/tlsd worker counts N/S/T;
             several worker sets can be compared in one run
+  gw N/S/T lazy
+            the same gateway, another listener whose pool has connect:
+            lazy: the client is greeted with the greeting Dovecot gave
+            before, and Dovecot is met at the first command, which the
+            handshake clients never send (handshakes only)
 
 1. Full TLS handshakes per second (no resumption: a new session every
    time), TLS 1.3 and TLS 1.2 separately: BENCH_TLS_CLIENTS processes
@@ -19,7 +24,8 @@ Paths (loopback only):
    client's share of the CPU stays small) connect in a loop for
    BENCH_TLS_SECONDS; a handshake counts when the IMAP greeting has been
    read over TLS (each path does the same work: TLS, a backend
-   connection where there is one, Dovecot's greeting), then the client
+   connection where there is one, Dovecot's greeting; but the lazy path:
+   TLS and the gateway's copy of that greeting), then the client
    resets the connection (SO_LINGER 0: no TIME_WAIT pile-up).  Besides
    the rate: CPU microseconds per handshake of the TLS front (Dovecot's
    processes for the dovecot path; stunnel; imapgwd and its workers) and
@@ -32,8 +38,9 @@ Paths (loopback only):
    sample, "first"), later ones answer from the verdict cache.
 
 Medians of BENCH_TLS_REPS repetitions, the paths interleaved within
-each repetition.  Ratios: handshakes gateway/dovecot (target >= 1.0) and
-bulk gateway/stunnel (target >= 1.0), printed, never asserted.
+each repetition.  Ratios: handshakes gateway/dovecot, eager and lazy
+(target >= 1.0) and bulk gateway/stunnel (target >= 1.0), printed, never
+asserted.
 
 Environment: BENCH_TLS_KEY (rsa | ec), BENCH_TLS_VERSIONS ("1.3,1.2"),
 BENCH_TLS_CLIENTS (8), BENCH_TLS_SECONDS (1.5), BENCH_TLS_REPS (5),
@@ -297,11 +304,13 @@ def wname(w):
 
 
 def start_gateway(binary, d, cert, w):
-    ports = (dv.free_port(), dv.free_port())
+    ports = (dv.free_port(), dv.free_port(), dv.free_port())
     tls = {"mode": "enabled", "certificate": "gateway"}
     g = gwm.Gateway(
         servers={"dove": {"members": [{"address": d.address}],
-                          "tls": "none"}},
+                          "tls": "none"},
+                 "dovelazy": {"members": [{"address": d.address}],
+                              "tls": "none", "connect": "lazy"}},
         certificates={"gateway": {"cert": cert.chain, "key": cert.key}},
         actions={"relay": {"inherit": "IMAP-Server.Standard",
                            "antivirus": {"enabled": False}}},
@@ -311,6 +320,9 @@ def start_gateway(binary, d, cert, w):
                                 "tls": "implicit"}], tls=tls),
             gwm.policy("scan", ports[1], "dove",
                        listen=[{"address": "127.0.0.1:%d" % ports[1],
+                                "tls": "implicit"}], tls=tls),
+            gwm.policy("relay-lazy", ports[2], "dovelazy", action="relay",
+                       listen=[{"address": "127.0.0.1:%d" % ports[2],
                                 "tls": "implicit"}], tls=tls)],
         binary=binary, level="info", workers=w)
     g.start()
@@ -352,6 +364,12 @@ def main():
         for w, g in gws.items():
             paths.append(Path(wname(w), g.port("relay", tls="implicit"),
                               gw_pids(g), dsid))
+        # handshakes only: logged in, a lazy pool is an eager one
+        hpaths = list(paths)
+        for w, g in gws.items():
+            hpaths.append(Path(wname(w) + " lazy",
+                               g.port("relay-lazy", tls="implicit"),
+                               gw_pids(g), dsid))
 
         print("tls bench: certificate %s (leaf + CA chain, the same file "
               "for all); %d client processes; %d CPUs; imapgwd %s"
@@ -361,7 +379,7 @@ def main():
               % (", ".join("%d/%d/%d" % w for w in WORKERS), STUNNEL_DEBUG))
         broken = []
         for v in VERSIONS:
-            for p in paths:
+            for p in hpaths:
                 try:
                     ver, ciph, greet = probe(p.port, v)
                 except (OSError, ssl.SSLError) as e:
@@ -385,16 +403,16 @@ def main():
         if "handshake" not in SKIP:
             for v in VERSIONS:
                 # warm-up (process pools, caches)
-                for p in paths:
+                for p in hpaths:
                     handshake_sample(p, v, seconds=0.3)
             for _ in range(REPS):
                 for v in VERSIONS:
-                    for p in paths:
+                    for p in hpaths:
                         hs.setdefault((v, p.name), []).append(
                             handshake_sample(p, v))
             for v in VERSIONS:
                 rows = []
-                for p in paths:
+                for p in hpaths:
                     s = hs[(v, p.name)]
                     rows.append((p.name, (
                         statistics.median(x[0] for x in s),
@@ -465,16 +483,18 @@ def main():
 
         for v in VERSIONS if hs else ():
             for w in WORKERS:
-                print("handshakes TLS %s %s/dovecot: %.2f (%.2f)   "
-                      "stunnel/dovecot: %.2f (%.2f)%s"
-                      % (v, wname(w),
-                         hsr(v, wname(w), statistics.median) /
-                         hsr(v, "dovecot", statistics.median),
-                         hsr(v, wname(w), max) / hsr(v, "dovecot", max),
-                         hsr(v, "stunnel", statistics.median) /
-                         hsr(v, "dovecot", statistics.median),
-                         hsr(v, "stunnel", max) / hsr(v, "dovecot", max),
-                         "  <- main" if w == main_w else ""))
+                for name in (wname(w), wname(w) + " lazy"):
+                    print("handshakes TLS %s %s/dovecot: %.2f (%.2f)   "
+                          "stunnel/dovecot: %.2f (%.2f)%s"
+                          % (v, name,
+                             hsr(v, name, statistics.median) /
+                             hsr(v, "dovecot", statistics.median),
+                             hsr(v, name, max) / hsr(v, "dovecot", max),
+                             hsr(v, "stunnel", statistics.median) /
+                             hsr(v, "dovecot", statistics.median),
+                             hsr(v, "stunnel", max) /
+                             hsr(v, "dovecot", max),
+                             "  <- main" if w == main_w else ""))
         if bulk:
             med = {k: statistics.median(v) for k, v in bulk.items()}
             best = {k: min(v) for k, v in bulk.items()}
