@@ -465,7 +465,10 @@ set_nonblock(int fd)
 {
 	int fl = fcntl(fd, F_GETFL);
 
-	return fl == -1 ? -1 : fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+	if (fl == -1)
+		return -1;
+	/* tlsd's socket pairs come non-blocking already. */
+	return (fl & O_NONBLOCK) ? 0 : fcntl(fd, F_SETFL, fl | O_NONBLOCK);
 }
 
 static void client_tls_done(void *, struct tls_result *);
