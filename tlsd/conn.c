@@ -24,6 +24,14 @@
  *   - close_notify or EOF from the peer (an EOF without close_notify is
  *     logged as truncated): what is queued goes to netd, then
  *     shutdown(SHUT_WR) of the plaintext end;
+ *   - the peer reset the TCP connection (an SSL call fails with
+ *     ECONNRESET or EPIPE): nothing reaches the peer any more, so no
+ *     close_notify and no shutdown() of the TCP socket, and what netd
+ *     sent for it is dropped (netd's end is no longer read, then drained
+ *     before the close); what the peer sent before (in the buffer, and
+ *     what the socket still holds: SSL_read goes on to its end) goes to
+ *     netd, then both are closed at once, without waiting for netd's
+ *     EOF: netd reads the rest, then EOF;
  *   - both directions ended, or an error either way: both are closed.
  */
 #include <sys/socket.h>
@@ -82,6 +90,8 @@ struct conn {
 	int tls_wdone, plain_wdone; /* we ended writing to that side */
 	int close_notify; /* the peer sent close_notify */
 	int truncated; /* the peer's EOF came without close_notify */
+	int reset; /* the peer reset the TCP connection */
+	size_t dropped; /* bytes for the peer that its reset dropped */
 	uint64_t from_peer, to_peer;
 };
 
@@ -210,17 +220,28 @@ conn_fail(struct conn *c, const char *why)
 	conn_free(c);
 }
 
-/* The relay ended (why: NULL for a clean end of both directions). */
+/*
+ * The relay ended (why: NULL for an end of both directions that lost
+ * nothing).  A reset by the peer after all for it was out is an end like
+ * an EOF without close_notify (debug); one that dropped data for it is
+ * logged like an error.
+ */
 static void
 conn_end(struct conn *c, const char *why)
 {
-	char in[24], out[24];
+	char in[24], out[24], reset[64];
 
 	snprintf(in, sizeof(in), "%llu", (unsigned long long)c->from_peer);
 	snprintf(out, sizeof(out), "%llu", (unsigned long long)c->to_peer);
+	if (why == NULL && c->reset && c->dropped > 0) {
+		snprintf(reset, sizeof(reset),
+		    "reset by the peer (%zu bytes for it dropped)", c->dropped);
+		why = reset;
+	}
 	log_event(why ? LOG_NOTICE : LOG_DEBUG, "tls end", "peer", c->peer,
 	    "side", side_name(c), "bytes_in", in, "bytes_out", out, "end",
 	    why            ? why
+	    : c->reset     ? "reset by the peer"
 	    : c->truncated ? "truncated (EOF without close_notify)"
 	                   : "closed",
 	    NULL);
@@ -243,6 +264,15 @@ ssl_eof(int e)
 		return 1;
 	return e == SSL_ERROR_SSL && ERR_GET_LIB(err) == ERR_LIB_SSL &&
 	       ERR_GET_REASON(err) == SSL_R_UNEXPECTED_EOF_WHILE_READING;
+}
+
+/* Did an SSL call that failed with e, errno err right after it, meet a
+ * reset of the TCP connection (a write after it: EPIPE)? */
+static int
+ssl_reset(int e, int err)
+{
+	return e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0 &&
+	       (err == ECONNRESET || err == EPIPE);
 }
 
 /* Why an SSL call failed: the first OpenSSL error queued as text, else
@@ -329,6 +359,50 @@ rb_consumed(struct relay_buf *b, size_t n)
 	}
 }
 
+/*
+ * The peer reset the connection: it can be sent nothing more (no
+ * close_notify, no shutdown: a write would only fail, with SIGPIPE).
+ * What netd had for it is dropped; what it sent still goes to netd
+ * (relay_pump reads on to the socket's end: after a reset that never
+ * waits), then both ends are closed.
+ */
+static void
+conn_reset(struct conn *c)
+{
+	if (!c->reset)
+		c->dropped = rb_used(&c->down);
+	c->reset = 1;
+	c->tls_wdone = 1;
+	c->rd_want = c->wr_want = 0;
+	evtimer_del(c->timer);
+	free(c->down.data);
+	c->down.data = NULL;
+	c->down.off = c->down.len = 0;
+	ERR_clear_error();
+}
+
+/*
+ * After a reset, before the close: what netd sent for the peer since is
+ * read and dropped too.  Linux ends netd's reads with ECONNRESET instead
+ * of EOF when a socketpair end is closed with data unread.
+ */
+static void
+plain_drain(struct conn *c)
+{
+	static uint8_t sink[65536];
+	ssize_t n;
+	int i;
+
+	for (i = 0; i < 64; i++) {
+		n = read(c->plainfd, sink, sizeof(sink));
+		if (n > 0) {
+			c->to_peer += (uint64_t)n;
+			c->dropped += (size_t)n;
+		} else if (n == 0 || errno != EINTR)
+			break;
+	}
+}
+
 static void
 conn_check_done(struct conn *c)
 {
@@ -371,11 +445,15 @@ tls_read(struct conn *c)
 		}
 		err = errno;
 		e = SSL_get_error(c->ssl, n);
-		if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+		/* (A reset socket has nothing to wait for.) */
+		if ((e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) &&
+		    !c->reset) {
 			c->rd_want = e;
 			return 0;
 		}
-		if (!ssl_eof(e)) {
+		if (ssl_reset(e, err))
+			conn_reset(c);
+		else if (!ssl_eof(e) && !c->reset) {
 			ssl_why(c, err, why, sizeof(why));
 			conn_end(c, why);
 			return -1;
@@ -413,7 +491,8 @@ plain_write(struct conn *c)
 		conn_end(c, why);
 		return -1;
 	}
-	if (c->tls_eof && !c->plain_wdone) {
+	/* (After a reset, relay_pump closes it right away.) */
+	if (c->tls_eof && !c->plain_wdone && !c->reset) {
 		c->plain_wdone = 1;
 		shutdown(c->plainfd, SHUT_WR);
 	}
@@ -426,13 +505,19 @@ static void
 tls_close(struct conn *c)
 {
 	struct timeval tv = ms_timeval(TLSD_LINGER_MS);
-	int r, e;
+	int r, e, err;
 
 	ERR_clear_error();
+	errno = 0;
 	if ((r = SSL_shutdown(c->ssl)) < 0) {
+		err = errno;
 		e = SSL_get_error(c->ssl, r);
 		if (e == SSL_ERROR_WANT_WRITE) {
 			c->wr_want = e; /* the alert waits in OpenSSL */
+			return;
+		}
+		if (ssl_reset(e, err)) {
+			conn_reset(c);
 			return;
 		}
 		log_debug("tls: close_notify to %s not sent", c->peer);
@@ -469,6 +554,10 @@ tls_write(struct conn *c)
 			c->wr_want = e;
 			return 0;
 		}
+		if (ssl_reset(e, err)) {
+			conn_reset(c);
+			return 0;
+		}
 		ssl_why(c, err, why, sizeof(why));
 		conn_end(c, why);
 		return -1;
@@ -488,6 +577,7 @@ relay_pump(struct conn *c)
 {
 	size_t used;
 
+again:
 	/* Peer -> netd; as long as netd takes it all, read on (OpenSSL
 	 * may hold records that no socket event announces). */
 	for (;;) {
@@ -502,10 +592,21 @@ relay_pump(struct conn *c)
 	/* netd -> peer. */
 	if (c->wr_want == 0 && !c->tls_wdone && tls_write(c) == -1)
 		return;
+	if (c->reset) {
+		/* Seen writing: read what the socket still holds. */
+		if (!c->tls_eof && rb_used(&c->up) == 0)
+			goto again;
+		/* netd has it all, or waits for netd's end to take it. */
+		if (rb_used(&c->up) == 0) {
+			plain_drain(c);
+			conn_end(c, NULL);
+			return;
+		}
+	}
 	tls_events(c);
 	used = rb_used(&c->down);
 	ev_set(c->plain_rev, &c->plain_rev_on,
-	    !c->plain_eof && used <= TLSD_RELAY_MAX / 2);
+	    !c->plain_eof && !c->reset && used <= TLSD_RELAY_MAX / 2);
 	ev_set(c->plain_wev, &c->plain_wev_on, rb_used(&c->up) > 0);
 	conn_check_done(c);
 }

@@ -7,11 +7,13 @@
  * for the sandboxed run.
  */
 #include <sys/types.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 
 #include <arpa/inet.h>
+#include <linux/sockios.h>
 #include <netinet/in.h>
 
 #include <errno.h>
@@ -325,10 +327,37 @@ free_config(struct config *cfg)
 struct tlsd_kid {
 	pid_t pid;
 	struct imsgbuf ib; /* our end: we are netd */
+	int stat; /* our end of the child's status socket */
 	int status;
 };
 
 static struct event_base *kid_base;
+static volatile sig_atomic_t kid_sigpipes;
+
+/* A write to a socket that is gone (tlsd ignores SIGPIPE): counted. */
+static void
+kid_sigpipe(int sig)
+{
+	kid_sigpipes++;
+}
+
+/* A byte on the status socket: tlsd's connections and the SIGPIPEs so
+ * far, two uint32_t. */
+static void
+kid_status_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	uint32_t st[2];
+	char c;
+
+	if (read(fd, &c, 1) != 1) {
+		event_del(arg);
+		return;
+	}
+	st[0] = tlsd_sessions();
+	st[1] = (uint32_t)kid_sigpipes;
+	if (write(fd, st, sizeof(st)) != sizeof(st))
+		event_del(arg);
+}
 
 static void
 kid_chan_closed(struct proc_chan *c)
@@ -339,13 +368,19 @@ kid_chan_closed(struct proc_chan *c)
 }
 
 static void
-kid_run(int fd, const char *root)
+kid_run(int fd, int stat, const char *root)
 {
+	struct sigaction sa;
 	struct proc_chan *c;
 	struct config *cfg;
 	struct tlsd_gen *g;
+	struct event *sev;
 	int sandboxed = root != NULL;
 
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = kid_sigpipe;
+	sa.sa_flags = SA_RESTART;
+	sigaction(SIGPIPE, &sa, NULL);
 	if ((kid_base = event_base_new()) == NULL)
 		_exit(80);
 	if (sandboxed &&
@@ -366,7 +401,13 @@ kid_run(int fd, const char *root)
 		_exit(83);
 	c->role = ROLE_NETD;
 	c->instance = 0;
+	sev = event_new(kid_base, stat, EV_READ | EV_PERSIST, kid_status_cb,
+	    event_self_cbarg());
+	if (sev == NULL || event_add(sev, NULL) == -1)
+		_exit(84);
 	event_base_dispatch(kid_base);
+	event_free(sev);
+	close(stat);
 	tlsd_conn_free_all();
 	tlsd_set_current(NULL);
 	if (sandboxed)
@@ -394,19 +435,23 @@ mkroot(void)
 static void
 kid_start(struct tlsd_kid *k, const char *root)
 {
-	int sp[2];
+	int sp[2], st[2];
 
-	if (socketpair(AF_UNIX, SOCK_STREAM, 0, sp) == -1) {
+	if (socketpair(AF_UNIX, SOCK_STREAM, 0, sp) == -1 ||
+	    socketpair(AF_UNIX, SOCK_STREAM, 0, st) == -1) {
 		perror("socketpair");
 		exit(1);
 	}
 	fflush(NULL);
 	if ((k->pid = fork()) == 0) {
 		close(sp[0]);
+		close(st[0]);
 		close(listen_fd);
-		kid_run(sp[1], root);
+		kid_run(sp[1], st[1], root);
 	}
 	close(sp[1]);
+	close(st[1]);
+	k->stat = st[0];
 	imsgbuf_init(&k->ib, sp[0]);
 	imsgbuf_allow_fdpass(&k->ib);
 }
@@ -416,12 +461,45 @@ static int
 kid_end(struct tlsd_kid *k)
 {
 	close(k->ib.fd);
+	close(k->stat);
 	imsgbuf_clear(&k->ib);
 	if (waitpid(k->pid, &k->status, 0) != k->pid)
 		return 0;
 	if (!WIFEXITED(k->status) || WEXITSTATUS(k->status) != 0)
 		fprintf(stderr, "tlsd child: status 0x%x\n", k->status);
 	return WIFEXITED(k->status) && WEXITSTATUS(k->status) == 0;
+}
+
+/* tlsd's connections and SIGPIPEs so far; -1 if it does not answer. */
+static int
+kid_status(struct tlsd_kid *k, uint32_t *sessions, uint32_t *sigpipes)
+{
+	struct pollfd pfd = {k->stat, POLLIN, 0};
+	uint32_t st[2];
+
+	if (write(k->stat, "?", 1) != 1 || poll(&pfd, 1, 5000) != 1 ||
+	    read(k->stat, st, sizeof(st)) != sizeof(st))
+		return -1;
+	*sessions = st[0];
+	*sigpipes = st[1];
+	return 0;
+}
+
+/* Wait up to ms for tlsd to hold no connection: 1 if it came to that. */
+static int
+kid_idle(struct tlsd_kid *k, int ms)
+{
+	uint32_t n, p;
+	int i;
+
+	for (i = 0; i <= ms / 5; i++) {
+		if (kid_status(k, &n, &p) == -1)
+			return 0;
+		if (n == 0)
+			return 1;
+		poll(NULL, 0, 5);
+	}
+	return 0;
 }
 
 /* ---- netd's side of the contract ---- */
@@ -1042,6 +1120,136 @@ out:
 	free(a);
 	free(r);
 	SSL_CTX_free(ctx);
+}
+
+static long
+now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The peer's SSL_write of all n bytes of a (non-blocking socket, 10 s at
+ * most), then all of it acknowledged by tlsd's host: 1 if so. */
+static int
+peer_sends(struct srv_conn *s, const uint8_t *a, size_t n)
+{
+	struct pollfd pfd = {s->tcp, POLLOUT, 0};
+	long end = now_ms() + 10000;
+	size_t w = 0;
+	int r, outq = -1;
+
+	while (w < n && now_ms() < end) {
+		r = SSL_write(
+		    s->ssl, a + w, (int)(n - w > BP_CHUNK ? BP_CHUNK : n - w));
+		if (r > 0)
+			w += (size_t)r;
+		else if (ssl_retry(s->ssl, r))
+			poll(&pfd, 1, 10);
+		else
+			return 0;
+	}
+	while (now_ms() < end &&
+	       (ioctl(s->tcp, SIOCOUTQ, &outq) == -1 || outq != 0))
+		poll(NULL, 0, 5);
+	if (w != n || outq != 0)
+		fprintf(
+		    stderr, "peer_sends: %zu of %zu, %d unacked\n", w, n, outq);
+	return w == n && outq == 0;
+}
+
+/*
+ * The peer reads netd's greeting, sends n bytes and resets the connection
+ * (SO_LINGER 0, then close).  netd gets exactly those bytes, then EOF,
+ * and tlsd closes both its ends without waiting for netd's EOF; it
+ * writes nothing to the reset socket (no close_notify: no SIGPIPE).
+ *
+ * held: netd reads nothing until after the reset, and n is more than the
+ * socketpair holds, so tlsd still has some of it then (the last of it
+ * maybe still in the socket, with its read event off: then the reset
+ * shows when netd's write to the peer fails).  tlsd waits until netd's
+ * end takes it all, then closes.
+ */
+static void
+reset_case(struct tlsd_kid *k, size_t n, int held)
+{
+	SSL_CTX *ctx = client_ctx(0);
+	struct linger lg = {1, 0};
+	struct srv_conn s;
+	uint8_t *a = malloc(n), *r = malloc(n + 1);
+	uint32_t sessions = 1, pipes0 = 0, pipes = 0;
+	char buf[64];
+	size_t got = 0;
+	long t0;
+	int rc;
+
+	RAND_bytes(a, n);
+	CHECK(kid_idle(k, 5000));
+	CHECK(kid_status(k, &sessions, &pipes0) == 0);
+	CHECK(server_side(k, ctx, "imap-in", NULL, NULL, 0, &s) == 0);
+	CHECK(s.d.ok == 1);
+	if (!s.d.ok)
+		goto out;
+	nonblock(s.tcp);
+	CHECK(write(s.d.fd, "* OK hi\r\n", 9) == 9);
+	CHECK(ssl_read_wait(s.ssl, s.tcp, buf, sizeof(buf)) == 9 &&
+	      memcmp(buf, "* OK hi\r\n", 9) == 0);
+	CHECK(peer_sends(&s, a, n));
+	CHECK(setsockopt(s.tcp, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)) == 0);
+	close(s.tcp);
+	s.tcp = -1;
+	t0 = now_ms();
+	if (held) {
+		/* netd writes to the gone peer; tlsd keeps what netd has
+		 * not read yet. */
+		CHECK(write(s.d.fd, "a1 NOOP\r\n", 9) == 9);
+		poll(NULL, 0, 300);
+		CHECK(kid_status(k, &sessions, &pipes) == 0 && sessions == 1);
+	}
+	/* All of it, then EOF (not ECONNRESET: had tlsd closed its end
+	 * with netd's write unread, Linux would say so). */
+	rc = read_eof(s.d.fd, (char *)r, n + 1, &got);
+	CHECK(rc == 0 && got == n && memcmp(a, r, n) == 0);
+	/* With netd's end still open. */
+	CHECK(kid_idle(k, 1000));
+	if (!held)
+		CHECK(now_ms() - t0 < 1000);
+	/* Nothing was written to the reset socket, even once netd is gone
+	 * (that was when close_notify went out). */
+	close(s.d.fd);
+	s.d.fd = -1;
+	CHECK(kid_idle(k, 2000));
+	CHECK(kid_status(k, &sessions, &pipes) == 0 && pipes == pipes0);
+	if (rc != 0 || got != n)
+		fprintf(
+		    stderr, "reset_case %zu: netd got %zu (%d)\n", n, got, rc);
+out:
+	srv_conn_close(&s);
+	free(a);
+	free(r);
+	SSL_CTX_free(ctx);
+}
+
+static void
+test_server_peer_resets(struct tlsd_kid *k)
+{
+	int sndbuf = 0;
+	socklen_t len = sizeof(sndbuf);
+	int sp[2];
+
+	reset_case(k, 14, 0);
+	reset_case(k, 100000, 0);
+	/* More than tlsd's end of the socketpair takes (tlsd sets its
+	 * SO_SNDBUF as on this one). */
+	CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sp) == 0);
+	sndbuf = TLSD_RELAY_MAX;
+	setsockopt(sp[0], SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
+	CHECK(getsockopt(sp[0], SOL_SOCKET, SO_SNDBUF, &sndbuf, &len) == 0);
+	close(sp[0]);
+	close(sp[1]);
+	reset_case(k, (size_t)sndbuf + TLSD_RELAY_MAX, 1);
 }
 
 static void
@@ -1806,6 +2014,7 @@ run_suite(const char *root)
 	test_server_relay(&k);
 	test_server_peer_closes(&k);
 	test_server_backpressure(&k);
+	test_server_peer_resets(&k);
 	test_server_sni_ocsp_resume(&k);
 	test_server_refusals(&k);
 	test_client_verify(&k);
