@@ -11,6 +11,8 @@
  *   - close_notify or EOF from the peer: shutdown(WR) of the plaintext
  *     end, so netd reads EOF (a TCP EOF without close_notify is logged as
  *     a truncation, and treated the same);
+ *   - a reset from the peer: what it sent before reaches netd, what netd
+ *     had for it is dropped, then both are closed (netd reads EOF);
  *   - an error either way: both are closed.
  *
  * netd -> tlsd  IMSG_TLS_START, fd = the TCP socket (tlsd owns it)
