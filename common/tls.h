@@ -36,6 +36,14 @@
  *			DONE; tlsd mints only for names a tlsd attested
  *			(below), so that netd cannot have a certificate
  *			signed for names no real server showed; else ""
+ *	u32 flags	TLS_START_*: 0, or server side
+ *			TLS_START_SPEAKS_FIRST: the gateway speaks first once
+ *			TLS is up (the greeting of an implicit listener), so
+ *			tlsd holds its last handshake flight in the socket
+ *			(TCP_CORK) until that first data, and both leave
+ *			together; the kernel sends what is held after 200 ms
+ *			in any case.  Not for STARTTLS: there the client
+ *			speaks first.  Other bits: malformed
  *
  * tlsd -> netd  IMSG_TLS_DONE, fd = netd's plaintext end (ok only)
  *	u64 id
@@ -119,6 +127,7 @@ enum tls_side { TLS_SIDE_SERVER = 0, TLS_SIDE_CLIENT = 1 };
 #define TLS_MAX_NAMES 2048 /* the names field of DONE, START's name */
 #define TLS_HANDSHAKE_TIMEOUT_MS 30000
 #define TLS_MAX_ATTEST 96 /* DONE's and START's attest */
+#define TLS_START_SPEAKS_FIRST 0x1 /* START's flags */
 #define TLS_ATTEST_SECS 120 /* an attest is good for as long */
 
 #endif

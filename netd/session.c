@@ -480,7 +480,10 @@ client_tls_start(struct session *s)
 
 	s->cfd = -1;
 	s->state = S_TLS;
-	s->tlsreq = tls_start(s->n, fd, TLS_SIDE_SERVER, s->pol->name,
+	/* Implicit TLS: the greeting comes first, and the handshake's last
+	 * flight can wait for it (not after STARTTLS: the client's turn). */
+	s->tlsreq = tls_start(s->n, fd, TLS_SIDE_SERVER,
+	    s->starttls == 2 ? 0 : TLS_START_SPEAKS_FIRST, s->pol->name,
 	    s->srv->name, s->names, s->attest, s->client, client_tls_done, s);
 }
 
@@ -931,7 +934,7 @@ server_tls_start(struct session *s)
 		event_free(s->connev);
 		s->connev = NULL;
 	}
-	s->tlsreq = tls_start(s->n, fd, TLS_SIDE_CLIENT, s->pol->name,
+	s->tlsreq = tls_start(s->n, fd, TLS_SIDE_CLIENT, 0, s->pol->name,
 	    s->srv->name, server_tls_name(s, name, sizeof(name)), NULL,
 	    s->mem->addr.text, server_tls_done, s);
 }

@@ -49,7 +49,7 @@ req_fail(struct peer_req *pr, const char *why)
 }
 
 struct tls_req *
-tls_start(struct netd *n, int fd, int side, const char *policy,
+tls_start(struct netd *n, int fd, int side, unsigned flags, const char *policy,
     const char *server, const char *name, const char *attest, const char *peer,
     tls_cb cb, void *arg)
 {
@@ -73,6 +73,7 @@ tls_start(struct netd *n, int fd, int side, const char *policy,
 	buf_add_str(&b, name ? name : "");
 	buf_add_str(&b, peer ? peer : "");
 	buf_add_str(&b, attest ? attest : "");
+	buf_add_u32(&b, (uint32_t)flags);
 	if (proc_compose(r->pr.chan, IMSG_TLS_START, 0, fd, buf_head(&b),
 	        buf_used(&b)) == -1) {
 		r->pr.chan = NULL;

@@ -32,11 +32,12 @@ typedef void (*tls_cb)(void *arg, struct tls_result *);
 
 struct tls_req;
 
-/* Takes ownership of fd (the TCP socket).  attest: with names on the
- * server side, the attest DONE gave with them (else NULL). */
-struct tls_req *tls_start(struct netd *, int fd, int side, const char *policy,
-    const char *server, const char *name, const char *attest, const char *peer,
-    tls_cb, void *arg);
+/* Takes ownership of fd (the TCP socket).  flags: TLS_START_*.  attest:
+ * with names on the server side, the attest DONE gave with them (else
+ * NULL). */
+struct tls_req *tls_start(struct netd *, int fd, int side, unsigned flags,
+    const char *policy, const char *server, const char *name,
+    const char *attest, const char *peer, tls_cb, void *arg);
 /* The requester went away: the result is dropped (its fd closed). */
 void tls_cancel(struct tls_req *);
 

@@ -38,6 +38,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 
 #include <errno.h>
 #include <limits.h>
@@ -91,6 +92,8 @@ struct conn {
 	int close_notify; /* the peer sent close_notify */
 	int truncated; /* the peer's EOF came without close_notify */
 	int reset; /* the peer reset the TCP connection */
+	unsigned flags; /* START's TLS_START_* */
+	int corked; /* TCP_CORK is on: the last flight waits for data */
 	size_t dropped; /* bytes for the peer that its reset dropped */
 	uint64_t from_peer, to_peer;
 };
@@ -317,6 +320,30 @@ tls_events(struct conn *c)
 	        c->wr_want == SSL_ERROR_WANT_WRITE);
 }
 
+/*
+ * TLS_START_SPEAKS_FIRST: between the handshake's flights, whatever
+ * waits goes (a flight the peer answers) and the socket is corked
+ * again, so that the last flight (TLS 1.2: the server's Finished; 1.3:
+ * the session tickets) waits in it for the greeting and both leave in
+ * one segment; the first write of data (tls_write) or the close
+ * uncorks.  One wakeup of the client instead of two or three.
+ */
+static void
+cork(struct conn *c, int on)
+{
+	int v = on;
+
+	if (on && c->corked) {
+		v = 0;
+		(void)setsockopt(
+		    c->tlsfd, IPPROTO_TCP, TCP_CORK, &v, sizeof(v));
+		v = 1;
+	} else if (on == c->corked)
+		return;
+	(void)setsockopt(c->tlsfd, IPPROTO_TCP, TCP_CORK, &v, sizeof(v));
+	c->corked = on;
+}
+
 /* ---- the relay ---- */
 
 static size_t
@@ -507,6 +534,7 @@ tls_close(struct conn *c)
 	struct timeval tv = ms_timeval(TLSD_LINGER_MS);
 	int r, e, err;
 
+	cork(c, 0);
 	ERR_clear_error();
 	errno = 0;
 	if ((r = SSL_shutdown(c->ssl)) < 0) {
@@ -546,6 +574,8 @@ tls_write(struct conn *c)
 		    left > INT_MAX ? INT_MAX : (int)left);
 		if (n > 0) {
 			rb_consumed(b, (size_t)n);
+			/* The first data: it and the last flight go. */
+			cork(c, 0);
 			continue;
 		}
 		err = errno;
@@ -754,6 +784,9 @@ hs_step(struct conn *c)
 	err = errno;
 	e = SSL_get_error(c->ssl, r);
 	if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+		if (e == SSL_ERROR_WANT_READ &&
+		    (c->flags & TLS_START_SPEAKS_FIRST))
+			cork(c, 1);
 		c->rd_want = e;
 		tls_events(c);
 		return;
@@ -1004,8 +1037,11 @@ conn_start(struct proc_chan *ch, struct imsg *imsg)
 	c->name = rd_str(&rd, TLS_MAX_NAMES);
 	c->peer = rd_str(&rd, TLS_MAX_NAME);
 	c->attest = rd_str(&rd, TLS_MAX_ATTEST);
+	c->flags = rd_u32(&rd);
 	if (rd_end(&rd) == -1 || imsg->fd == -1 ||
-	    (c->side != TLS_SIDE_SERVER && c->side != TLS_SIDE_CLIENT)) {
+	    (c->side != TLS_SIDE_SERVER && c->side != TLS_SIDE_CLIENT) ||
+	    (c->flags & ~(unsigned)TLS_START_SPEAKS_FIRST) != 0 ||
+	    (c->flags != 0 && c->side != TLS_SIDE_SERVER)) {
 		conn_free(c);
 		proc_chan_fail(ch, "malformed TLS_START");
 		return;

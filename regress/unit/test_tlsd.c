@@ -15,6 +15,7 @@
 #include <arpa/inet.h>
 #include <linux/sockios.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -528,6 +529,7 @@ done_clear(struct done *d)
 }
 
 static uint64_t next_id = 100;
+static uint32_t start_flags; /* START's flags for the next send_start */
 
 static int
 send_start_attest(struct tlsd_kid *k, uint32_t side, const char *policy,
@@ -544,6 +546,7 @@ send_start_attest(struct tlsd_kid *k, uint32_t side, const char *policy,
 	buf_add_str(&b, name);
 	buf_add_str(&b, "127.0.0.1:4321");
 	buf_add_str(&b, attest);
+	buf_add_u32(&b, start_flags);
 	r = imsg_compose(
 	    &k->ib, IMSG_TLS_START, 0, fd, buf_head(&b), buf_used(&b));
 	buf_free(&b);
@@ -1252,6 +1255,121 @@ test_server_peer_resets(struct tlsd_kid *k)
 	reset_case(k, (size_t)sndbuf + TLSD_RELAY_MAX, 1);
 }
 
+/* TCP_CORK of the socket tlsd holds (a dup of it: the option is the
+ * socket's). */
+static int
+corked(int fd)
+{
+	int v = -1;
+	socklen_t len = sizeof(v);
+
+	return getsockopt(fd, IPPROTO_TCP, TCP_CORK, &v, &len) == 0 ? v : -1;
+}
+
+/*
+ * TLS_START_SPEAKS_FIRST (an implicit listener): the last flight of the
+ * handshake (TLS 1.2 the server's Finished, 1.3 the tickets) waits in
+ * the corked socket for the greeting and leaves with it; without the
+ * flag (STARTTLS: the client speaks next) nothing is held.  Flags other
+ * than that one, or on the client side, make START malformed.
+ */
+static void
+test_server_speaks_first(struct tlsd_kid *k)
+{
+	static const int vers[] = {TLS1_3_VERSION, TLS1_2_VERSION};
+	static const char greet[] = "* OK [CAPABILITY IMAP4rev1] hi\r\n";
+	struct pollfd pf[2];
+	struct done d;
+	char buf[64];
+	size_t vi, got;
+	int flag, tcp, acc, mine, r, n, steps, hs;
+	SSL_CTX *ctx;
+	SSL *ssl;
+
+	for (vi = 0; vi < 2; vi++) {
+		for (flag = 0; flag < 2; flag++) {
+			ctx = client_ctx(vers[vi]);
+			tcp_pair(&tcp, &acc);
+			mine = dup(acc);
+			start_flags = flag ? TLS_START_SPEAKS_FIRST : 0;
+			CHECK(send_start_attest(k, TLS_SIDE_SERVER, "imap-in",
+			          "", "", "", acc) == 0);
+			start_flags = 0;
+			ssl = SSL_new(ctx);
+			SSL_set_fd(ssl, tcp);
+			fcntl(tcp, F_SETFL, fcntl(tcp, F_GETFL) | O_NONBLOCK);
+			/* Our flights until tlsd's DONE says it is done
+			 * (TLS 1.2 with the flag: our handshake waits for
+			 * the held Finished). */
+			hs = 0;
+			pf[0].fd = tcp;
+			pf[1].fd = k->ib.fd;
+			pf[0].events = pf[1].events = POLLIN;
+			for (steps = 0; steps < 200; steps++) {
+				if (!hs && (r = SSL_connect(ssl)) == 1)
+					hs = 1;
+				else if (!hs && !ssl_retry(ssl, r))
+					break;
+				if (poll(pf + 1, 1, 0) == 1)
+					break;
+				poll(pf, 2, 50);
+			}
+			CHECK(get_done(k, &d) == 0 && d.ok == 1);
+			/* Held: the socket is corked (flag) or not. */
+			CHECK(corked(mine) == flag);
+			if (vers[vi] == TLS1_2_VERSION && flag)
+				CHECK(!hs); /* its Finished waits */
+			CHECK(write(d.fd, greet, sizeof(greet) - 1) ==
+			      (ssize_t)sizeof(greet) - 1);
+			got = 0;
+			for (steps = 0; steps < 200 && got < sizeof(greet) - 1;
+			     steps++) {
+				if (!hs) {
+					if ((r = SSL_connect(ssl)) == 1)
+						hs = 1;
+					else if (!ssl_retry(ssl, r))
+						break;
+				}
+				if (hs && (n = SSL_read(ssl, buf + got,
+				               (int)(sizeof(buf) - got))) > 0)
+					got += (size_t)n;
+				else
+					poll(pf, 1, 50);
+			}
+			CHECK(hs && got == sizeof(greet) - 1 &&
+			      memcmp(buf, greet, got) == 0);
+			/* The first data went, and the socket with it. */
+			CHECK(corked(mine) == 0);
+			CHECK(strcmp(d.version, vers[vi] == TLS1_3_VERSION
+			                            ? "TLSv1.3"
+			                            : "TLSv1.2") == 0);
+			SSL_free(ssl);
+			close(tcp);
+			close(mine);
+			done_clear(&d);
+			SSL_CTX_free(ctx);
+		}
+	}
+}
+
+/* START with unknown flags, or with the flag on the client side, is
+ * malformed: the channel closes (a kid of its own each). */
+static void
+test_bad_flags(struct tlsd_kid *k, uint32_t side, uint32_t flags)
+{
+	struct done d;
+	int tcp, acc;
+
+	tcp_pair(&tcp, &acc);
+	start_flags = flags;
+	CHECK(
+	    send_start_attest(k, side, side == TLS_SIDE_SERVER ? "imap-in" : "",
+	        side == TLS_SIDE_SERVER ? "" : "back", "", "", acc) == 0);
+	start_flags = 0;
+	CHECK(get_done(k, &d) == -1);
+	close(tcp);
+}
+
 static void
 test_server_sni_ocsp_resume(struct tlsd_kid *k)
 {
@@ -1501,6 +1619,7 @@ test_garbage_fd(struct tlsd_kid *k)
 	buf_add_str(&b, "");
 	buf_add_str(&b, "peer");
 	buf_add_str(&b, "");
+	buf_add_u32(&b, 0);
 	CHECK(imsg_compose(&k->ib, IMSG_TLS_START, 0, acc, buf_head(&b),
 	          buf_used(&b)) == 0);
 	buf_free(&b);
@@ -2015,6 +2134,7 @@ run_suite(const char *root)
 	test_server_peer_closes(&k);
 	test_server_backpressure(&k);
 	test_server_peer_resets(&k);
+	test_server_speaks_first(&k);
 	test_server_sni_ocsp_resume(&k);
 	test_server_refusals(&k);
 	test_client_verify(&k);
@@ -2035,6 +2155,12 @@ run_suite(const char *root)
 	CHECK(kid_end(&k));
 	kid_start(&k, root);
 	test_names_too_long(&k);
+	CHECK(kid_end(&k));
+	kid_start(&k, root);
+	test_bad_flags(&k, TLS_SIDE_SERVER, 0x80);
+	CHECK(kid_end(&k));
+	kid_start(&k, root);
+	test_bad_flags(&k, TLS_SIDE_CLIENT, TLS_START_SPEAKS_FIRST);
 	CHECK(kid_end(&k));
 }
 
