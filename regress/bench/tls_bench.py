@@ -29,7 +29,9 @@ Paths (loopback only):
    resets the connection (SO_LINGER 0: no TIME_WAIT pile-up).  Besides
    the rate: CPU microseconds per handshake of the TLS front (Dovecot's
    processes for the dovecot path; stunnel; imapgwd and its workers) and
-   of Dovecot behind it, from /proc, and of the client processes.
+   of Dovecot behind it, from /proc, and of the client processes, and
+   how often a client waited per handshake (its voluntary context
+   switches: each flight or greeting that arrives apart is one).
 2. Bulk fetch over TLS: UID FETCH 1:* BODY.PEEK[] of a mailbox of
    BENCH_TLS_MESSAGES (50) messages of BENCH_TLS_SIZE (1 MB), MB/s of
    literal data (login/select not timed).  The gateway relays with an
@@ -145,7 +147,7 @@ def _handshaker(port, version, start, end, out):
                 pass
     ru1 = resource.getrusage(resource.RUSAGE_SELF)
     out.send((n, errs, (ru1.ru_utime + ru1.ru_stime) -
-              (ru0.ru_utime + ru0.ru_stime)))
+              (ru0.ru_utime + ru0.ru_stime), ru1.ru_nvcsw - ru0.ru_nvcsw))
     out.close()
 
 
@@ -160,7 +162,8 @@ class Path:
 
 def handshake_sample(path, version, seconds=SECONDS):
     """(handshakes/s, errors, front CPU us/hs, dovecot CPU us/hs,
-    client CPU us/hs)."""
+    client CPU us/hs, client waits (voluntary context switches) per
+    handshake)."""
     start = time.time() + 0.3
     end = start + seconds
     pipes, procs = [], []
@@ -183,11 +186,13 @@ def handshake_sample(path, version, seconds=SECONDS):
     t0 = time.time()
     n = errs = 0
     ccpu = 0.0
+    waits = 0
     for r in pipes:
-        a, b, c = r.recv()
+        a, b, c, w = r.recv()
         n += a
         errs += b
         ccpu += c
+        waits += w
     t1 = time.time()
     d1 = bl.cpu_seconds(set(dpids) | set(bl.session_pids(path.dove_sid)),
                         children=True)
@@ -200,7 +205,8 @@ def handshake_sample(path, version, seconds=SECONDS):
     dcpu = bl.cpu_delta(d0, d1, new=True)
     fcpu = bl.cpu_delta(f0, f1, new=True) if path.tls_front else dcpu
     return (n / dt, errs, fcpu * 1e6 / nn,
-            (dcpu * 1e6 / nn) if path.tls_front else 0.0, ccpu * 1e6 / nn)
+            (dcpu * 1e6 / nn) if path.tls_front else 0.0, ccpu * 1e6 / nn,
+            waits / nn)
 
 
 def probe(port, version):
@@ -420,13 +426,15 @@ def main():
                         sum(x[1] for x in s),
                         statistics.median(x[2] for x in s),
                         statistics.median(x[3] for x in s),
-                        statistics.median(x[4] for x in s))))
+                        statistics.median(x[4] for x in s),
+                        statistics.median(x[5] for x in s))))
                 bl.table("== full TLS %s handshakes (greeting read), %d "
                       "clients, %.1fs x %d" % (v, CLIENTS, SECONDS, REPS),
                       rows, ("hs/s (med)", "hs/s (best)", "errors",
-                             "front us/hs", "dove us/hs", "client us/hs"),
+                             "front us/hs", "dove us/hs", "client us/hs",
+                             "client waits"),
                       ("%12.0f", "%12.0f", "%12d", "%12.0f", "%12.0f",
-                       "%12.0f"))
+                       "%12.0f", "%12.2f"))
 
         bulk = {}
         first_scan = {}
