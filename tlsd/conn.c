@@ -321,12 +321,13 @@ tls_events(struct conn *c)
 }
 
 /*
- * TLS_START_SPEAKS_FIRST: between the handshake's flights, whatever
- * waits goes (a flight the peer answers) and the socket is corked
- * again, so that the last flight (TLS 1.2: the server's Finished; 1.3:
- * the session tickets) waits in it for the greeting and both leave in
- * one segment; the first write of data (tls_write) or the close
- * uncorks.  One wakeup of the client instead of two or three.
+ * TLS_START_SPEAKS_FIRST: the socket is corked for the handshake; when
+ * the peer's answer is awaited, what waits goes (a flight the peer
+ * answers) and it is corked again, so that the last flight (TLS 1.2:
+ * the server's Finished; 1.3: the session tickets) waits in it for the
+ * greeting and both leave in one segment; the first write of data
+ * (tls_write) or the close uncorks.  One wakeup of the client instead
+ * of two or three.
  */
 static void
 cork(struct conn *c, int on)
@@ -775,6 +776,11 @@ hs_step(struct conn *c)
 	char why[TLS_MAX_ERROR];
 	int r, e, err;
 
+	/* Corked from the first flight on: a flight goes only when the
+	 * peer's answer is awaited, so the handshake never ends in one call
+	 * with its last flight sent. */
+	if ((c->flags & TLS_START_SPEAKS_FIRST) && !c->corked)
+		cork(c, 1);
 	ERR_clear_error();
 	errno = 0;
 	if ((r = SSL_do_handshake(c->ssl)) == 1) {

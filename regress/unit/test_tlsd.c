@@ -1255,6 +1255,16 @@ test_server_peer_resets(struct tlsd_kid *k)
 	reset_case(k, (size_t)sndbuf + TLSD_RELAY_MAX, 1);
 }
 
+static long
+ms_since(const struct timespec *t)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (long)(now.tv_sec - t->tv_sec) * 1000 +
+	       (now.tv_nsec - t->tv_nsec) / 1000000;
+}
+
 /* TCP_CORK of the socket tlsd holds (a dup of it: the option is the
  * socket's). */
 static int
@@ -1279,6 +1289,7 @@ test_server_speaks_first(struct tlsd_kid *k)
 	static const int vers[] = {TLS1_3_VERSION, TLS1_2_VERSION};
 	static const char greet[] = "* OK [CAPABILITY IMAP4rev1] hi\r\n";
 	struct pollfd pf[2];
+	struct timespec t0;
 	struct done d;
 	char buf[64];
 	size_t vi, got;
@@ -1305,6 +1316,7 @@ test_server_speaks_first(struct tlsd_kid *k)
 			pf[0].fd = tcp;
 			pf[1].fd = k->ib.fd;
 			pf[0].events = pf[1].events = POLLIN;
+			clock_gettime(CLOCK_MONOTONIC, &t0);
 			for (steps = 0; steps < 200; steps++) {
 				if (!hs && (r = SSL_connect(ssl)) == 1)
 					hs = 1;
@@ -1317,8 +1329,13 @@ test_server_speaks_first(struct tlsd_kid *k)
 			CHECK(get_done(k, &d) == 0 && d.ok == 1);
 			/* Held: the socket is corked (flag) or not. */
 			CHECK(corked(mine) == flag);
-			if (vers[vi] == TLS1_2_VERSION && flag)
-				CHECK(!hs); /* its Finished waits */
+			/* TLS 1.2: our handshake waits for the Finished.  The
+			 * kernel sends what is corked after 200 ms: a run
+			 * that took 150 ms from our ClientHello on cannot
+			 * tell. */
+			if (vers[vi] == TLS1_2_VERSION && flag &&
+			    ms_since(&t0) < 150)
+				CHECK(!hs);
 			CHECK(write(d.fd, greet, sizeof(greet) - 1) ==
 			      (ssize_t)sizeof(greet) - 1);
 			got = 0;
