@@ -399,3 +399,36 @@ def test_lazy_checked_against_what_this_client_got(make_gateway):
         assert b" ID " in third and third.endswith(b"new ready\r\n"), third
     finally:
         fake.stop()
+
+
+def test_lazy_across_reload(make_gateway, dovecot):
+    """A reload starts afresh: the first client under the new
+    configuration meets the server again (and is greeted by it); a client
+    greeted under the old one, still waiting, logs in as before."""
+    port = free_port()
+    g = lazy_gw(make_gateway, dovecot.address, port)
+    greeting_and_close(port)
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    f = s.makefile("rb")
+    try:
+        assert f.readline().startswith(b"* OK [CAPABILITY")
+        off = g.log_offset()
+        g.write_config()
+        g.reload()
+        assert g.wait_log(r"netd\[\d+\]: using config generation 2",
+                          since=off, timeout=10), g.log_since(off)
+        doff = dovecot.log_offset()
+        _, lp = greeting_and_close(port)
+        assert dovecot.wait_log(r"x-originating-port=%d\b" % lp, since=doff)
+        _, lp2 = greeting_and_close(port)
+        time.sleep(0.3)
+        assert not reached_dovecot(dovecot, doff, lp2)
+        s.sendall(b"a LOGIN %s %s\r\nb LOGOUT\r\n" % (USER.encode(),
+                                                     PASSWORD.encode()))
+        ln = f.readline()
+        while ln.startswith(b"* "):
+            ln = f.readline()
+        assert ln.startswith(b"a OK"), ln
+    finally:
+        f.close()
+        s.close()
