@@ -88,6 +88,17 @@ def reached_dovecot(d, off, lport):
     return re.search(r"x-originating-port=%d\b" % lport, d.log_since(off))
 
 
+def login_tagged(sock, f, tag):
+    """Send `tag LOGIN` (and a LOGOUT after it); the tagged answer to
+    the LOGIN, past the untagged lines before it."""
+    sock.sendall(b"%s LOGIN %s %s\r\nz LOGOUT\r\n" %
+                 (tag, USER.encode(), PASSWORD.encode()))
+    ln = f.readline()
+    while ln.startswith(b"* "):
+        ln = f.readline()
+    return ln
+
+
 def session_ended(g, lport, timeout=10):
     return g.wait_log(r"session end\b.*client=127\.0\.0\.1:%d\b.*$" % lport,
                       timeout=timeout)
@@ -307,12 +318,7 @@ def test_lazy_tls_client_side(make_gateway, dovecot, pki):
     assert caps.startswith(b"* CAPABILITY") and b"STARTTLS" not in caps and \
         b"LOGINDISABLED" not in caps, caps
     assert f.readline().startswith(b"c OK")
-    t.sendall(b"d LOGIN %s %s\r\ne LOGOUT\r\n" % (USER.encode(),
-                                                  PASSWORD.encode()))
-    ln = f.readline()
-    while ln.startswith(b"* "):
-        ln = f.readline()
-    assert ln.startswith(b"d OK"), ln
+    assert login_tagged(t, f, b"d").startswith(b"d OK")
     f.close()
     t.close()
     log = dovecot.log_since(off)
@@ -423,12 +429,7 @@ def test_lazy_across_reload(make_gateway, dovecot):
         _, lp2 = greeting_and_close(port)
         time.sleep(0.3)
         assert not reached_dovecot(dovecot, doff, lp2)
-        s.sendall(b"a LOGIN %s %s\r\nb LOGOUT\r\n" % (USER.encode(),
-                                                     PASSWORD.encode()))
-        ln = f.readline()
-        while ln.startswith(b"* "):
-            ln = f.readline()
-        assert ln.startswith(b"a OK"), ln
+        assert login_tagged(s, f, b"a").startswith(b"a OK")
     finally:
         f.close()
         s.close()
