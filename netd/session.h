@@ -174,18 +174,18 @@ void session_protocol_error(struct session *, struct dir *);
 /* The client's STARTTLS was answered: once that answer is out, the
  * connection goes to tlsd and what the client sent after is dropped. */
 void session_starttls(struct session *);
+struct imap_resp;
+/* The server's greeting, as the engine met it: kept for lazy pools. */
+void session_greeting_learn(
+    struct session *, struct lineasm *, const struct imap_resp *);
+/* LAZY_CHECK: the server's greeting, which the client never sees: it
+ * lets the client's commands go, or ends the session (s->ending).
+ * Returns 0. */
+int session_greeting_check(
+    struct session *, struct lineasm *, const struct imap_resp *);
 
 /* imap_msg.c: messages that cross (FETCH scanning, APPEND). */
 struct imap_resp;
-/* The server's greeting, as the engine met it: kept for lazy pools
- * (session.c). */
-void session_greeting_learn(
-    struct session *, struct lineasm *, const struct imap_resp *);
-/* LAZY_CHECK: the server's greeting, which the client never sees.  0: it
- * was consumed (or the session ended, s->ending), -1: sv's framer error
- * is set. */
-int session_greeting_check(
-    struct session *, struct lineasm *, const struct imap_resp *);
 struct imap_cmd;
 enum lit_mode msg_literal_mode(struct session *, struct dir *, uint64_t);
 int msg_append_sync(struct session *, struct dir *);
