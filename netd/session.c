@@ -52,6 +52,7 @@ static void dir_update(struct dir *);
 static void dir_init(
     struct session *, struct dir *, const char *, int, enum framer_dir);
 static void sink_write_cb(evutil_socket_t, short, void *);
+static void sink_attach(struct sink *, int);
 static int session_connect(struct session *);
 static void session_backend(struct session *);
 static void client_handover(struct session *);
@@ -59,6 +60,7 @@ static void session_relay(struct session *);
 static int lazy_connect(struct session *);
 static void session_upstream(struct session *);
 static void session_timer_cb(evutil_socket_t, short, void *);
+static void timer_arm(struct session *, uint64_t);
 
 /* Milliseconds on the monotonic clock. */
 static uint64_t
@@ -531,11 +533,7 @@ client_reattach(struct session *s)
 	s->c.fr.on_line = imap_client_line_cb;
 	s->c.fr.hold_sync = 1;
 	s->c.bytes = in;
-	s->to_c.dst = s->cfd;
-	s->to_c.wev = event_new(s->n->env.base, s->cfd, EV_WRITE | EV_PERSIST,
-	    sink_write_cb, &s->to_c);
-	if (s->to_c.wev == NULL)
-		fatalx("event_new");
+	sink_attach(&s->to_c, s->cfd);
 	s->to_c.bytes = out;
 	s->state = S_RELAY;
 	s->last = now_mono();
@@ -588,7 +586,7 @@ sink_flush(struct sink *k)
 		return; /* a connection is in tlsd's hands */
 	/* Lazy: nothing goes to the server before it is met and its
 	 * greeting checked. */
-	hold = k == &s->to_s && (k->dst == -1 || s->lazy != LAZY_NO);
+	hold = k == &s->to_s && s->lazy != LAZY_NO;
 	/* Set again below if a streamed literal still cannot go on. */
 	k->blocked = 0;
 	for (;;) {
@@ -703,6 +701,28 @@ literal_cap(const struct session *s)
 	return m > CLIENT_LITERAL_MIN / 4 ? m * 4 : CLIENT_LITERAL_MIN;
 }
 
+/* Read from fd: its read event.  Lazy: the server's, once it is met. */
+static void
+dir_attach(struct dir *d, int fd)
+{
+	d->src = fd;
+	d->rev = event_new(
+	    d->s->n->env.base, fd, EV_READ | EV_PERSIST, dir_read_cb, d);
+	if (d->rev == NULL)
+		fatalx("event_new");
+}
+
+/* Write to fd: its write event. */
+static void
+sink_attach(struct sink *k, int fd)
+{
+	k->dst = fd;
+	k->wev = event_new(
+	    k->s->n->env.base, fd, EV_WRITE | EV_PERSIST, sink_write_cb, k);
+	if (k->wev == NULL)
+		fatalx("event_new");
+}
+
 static void
 dir_init(struct session *s, struct dir *d, const char *name, int src,
     enum framer_dir fdir)
@@ -717,12 +737,8 @@ dir_init(struct session *s, struct dir *d, const char *name, int src,
 	framer_init(&d->fr, fdir, s->act->general.max_line_length,
 	    fdir == FRAMER_CLIENT ? literal_cap(s) : SERVER_LITERAL_CAP);
 	d->fr.arg = s;
-	if (src == -1)
-		return; /* lazy: the server is not met yet */
-	d->rev = event_new(
-	    s->n->env.base, src, EV_READ | EV_PERSIST, dir_read_cb, d);
-	if (d->rev == NULL)
-		fatalx("event_new");
+	if (src != -1) /* -1, lazy: the server is not met yet */
+		dir_attach(d, src);
 }
 
 static void
@@ -731,19 +747,14 @@ sink_init(struct session *s, struct sink *k, int dst)
 	k->s = s;
 	k->dst = dst;
 	outq_init(&k->q);
-	if (dst == -1)
-		return; /* lazy: the server is not met yet */
-	k->wev = event_new(
-	    s->n->env.base, dst, EV_WRITE | EV_PERSIST, sink_write_cb, k);
-	if (k->wev == NULL)
-		fatalx("event_new");
+	if (dst != -1) /* -1, lazy: the server is not met yet */
+		sink_attach(k, dst);
 }
 
 static void
 session_timer_cb(evutil_socket_t fd, short ev, void *arg)
 {
 	struct session *s = arg;
-	struct timeval tv;
 	uint64_t idle;
 
 	if (s->state != S_RELAY || s->lazy >= LAZY_CONNECT) {
@@ -751,9 +762,8 @@ session_timer_cb(evutil_socket_t fd, short ev, void *arg)
 		    s->client, "server", s->srv->name, "backend",
 		    s->mem->addr.text, "error",
 		    s->lazy == LAZY_CHECK ? "no greeting in time"
-		    : s->state == S_CONNECTING ||
-		            (s->state == S_RELAY && s->lazy == LAZY_CONNECT)
-		        ? "connection timed out"
+		    : s->state == S_CONNECTING || s->state == S_RELAY
+		        ? "connection timed out" /* lazy: S_RELAY */
 		        : "TLS to the server timed out",
 		    NULL);
 		client_say(s, BYE_UNAVAILABLE);
@@ -766,19 +776,28 @@ session_timer_cb(evutil_socket_t fd, short ev, void *arg)
 		session_end(s, "idle timeout");
 		return;
 	}
-	tv = ms_timeval(s->pol->idle_timeout_ms - idle);
-	evtimer_add(s->timer, &tv);
+	timer_arm(s, s->pol->idle_timeout_ms - idle);
+}
+
+/* The session's one timer, made at first use, (re)armed for ms from
+ * now: the bound of meeting the server, else the idle timeout. */
+static void
+timer_arm(struct session *s, uint64_t ms)
+{
+	struct timeval tv = ms_timeval(ms);
+
+	if (s->timer == NULL && (s->timer = evtimer_new(s->n->env.base,
+	                             session_timer_cb, s)) == NULL)
+		fatalx("event_new");
+	evtimer_add(s->timer, &tv); /* replaces a pending timeout */
 }
 
 /* The idle timer: from now, the session's idle timeout. */
 static void
 idle_timer(struct session *s)
 {
-	struct timeval tv = ms_timeval(s->pol->idle_timeout_ms);
-
 	s->last = now_mono();
-	evtimer_del(s->timer);
-	evtimer_add(s->timer, &tv);
+	timer_arm(s, s->pol->idle_timeout_ms);
 }
 
 /*
@@ -791,27 +810,19 @@ idle_timer(struct session *s)
 static void
 lazy_attach(struct session *s)
 {
-	struct timeval tv = ms_timeval(s->srv->connect_timeout_ms);
 	int on = 1;
 
 	s->state = S_RELAY;
 	setsockopt(s->sfd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
-	s->sv.src = s->sfd;
-	s->sv.rev = event_new(
-	    s->n->env.base, s->sfd, EV_READ | EV_PERSIST, dir_read_cb, &s->sv);
-	s->to_s.dst = s->sfd;
-	s->to_s.wev = event_new(s->n->env.base, s->sfd, EV_WRITE | EV_PERSIST,
-	    sink_write_cb, &s->to_s);
-	if (s->sv.rev == NULL || s->to_s.wev == NULL)
-		fatalx("event_new");
+	dir_attach(&s->sv, s->sfd);
+	sink_attach(&s->to_s, s->sfd);
 	if (s->srv->tls == SRV_TLS_STARTTLS) {
 		s->greeting[0] = '\0';
 		s->lazy = LAZY_NO;
 		idle_timer(s);
 	} else {
 		s->lazy = LAZY_CHECK;
-		evtimer_del(s->timer);
-		evtimer_add(s->timer, &tv);
+		timer_arm(s, s->srv->connect_timeout_ms);
 	}
 	dir_update(&s->c);
 	dir_update(&s->sv);
@@ -821,7 +832,6 @@ lazy_attach(struct session *s)
 static void
 session_relay(struct session *s)
 {
-	struct timeval tv;
 	int on = 1;
 
 	if (s->lazy >= LAZY_CONNECT) {
@@ -840,10 +850,7 @@ session_relay(struct session *s)
 		fatalx("event_new");
 	s->c.fr.on_line = imap_client_line_cb;
 	s->c.fr.hold_sync = 1;
-	s->last = now_mono();
-	evtimer_del(s->timer);
-	tv = ms_timeval(s->pol->idle_timeout_ms);
-	evtimer_add(s->timer, &tv);
+	idle_timer(s);
 	dir_update(&s->c);
 	dir_update(&s->sv);
 }
@@ -1128,12 +1135,8 @@ static int
 session_connect(struct session *s)
 {
 	const struct cfg_addr *a = &s->mem->addr;
-	struct timeval tv;
 	int fd, r;
 
-	if (s->timer == NULL && (s->timer = evtimer_new(s->n->env.base,
-	                             session_timer_cb, s)) == NULL)
-		fatalx("event_new");
 	fd = socket(
 	    a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd == -1)
@@ -1143,9 +1146,7 @@ session_connect(struct session *s)
 	    event_new(s->n->env.base, fd, EV_WRITE, session_connected_cb, s);
 	if (s->connev == NULL)
 		fatalx("event_new");
-	tv = ms_timeval(s->srv->connect_timeout_ms);
-	evtimer_del(s->timer);
-	evtimer_add(s->timer, &tv);
+	timer_arm(s, s->srv->connect_timeout_ms);
 	r = connect(fd, (const struct sockaddr *)&a->ss, a->len);
 	if (r == -1 && errno != EINPROGRESS)
 		return -1;
@@ -1184,8 +1185,7 @@ greet_slot(struct session *s, int create)
 {
 	struct netd_cfg *nc = s->nc;
 
-	if (s->pol->original || s->srv < nc->cfg->servers ||
-	    s->srv >= nc->cfg->servers + nc->cfg->nservers)
+	if (s->pol->original)
 		return NULL; /* the client proxy's server is not a pool */
 	if (nc->greet == NULL && create &&
 	    (nc->greet = calloc(nc->cfg->nservers, sizeof(*nc->greet))) == NULL)
@@ -1303,9 +1303,6 @@ session_upstream(struct session *s)
 		session_backend(s);
 		return;
 	}
-	if ((s->timer = evtimer_new(s->n->env.base, session_timer_cb, s)) ==
-	    NULL)
-		fatalx("event_new");
 	s->lazy = LAZY_WAIT;
 	session_relay(s);
 	if (buf_add(&s->sv.in, g->line, strlen(g->line)) == -1) {
