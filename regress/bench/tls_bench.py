@@ -75,6 +75,7 @@ import time
 import benchlib as bl
 from benchlib import dv, gwm
 import certs as certmod       # noqa: E402  (regress/lib, via benchlib)
+from rawimap import first_line  # noqa: E402  (regress/lib, via benchlib)
 
 KEY = os.environ.get("BENCH_TLS_KEY", "rsa")
 VERSIONS = [v.strip() for v in
@@ -128,13 +129,7 @@ def _handshaker(port, version, start, end, out):
             s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             t = ctx.wrap_socket(s, server_hostname="localhost")
-            buf = b""
-            while b"\n" not in buf:
-                d = t.recv(4096)
-                if not d:
-                    break
-                buf += d
-            if buf.startswith(b"* OK"):
+            if first_line(t).startswith(b"* OK"):
                 n += 1
             else:
                 errs += 1

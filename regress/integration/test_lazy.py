@@ -30,6 +30,7 @@ import certs as certs_mod
 import dovecot as dovecot_mod
 import gateway as gateway_mod
 from conftest import DIRECT, PASSWORD
+from rawimap import first_line
 from tlsfake import TLSFake
 
 pytestmark = pytest.mark.gateway
@@ -70,13 +71,7 @@ def greeting_and_close(port, ctx=None):
     try:
         if ctx is not None:
             s = ctx.wrap_socket(s, server_hostname="localhost")
-        buf = b""
-        while b"\n" not in buf:
-            d = s.recv(4096)
-            if not d:
-                break
-            buf += d
-        return buf, s.getsockname()[1]
+        return first_line(s), s.getsockname()[1]
     finally:
         s.close()
 

@@ -165,6 +165,19 @@ class RawIMAP:
         self.close()
 
 
+def first_line(sock):
+    """What sock (plain or TLS) gives up to its first LF, or until EOF:
+    a greeting.  Reads in pieces of 4 KB, so a little past the LF may
+    come too."""
+    buf = b""
+    while b"\n" not in buf:
+        d = sock.recv(4096)
+        if not d:
+            break
+        buf += d
+    return buf
+
+
 def expect_closed_without_data(port, timeout=10):
     """Connect and read: returns 'eof', 'reset' or the bytes received."""
     try:
