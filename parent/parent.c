@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <arpa/inet.h>
 
 #include <errno.h>
@@ -243,6 +244,25 @@ lookup_user(struct parent *p, const char *user)
 
 /* Listeners */
 
+/*
+ * What a listener's mode asks of its socket, set when it is opened and
+ * again when a reload keeps it.  Implicit TLS: the client speaks first
+ * (its ClientHello), so the kernel hands a connection over when its
+ * first bytes are in (TCP_DEFER_ACCEPT): netd and tlsd are woken once
+ * for the connection and its ClientHello, and a connection that sends
+ * nothing is accepted only after a second, and then times out in tlsd.
+ * Plain IMAP: the server speaks first, nothing is deferred.
+ */
+static void
+listener_tune(int fd, const struct cfg_listen *l)
+{
+	int secs = l->tls == LISTEN_TLS_IMPLICIT ? 1 : 0;
+
+	if (setsockopt(
+	        fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &secs, sizeof(secs)) == -1)
+		log_warn("listen %s: TCP_DEFER_ACCEPT", l->addr.text);
+}
+
 static int
 listener_open(const struct cfg_listen *l)
 {
@@ -293,6 +313,7 @@ listeners_update(struct parent *p, struct config *cfg)
 					fd = p->listeners[k].fd;
 			if (fd == -1 && (fd = listener_open(l)) == -1)
 				goto fail;
+			listener_tune(fd, l);
 			snprintf(
 			    nl[n].addr, sizeof(nl[n].addr), "%s", l->addr.text);
 			nl[n].fd = fd;

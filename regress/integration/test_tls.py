@@ -32,6 +32,7 @@ from clients import mbsync_pull
 import dovecot as dovecot_mod
 import gateway as gateway_mod
 from conftest import DIRECT, watched
+from rawimap import first_line
 from tlsfake import TLSFake
 
 PASSWORD = "secret"
@@ -471,6 +472,105 @@ def test_mode_required_implicit(tgw, pki):
         assert tagged.startswith(b"b OK"), tagged
     finally:
         r.close()
+
+
+def _started(g, port, since, timeout=0):
+    """The gateway's `session start` line of the client on local port
+    port, logged after offset since, or None."""
+    return g.wait_log(r"\bsession start\b.*\bclient=127\.0\.0\.1:%d\b"
+                      % port, since=since, timeout=timeout)
+
+
+def _greeted_within(port, seconds):
+    """Whether a client that sends nothing is greeted within seconds."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=seconds)
+    try:
+        return first_line(s).startswith(b"* OK")
+    except socket.timeout:
+        return False
+    finally:
+        s.close()
+
+
+@pytest.mark.parametrize("until", ["ClientHello", "deferral"])
+def test_implicit_accept_deferred(tgw, pki, until):
+    """An implicit TLS listener hands a connection over when the client's
+    first bytes are in (TCP_DEFER_ACCEPT).  ClientHello: a client that
+    has sent nothing for half a second is not a session yet; its
+    ClientHello makes it one, and the handshake and greeting follow.
+    deferral: a client that sends nothing is accepted once the deferral
+    is over (the kernel's SYN-ACK timer: about a second), and its TLS
+    still works when it comes: deferring loses no connection.  A plain
+    listener of the same policy greets a silent client at once."""
+    port = tgw.port("tls-enabled", tls="implicit")
+    off = tgw.log_offset()
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    me = s.getsockname()[1]
+    t = None
+    try:
+        if until == "ClientHello":
+            time.sleep(0.5)
+            assert _started(tgw, me, off) is None, tgw.log_since(off)
+        else:
+            assert _started(tgw, me, off, timeout=8), tgw.log_since(off)
+        t = ctx_ca(pki).wrap_socket(s, server_hostname="localhost")
+        assert first_line(t).startswith(b"* OK")
+        assert _started(tgw, me, off, timeout=5), tgw.log_since(off)
+    finally:
+        (t or s).close()
+    assert _greeted_within(tgw.port("tls-enabled", tls="none"), 0.8)
+
+
+def test_reload_listener_tls_mode(make_tls_gateway, tdove, pki):
+    """A reload that keeps a listen address but changes its mode sets
+    the socket to match: implicit to plain, a silent client is greeted
+    at once (not after the deferral); plain to implicit, a client that
+    has sent nothing is not a session until its ClientHello."""
+    port = free_port()
+    tls = {"mode": "enabled", "certificate": "gateway"}
+
+    def pol(mode):
+        return [gateway_mod.policy(
+            "flip", port, "dovecot", tls=tls,
+            listen=[{"address": "127.0.0.1:%d" % port, "tls": mode}])]
+
+    g = make_tls_gateway(servers={"dovecot": [tdove.address]},
+                         policies=pol("implicit"))
+    assert not _greeted_within(port, 0.8)
+    for mode in ("none", "implicit"):
+        off = g.log_offset()
+        g.policies = pol(mode)
+        g.write_config()
+        g.reload()
+        assert g.wait_log(r"configuration reloaded", since=off), \
+            g.log_since(off)
+        end = time.time() + 10
+        if mode == "none":
+            while not _greeted_within(port, 0.8) and time.time() < end:
+                time.sleep(0.2)
+            assert _greeted_within(port, 0.8), g.log_since(off)
+            continue
+        while time.time() < end:
+            try:
+                c = ctx_ca(pki).wrap_socket(
+                    socket.create_connection(("127.0.0.1", port),
+                                             timeout=5),
+                    server_hostname="localhost")
+                ok = first_line(c).startswith(b"* OK")
+                c.close()
+                if ok:
+                    break
+            except (OSError, ssl.SSLError):
+                pass
+            time.sleep(0.2)
+        off = g.log_offset()
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        me = s.getsockname()[1]
+        try:
+            time.sleep(0.5)
+            assert _started(g, me, off) is None, g.log_since(off)
+        finally:
+            s.close()
 
 
 def test_eicar_over_tls(tgw, tdove, pki):
