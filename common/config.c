@@ -2134,7 +2134,7 @@ cfg_server(struct cfg_state *st, struct ynode *k, struct ynode *v,
 	s->profileidx = 0;
 	s->connect_timeout_ms = 10 * 1000;
 	s->send_id = 1;
-	s->connect = SRV_CONNECT_EAGER;
+	s->connect = SRV_CONNECT_LAZY;
 	if (v->type == YN_BAD || !cfg_want_map(st, k, v))
 		return;
 	snprintf(st->label, sizeof(st->label), "server '%.64s'", k->str);

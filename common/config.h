@@ -63,9 +63,9 @@ struct cfg_server {
 	char *server_name;
 	uint64_t connect_timeout_ms; /* default 10s */
 	int send_id; /* upstream ID with x-originating-*, default on */
-	/* SRV_CONNECT_*: eager (default), or lazy: the client is greeted
-	 * with the greeting the server gave before, and the server is met
-	 * at the client's first command for it */
+	/* SRV_CONNECT_*: lazy (default): the client is greeted with the
+	 * greeting the server gave before, and the server is met at the
+	 * client's first command for it; or eager: at once */
 	int connect;
 	struct cfg_member *members;
 	size_t nmembers;

@@ -9,14 +9,18 @@ Paths (loopback only):
   dovecot   Dovecot's implicit TLS port (imaps, ssl = yes)
   stunnel   stunnel4 (foreground, written config) terminating TLS in front
             of Dovecot's plain port
-  gw N/S/T  imapgwd's implicit TLS listener (tls mode enabled) in front of
-            Dovecot's plain port, netd/scand/tlsd worker counts N/S/T;
-            several worker sets can be compared in one run
-  gw N/S/T lazy
+  gw auto  imapgwd's implicit TLS listener (tls mode enabled) in front of
+            Dovecot's plain port, as configured by default: workers auto
+            (netd, scand and tlsd each as many as online CPUs) and the
+            pool's connect not said (lazy: the client is greeted with the
+            greeting Dovecot gave before, and Dovecot is met at the first
+            command, which the handshake clients never send)
+  gw N/S/T  the same with netd/scand/tlsd worker counts N/S/T; several
+            worker sets can be compared in one run
+  gw ... eager
             the same gateway, another listener whose pool has connect:
-            lazy: the client is greeted with the greeting Dovecot gave
-            before, and Dovecot is met at the first command, which the
-            handshake clients never send (handshakes only)
+            eager: Dovecot is met for every client, once its handshake is
+            done (handshakes only)
 
 1. Full TLS handshakes per second (no resumption: a new session every
    time), TLS 1.3 and TLS 1.2 separately: BENCH_TLS_CLIENTS processes
@@ -24,9 +28,9 @@ Paths (loopback only):
    client's share of the CPU stays small) connect in a loop for
    BENCH_TLS_SECONDS; a handshake counts when the IMAP greeting has been
    read over TLS (each path does the same work: TLS, a backend
-   connection where there is one, Dovecot's greeting; but the lazy path:
-   TLS and the gateway's copy of that greeting), then the client
-   resets the connection (SO_LINGER 0: no TIME_WAIT pile-up).  Besides
+   connection where there is one, Dovecot's greeting; but the gateway's
+   lazy paths: TLS and the gateway's copy of that greeting), then the
+   client resets the connection (SO_LINGER 0: no TIME_WAIT pile-up).  Besides
    the rate: CPU microseconds per handshake of the TLS front (Dovecot's
    processes for the dovecot path; stunnel; imapgwd and its workers) and
    of Dovecot behind it, from /proc, and of the client processes, and
@@ -40,17 +44,17 @@ Paths (loopback only):
    sample, "first"), later ones answer from the verdict cache.
 
 Medians of BENCH_TLS_REPS repetitions, the paths interleaved within
-each repetition.  Ratios: handshakes gateway/dovecot, eager and lazy
-(target >= 1.0) and bulk gateway/stunnel (target >= 1.0), printed, never
-asserted.
+each repetition.  Ratios: handshakes gateway/dovecot, default (lazy) and
+eager (target >= 1.0) and bulk gateway/stunnel (target >= 1.0), printed,
+never asserted.
 
 Environment: BENCH_TLS_KEY (rsa | ec), BENCH_TLS_VERSIONS ("1.3,1.2"),
 BENCH_TLS_CLIENTS (8), BENCH_TLS_SECONDS (1.5), BENCH_TLS_REPS (5),
 BENCH_TLS_MESSAGES (50), BENCH_TLS_SIZE (1048576), BENCH_TLS_WORKERS
-(netd,scand,tlsd sets separated by ";", default "1,1,1;1,1,2;2,2,2",
-2,2,2 being what "auto" gives on 2 CPUs; every set is a gateway of its
-own, all measured in the run; the first is the main one of the ratios
-unless BENCH_TLS_MAIN names another), BENCH_TLS_STUNNEL_DEBUG
+(netd,scand,tlsd sets separated by ";", "auto" for the default, which
+is 2,2,2 on 2 CPUs; default "auto;1,1,1;1,1,2"; every set is a gateway of
+its own, all measured in the run; the first is the main one of the
+ratios unless BENCH_TLS_MAIN names another), BENCH_TLS_STUNNEL_DEBUG
 (stunnel's log level, 5 = its default: a few lines per connection, to a
 file, syslog off; the gateway logs at info to a file), BENCH_TLS_SKIP
 (comma list of handshake, bulk), IMAPGWD (build/imapgwd).
@@ -86,9 +90,17 @@ SECONDS = float(os.environ.get("BENCH_TLS_SECONDS", "1.5"))
 REPS = bl.env_int("BENCH_TLS_REPS", 5, minimum=1)
 NMSG = bl.env_int("BENCH_TLS_MESSAGES", 50)
 SIZE = bl.env_int("BENCH_TLS_SIZE", 1 << 20)
-WORKERS = [tuple(int(x) for x in w.split(","))
+
+
+def worker_set(text):
+    """None for "auto" (the default: workers not said), else (N, S, T)."""
+    text = text.strip()
+    return None if text == "auto" else tuple(int(x) for x in text.split(","))
+
+
+WORKERS = [worker_set(w)
            for w in os.environ.get("BENCH_TLS_WORKERS",
-                                   "1,1,1;1,1,2;2,2,2").split(";")
+                                   "auto;1,1,1;1,1,2").split(";")
            if w.strip()]
 MAIN = os.environ.get("BENCH_TLS_MAIN")
 STUNNEL_DEBUG = os.environ.get("BENCH_TLS_STUNNEL_DEBUG", "5")
@@ -301,17 +313,20 @@ class Stunnel:
 # ---- main -------------------------------------------------------------------
 
 def wname(w):
-    return "gw %d/%d/%d" % w
+    return "gw auto" if w is None else "gw %d/%d/%d" % w
 
 
 def start_gateway(binary, d, cert, w):
+    """A gateway with workers w (None: the default), its policies "relay"
+    and "scan" through a pool that does not say connect (the default),
+    "relay-eager" through one with connect: eager."""
     ports = (dv.free_port(), dv.free_port(), dv.free_port())
     tls = {"mode": "enabled", "certificate": "gateway"}
     g = gwm.Gateway(
         servers={"dove": {"members": [{"address": d.address}],
                           "tls": "none"},
-                 "dovelazy": {"members": [{"address": d.address}],
-                              "tls": "none", "connect": "lazy"}},
+                 "doveeager": {"members": [{"address": d.address}],
+                               "tls": "none", "connect": "eager"}},
         certificates={"gateway": {"cert": cert.chain, "key": cert.key}},
         actions={"relay": {"inherit": "IMAP-Server.Standard",
                            "antivirus": {"enabled": False}}},
@@ -322,7 +337,7 @@ def start_gateway(binary, d, cert, w):
             gwm.policy("scan", ports[1], "dove",
                        listen=[{"address": "127.0.0.1:%d" % ports[1],
                                 "tls": "implicit"}], tls=tls),
-            gwm.policy("relay-lazy", ports[2], "dovelazy", action="relay",
+            gwm.policy("relay-eager", ports[2], "doveeager", action="relay",
                        listen=[{"address": "127.0.0.1:%d" % ports[2],
                                 "tls": "implicit"}], tls=tls)],
         binary=binary, level="info", workers=w)
@@ -338,7 +353,7 @@ def main():
         print("tls bench: stunnel4 not installed (Debian package stunnel4, "
               "make deps): no stunnel comparison", file=sys.stderr)
         return 1
-    main_w = tuple(int(x) for x in MAIN.split(",")) if MAIN else WORKERS[0]
+    main_w = worker_set(MAIN) if MAIN else WORKERS[0]
     if main_w not in WORKERS:
         WORKERS.insert(0, main_w)
     mp.set_start_method("fork")
@@ -368,16 +383,17 @@ def main():
         # handshakes only: logged in, a lazy pool is an eager one
         hpaths = list(paths)
         for w, g in gws.items():
-            hpaths.append(Path(wname(w) + " lazy",
-                               g.port("relay-lazy", tls="implicit"),
+            hpaths.append(Path(wname(w) + " eager",
+                               g.port("relay-eager", tls="implicit"),
                                gw_pids(g), dsid))
 
         print("tls bench: certificate %s (leaf + CA chain, the same file "
               "for all); %d client processes; %d CPUs; imapgwd %s"
               % (keydesc, CLIENTS, os.cpu_count(), binary))
-        print("tls bench: worker sets netd/scand/tlsd: %s; stunnel debug "
-              "= %s, gateway log level info"
-              % (", ".join("%d/%d/%d" % w for w in WORKERS), STUNNEL_DEBUG))
+        print("tls bench: worker sets netd/scand/tlsd: %s (auto: %d each, "
+              "the default); stunnel debug = %s, gateway log level info"
+              % (", ".join(wname(w)[3:] for w in WORKERS),
+                 gwm.auto_workers(), STUNNEL_DEBUG))
         broken = []
         for v in VERSIONS:
             for p in hpaths:
@@ -486,7 +502,7 @@ def main():
 
         for v in VERSIONS if hs else ():
             for w in WORKERS:
-                for name in (wname(w), wname(w) + " lazy"):
+                for name in (wname(w), wname(w) + " eager"):
                     print("handshakes TLS %s %s/dovecot: %.2f (%.2f)   "
                           "stunnel/dovecot: %.2f (%.2f)%s"
                           % (v, name,

@@ -1,4 +1,5 @@
-"""servers.<pool>.connect: lazy (imapgwd.yaml(5), imapgwd(8) SESSIONS).
+"""servers.<pool>.connect: lazy, the default (imapgwd.yaml(5), imapgwd(8)
+RELAY).
 
 A lazy pool's client is greeted at once with the greeting the pool's
 server gave this netd before (the first session of a netd, and of each
@@ -53,11 +54,13 @@ def pki():
     shutil.rmtree(d, ignore_errors=True)
 
 
-def lazy_gw(make_gateway, member, port, connect="lazy", workers=(1, 1, 1),
+def lazy_gw(make_gateway, member, port, connect=None, workers=(1, 1, 1),
             extra=None, **pol):
     """A gateway with one netd (one learned greeting) in front of member,
-    its pool lazy (or eager)."""
-    srv = {"members": [member], "connect": connect}
+    its pool's connect as given (None: not said, the default: lazy)."""
+    srv = {"members": [member]}
+    if connect is not None:
+        srv["connect"] = connect
     srv.update(extra or {})
     return make_gateway(
         servers={"pool": srv},
@@ -99,13 +102,15 @@ def session_ended(g, lport, timeout=10):
                       timeout=timeout)
 
 
-def test_lazy_greets_without_server(make_gateway, dovecot):
-    """The first session meets Dovecot; later ones that leave after the
-    greeting never do, and get the same greeting byte for byte; the one
-    that logs in meets Dovecot at its LOGIN, with the ID (the client's own
-    address) first, and works as through an eager pool."""
+@pytest.mark.parametrize("connect", [None, "lazy"])
+def test_lazy_greets_without_server(make_gateway, dovecot, connect):
+    """A pool that says nothing (the default) or connect: lazy.  The
+    first session meets Dovecot; later ones that leave after the greeting
+    never do, and get the same greeting byte for byte; the one that logs
+    in meets Dovecot at its LOGIN, with the ID (the client's own address)
+    first, and works as through an eager pool."""
     port = free_port()
-    g = lazy_gw(make_gateway, dovecot.address, port)
+    g = lazy_gw(make_gateway, dovecot.address, port, connect=connect)
     off = dovecot.log_offset()
     first, lp = greeting_and_close(port)
     assert first.startswith(b"* OK [CAPABILITY "), first
@@ -139,8 +144,8 @@ def test_lazy_greets_without_server(make_gateway, dovecot):
 
 
 def test_eager_meets_server_every_time(make_gateway, dovecot):
-    """Control: an eager pool (the default) meets the server for every
-    client, as the test above shows the lazy one does not."""
+    """Control: an eager pool meets the server for every client, as the
+    test above shows the lazy one does not."""
     port = free_port()
     lazy_gw(make_gateway, dovecot.address, port, connect="eager")
     greeting_and_close(port)

@@ -211,6 +211,8 @@ def config_yaml(user, chroot, state_dir, socket_path, servers, policies,
     certificates: {name: {cert: PATH, key: PATH[, ocsp: PATH]}}.
     tls_profiles: {name: {min_version: "1.2", verify_peer: false, ...}}.
 
+    workers: (netd, scand, tlsd), or None: not said (the default, auto).
+
     actions: {name: {key: value, ...}} proxy actions (flow mappings).
     sigdir: ClamAV database directory for every action (and the default
     action TEST_ACTION of policies that name none)."""
@@ -223,7 +225,9 @@ def config_yaml(user, chroot, state_dir, socket_path, servers, policies,
     out.append("user: %s" % user)
     out.append("chroot: %s" % _q(chroot))
     out.append("state_dir: %s" % _q(state_dir))
-    out.append("workers: { netd: %d, scand: %d, tlsd: %d }" % tuple(workers))
+    if workers is not None:
+        out.append("workers: { netd: %d, scand: %d, tlsd: %d }"
+                   % tuple(workers))
     out.append("log: { target: stderr, format: %s, level: %s }"
                % (log_format, level))
     out.append("control: { socket: %s }" % _q(socket_path))
@@ -288,6 +292,12 @@ def proc_status(pid):
             k, _, v = line.partition(":")
             d[k] = v.strip()
     return d
+
+
+def auto_workers():
+    """What workers: auto (the default) gives for each role: the online
+    CPUs, at most 64."""
+    return max(1, min(os.sysconf("SC_NPROCESSORS_ONLN"), 64))
 
 
 class Gateway:
@@ -382,7 +392,8 @@ class Gateway:
         """Wait (best effort) until the configured number of children runs
         and every one of them reports ready (sandboxed), per `status`."""
         end = time.time() + timeout
-        want = sum(self.workers)
+        want = sum(self.workers) if self.workers is not None else \
+            3 * auto_workers()
         while time.time() < end:
             if len(self.children()) >= want:
                 r = self.ctl("status")

@@ -126,6 +126,7 @@ test_default(void)
 	CHECK(cfg->servers[0].balance == BALANCE_ROUND_ROBIN);
 	CHECK(cfg->servers[0].tls == SRV_TLS_NONE);
 	CHECK(cfg->servers[0].connect_timeout_ms == 10000);
+	CHECK(cfg->servers[0].connect == SRV_CONNECT_LAZY);
 	CHECK(cfg->servers[0].nmembers == 1);
 	CHECK(
 	    strcmp(cfg->servers[0].members[0].addr.text, "127.0.0.1:143") == 0);
@@ -619,7 +620,7 @@ static const char full_yaml[] =
     "      - { address: \"[2001:db8::1]:993\", weight: 100 }\n"
     "      - { address: \"localhost:1993\" }\n"
     "  pool-b:\n"
-    "    connect: lazy\n"
+    "    connect: eager\n"
     "    members: [ \"127.0.0.1:143\" ]\n"
     "actions:\n"
     "  child:\n"
@@ -679,8 +680,9 @@ test_full(void)
 	CHECK(strcmp(s->name, "pool-a") == 0);
 	CHECK(s->balance == BALANCE_LEAST_CONN && s->tls == SRV_TLS_NONE);
 	CHECK(s->send_id == 0 && cfg->servers[1].send_id == 1);
-	CHECK(s->connect == SRV_CONNECT_EAGER &&
-	      cfg->servers[1].connect == SRV_CONNECT_LAZY);
+	/* lazy unless the pool says eager */
+	CHECK(s->connect == SRV_CONNECT_LAZY &&
+	      cfg->servers[1].connect == SRV_CONNECT_EAGER);
 	CHECK(s->connect_timeout_ms == 1500);
 	CHECK(s->nmembers == 3);
 	CHECK(strcmp(s->members[0].host, "192.0.2.10:993") == 0);
