@@ -36,8 +36,7 @@ enum imsg_type {
 	IMSG_NONE = 0,
 	/* parent -> child */
 	IMSG_CFG, /* fd: memfd with the packed config part */
-	IMSG_LISTENER, /* fd: listening socket; u32 policy index, str
-	                  address, u32 owner: the netd it is for */
+	IMSG_LISTENER, /* fd: listening socket; u32 policy index */
 	IMSG_LISTENERS_END, /* u32 config generation: listeners complete */
 	IMSG_PEER, /* fd: socketpair end; u32 role, u32 instance */
 	IMSG_START, /* everything sent: drop privileges, run */
@@ -46,9 +45,6 @@ enum imsg_type {
 	IMSG_BLOCK_SET, /* to netd: u8 family (4 or 6), the 4 or 16 address
 	                   bytes, u64 expiry (wall-clock seconds; 0 = the
 	                   address is no longer blocked) */
-	IMSG_NETD_LIVE, /* to netd: u64 mask of the netd instances running;
-	                   a netd watches the listening sockets of the
-	                   others while they are not */
 	/* child -> parent */
 	IMSG_READY, /* sandbox entered */
 	IMSG_STATUS, /* u32 request id, u32 sessions, u64 total */

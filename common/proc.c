@@ -61,7 +61,6 @@ imsg_type_name(uint32_t t)
 	    [IMSG_STATUS_REQ] = "STATUS_REQ",
 	    [IMSG_TEST_VIOLATE] = "TEST_VIOLATE",
 	    [IMSG_BLOCK_SET] = "BLOCK_SET",
-	    [IMSG_NETD_LIVE] = "NETD_LIVE",
 	    [IMSG_READY] = "READY",
 	    [IMSG_STATUS] = "STATUS",
 	    [IMSG_CFG_APPLIED] = "CFG_APPLIED",

@@ -209,22 +209,19 @@ listener_add(struct netd *n, struct imsg *imsg)
 	struct netd_listener *l;
 	struct reader rd;
 	char *addr;
-	uint32_t policy, owner;
+	uint32_t policy;
 
 	imsg_reader(imsg, &rd);
 	policy = rd_u32(&rd);
 	addr = rd_str(&rd, 79);
-	owner = rd_u32(&rd);
 	if (rd_end(&rd) == -1 || imsg->fd == -1 || n->pending == NULL ||
-	    policy >= n->pending->cfg->npolicies ||
-	    owner >= IMAPGW_MAX_INSTANCES)
+	    policy >= n->pending->cfg->npolicies)
 		fatalx("bad LISTENER frame from parent");
 	if ((l = calloc(1, sizeof(*l))) == NULL)
 		fatal("calloc");
 	l->fd = imsg->fd;
 	imsg->fd = -1;
 	l->policy = (int)policy;
-	l->owner = (int)owner;
 	snprintf(l->addr, sizeof(l->addr), "%s", addr);
 	{
 		const struct cfg_policy *p = &n->pending->cfg->policies[policy];
@@ -239,51 +236,6 @@ listener_add(struct netd *n, struct imsg *imsg)
 	l->nc->refs++;
 	l->next = n->newlisteners;
 	n->newlisteners = l;
-}
-
-/* Watch l if it is this netd's socket, or another's that is not
- * running. */
-static void
-listener_watch(struct netd *n, struct netd_listener *l)
-{
-	int on = l->owner == n->env.instance ||
-	         !(n->live & ((uint64_t)1 << l->owner));
-
-	if (on == l->watched)
-		return;
-	if ((on ? event_add(l->ev, NULL) : event_del(l->ev)) == -1)
-		fatalx("cannot watch listener %s", l->addr);
-	l->watched = on;
-}
-
-/* IMSG_NETD_LIVE: which netd instances run now. */
-static void
-netd_live(struct netd *n, struct imsg *imsg)
-{
-	struct netd_listener *l;
-	uint64_t live, was = n->live;
-	int i;
-
-	if (imsg->datalen != sizeof(live))
-		fatalx("bad NETD_LIVE frame from parent");
-	memcpy(&live, imsg->data, sizeof(live));
-	n->live = live;
-	for (i = 0; i < IMAPGW_MAX_INSTANCES; i++) {
-		uint64_t bit = (uint64_t)1 << i;
-
-		if (i == n->env.instance || !((was ^ live) & bit))
-			continue;
-		if (live & bit)
-			log_debug("netd-%d runs: its listening sockets are "
-			          "its own again",
-			    i);
-		else
-			log_info("netd-%d is not running: netd-%d takes "
-			         "connections from its listening sockets too",
-			    i, n->env.instance);
-	}
-	for (l = n->listeners; l; l = l->next)
-		listener_watch(n, l);
 }
 
 /* The new generation is complete: new sessions use it from now on. */
@@ -302,9 +254,8 @@ listeners_switch(struct netd *n, struct imsg *imsg)
 	for (l = n->listeners; l; l = l->next) {
 		l->ev = event_new(n->env.base, l->fd, EV_READ | EV_PERSIST,
 		    listener_accept, l);
-		if (l->ev == NULL)
+		if (l->ev == NULL || event_add(l->ev, NULL) == -1)
 			fatalx("cannot watch listener %s", l->addr);
-		listener_watch(n, l);
 	}
 	if (n->cur) {
 		n->cur->current = 0;
@@ -394,9 +345,6 @@ netd_parent_frame(struct netd *n, struct imsg *imsg)
 	case IMSG_BLOCK_SET:
 		netd_block_set(n, imsg);
 		return 1;
-	case IMSG_NETD_LIVE:
-		netd_live(n, imsg);
-		return 1;
 	}
 	return 0;
 }
@@ -481,7 +429,6 @@ netd_main(int instance, int debug, int verbose)
 	netd_env = &n;
 	n.env.role = ROLE_NETD;
 	n.env.instance = instance;
-	n.live = ~(uint64_t)0;
 	n.peers.dispatch = netd_dispatch_peer;
 	n.peers.gone = netd_peer_gone;
 	if ((n.env.base = event_base_new()) == NULL)

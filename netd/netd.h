@@ -34,17 +34,11 @@ struct netd_greet {
 	char *caps;
 };
 
-/*
- * One socket of a listen address.  Each netd has its own (SO_REUSEPORT)
- * and watches it; it watches another's while that netd is not running.
- */
 struct netd_listener {
 	struct netd_listener *next;
 	int fd;
 	int policy;
 	int tls; /* LISTEN_TLS_*: of the policy's listen entry */
-	int owner; /* the netd instance the socket is for */
-	int watched;
 	char addr[80];
 	struct event *ev;
 	struct netd_cfg *nc;
@@ -69,9 +63,6 @@ struct netd {
 	uint64_t total;
 	uint64_t nextid;
 	int stopping;
-	/* The netd instances running, bit i for netd i (IMSG_NETD_LIVE;
-	 * all until the parent says). */
-	uint64_t live;
 	/* The auto-block list, sorted by address, at most
 	 * IMAPGW_BLOCK_MAX entries. */
 	struct netd_block *blocks;

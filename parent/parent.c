@@ -263,18 +263,8 @@ listener_tune(int fd, const struct cfg_listen *l)
 		log_warn("listen %s: TCP_DEFER_ACCEPT", l->addr.text);
 }
 
-static void
-listener_close(struct listener *l)
-{
-	int i;
-
-	for (i = 0; i < l->nfd; i++)
-		close(l->fd[i]);
-	l->nfd = 0;
-}
-
 static int
-listener_socket(const struct cfg_listen *l, int reuseport)
+listener_open(const struct cfg_listen *l)
 {
 	int fd, on = 1;
 
@@ -285,16 +275,10 @@ listener_socket(const struct cfg_listen *l, int reuseport)
 		return -1;
 	}
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
-	if (reuseport &&
-	    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on)) == -1) {
-		log_warn("listen %s: SO_REUSEPORT", l->addr.text);
-		close(fd);
-		return -1;
-	}
 	if (l->addr.ss.ss_family == AF_INET6)
 		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof(on));
 	if (bind(fd, (const struct sockaddr *)&l->addr.ss, l->addr.len) == -1 ||
-	    (reuseport && listen(fd, 512) == -1)) {
+	    listen(fd, 512) == -1) {
 		log_warn("listen %s", l->addr.text);
 		close(fd);
 		return -1;
@@ -303,43 +287,15 @@ listener_socket(const struct cfg_listen *l, int reuseport)
 }
 
 /*
- * One socket per netd, all bound to the address with SO_REUSEPORT: the
- * kernel spreads new connections over them, and a connection wakes the
- * one netd whose socket it is in (one socket shared by all woke every
- * idle netd, all but one to find nothing).  A socket bound first without
- * SO_REUSEPORT makes an address that anything else listens on (another
- * imapgwd too) an error, not a share.
- */
-static int
-listener_open(const struct cfg_listen *l, int n, struct listener *out)
-{
-	int probe, i;
-
-	if ((probe = listener_socket(l, 0)) == -1)
-		return -1;
-	close(probe);
-	for (out->nfd = 0; out->nfd < n; out->nfd++) {
-		if ((out->fd[out->nfd] = listener_socket(l, 1)) == -1) {
-			listener_close(out);
-			return -1;
-		}
-	}
-	for (i = 0; i < n; i++)
-		listener_tune(out->fd[i], l);
-	return 0;
-}
-
-/*
  * Build the listener set for cfg, reusing the sockets of addresses that
- * are already open so a reload never drops a listening port in use (the
- * number of netd workers does not change on a reload).
+ * are already open so a reload never drops a listening port in use.
  */
 static int
 listeners_update(struct parent *p, struct config *cfg)
 {
-	struct listener *nl, *old, *keep;
+	struct listener *nl, *old;
 	size_t n = 0, i, j, k, total = 0;
-	int f;
+	int fd;
 
 	for (i = 0; i < cfg->npolicies; i++)
 		total += cfg->policies[i].nlisten;
@@ -350,27 +306,17 @@ listeners_update(struct parent *p, struct config *cfg)
 			const struct cfg_listen *l =
 			    &cfg->policies[i].listen[j];
 
-			keep = NULL;
+			fd = -1;
 			for (k = 0; k < p->nlisteners; k++)
 				if (strcmp(p->listeners[k].addr,
 				        l->addr.text) == 0)
-					keep = &p->listeners[k];
-			if (keep != NULL &&
-			    keep->nfd == cfg->workers[ROLE_NETD]) {
-				memcpy(nl[n].fd, keep->fd, sizeof(nl[n].fd));
-				nl[n].nfd = keep->nfd;
-				for (f = 0; f < nl[n].nfd; f++)
-					listener_tune(nl[n].fd[f], l);
-			} else if (keep != NULL) {
-				log_warnx("listen %s: the number of netd "
-				          "workers changed; restart",
-				    l->addr.text);
+					fd = p->listeners[k].fd;
+			if (fd == -1 && (fd = listener_open(l)) == -1)
 				goto fail;
-			} else if (listener_open(l, cfg->workers[ROLE_NETD],
-			               &nl[n]) == -1)
-				goto fail;
+			listener_tune(fd, l);
 			snprintf(
 			    nl[n].addr, sizeof(nl[n].addr), "%s", l->addr.text);
+			nl[n].fd = fd;
 			nl[n].policy = (int)i;
 			n++;
 		}
@@ -378,11 +324,11 @@ listeners_update(struct parent *p, struct config *cfg)
 	old = p->listeners;
 	for (k = 0; k < p->nlisteners; k++) {
 		for (i = 0; i < n; i++)
-			if (nl[i].fd[0] == old[k].fd[0])
+			if (nl[i].fd == old[k].fd)
 				break;
 		if (i == n) {
 			log_info("closing listener %s", old[k].addr);
-			listener_close(&old[k]);
+			close(old[k].fd);
 		}
 	}
 	free(old);
@@ -393,10 +339,10 @@ fail:
 	/* Close only what this attempt opened. */
 	for (i = 0; i < n; i++) {
 		for (k = 0; k < p->nlisteners; k++)
-			if (p->listeners[k].fd[0] == nl[i].fd[0])
+			if (p->listeners[k].fd == nl[i].fd)
 				break;
 		if (k == p->nlisteners)
-			listener_close(&nl[i]);
+			close(nl[i].fd);
 	}
 	free(nl);
 	return -1;
@@ -441,56 +387,28 @@ child_send_config(struct parent *p, struct child *c)
 	return proc_compose(c->chan, IMSG_CFG, 0, fd, NULL, 0);
 }
 
-/*
- * Every socket of every listen address, each with the netd it is for:
- * a netd watches its own, and another's while that one is not running
- * (IMSG_NETD_LIVE), so no connection waits in the socket of a netd that
- * died.
- */
 static void
 child_send_listeners(struct parent *p, struct child *c)
 {
 	struct buf b;
 	size_t i;
-	int fd, k;
+	int fd;
 
 	for (i = 0; i < p->nlisteners; i++) {
-		for (k = 0; k < p->listeners[i].nfd; k++) {
-			if ((fd = fcntl(p->listeners[i].fd[k], F_DUPFD_CLOEXEC,
-			         0)) == -1) {
-				log_warn("dup listener");
-				continue;
-			}
-			buf_init(&b, 0);
-			buf_add_u32(&b, (uint32_t)p->listeners[i].policy);
-			buf_add_str(&b, p->listeners[i].addr);
-			buf_add_u32(&b, (uint32_t)k);
-			proc_compose(c->chan, IMSG_LISTENER, 0, fd,
-			    buf_head(&b), buf_used(&b));
-			buf_free(&b);
+		if ((fd = fcntl(p->listeners[i].fd, F_DUPFD_CLOEXEC, 0)) ==
+		    -1) {
+			log_warn("dup listener");
+			continue;
 		}
+		buf_init(&b, 0);
+		buf_add_u32(&b, (uint32_t)p->listeners[i].policy);
+		buf_add_str(&b, p->listeners[i].addr);
+		proc_compose(
+		    c->chan, IMSG_LISTENER, 0, fd, buf_head(&b), buf_used(&b));
+		buf_free(&b);
 	}
 	proc_compose(c->chan, IMSG_LISTENERS_END, 0, -1, &p->cfg->generation,
 	    sizeof(p->cfg->generation));
-}
-
-/* The netd instances running, to each of them: after one started or
- * went away. */
-static void
-netd_live_send(struct parent *p)
-{
-	uint64_t live = 0;
-	int i;
-
-	if (p->stopping)
-		return;
-	for (i = 0; i < p->cfg->workers[ROLE_NETD]; i++)
-		if (child_alive(&p->children[ROLE_NETD][i]))
-			live |= (uint64_t)1 << i;
-	for (i = 0; i < p->cfg->workers[ROLE_NETD]; i++)
-		if (child_alive(&p->children[ROLE_NETD][i]))
-			proc_compose(p->children[ROLE_NETD][i].chan,
-			    IMSG_NETD_LIVE, 0, -1, &live, sizeof(live));
 }
 
 /* A socketpair between two children, one end to each. */
@@ -1250,8 +1168,6 @@ parent_child_closed(struct proc_chan *ch)
 	control_child_gone(parent_env, c);
 	proc_chan_free(ch);
 	c->chan = NULL;
-	if (c->role == ROLE_NETD)
-		netd_live_send(parent_env);
 	if (c->is_loader) {
 		c->ready = 0;
 		loader_gone(parent_env);
@@ -1364,7 +1280,6 @@ child_spawn(struct parent *p, struct child *c)
 	child_connect_peers(p, c);
 	if (c->role == ROLE_NETD) {
 		child_send_listeners(p, c);
-		netd_live_send(p);
 		block_send_all(p, c);
 	}
 	child_send_start(p, c);
@@ -1464,8 +1379,6 @@ child_reaped(struct parent *p, struct child *c, int status)
 		control_child_gone(p, c);
 		proc_chan_free(c->chan);
 		c->chan = NULL;
-		if (c->role == ROLE_NETD)
-			netd_live_send(p);
 	}
 	if (c->is_loader)
 		loader_gone(p);

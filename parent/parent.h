@@ -63,14 +63,9 @@ struct reaped {
 
 #define PARENT_REAPED 32
 
-/*
- * A listen address: one socket per netd (SO_REUSEPORT), fd[i] watched
- * by netd i, and by the others while netd i is down.
- */
 struct listener {
 	char addr[80];
-	int fd[IMAPGW_MAX_INSTANCES];
-	int nfd;
+	int fd;
 	int policy;
 };
 

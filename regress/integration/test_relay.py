@@ -17,7 +17,7 @@ import pytest
 
 from dovecot import free_port
 from gateway import policy, proc_status
-from rawimap import RawIMAP, first_line, read_all
+from rawimap import RawIMAP, read_all
 
 pytestmark = pytest.mark.gateway
 
@@ -460,103 +460,6 @@ def test_respawn_with_backoff(make_gateway):
             c.logout()
     assert g.alive()
     assert "child died" not in g.log_since(off)[len(text):], g.log_since(off)
-
-
-def test_listen_socket_per_netd(make_gateway):
-    """Each netd has a listening socket of its own on the address
-    (SO_REUSEPORT: a connection wakes the netd whose socket it is in),
-    and both netd serve.  While a netd is not running, the other takes
-    the connections of its socket too: clients that connect after netd-K
-    was killed (a quick death: respawned a second later) are all greeted
-    by the other netd before netd-K is back."""
-    g = make_gateway()
-    g.expect_crash = True       # a netd is killed on purpose
-    port = g.port()
-    listening = [ln for ln in open("/proc/net/tcp").read().splitlines()[1:]
-                 if ln.split()[3] == "0A" and
-                 int(ln.split()[1].split(":")[1], 16) == port]
-    assert len(listening) == 2, listening
-
-    def greeted(n):
-        ports = []
-        for _ in range(n):
-            c = socket.create_connection(("127.0.0.1", port), timeout=10)
-            try:
-                assert first_line(c).startswith(b"* OK")
-                ports.append(c.getsockname()[1])
-            finally:
-                c.close()
-        return ports
-
-    def server_pid(text, lport):
-        m = re.search(r"netd\[(\d+)\]: session start .*\bclient="
-                      r"127\.0\.0\.1:%d\b" % lport, text)
-        assert m, (lport, text)
-        return int(m.group(1)), m.start()
-
-    off = g.log_offset()
-    ports = greeted(16)
-    g.wait_log(r"session end\b.*client=127\.0\.0\.1:%d\b" % ports[-1],
-               since=off)
-    text = g.log_since(off)
-    assert len({server_pid(text, lp)[0] for lp in ports}) == 2, text
-
-    started = dict((int(p), i) for i, p in re.findall(
-        r"\bstarted netd-(\d+) pid (\d+)", g.log_text()))
-    victim = g.pids_of("netd")[0]
-    k = started[victim]
-    other = [p for p in g.pids_of("netd") if p != victim][0]
-    off = g.log_offset()
-    os.kill(victim, signal.SIGKILL)
-    assert g.wait_log(r"netd-%s is not running: netd-%s takes connections"
-                      % (k, started[other]), since=off), g.log_since(off)
-    ports = greeted(16)
-    back = g.wait_log(r"\bstarted netd-%s pid (\d+)" % k, since=off,
-                      timeout=10)
-    assert back, g.log_since(off)
-    text = g.log_since(off)
-    for lp in ports:
-        pid, at = server_pid(text, lp)
-        assert pid == other and at < back.start(), (lp, text)
-    # netd-K runs again, and its socket is its own again
-    new = int(back.group(1))
-    end = time.monotonic() + 10
-    while time.monotonic() < end:
-        off = g.log_offset()
-        ports = greeted(8)
-        g.wait_log(r"session end\b.*client=127\.0\.0\.1:%d\b" % ports[-1],
-                   since=off)
-        text = g.log_since(off)
-        if new in {server_pid(text, lp)[0] for lp in ports}:
-            break
-    else:
-        pytest.fail("the respawned netd-%s serves no client" % k)
-
-
-def test_listen_address_in_use(make_gateway):
-    """A second gateway on an address the first listens on does not
-    share it (its sockets are SO_REUSEPORT, a group the second could
-    join): it exits, and says which address is in use; the first one
-    keeps serving every client."""
-    g = make_gateway()
-    port = g.port()
-    h = make_gateway(policies=[policy("imap-in", port, "dovecot")],
-                     start=False)
-    try:
-        # the port listens (the first gateway's): start() may return
-        h.start(timeout=10)
-        assert h.proc.wait(timeout=10) != 0
-        text = h.log_text()
-    except RuntimeError as e:
-        text = str(e)
-    assert re.search(r"listen 127\.0\.0\.1:%d: Address already in use"
-                     % port, text), text
-    for _ in range(8):
-        c = socket.create_connection(("127.0.0.1", port), timeout=10)
-        try:
-            assert first_line(c).startswith(b"* OK")
-        finally:
-            c.close()
 
 
 # ---- 10. SIGTERM ---------------------------------------------------------------
