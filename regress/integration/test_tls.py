@@ -534,6 +534,18 @@ def test_reload_listener_tls_mode(make_tls_gateway, tdove, pki):
             "flip", port, "dovecot", tls=tls,
             listen=[{"address": "127.0.0.1:%d" % port, "tls": mode}])]
 
+    def tls_greets():
+        try:
+            c = ctx_ca(pki).wrap_socket(
+                socket.create_connection(("127.0.0.1", port), timeout=5),
+                server_hostname="localhost")
+        except (OSError, ssl.SSLError):
+            return False
+        try:
+            return first_line(c).startswith(b"* OK")
+        finally:
+            c.close()
+
     g = make_tls_gateway(servers={"dovecot": [tdove.address]},
                          policies=pol("implicit"))
     assert not _greeted_within(port, 0.8)
@@ -544,25 +556,11 @@ def test_reload_listener_tls_mode(make_tls_gateway, tdove, pki):
         g.reload()
         assert g.wait_log(r"configuration reloaded", since=off), \
             g.log_since(off)
-        end = time.time() + 10
         if mode == "none":
-            while not _greeted_within(port, 0.8) and time.time() < end:
-                time.sleep(0.2)
-            assert _greeted_within(port, 0.8), g.log_since(off)
+            g.wait_until(lambda: _greeted_within(port, 0.8), 10,
+                         "a silent client greeted within 0.8 s")
             continue
-        while time.time() < end:
-            try:
-                c = ctx_ca(pki).wrap_socket(
-                    socket.create_connection(("127.0.0.1", port),
-                                             timeout=5),
-                    server_hostname="localhost")
-                ok = first_line(c).startswith(b"* OK")
-                c.close()
-                if ok:
-                    break
-            except (OSError, ssl.SSLError):
-                pass
-            time.sleep(0.2)
+        g.wait_until(tls_greets, 10, "a greeting over implicit TLS")
         off = g.log_offset()
         s = socket.create_connection(("127.0.0.1", port), timeout=10)
         me = s.getsockname()[1]
